@@ -1,0 +1,88 @@
+/* params.c - see params.h. */
+#include "params.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define PARAM_ALIGN_FLOATS 16
+
+void param_set_init(param_set *ps)
+{
+    memset(ps, 0, sizeof *ps);
+}
+
+void param_set_free(param_set *ps)
+{
+    if (ps->owns_data)
+        free(ps->data);
+    free(ps->layers);
+    memset(ps, 0, sizeof *ps);
+}
+
+hl_status param_set_add(param_set *ps, const char *name, int32_t ndim, const int64_t *shape,
+                        bool decay, int32_t block, hl_err *err)
+{
+    if (ps->data)
+        return hl_err_set(err, HL_ERR_INVALID, "param_set_add after alloc (%s)", name);
+    if (ndim < 1 || ndim > PARAM_MAX_DIMS)
+        return hl_err_set(err, HL_ERR_INVALID, "%s: %d dimensions (1..%d allowed)", name, ndim,
+                          PARAM_MAX_DIMS);
+    if (strlen(name) >= PARAM_NAME_MAX)
+        return hl_err_set(err, HL_ERR_INVALID, "tensor name too long: %.60s...", name);
+    size_t size = 1;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] <= 0 || (uint64_t)shape[d] > SIZE_MAX / 4 / size)
+            return hl_err_set(err, HL_ERR_INVALID, "%s: bad dimension %lld", name,
+                              (long long)shape[d]);
+        size *= (size_t)shape[d];
+    }
+    if (ps->n_layers == ps->cap_layers) {
+        int cap = ps->cap_layers ? ps->cap_layers * 2 : 32;
+        param_layer *nl = realloc(ps->layers, (size_t)cap * sizeof *nl);
+        if (!nl)
+            return hl_err_set(err, HL_ERR_NOMEM, "out of memory for layer table");
+        ps->layers = nl;
+        ps->cap_layers = cap;
+    }
+    param_layer *l = &ps->layers[ps->n_layers++];
+    memset(l, 0, sizeof *l);
+    strcpy(l->name, name);
+    l->ndim = ndim;
+    memcpy(l->shape, shape, (size_t)ndim * sizeof *shape);
+    l->offset = ps->n;
+    l->size = size;
+    l->decay = decay;
+    l->block = block;
+    size_t padded = (size + PARAM_ALIGN_FLOATS - 1) / PARAM_ALIGN_FLOATS * PARAM_ALIGN_FLOATS;
+    ps->n += padded;
+    return HL_OK;
+}
+
+hl_status param_set_alloc(param_set *ps, hl_err *err)
+{
+    size_t bytes = (ps->n ? ps->n : PARAM_ALIGN_FLOATS) * sizeof(float);
+    void *mem = NULL;
+    if (posix_memalign(&mem, 64, bytes) != 0)
+        return hl_err_set(err, HL_ERR_NOMEM, "cannot allocate %zu MiB for parameters",
+                          bytes >> 20);
+    memset(mem, 0, bytes);
+    ps->data = mem;
+    ps->owns_data = true;
+    return HL_OK;
+}
+
+int param_set_find(const param_set *ps, const char *name)
+{
+    for (int i = 0; i < ps->n_layers; i++)
+        if (strcmp(ps->layers[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+size_t param_set_count(const param_set *ps)
+{
+    size_t n = 0;
+    for (int i = 0; i < ps->n_layers; i++)
+        n += ps->layers[i].size;
+    return n;
+}

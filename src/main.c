@@ -1,0 +1,75 @@
+/* main.c - the helene command line: subcommand dispatch, --help, --version.
+ *
+ * Each subcommand is a function taking (argc, argv) after the subcommand name
+ * and returning the process exit status; its help text lives beside it in the
+ * table, so `helene help CMD`, `helene CMD --help` and the man page agree.
+ */
+#include <stdio.h>
+#include <string.h>
+
+typedef struct command {
+    const char *name;
+    const char *summary;
+    const char *usage; /* full help text */
+    int (*run)(int argc, char **argv);
+} command;
+
+static const command commands[] = {
+    {NULL, NULL, NULL, NULL},
+};
+
+static void print_usage(FILE *f)
+{
+    fprintf(f, "usage: helene [--help] [--version] COMMAND [ARGS]\n\n"
+               "Fine-tune language models with zeroth-order optimizers (HELENE, MeZO, ...).\n\n"
+               "Commands:\n");
+    for (const command *c = commands; c->name; c++)
+        fprintf(f, "  %-10s %s\n", c->name, c->summary);
+    fprintf(f, "\nRun 'helene help COMMAND' for the options of one command.\n"
+               "See also: man helene\n");
+}
+
+static const command *find_command(const char *name)
+{
+    for (const command *c = commands; c->name; c++)
+        if (strcmp(c->name, name) == 0)
+            return c;
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_usage(stdout);
+        return 0;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        print_usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+        printf("helene %s\n", PACKAGE_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "help")) {
+        if (argc < 3) {
+            print_usage(stdout);
+            return 0;
+        }
+        const command *c = find_command(argv[2]);
+        if (!c) {
+            fprintf(stderr, "helene: no such command '%s'\n", argv[2]);
+            return 2;
+        }
+        fputs(c->usage, stdout);
+        return 0;
+    }
+    const command *c = find_command(cmd);
+    if (!c) {
+        fprintf(stderr, "helene: unknown command '%s'\n", cmd);
+        print_usage(stderr);
+        return 2;
+    }
+    return c->run(argc - 1, argv + 1);
+}
