@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "commands.h"
+
 typedef struct command {
     const char *name;
     const char *summary;
@@ -15,6 +17,9 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"info", "describe a model folder (architecture, parameters, memory)", cmd_info_usage,
+     cmd_info},
+    {"score", "mean NLL and perplexity of a text under a model", cmd_score_usage, cmd_score},
     {NULL, NULL, NULL, NULL},
 };
 

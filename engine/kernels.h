@@ -1,0 +1,51 @@
+/* kernels.h - the dense kernels of a transformer forward pass, fp32.
+ *
+ * Each function works on a contiguous range of rows so callers can split a
+ * batch across pool threads; every row's result depends on that row alone,
+ * so any split gives the same bits.  Weight matmuls are OpenBLAS sgemm
+ * (kern_linear); everything else is plain C written for auto-vectorisation.
+ * Leaves out: fp16 compute, fused attention kernels for long sequences.
+ */
+#ifndef HELENE_KERNELS_H
+#define HELENE_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pool.h"
+
+/* out[r, :] = LN(x[r, :]) * w + b for rows [r0, r1); w, b may be NULL
+ * (elementwise_affine = false). Rows are C wide with stride ld. */
+void kern_layernorm(float *out, const float *x, const float *w, const float *b, size_t r0,
+                    size_t r1, int C, size_t ld, float eps);
+
+/* y = act(y + bias) in place over n columns per row, rows [r0, r1). act: 0 none,
+ * 1 ReLU, 2 tanh-GELU, 3 erf-GELU. bias may be NULL. */
+void kern_bias_act(float *y, const float *bias, size_t r0, size_t r1, int n, size_t ld, int act);
+
+/* out[N, O] (row stride ldo) = beta * out + in[N, K] (stride ldi) * W[O, K]^T.
+ * One sgemm call; OpenBLAS threads it. */
+void kern_linear(float *out, size_t ldo, const float *in, size_t ldi, const float *W, int N,
+                 int O, int K, float beta);
+
+/* Multithreaded helpers over a [rows, n] matrix with the pool. */
+void kern_par_layernorm(pool *p, float *out, const float *x, const float *w, const float *b,
+                        size_t rows, int C, float eps);
+void kern_par_bias_act(pool *p, float *y, const float *bias, size_t rows, int n, size_t ld,
+                       int act);
+/* Broadcast-add a [n] vector to every row: y[r, :] += v. */
+void kern_par_add_rows(pool *p, float *y, const float *v, size_t rows, int n, size_t ld);
+
+/* Causal multi-head attention over packed sequences.
+ * qkv [N, 3C] holds q | k | v per token (biases already added); out [N, C].
+ * seq_start [B+1]; scale multiplies q·k.  scratch: threads times
+ * kern_attention_scratch(max_T, C / NH) floats. */
+size_t kern_attention_scratch(int max_T, int HD);
+void kern_par_attention(pool *p, float *out, const float *qkv, const int32_t *seq_start, int B,
+                        int C, int NH, float scale, float *scratch, int max_T);
+
+/* Scalar reference activations (exposed for tests). */
+float kern_gelu_tanh(float x);
+float kern_gelu_erf(float x);
+
+#endif

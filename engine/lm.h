@@ -1,0 +1,48 @@
+/* lm.h - a language model folder: weights + tokenizer, and text scoring.
+ *
+ * Everything a command needs to go from a Hugging Face folder to numbers:
+ * load model.safetensors/config.json (model.h) and vocab.json + merges.txt
+ * (bpe.h), apply the family's BOS convention, and score text.  Also sets up
+ * the compute threads (the pool and OpenBLAS) so results do not depend on
+ * who called first.  Leaves out: tokenizer.json (Llama, later).
+ */
+#ifndef HELENE_LM_H
+#define HELENE_LM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bpe.h"
+#include "err.h"
+#include "model.h"
+#include "pool.h"
+
+typedef struct lm {
+    model model;
+    bpe tok;
+    pool pool;
+    int n_threads;
+} lm;
+
+/* Start n_threads compute threads (the pool and OpenBLAS) and load DIR.
+ * On failure everything is released and err names the file. */
+hl_status lm_open(lm *l, const char *dir, int n_threads, hl_err *err);
+void lm_close(lm *l);
+
+/* Set OpenBLAS's thread count (process-wide). */
+void lm_set_blas_threads(int n);
+
+/* Token ids of text with the family's BOS prepended when it uses one.
+ * *ids is malloc'ed, owned by the caller. */
+hl_status lm_encode(const lm *l, const char *text, size_t len, int32_t **ids, size_t *n,
+                    hl_err *err);
+
+/* Mean NLL per predicted token of a text: BOS + every text token predicted
+ * (OPT), or tokens 2..N predicted from their prefixes (GPT-2).  Texts longer
+ * than the context are scored in consecutive windows that each start where
+ * the last one ended (with BOS again for BOS families), so each token is
+ * predicted exactly once. */
+hl_status lm_score_text(lm *l, double *out_nll, size_t *out_tokens, const char *text, size_t len,
+                        hl_err *err);
+
+#endif

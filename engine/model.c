@@ -1,0 +1,957 @@
+/* model.c - OPT and GPT-2: config parsing, loading into the arena, forward.
+ *
+ * Loading happens in three steps so every failure is caught before any
+ * weight is read: parse config.json into model_config; declare every weight
+ * as a layer of the param_set (this fixes the arena layout and names, which
+ * are the Hugging Face names without the optional prefix); then find each
+ * layer's tensor in the safetensors file(s), check its shape and convert it
+ * into the arena, releasing the file pages as it goes so peak memory stays
+ * near the fp32 arena alone.
+ */
+#include "model.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "kernels.h"
+#include "safetensors.h"
+
+/* ------------------------------------------------------------- config --- */
+
+const char *model_family_name(model_family f)
+{
+    switch (f) {
+    case MODEL_FAMILY_OPT:
+        return "opt";
+    case MODEL_FAMILY_GPT2:
+        return "gpt2";
+    }
+    return "?";
+}
+
+static char *read_text_file(const char *path, size_t max, hl_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 1 >= cap) {
+            if (cap >= max) {
+                free(buf);
+                fclose(f);
+                hl_err_set(err, HL_ERR_FORMAT, "%s: larger than %zu bytes", path, max);
+                return NULL;
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - 1 - n, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!buf) {
+        hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
+        return NULL;
+    }
+    if (bad) {
+        free(buf);
+        hl_err_set(err, HL_ERR_IO, "%s: read error", path);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Integer field: absent -> def (or error when def < -1 marks it required). */
+#define CFG_REQUIRED (-2)
+
+static hl_status cfg_int(const cJSON *root, const char *path, const char *const *names,
+                         int32_t def, int32_t lo, int32_t hi, int32_t *out, hl_err *err)
+{
+    for (const char *const *n = names; *n; n++) {
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, *n);
+        if (!it || cJSON_IsNull(it))
+            continue;
+        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) ||
+            it->valuedouble < lo || it->valuedouble > hi)
+            return hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" must be an integer in %d..%d", path,
+                              *n, lo, hi);
+        *out = (int32_t)it->valuedouble;
+        return HL_OK;
+    }
+    if (def == CFG_REQUIRED)
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: missing required field \"%s\"", path, names[0]);
+    *out = def;
+    return HL_OK;
+}
+
+static hl_status cfg_bool(const cJSON *root, const char *path, const char *name, bool def,
+                          bool *out, hl_err *err)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (!it || cJSON_IsNull(it)) {
+        *out = def;
+        return HL_OK;
+    }
+    if (!cJSON_IsBool(it))
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" must be true or false", path, name);
+    *out = cJSON_IsTrue(it);
+    return HL_OK;
+}
+
+static hl_status cfg_float(const cJSON *root, const char *path, const char *name, float def,
+                           float *out, hl_err *err)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (!it || cJSON_IsNull(it)) {
+        *out = def;
+        return HL_OK;
+    }
+    if (!cJSON_IsNumber(it) || !(it->valuedouble > 0) || !(it->valuedouble < 1))
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" must be a number in (0, 1)", path, name);
+    *out = (float)it->valuedouble;
+    return HL_OK;
+}
+
+static hl_status cfg_act(const cJSON *root, const char *path, const char *name, const char *def,
+                         model_act *out, hl_err *err)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, name);
+    const char *s = def;
+    if (it && !cJSON_IsNull(it)) {
+        if (!cJSON_IsString(it))
+            return hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" must be a string", path, name);
+        s = it->valuestring;
+    }
+    if (!strcmp(s, "relu"))
+        *out = MODEL_ACT_RELU;
+    else if (!strcmp(s, "gelu_new") || !strcmp(s, "gelu_pytorch_tanh") || !strcmp(s, "gelu_fast"))
+        *out = MODEL_ACT_GELU_TANH;
+    else if (!strcmp(s, "gelu"))
+        *out = MODEL_ACT_GELU_ERF;
+    else
+        return hl_err_set(err, HL_ERR_FORMAT,
+                          "%s: activation_function \"%s\" is not supported (relu, gelu, gelu_new)",
+                          path, s);
+    return HL_OK;
+}
+
+#define NAMES(...) ((const char *const[]){__VA_ARGS__, NULL})
+#define DIM_MAX 1000000
+
+static hl_status config_parse_opt(model_config *c, const cJSON *j, const char *path, hl_err *err)
+{
+    hl_status st;
+    c->family = MODEL_FAMILY_OPT;
+    if ((st = cfg_int(j, path, NAMES("hidden_size", "d_model"), CFG_REQUIRED, 1, DIM_MAX,
+                      &c->d_model, err)) ||
+        (st = cfg_int(j, path, NAMES("ffn_dim"), CFG_REQUIRED, 1, DIM_MAX, &c->d_ffn, err)) ||
+        (st = cfg_int(j, path, NAMES("num_attention_heads"), CFG_REQUIRED, 1, 4096, &c->n_heads,
+                      err)) ||
+        (st = cfg_int(j, path, NAMES("num_hidden_layers"), CFG_REQUIRED, 1, 4096, &c->n_layers,
+                      err)) ||
+        (st = cfg_int(j, path, NAMES("vocab_size"), CFG_REQUIRED, 1, 10000000, &c->vocab, err)) ||
+        (st = cfg_int(j, path, NAMES("max_position_embeddings"), CFG_REQUIRED, 1, 1 << 20,
+                      &c->max_pos, err)) ||
+        (st = cfg_int(j, path, NAMES("word_embed_proj_dim"), c->d_model, 1, DIM_MAX, &c->d_embed,
+                      err)) ||
+        (st = cfg_bool(j, path, "do_layer_norm_before", true, &c->pre_ln, err)) ||
+        (st = cfg_bool(j, path, "enable_bias", true, &c->bias, err)) ||
+        (st = cfg_bool(j, path, "layer_norm_elementwise_affine", true, &c->ln_affine, err)) ||
+        (st = cfg_bool(j, path, "tie_word_embeddings", true, &c->tied_head, err)) ||
+        (st = cfg_act(j, path, "activation_function", "relu", &c->act, err)) ||
+        (st = cfg_int(j, path, NAMES("bos_token_id"), 2, -1, 10000000, &c->bos_id, err)) ||
+        (st = cfg_int(j, path, NAMES("eos_token_id"), 2, -1, 10000000, &c->eos_id, err)) ||
+        (st = cfg_int(j, path, NAMES("pad_token_id"), 1, -1, 10000000, &c->pad_id, err)))
+        return st;
+    bool remove_final = false;
+    if ((st = cfg_bool(j, path, "_remove_final_layer_norm", false, &remove_final, err)))
+        return st;
+    c->final_ln = c->pre_ln && !remove_final;
+    c->pos_offset = 2;
+    c->ln_eps = 1e-5f;
+    c->add_bos = true;
+    return HL_OK;
+}
+
+static hl_status config_parse_gpt2(model_config *c, const cJSON *j, const char *path, hl_err *err)
+{
+    hl_status st;
+    c->family = MODEL_FAMILY_GPT2;
+    if ((st = cfg_int(j, path, NAMES("n_embd", "hidden_size"), CFG_REQUIRED, 1, DIM_MAX,
+                      &c->d_model, err)) ||
+        (st = cfg_int(j, path, NAMES("n_head", "num_attention_heads"), CFG_REQUIRED, 1, 4096,
+                      &c->n_heads, err)) ||
+        (st = cfg_int(j, path, NAMES("n_layer", "num_hidden_layers"), CFG_REQUIRED, 1, 4096,
+                      &c->n_layers, err)) ||
+        (st = cfg_int(j, path, NAMES("vocab_size"), CFG_REQUIRED, 1, 10000000, &c->vocab, err)) ||
+        (st = cfg_int(j, path, NAMES("n_positions", "max_position_embeddings"), CFG_REQUIRED, 1,
+                      1 << 20, &c->max_pos, err)) ||
+        (st = cfg_int(j, path, NAMES("n_inner"), 4 * c->d_model, 1, DIM_MAX, &c->d_ffn, err)) ||
+        (st = cfg_float(j, path, "layer_norm_epsilon", 1e-5f, &c->ln_eps, err)) ||
+        (st = cfg_bool(j, path, "tie_word_embeddings", true, &c->tied_head, err)) ||
+        (st = cfg_act(j, path, "activation_function", "gelu_new", &c->act, err)) ||
+        (st = cfg_int(j, path, NAMES("bos_token_id"), c->vocab > 50256 ? 50256 : -1, -1,
+                      10000000, &c->bos_id, err)) ||
+        (st = cfg_int(j, path, NAMES("eos_token_id"), c->vocab > 50256 ? 50256 : -1, -1,
+                      10000000, &c->eos_id, err)) ||
+        (st = cfg_int(j, path, NAMES("pad_token_id"), -1, -1, 10000000, &c->pad_id, err)))
+        return st;
+    bool by_layer = false, upcast = false, scale = true;
+    if ((st = cfg_bool(j, path, "scale_attn_by_inverse_layer_idx", false, &by_layer, err)) ||
+        (st = cfg_bool(j, path, "reorder_and_upcast_attn", false, &upcast, err)) ||
+        (st = cfg_bool(j, path, "scale_attn_weights", true, &scale, err)))
+        return st;
+    if (by_layer || !scale)
+        return hl_err_set(err, HL_ERR_FORMAT,
+                          "%s: scale_attn_by_inverse_layer_idx / scale_attn_weights=false are not "
+                          "supported",
+                          path);
+    c->d_embed = c->d_model;
+    c->pos_offset = 0;
+    c->pre_ln = true;
+    c->final_ln = true;
+    c->ln_affine = true;
+    c->bias = true;
+    c->add_bos = false;
+    return HL_OK;
+}
+
+hl_status model_config_load(model_config *cfg, const char *dir, hl_err *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *text = read_text_file(path, 1 << 20, err);
+    if (!text)
+        return err ? err->code : HL_ERR_IO;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!j)
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: not valid JSON", path);
+    hl_status st = HL_OK;
+    if (!cJSON_IsObject(j)) {
+        st = hl_err_set(err, HL_ERR_FORMAT, "%s: expected a JSON object", path);
+        goto done;
+    }
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
+    if (!cJSON_IsString(mt)) {
+        st = hl_err_set(err, HL_ERR_FORMAT, "%s: missing \"model_type\" (supported: opt, gpt2)",
+                        path);
+        goto done;
+    }
+    if (!strcmp(mt->valuestring, "opt"))
+        st = config_parse_opt(cfg, j, path, err);
+    else if (!strcmp(mt->valuestring, "gpt2"))
+        st = config_parse_gpt2(cfg, j, path, err);
+    else {
+        st = hl_err_set(err, HL_ERR_FORMAT,
+                        "%s: model_type \"%.64s\" is not supported (supported: opt, gpt2)", path,
+                        mt->valuestring);
+        goto done;
+    }
+    if (st)
+        goto done;
+    if (cfg->d_model % cfg->n_heads != 0) {
+        st = hl_err_set(err, HL_ERR_FORMAT, "%s: hidden size %d is not a multiple of %d heads",
+                        path, cfg->d_model, cfg->n_heads);
+        goto done;
+    }
+    if (cfg->bos_id >= cfg->vocab || cfg->eos_id >= cfg->vocab || cfg->pad_id >= cfg->vocab) {
+        st = hl_err_set(err, HL_ERR_FORMAT, "%s: a special token id is >= vocab_size %d", path,
+                        cfg->vocab);
+        goto done;
+    }
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(j, "torch_dtype");
+    if (cJSON_IsString(dt))
+        snprintf(cfg->torch_dtype, sizeof cfg->torch_dtype, "%s", dt->valuestring);
+done:
+    cJSON_Delete(j);
+    if (st)
+        return st;
+
+    /* tokenizer_config.json may say whether BOS is prepended. */
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    if (access(path, F_OK) == 0) {
+        hl_err terr;
+        char *tt = read_text_file(path, 1 << 24, &terr);
+        if (!tt)
+            return hl_err_set(err, terr.code, "%s", terr.msg);
+        cJSON *tj = cJSON_Parse(tt);
+        free(tt);
+        if (!tj || !cJSON_IsObject(tj)) {
+            cJSON_Delete(tj);
+            return hl_err_set(err, HL_ERR_FORMAT, "%s: not a JSON object", path);
+        }
+        st = cfg_bool(tj, path, "add_bos_token", cfg->add_bos, &cfg->add_bos, err);
+        cJSON_Delete(tj);
+        if (st)
+            return st;
+    }
+    if (cfg->add_bos && cfg->bos_id < 0)
+        return hl_err_set(err, HL_ERR_FORMAT, "%s/config.json: BOS is prepended but bos_token_id "
+                          "is missing", dir);
+    return HL_OK;
+}
+
+/* -------------------------------------------------------- layer table --- */
+
+/* Declare one weight; the name is the HF name without prefix. */
+static hl_status add2(param_set *ps, const char *name, int64_t d0, int64_t d1, bool decay,
+                      int32_t block, hl_err *err)
+{
+    int64_t shape[2] = {d0, d1};
+    return param_set_add(ps, name, d1 > 0 ? 2 : 1, shape, decay, block, err);
+}
+
+static hl_status declare_layers(param_set *ps, const model_config *c, hl_err *err)
+{
+    const int64_t C = c->d_model, E = c->d_embed, F = c->d_ffn, V = c->vocab;
+    const int64_t P = (int64_t)c->max_pos + c->pos_offset;
+    char n[PARAM_NAME_MAX];
+    hl_status st = HL_OK;
+#define ADD(name, d0, d1, decay, blk)                                                       \
+    do {                                                                                    \
+        if ((st = add2(ps, (name), (d0), (d1), (decay), (blk), err)))                       \
+            return st;                                                                      \
+    } while (0)
+#define ADDF(d0, d1, decay, blk, ...)                                                       \
+    do {                                                                                    \
+        snprintf(n, sizeof n, __VA_ARGS__);                                                 \
+        ADD(n, d0, d1, decay, blk);                                                         \
+    } while (0)
+
+    if (c->family == MODEL_FAMILY_OPT) {
+        ADD("decoder.embed_tokens.weight", V, E, true, -1);
+        ADD("decoder.embed_positions.weight", P, C, true, -1);
+        if (E != C) {
+            ADD("decoder.project_in.weight", C, E, true, -1);
+            ADD("decoder.project_out.weight", E, C, true, -1);
+        }
+        for (int32_t i = 0; i < c->n_layers; i++) {
+            static const char *const proj[4] = {"q_proj", "k_proj", "v_proj", "out_proj"};
+            if (c->ln_affine) {
+                ADDF(C, 0, false, i, "decoder.layers.%d.self_attn_layer_norm.weight", i);
+                ADDF(C, 0, false, i, "decoder.layers.%d.self_attn_layer_norm.bias", i);
+            }
+            for (int p = 0; p < 4; p++) {
+                ADDF(C, C, true, i, "decoder.layers.%d.self_attn.%s.weight", i, proj[p]);
+                if (c->bias)
+                    ADDF(C, 0, false, i, "decoder.layers.%d.self_attn.%s.bias", i, proj[p]);
+            }
+            if (c->ln_affine) {
+                ADDF(C, 0, false, i, "decoder.layers.%d.final_layer_norm.weight", i);
+                ADDF(C, 0, false, i, "decoder.layers.%d.final_layer_norm.bias", i);
+            }
+            ADDF(F, C, true, i, "decoder.layers.%d.fc1.weight", i);
+            if (c->bias)
+                ADDF(F, 0, false, i, "decoder.layers.%d.fc1.bias", i);
+            ADDF(C, F, true, i, "decoder.layers.%d.fc2.weight", i);
+            if (c->bias)
+                ADDF(C, 0, false, i, "decoder.layers.%d.fc2.bias", i);
+        }
+        if (c->final_ln && c->ln_affine) {
+            ADD("decoder.final_layer_norm.weight", C, 0, false, -1);
+            ADD("decoder.final_layer_norm.bias", C, 0, false, -1);
+        }
+    } else {
+        ADD("wte.weight", V, C, true, -1);
+        ADD("wpe.weight", P, C, true, -1);
+        for (int32_t i = 0; i < c->n_layers; i++) {
+            /* Conv1D weights are declared [out, in]: transposed on load. */
+            ADDF(C, 0, false, i, "h.%d.ln_1.weight", i);
+            ADDF(C, 0, false, i, "h.%d.ln_1.bias", i);
+            ADDF(3 * C, C, true, i, "h.%d.attn.c_attn.weight", i);
+            ADDF(3 * C, 0, false, i, "h.%d.attn.c_attn.bias", i);
+            ADDF(C, C, true, i, "h.%d.attn.c_proj.weight", i);
+            ADDF(C, 0, false, i, "h.%d.attn.c_proj.bias", i);
+            ADDF(C, 0, false, i, "h.%d.ln_2.weight", i);
+            ADDF(C, 0, false, i, "h.%d.ln_2.bias", i);
+            ADDF(F, C, true, i, "h.%d.mlp.c_fc.weight", i);
+            ADDF(F, 0, false, i, "h.%d.mlp.c_fc.bias", i);
+            ADDF(C, F, true, i, "h.%d.mlp.c_proj.weight", i);
+            ADDF(C, 0, false, i, "h.%d.mlp.c_proj.bias", i);
+        }
+        ADD("ln_f.weight", C, 0, false, -1);
+        ADD("ln_f.bias", C, 0, false, -1);
+    }
+    if (!c->tied_head)
+        ADD("lm_head.weight", V, E, true, -1);
+#undef ADD
+#undef ADDF
+    return st;
+}
+
+static float *layer_ptr(model *m, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static float *layer_ptr(model *m, const char *fmt, ...)
+{
+    char n[PARAM_NAME_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(n, sizeof n, fmt, ap);
+    va_end(ap);
+    int idx = param_set_find(&m->params, n);
+    return idx < 0 ? NULL : param_layer_data(&m->params, idx);
+}
+
+/* Resolve the weight pointers once; the arena never moves after alloc. */
+static hl_status bind_weights(model *m, hl_err *err)
+{
+    const model_config *c = &m->cfg;
+    model_weights *w = &m->w;
+    w->blocks = calloc((size_t)c->n_layers, sizeof *w->blocks);
+    if (!w->blocks)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    const size_t C = (size_t)c->d_model;
+    if (c->family == MODEL_FAMILY_OPT) {
+        w->wte = layer_ptr(m, "decoder.embed_tokens.weight");
+        w->wpe = layer_ptr(m, "decoder.embed_positions.weight");
+        w->proj_in = layer_ptr(m, "decoder.project_in.weight");
+        w->proj_out = layer_ptr(m, "decoder.project_out.weight");
+        w->lnf_w = layer_ptr(m, "decoder.final_layer_norm.weight");
+        w->lnf_b = layer_ptr(m, "decoder.final_layer_norm.bias");
+        for (int i = 0; i < c->n_layers; i++) {
+            model_block *b = &w->blocks[i];
+            b->ln1_w = layer_ptr(m, "decoder.layers.%d.self_attn_layer_norm.weight", i);
+            b->ln1_b = layer_ptr(m, "decoder.layers.%d.self_attn_layer_norm.bias", i);
+            b->wqkv[0] = layer_ptr(m, "decoder.layers.%d.self_attn.q_proj.weight", i);
+            b->wqkv[1] = layer_ptr(m, "decoder.layers.%d.self_attn.k_proj.weight", i);
+            b->wqkv[2] = layer_ptr(m, "decoder.layers.%d.self_attn.v_proj.weight", i);
+            b->bqkv[0] = layer_ptr(m, "decoder.layers.%d.self_attn.q_proj.bias", i);
+            b->bqkv[1] = layer_ptr(m, "decoder.layers.%d.self_attn.k_proj.bias", i);
+            b->bqkv[2] = layer_ptr(m, "decoder.layers.%d.self_attn.v_proj.bias", i);
+            b->wo = layer_ptr(m, "decoder.layers.%d.self_attn.out_proj.weight", i);
+            b->bo = layer_ptr(m, "decoder.layers.%d.self_attn.out_proj.bias", i);
+            b->ln2_w = layer_ptr(m, "decoder.layers.%d.final_layer_norm.weight", i);
+            b->ln2_b = layer_ptr(m, "decoder.layers.%d.final_layer_norm.bias", i);
+            b->w1 = layer_ptr(m, "decoder.layers.%d.fc1.weight", i);
+            b->b1 = layer_ptr(m, "decoder.layers.%d.fc1.bias", i);
+            b->w2 = layer_ptr(m, "decoder.layers.%d.fc2.weight", i);
+            b->b2 = layer_ptr(m, "decoder.layers.%d.fc2.bias", i);
+        }
+    } else {
+        w->wte = layer_ptr(m, "wte.weight");
+        w->wpe = layer_ptr(m, "wpe.weight");
+        w->lnf_w = layer_ptr(m, "ln_f.weight");
+        w->lnf_b = layer_ptr(m, "ln_f.bias");
+        for (int i = 0; i < c->n_layers; i++) {
+            model_block *b = &w->blocks[i];
+            b->ln1_w = layer_ptr(m, "h.%d.ln_1.weight", i);
+            b->ln1_b = layer_ptr(m, "h.%d.ln_1.bias", i);
+            float *wa = layer_ptr(m, "h.%d.attn.c_attn.weight", i);
+            float *ba = layer_ptr(m, "h.%d.attn.c_attn.bias", i);
+            for (int k = 0; k < 3; k++) {
+                b->wqkv[k] = wa + (size_t)k * C * C;
+                b->bqkv[k] = ba + (size_t)k * C;
+            }
+            b->wo = layer_ptr(m, "h.%d.attn.c_proj.weight", i);
+            b->bo = layer_ptr(m, "h.%d.attn.c_proj.bias", i);
+            b->ln2_w = layer_ptr(m, "h.%d.ln_2.weight", i);
+            b->ln2_b = layer_ptr(m, "h.%d.ln_2.bias", i);
+            b->w1 = layer_ptr(m, "h.%d.mlp.c_fc.weight", i);
+            b->b1 = layer_ptr(m, "h.%d.mlp.c_fc.bias", i);
+            b->w2 = layer_ptr(m, "h.%d.mlp.c_proj.weight", i);
+            b->b2 = layer_ptr(m, "h.%d.mlp.c_proj.bias", i);
+        }
+    }
+    w->head = c->tied_head ? w->wte : layer_ptr(m, "lm_head.weight");
+    return HL_OK;
+}
+
+hl_status model_init_from_config(model *m, const model_config *cfg, hl_err *err)
+{
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    param_set_init(&m->params);
+    hl_status st;
+    if ((st = declare_layers(&m->params, cfg, err)) || (st = param_set_alloc(&m->params, err)) ||
+        (st = bind_weights(m, err))) {
+        model_free(m);
+        return st;
+    }
+    snprintf(m->storage_dtype, sizeof m->storage_dtype, "F32");
+    return HL_OK;
+}
+
+void model_set_pool(model *m, pool *p)
+{
+    m->pool = p;
+}
+
+static void acts_free(model_acts *a)
+{
+    free(a->x);
+    free(a->xn);
+    free(a->qkv);
+    free(a->att);
+    free(a->ffn);
+    free(a->emb);
+    free(a->scores);
+    free(a->hidden);
+    free(a->pos);
+    memset(a, 0, sizeof *a);
+}
+
+void model_free(model *m)
+{
+    if (!m)
+        return;
+    acts_free(&m->acts);
+    free(m->w.blocks);
+    param_set_free(&m->params);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---------------------------------------------------------- loading --- */
+
+/* Drop the file pages of a converted tensor: they are clean, read-only and
+ * never needed again, and keeping them would double peak memory. */
+static void release_pages(const st_tensor *t)
+{
+    if (t->nbytes == 0)
+        return;
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)t->data & ~(uintptr_t)(page - 1);
+    uintptr_t e = (uintptr_t)t->data + (uintptr_t)t->nbytes;
+    madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+/* Find a tensor under the prefixes this family's checkpoints use. */
+static const st_tensor *find_tensor(const st_model *sm, const model_config *c, const char *name)
+{
+    static const char *const opt_prefixes[] = {"model.", "", NULL};
+    static const char *const gpt2_prefixes[] = {"transformer.", "", NULL};
+    const char *const *pre = c->family == MODEL_FAMILY_OPT ? opt_prefixes : gpt2_prefixes;
+    if (!strcmp(name, "lm_head.weight"))
+        return st_model_find(sm, name);
+    char full[PARAM_NAME_MAX + 32];
+    for (; *pre; pre++) {
+        snprintf(full, sizeof full, "%s%s", *pre, name);
+        const st_tensor *t = st_model_find(sm, full);
+        if (t)
+            return t;
+    }
+    return NULL;
+}
+
+static bool is_gpt2_conv1d(const model_config *c, const char *name)
+{
+    if (c->family != MODEL_FAMILY_GPT2)
+        return false;
+    const char *dot = strrchr(name, '.');
+    return dot && !strcmp(dot, ".weight") &&
+           (strstr(name, ".c_attn.") || strstr(name, ".c_proj.") || strstr(name, ".c_fc."));
+}
+
+static bool is_known_buffer(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return dot && (!strcmp(dot, ".masked_bias") ||
+                   (!strcmp(dot, ".bias") && strstr(name, ".attn.bias") &&
+                    !strstr(name, "c_attn")));
+}
+
+static hl_status load_weights(model *m, const st_model *sm, hl_err *err)
+{
+    const model_config *c = &m->cfg;
+    int used = 0;
+    unsigned dtypes = 0;
+    for (int i = 0; i < m->params.n_layers; i++) {
+        const param_layer *l = &m->params.layers[i];
+        const st_tensor *t = find_tensor(sm, c, l->name);
+        if (!t)
+            return hl_err_set(err, HL_ERR_FORMAT, "%s: missing tensor \"%s\"%s", m->path, l->name,
+                              c->family == MODEL_FAMILY_OPT ? " (also tried prefix \"model.\")"
+                                                            : " (also tried prefix "
+                                                              "\"transformer.\")");
+        bool tr = is_gpt2_conv1d(c, l->name);
+        bool ok = t->ndim == l->ndim;
+        for (int d = 0; ok && d < l->ndim; d++) {
+            int64_t want = tr ? l->shape[l->ndim - 1 - d] : l->shape[d];
+            ok = t->shape[d] == want;
+        }
+        if (!ok) {
+            char got[96] = "", want[96] = "";
+            for (int d = 0; d < t->ndim && d < 4; d++)
+                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
+                         (long long)t->shape[d]);
+            for (int d = 0; d < l->ndim; d++)
+                snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "",
+                         (long long)(tr ? l->shape[l->ndim - 1 - d] : l->shape[d]));
+            return hl_err_set(err, HL_ERR_FORMAT,
+                              "%s: tensor \"%s\" has shape [%s], config.json implies [%s]",
+                              t->path, t->name, got, want);
+        }
+        float *dst = param_layer_data(&m->params, i);
+        hl_status st = tr ? st_tensor_to_f32_transposed(t, dst, err) : st_tensor_to_f32(t, dst, err);
+        if (st)
+            return st;
+        for (size_t k = 0; k < l->size; k++)
+            if (!isfinite(dst[k]))
+                return hl_err_set(err, HL_ERR_FORMAT,
+                                  "%s: tensor \"%s\" has a non-finite value at index %zu", t->path,
+                                  t->name, k);
+        release_pages(t);
+        dtypes |= 1u << t->dtype;
+        used++;
+    }
+    /* Count what the file has that no weight took: cached masks are expected. */
+    int32_t n_all = st_model_count(sm);
+    int unused = 0;
+    for (int32_t i = 0; i < n_all; i++) {
+        const st_tensor *t = st_model_tensor(sm, i);
+        if (is_known_buffer(t->name))
+            continue;
+        if (c->tied_head && !strcmp(t->name, "lm_head.weight"))
+            continue;
+        unused++;
+    }
+    m->n_unused_tensors = unused - used > 0 ? unused - used : 0;
+    if (dtypes == (1u << ST_DTYPE_F32))
+        snprintf(m->storage_dtype, sizeof m->storage_dtype, "F32");
+    else if (dtypes == (1u << ST_DTYPE_F16))
+        snprintf(m->storage_dtype, sizeof m->storage_dtype, "F16");
+    else if (dtypes == (1u << ST_DTYPE_BF16))
+        snprintf(m->storage_dtype, sizeof m->storage_dtype, "BF16");
+    else
+        snprintf(m->storage_dtype, sizeof m->storage_dtype, "mixed");
+    return HL_OK;
+}
+
+hl_status model_load(model *m, const char *dir, hl_err *err)
+{
+    memset(m, 0, sizeof *m); /* model_free is safe after any failure */
+    model_config cfg;
+    hl_status st = model_config_load(&cfg, dir, err);
+    if (st)
+        return st;
+    if ((st = model_init_from_config(m, &cfg, err)))
+        return st;
+    snprintf(m->path, sizeof m->path, "%s", dir);
+    st_model sm;
+    if ((st = st_model_open(&sm, dir, err))) {
+        model_free(m);
+        return st;
+    }
+    st = load_weights(m, &sm, err);
+    st_model_close(&sm);
+    if (st)
+        model_free(m);
+    return st;
+}
+
+/* ---------------------------------------------------------- forward --- */
+
+static hl_status acts_reserve(model *m, size_t n_tok, int max_T, hl_err *err)
+{
+    model_acts *a = &m->acts;
+    int threads = pool_size(m->pool);
+    if (n_tok <= a->cap_tokens && max_T <= a->cap_seq_len && threads == a->cap_threads)
+        return HL_OK;
+    size_t cap = n_tok > a->cap_tokens ? n_tok : a->cap_tokens;
+    int capT = max_T > a->cap_seq_len ? max_T : a->cap_seq_len;
+    acts_free(a);
+    const size_t C = (size_t)m->cfg.d_model, F = (size_t)m->cfg.d_ffn,
+                 E = (size_t)m->cfg.d_embed;
+    a->x = malloc(cap * C * sizeof(float));
+    a->xn = malloc(cap * C * sizeof(float));
+    a->qkv = malloc(cap * 3 * C * sizeof(float));
+    a->att = malloc(cap * C * sizeof(float));
+    a->ffn = malloc(cap * F * sizeof(float));
+    a->emb = malloc(cap * E * sizeof(float));
+    a->hidden = malloc(cap * E * sizeof(float));
+    a->scores = malloc((size_t)threads *
+                       kern_attention_scratch(capT, m->cfg.d_model / m->cfg.n_heads) *
+                       sizeof(float));
+    a->pos = malloc(cap * sizeof(int32_t));
+    if (!a->x || !a->xn || !a->qkv || !a->att || !a->ffn || !a->emb || !a->hidden ||
+        !a->scores || !a->pos) {
+        acts_free(a);
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory for activations of %zu tokens", cap);
+    }
+    a->cap_tokens = cap;
+    a->cap_seq_len = capT;
+    a->cap_threads = threads;
+    return HL_OK;
+}
+
+typedef struct embed_job {
+    model *m;
+    const int32_t *tokens;
+    size_t n;
+} embed_job;
+
+/* x[t] = (proj_in?) wte[token] + wpe[pos]: gather rows, add positions. */
+static void embed_fn(void *arg, int tid, int nt)
+{
+    embed_job *j = arg;
+    const model *m = j->m;
+    const size_t C = (size_t)m->cfg.d_model, E = (size_t)m->cfg.d_embed;
+    size_t r0, r1;
+    pool_range(j->n, tid, nt, 1, &r0, &r1);
+    float *dst = m->w.proj_in ? m->acts.emb : m->acts.x;
+    for (size_t r = r0; r < r1; r++)
+        memcpy(dst + r * E, m->w.wte + (size_t)j->tokens[r] * E, E * sizeof(float));
+    if (m->w.proj_in)
+        return; /* positions are added after the projection */
+    for (size_t r = r0; r < r1; r++) {
+        const float *p = m->w.wpe + (size_t)m->acts.pos[r] * C;
+        float *x = m->acts.x + r * C;
+        for (size_t i = 0; i < C; i++)
+            x[i] += p[i];
+    }
+}
+
+static void add_pos_fn(void *arg, int tid, int nt)
+{
+    embed_job *j = arg;
+    const model *m = j->m;
+    const size_t C = (size_t)m->cfg.d_model;
+    size_t r0, r1;
+    pool_range(j->n, tid, nt, 1, &r0, &r1);
+    for (size_t r = r0; r < r1; r++) {
+        const float *p = m->w.wpe + (size_t)m->acts.pos[r] * C;
+        float *x = m->acts.x + r * C;
+        for (size_t i = 0; i < C; i++)
+            x[i] += p[i];
+    }
+}
+
+static int act_code(model_act a)
+{
+    switch (a) {
+    case MODEL_ACT_RELU:
+        return 1;
+    case MODEL_ACT_GELU_TANH:
+        return 2;
+    case MODEL_ACT_GELU_ERF:
+        return 3;
+    }
+    return 0;
+}
+
+static void block_forward(model *m, const model_block *b, const model_batch *batch, size_t N,
+                          int max_T)
+{
+    const model_config *c = &m->cfg;
+    model_acts *a = &m->acts;
+    pool *p = m->pool;
+    const int C = c->d_model, F = c->d_ffn, HD = C / c->n_heads;
+    const size_t C3 = 3 * (size_t)C;
+
+    /* attention sublayer */
+    const float *in = a->x;
+    if (c->pre_ln) {
+        kern_par_layernorm(p, a->xn, a->x, b->ln1_w, b->ln1_b, N, C, c->ln_eps);
+        in = a->xn;
+    }
+    for (int k = 0; k < 3; k++)
+        kern_linear(a->qkv + (size_t)k * C, C3, in, (size_t)C, b->wqkv[k], (int)N, C, C, 0.0f);
+    if (b->bqkv[0]) {
+        /* GPT-2's three biases are one contiguous [3C]; OPT's are separate. */
+        if (b->bqkv[1] == b->bqkv[0] + C && b->bqkv[2] == b->bqkv[0] + 2 * C)
+            kern_par_add_rows(p, a->qkv, b->bqkv[0], N, 3 * C, C3);
+        else
+            for (int k = 0; k < 3; k++)
+                kern_par_add_rows(p, a->qkv + (size_t)k * C, b->bqkv[k], N, C, C3);
+    }
+    kern_par_attention(p, a->att, a->qkv, batch->seq_start, batch->n_seq, C, c->n_heads,
+                       1.0f / sqrtf((float)HD), a->scores, max_T);
+    /* x += att · Wo^T + bo (residual folded into sgemm's beta) */
+    if (b->bo)
+        kern_par_add_rows(p, a->x, b->bo, N, C, (size_t)C);
+    kern_linear(a->x, (size_t)C, a->att, (size_t)C, b->wo, (int)N, C, C, 1.0f);
+    if (!c->pre_ln)
+        kern_par_layernorm(p, a->x, a->x, b->ln1_w, b->ln1_b, N, C, c->ln_eps);
+
+    /* FFN sublayer */
+    in = a->x;
+    if (c->pre_ln) {
+        kern_par_layernorm(p, a->xn, a->x, b->ln2_w, b->ln2_b, N, C, c->ln_eps);
+        in = a->xn;
+    }
+    kern_linear(a->ffn, (size_t)F, in, (size_t)C, b->w1, (int)N, F, C, 0.0f);
+    kern_par_bias_act(p, a->ffn, b->b1, N, F, (size_t)F, act_code(c->act));
+    if (b->b2)
+        kern_par_add_rows(p, a->x, b->b2, N, C, (size_t)C);
+    kern_linear(a->x, (size_t)C, a->ffn, (size_t)F, b->w2, (int)N, C, F, 1.0f);
+    if (!c->pre_ln)
+        kern_par_layernorm(p, a->x, a->x, b->ln2_w, b->ln2_b, N, C, c->ln_eps);
+}
+
+hl_status model_forward(model *m, const model_batch *batch, hl_err *err)
+{
+    const model_config *c = &m->cfg;
+    if (batch->n_seq < 0 || batch->seq_start[0] != 0)
+        return hl_err_set(err, HL_ERR_INVALID, "batch: seq_start[0] must be 0");
+    int max_T = 1;
+    for (int32_t b = 0; b < batch->n_seq; b++) {
+        int32_t T = batch->seq_start[b + 1] - batch->seq_start[b];
+        if (T < 0)
+            return hl_err_set(err, HL_ERR_INVALID, "batch: sequence %d has negative length", b);
+        if (T > c->max_pos)
+            return hl_err_set(err, HL_ERR_INVALID,
+                              "sequence %d has %d tokens; the model takes at most %d", b, T,
+                              c->max_pos);
+        if (T > max_T)
+            max_T = T;
+    }
+    const size_t N = (size_t)batch->seq_start[batch->n_seq];
+    for (size_t i = 0; i < N; i++)
+        if (batch->tokens[i] < 0 || batch->tokens[i] >= c->vocab)
+            return hl_err_set(err, HL_ERR_INVALID, "token id %d at position %zu is outside the "
+                              "vocabulary (0..%d)", batch->tokens[i], i, c->vocab - 1);
+    hl_status st = acts_reserve(m, N ? N : 1, max_T, err);
+    if (st)
+        return st;
+    model_acts *a = &m->acts;
+    for (int32_t b = 0; b < batch->n_seq; b++)
+        for (int32_t t = batch->seq_start[b]; t < batch->seq_start[b + 1]; t++)
+            a->pos[t] = t - batch->seq_start[b] + c->pos_offset;
+    if (N == 0)
+        return HL_OK;
+
+    const int C = c->d_model, E = c->d_embed;
+    embed_job ej = {.m = m, .tokens = batch->tokens, .n = N};
+    pool_run(m->pool, embed_fn, &ej);
+    if (m->w.proj_in) {
+        kern_linear(a->x, (size_t)C, a->emb, (size_t)E, m->w.proj_in, (int)N, C, E, 0.0f);
+        pool_run(m->pool, add_pos_fn, &ej);
+    }
+    for (int l = 0; l < c->n_layers; l++)
+        block_forward(m, &m->w.blocks[l], batch, N, max_T);
+
+    float *h = a->x;
+    if (c->final_ln) {
+        kern_par_layernorm(m->pool, a->xn, a->x, m->w.lnf_w, m->w.lnf_b, N, C, c->ln_eps);
+        h = a->xn;
+    }
+    if (m->w.proj_out)
+        kern_linear(a->hidden, (size_t)E, h, (size_t)C, m->w.proj_out, (int)N, E, C, 0.0f);
+    else
+        memcpy(a->hidden, h, N * (size_t)C * sizeof(float));
+    return HL_OK;
+}
+
+/* ------------------------------------------------------------- heads --- */
+
+void model_logits_rows(model *m, float *out, const int32_t *rows, size_t n_rows)
+{
+    const int E = m->cfg.d_embed, V = m->cfg.vocab;
+    if (!rows) {
+        kern_linear(out, (size_t)V, m->acts.hidden, (size_t)E, m->w.head, (int)n_rows, V, E, 0.0f);
+        return;
+    }
+    /* Gather the rows into the emb buffer (free after the forward). */
+    for (size_t r = 0; r < n_rows; r++)
+        memcpy(m->acts.emb + r * (size_t)E, m->acts.hidden + (size_t)rows[r] * E,
+               (size_t)E * sizeof(float));
+    kern_linear(out, (size_t)V, m->acts.emb, (size_t)E, m->w.head, (int)n_rows, V, E, 0.0f);
+}
+
+void model_logits_select(model *m, float *out, const int32_t *rows, size_t n_rows,
+                         const int32_t *ids, size_t n_ids)
+{
+    const size_t E = (size_t)m->cfg.d_embed;
+    for (size_t r = 0; r < n_rows; r++) {
+        const float *h = m->acts.hidden + (size_t)(rows ? rows[r] : (int32_t)r) * E;
+        for (size_t j = 0; j < n_ids; j++) {
+            const float *w = m->w.head + (size_t)ids[j] * E;
+            float s = 0.0f;
+            for (size_t e = 0; e < E; e++)
+                s += h[e] * w[e];
+            out[r * n_ids + j] = s;
+        }
+    }
+}
+
+/* Add the NLL of n (row, target) pairs; logits is [n, V] scratch. */
+static double nll_rows(model *m, float *logits, const int32_t *rows, const int32_t *targets,
+                       size_t n)
+{
+    const size_t V = (size_t)m->cfg.vocab;
+    model_logits_rows(m, logits, rows, n);
+    double sum = 0;
+    for (size_t r = 0; r < n; r++) {
+        const float *l = logits + r * V;
+        float mx = l[0];
+        for (size_t v = 1; v < V; v++)
+            mx = l[v] > mx ? l[v] : mx;
+        double z = 0;
+        for (size_t v = 0; v < V; v++)
+            z += exp((double)(l[v] - mx));
+        sum += log(z) + (double)mx - (double)l[targets[r]];
+    }
+    return sum;
+}
+
+hl_status model_nll(model *m, double *out_sum_nll, size_t *out_count, const model_batch *batch,
+                    int32_t first_pred, hl_err *err)
+{
+    if (first_pred < 1)
+        return hl_err_set(err, HL_ERR_INVALID, "first predicted position must be >= 1");
+    hl_status st = model_forward(m, batch, err);
+    if (st)
+        return st;
+    enum { CHUNK = 32 };
+    float *logits = malloc(CHUNK * (size_t)m->cfg.vocab * sizeof(float));
+    if (!logits)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory for logits");
+    int32_t rows[CHUNK], targets[CHUNK];
+    double sum = 0;
+    size_t count = 0, n = 0;
+    for (int32_t b = 0; b < batch->n_seq; b++) {
+        int32_t s0 = batch->seq_start[b], s1 = batch->seq_start[b + 1];
+        for (int32_t t = s0 + first_pred; t < s1; t++) {
+            rows[n] = t - 1;
+            targets[n] = batch->tokens[t];
+            if (++n == CHUNK) {
+                sum += nll_rows(m, logits, rows, targets, n);
+                count += n;
+                n = 0;
+            }
+        }
+    }
+    if (n) {
+        sum += nll_rows(m, logits, rows, targets, n);
+        count += n;
+    }
+    free(logits);
+    *out_sum_nll = sum;
+    *out_count = count;
+    return HL_OK;
+}
+
+double model_flops_body(const model_config *c, double n_tok, double seq_len)
+{
+    const double C = c->d_model, F = c->d_ffn, L = c->n_layers;
+    /* per token per layer: qkv 3C², out C², fc1+fc2 2CF (each 2 flops per MAC);
+     * attention: q·k and p·v over on average (T+1)/2 keys, 2·C each. */
+    double mm = 2.0 * (4.0 * C * C + 2.0 * C * F);
+    double att = 2.0 * 2.0 * C * (seq_len + 1.0) / 2.0;
+    return L * n_tok * (mm + att);
+}

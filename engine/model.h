@@ -1,0 +1,158 @@
+/* model.h - decoder-only transformers (OPT, GPT-2): config, weights, forward.
+ *
+ * A model is a Hugging Face folder: config.json + model.safetensors (or
+ * shards).  Loading converts every weight once to fp32 into one param_set
+ * arena (see params.h), which is also what the optimizers perturb and update
+ * in place: there is no other copy of the weights.  The forward pass runs on
+ * packed sequences (no padding tokens are computed at all), with OpenBLAS
+ * sgemm for every weight matmul and the thread pool for the rest.
+ *
+ * Legend for shape comments: N = packed tokens of a batch, B = sequences,
+ * T = one sequence's length, C = hidden size, E = word embedding size
+ * (OPT's word_embed_proj_dim; = C otherwise), F = FFN size, V = vocabulary,
+ * NH = heads, HD = C / NH, P = position rows.
+ *
+ * Leaves out: RoBERTa and Llama (later), KV caches and generation, dropout
+ * (ZO training runs with dropout off), fp16 compute.
+ */
+#ifndef HELENE_MODEL_H
+#define HELENE_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "params.h"
+#include "pool.h"
+
+typedef enum model_family {
+    MODEL_FAMILY_OPT,
+    MODEL_FAMILY_GPT2,
+} model_family;
+
+typedef enum model_act {
+    MODEL_ACT_RELU,
+    MODEL_ACT_GELU_TANH, /* HF "gelu_new" / "gelu_pytorch_tanh" */
+    MODEL_ACT_GELU_ERF,  /* HF "gelu" */
+} model_act;
+
+typedef struct model_config {
+    model_family family;
+    int32_t n_layers;    /* L */
+    int32_t d_model;     /* C */
+    int32_t n_heads;     /* NH */
+    int32_t d_ffn;       /* F */
+    int32_t vocab;       /* V */
+    int32_t max_pos;     /* positions a sequence may use (OPT: without the offset of 2) */
+    int32_t d_embed;     /* E: OPT word_embed_proj_dim, else C */
+    int32_t pos_offset;  /* OPT: 2 (learned positions start at row 2), GPT-2: 0 */
+    bool pre_ln;         /* layer norm before attention/FFN (false: opt-350m post-LN) */
+    bool final_ln;       /* a final layer norm exists */
+    bool ln_affine;      /* layer norms have weight and bias */
+    bool bias;           /* linear layers have biases */
+    bool tied_head;      /* lm_head shares the word embeddings */
+    float ln_eps;
+    model_act act;
+    int32_t bos_id, eos_id, pad_id; /* -1 when absent */
+    bool add_bos;        /* tokenizer prepends BOS (OPT: </s>) */
+    char torch_dtype[16];
+} model_config;
+
+/* Parse DIR/config.json (and DIR/tokenizer_config.json if present for BOS).
+ * Unknown model_type -> error listing the supported ones. */
+hl_status model_config_load(model_config *cfg, const char *dir, hl_err *err);
+const char *model_family_name(model_family f);
+
+/* Pointers into the arena for one block; NULL where the family has none. */
+typedef struct model_block {
+    float *ln1_w, *ln1_b;  /* [C] self_attn_layer_norm / ln_1 */
+    float *wqkv[3];        /* [C, C] each, [out, in]; GPT-2: rows of one [3C, C] */
+    float *bqkv[3];        /* [C] each */
+    float *wo, *bo;        /* [C, C], [C] */
+    float *ln2_w, *ln2_b;  /* [C] final_layer_norm / ln_2 */
+    float *w1, *b1;        /* [F, C], [F] */
+    float *w2, *b2;        /* [C, F], [C] */
+} model_block;
+
+typedef struct model_weights {
+    float *wte;            /* [V, E] word embeddings */
+    float *wpe;            /* [P, C] learned positions (P includes OPT's offset rows) */
+    float *proj_in;        /* [C, E] or NULL */
+    float *proj_out;       /* [E, C] or NULL */
+    float *lnf_w, *lnf_b;  /* [C] or NULL */
+    float *head;           /* [V, E]: wte when tied */
+    model_block *blocks;   /* [L] */
+} model_weights;
+
+/* Activation buffers for up to cap_tokens packed tokens, reused across calls. */
+typedef struct model_acts {
+    size_t cap_tokens;
+    int cap_seq_len;
+    float *x;      /* [N, C] residual stream */
+    float *xn;     /* [N, C] normalised input of a sublayer */
+    float *qkv;    /* [N, 3C] */
+    float *att;    /* [N, C] attention output before out_proj */
+    float *ffn;    /* [N, F] */
+    float *emb;    /* [N, E] embeddings before project_in / hidden after project_out */
+    float *scores; /* [threads, kern_attention_scratch] attention scratch */
+    int cap_threads;
+    float *hidden; /* [N, E] final hidden states, the input of the head */
+    int32_t *pos;  /* [N] position row per token */
+} model_acts;
+
+typedef struct model {
+    model_config cfg;
+    param_set params;      /* owns the fp32 weights */
+    model_weights w;
+    model_acts acts;
+    pool *pool;            /* borrowed; NULL = single-threaded */
+    char path[4096];
+    char storage_dtype[8]; /* dtype found in the file(s): F32, F16, BF16 or mixed */
+    int n_unused_tensors;  /* tensors in the file that no weight used (buffers etc.) */
+} model;
+
+/* A batch of B sequences packed back to back: tokens[seq_start[b] ..
+ * seq_start[b+1]) is sequence b.  No padding exists anywhere. */
+typedef struct model_batch {
+    const int32_t *tokens;    /* [N] */
+    const int32_t *seq_start; /* [B + 1], seq_start[0] = 0, non-decreasing */
+    int32_t n_seq;            /* B */
+} model_batch;
+
+/* Load a Hugging Face folder.  On error nothing is left allocated and
+ * model_free(m) is a no-op. */
+hl_status model_load(model *m, const char *dir, hl_err *err);
+/* Build an uninitialised (zero) model from a config: for tests and benchmarks
+ * with random weights. */
+hl_status model_init_from_config(model *m, const model_config *cfg, hl_err *err);
+void model_free(model *m);
+void model_set_pool(model *m, pool *p);
+
+/* Run the body: fills m->acts.hidden [N, E] for every token.  Validates
+ * token ids and lengths (against max_pos) and grows the activation buffers
+ * when a batch is larger than any before. */
+hl_status model_forward(model *m, const model_batch *batch, hl_err *err);
+
+/* Logits over the full vocabulary for n_rows rows of acts.hidden:
+ * out[r, v] for row rows[r] (rows == NULL: rows 0..n_rows-1).  out is
+ * [n_rows, V], owned by the caller. */
+void model_logits_rows(model *m, float *out, const int32_t *rows, size_t n_rows);
+
+/* Logits restricted to chosen token ids: out[r, j] = logit of ids[j] at row
+ * rows[r].  Costs n_rows * n_ids * E instead of n_rows * V * E. */
+void model_logits_select(model *m, float *out, const int32_t *rows, size_t n_rows,
+                         const int32_t *ids, size_t n_ids);
+
+/* Mean NLL of each next token: for every sequence b, positions
+ * [first_pred, len) are predicted from their prefixes.  Returns the summed
+ * NLL and count through out arguments; works in chunks so no [N, V] buffer. */
+hl_status model_nll(model *m, double *out_sum_nll, size_t *out_count, const model_batch *batch,
+                    int32_t first_pred, hl_err *err);
+
+/* Floating-point operations of one forward over n_tok tokens split into
+ * sequences of length seq_len (body only, and the head for n_head_rows rows
+ * over n_head_cols columns).  For benchmarks. */
+double model_flops_body(const model_config *cfg, double n_tok, double seq_len);
+
+#endif

@@ -1,0 +1,212 @@
+/* cmd_model.c - `helene info` and `helene score`: look at a model folder. */
+#include <cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "lm.h"
+
+const char cmd_info_usage[] =
+    "usage: helene info --model DIR [--json] [--threads N]\n"
+    "\n"
+    "Load a Hugging Face model folder (config.json, model.safetensors or shards,\n"
+    "vocab.json + merges.txt), check every tensor, and print its architecture:\n"
+    "family, layers, hidden size, heads, vocabulary, parameters, storage dtype and\n"
+    "the fp32 memory the weights take once loaded.\n"
+    "\n"
+    "  --model DIR   the model folder (required)\n"
+    "  --json        print one JSON object (keys: family, n_layers, n_params, ...)\n"
+    "  --threads N   compute threads (default: all online CPUs)\n";
+
+const char cmd_score_usage[] =
+    "usage: helene score --model DIR [--json] [--threads N] FILE\n"
+    "\n"
+    "Mean negative log-likelihood per predicted token of the text in FILE ('-' reads\n"
+    "standard input), and its perplexity.  Families whose tokenizer adds a BOS token\n"
+    "(OPT: </s>) predict every text token; others (GPT-2) predict tokens 2..N from\n"
+    "their prefixes.  Text longer than the model's context is scored in consecutive\n"
+    "windows, each token predicted once.\n"
+    "\n"
+    "  --model DIR   the model folder (required)\n"
+    "  --json        print {\"tokens\": N, \"nll\": X, \"ppl\": Y}\n"
+    "  --threads N   compute threads (default: all online CPUs)\n";
+
+static int open_model(lm *l, const char *cmd, const char *dir, long threads)
+{
+    if (!dir) {
+        fprintf(stderr, "helene %s: --model DIR is required (see 'helene help %s')\n", cmd, cmd);
+        return 2;
+    }
+    hl_err err;
+    hl_err_clear(&err);
+    if (lm_open(l, dir, (int)threads, &err)) {
+        fprintf(stderr, "helene %s: %s\n", cmd, err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+int cmd_info(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        fputs(cmd_info_usage, stdout);
+        return 0;
+    }
+    const char *dir = NULL;
+    bool json = false;
+    long threads = cli_default_threads();
+    cli_flag flags[] = {
+        {"model", CLI_KIND_STRING, &dir, 0, 0, false},
+        {"json", CLI_KIND_BOOL, &json, 0, 0, false},
+        {"threads", CLI_KIND_INT, &threads, 1, POOL_MAX_THREADS, false},
+        {NULL, CLI_KIND_BOOL, NULL, 0, 0, false},
+    };
+    const char *pos[1];
+    int npos;
+    if (!cli_parse("info", argc, argv, flags, pos, 0, &npos))
+        return 2;
+    lm l;
+    int rc = open_model(&l, "info", dir, threads);
+    if (rc)
+        return rc;
+    const model_config *c = &l.model.cfg;
+    size_t n_params = param_set_count(&l.model.params);
+    double mib = (double)n_params * 4.0 / (1024.0 * 1024.0);
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", dir);
+        cJSON_AddStringToObject(o, "family", model_family_name(c->family));
+        cJSON_AddNumberToObject(o, "n_layers", c->n_layers);
+        cJSON_AddNumberToObject(o, "hidden_size", c->d_model);
+        cJSON_AddNumberToObject(o, "n_heads", c->n_heads);
+        cJSON_AddNumberToObject(o, "ffn_dim", c->d_ffn);
+        cJSON_AddNumberToObject(o, "vocab_size", c->vocab);
+        cJSON_AddNumberToObject(o, "tokenizer_size", bpe_vocab_size(&l.tok));
+        cJSON_AddNumberToObject(o, "max_positions", c->max_pos);
+        cJSON_AddNumberToObject(o, "n_params", (double)n_params);
+        cJSON_AddNumberToObject(o, "n_tensors", l.model.params.n_layers);
+        cJSON_AddStringToObject(o, "storage_dtype", l.model.storage_dtype);
+        cJSON_AddNumberToObject(o, "fp32_bytes", (double)n_params * 4.0);
+        cJSON_AddBoolToObject(o, "pre_layer_norm", c->pre_ln);
+        cJSON_AddBoolToObject(o, "tied_head", c->tied_head);
+        cJSON_AddBoolToObject(o, "adds_bos", c->add_bos);
+        char *s = cJSON_PrintUnformatted(o);
+        puts(s);
+        free(s);
+        cJSON_Delete(o);
+    } else {
+        printf("model        %s\n", dir);
+        printf("family       %s (%s-LN%s)\n", model_family_name(c->family),
+               c->pre_ln ? "pre" : "post",
+               c->d_embed != c->d_model ? ", project_in/out" : "");
+        printf("layers       %d\n", c->n_layers);
+        printf("hidden       %d (%d heads x %d, FFN %d)\n", c->d_model, c->n_heads,
+               c->d_model / c->n_heads, c->d_ffn);
+        printf("vocabulary   %d (tokenizer %d)\n", c->vocab, bpe_vocab_size(&l.tok));
+        printf("context      %d tokens\n", c->max_pos);
+        printf("parameters   %zu in %d tensors\n", n_params, l.model.params.n_layers);
+        printf("storage      %s\n", l.model.storage_dtype);
+        printf("fp32 memory  %.1f MiB\n", mib);
+        printf("head         %s\n", c->tied_head ? "tied to the word embeddings" : "separate");
+        printf("BOS          %s\n", c->add_bos ? "prepended" : "none");
+        if (l.model.n_unused_tensors)
+            printf("note         %d tensor(s) in the file are not used by this architecture\n",
+                   l.model.n_unused_tensors);
+    }
+    lm_close(&l);
+    return 0;
+}
+
+static char *read_all(const char *path, size_t *len)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f)
+        return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n == cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        if (got == 0)
+            break;
+        n += got;
+    }
+    if (buf && ferror(f)) {
+        free(buf);
+        buf = NULL;
+    }
+    if (f != stdin)
+        fclose(f);
+    *len = n;
+    return buf;
+}
+
+int cmd_score(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        fputs(cmd_score_usage, stdout);
+        return 0;
+    }
+    const char *dir = NULL;
+    bool json = false;
+    long threads = cli_default_threads();
+    cli_flag flags[] = {
+        {"model", CLI_KIND_STRING, &dir, 0, 0, false},
+        {"json", CLI_KIND_BOOL, &json, 0, 0, false},
+        {"threads", CLI_KIND_INT, &threads, 1, POOL_MAX_THREADS, false},
+        {NULL, CLI_KIND_BOOL, NULL, 0, 0, false},
+    };
+    const char *pos[1];
+    int npos;
+    if (!cli_parse("score", argc, argv, flags, pos, 1, &npos))
+        return 2;
+    if (npos != 1) {
+        fprintf(stderr, "helene score: give one text FILE (or '-' for stdin)\n");
+        return 2;
+    }
+    size_t len = 0;
+    errno = 0;
+    char *text = read_all(pos[0], &len);
+    if (!text) {
+        fprintf(stderr, "helene score: %s: %s\n", pos[0], errno ? strerror(errno) : "read error");
+        return 1;
+    }
+    lm l;
+    int rc = open_model(&l, "score", dir, threads);
+    if (rc) {
+        free(text);
+        return rc;
+    }
+    hl_err err;
+    hl_err_clear(&err);
+    double nll = 0;
+    size_t ntok = 0;
+    if (lm_score_text(&l, &nll, &ntok, text, len, &err)) {
+        fprintf(stderr, "helene score: %s: %s\n", pos[0], err.msg);
+        rc = 1;
+    } else if (ntok == 0) {
+        fprintf(stderr, "helene score: %s: no tokens to predict (the text is %s)\n", pos[0],
+                len ? "a single token" : "empty");
+        rc = 1;
+    } else if (json) {
+        printf("{\"tokens\":%zu,\"nll\":%.6f,\"ppl\":%.4f}\n", ntok, nll, exp(nll));
+    } else {
+        printf("tokens %zu\nnll    %.6f nats/token\nppl    %.4f\n", ntok, nll, exp(nll));
+    }
+    free(text);
+    lm_close(&l);
+    return rc;
+}

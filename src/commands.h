@@ -1,0 +1,11 @@
+/* commands.h - the subcommands registered in main.c.  Each returns the
+ * process exit status: 0 success, 1 failure (message on stderr), 2 usage. */
+#ifndef HELENE_COMMANDS_H
+#define HELENE_COMMANDS_H
+
+int cmd_info(int argc, char **argv);
+int cmd_score(int argc, char **argv);
+extern const char cmd_info_usage[];
+extern const char cmd_score_usage[];
+
+#endif

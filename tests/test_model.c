@@ -1,0 +1,538 @@
+/* test_model.c - OPT / GPT-2 loading and forward pass.
+ *
+ * The oracle is tests/ref/reference.py (hand-written PyTorch models, float64)
+ * whose outputs are committed under tests/fixtures/models/: every fixture
+ * folder is loaded and its logits compared at every real position, and the
+ * score text's NLL compared to the reference's.  Properties that need no
+ * oracle (thread-count independence, packing invariance, causality) run on
+ * random-weight models.  Malformed config.json and mismatched tensors must
+ * give errors that name the file and the tensor.
+ */
+#include <cJSON.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lm.h"
+#include "model.h"
+#include "safetensors.h"
+#include "testutil.h"
+
+#define FIXDIR HELENE_TESTDIR "/fixtures/models"
+
+/* ----------------------------------------------------------- helpers --- */
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static float frand(void) /* uniform in [-1, 1) */
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static void randomise(model *m)
+{
+    for (int i = 0; i < m->params.n_layers; i++) {
+        const param_layer *l = &m->params.layers[i];
+        float *p = param_layer_data(&m->params, i);
+        bool norm_weight = strstr(l->name, "norm.weight") || strstr(l->name, "ln_");
+        for (size_t k = 0; k < l->size; k++)
+            p[k] = (norm_weight && l->ndim == 1 && strstr(l->name, ".weight"))
+                       ? 1.0f + 0.1f * frand()
+                       : 0.3f * frand();
+    }
+}
+
+static model_config tiny_config(model_family fam)
+{
+    model_config c;
+    memset(&c, 0, sizeof c);
+    c.family = fam;
+    c.n_layers = 2;
+    c.d_model = 32;
+    c.n_heads = 4;
+    c.d_ffn = 64;
+    c.vocab = 97;
+    c.max_pos = 40;
+    c.d_embed = 32;
+    c.pre_ln = true;
+    c.final_ln = true;
+    c.ln_affine = true;
+    c.bias = true;
+    c.tied_head = true;
+    c.ln_eps = 1e-5f;
+    c.bos_id = c.eos_id = 2;
+    c.pad_id = 1;
+    if (fam == MODEL_FAMILY_OPT) {
+        c.pos_offset = 2;
+        c.act = MODEL_ACT_RELU;
+        c.add_bos = true;
+    } else {
+        c.act = MODEL_ACT_GELU_TANH;
+    }
+    return c;
+}
+
+static bool write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return false;
+    fputs(text, f);
+    return fclose(f) == 0;
+}
+
+/* -------------------------------------------------- fixture comparison --- */
+
+static int64_t read_i64(const st_tensor *t, size_t i)
+{
+    int64_t v;
+    memcpy(&v, (const char *)t->data + i * 8, 8);
+    return v;
+}
+
+static void check_fixture(const char *name)
+{
+    char dir[1024], exp_path[1100], score_path[1100];
+    if (snprintf(dir, sizeof dir, "%s/%.200s", FIXDIR, name) >= (int)sizeof dir) {
+        CU_FAIL("fixture path too long");
+        return;
+    }
+    snprintf(exp_path, sizeof exp_path, "%.1023s/expected.safetensors", dir);
+    snprintf(score_path, sizeof score_path, "%.1023s/score.json", dir);
+    fprintf(stderr, "\n  fixture %s", name);
+
+    for (int threads = 1; threads <= 2; threads++) {
+        lm l;
+        hl_err err;
+        hl_err_clear(&err);
+        if (lm_open(&l, dir, threads, &err) != HL_OK) {
+            fprintf(stderr, "\n  %s: %s\n", name, err.msg);
+            CU_FAIL("fixture model does not load");
+            return;
+        }
+        st_file ex;
+        CU_ASSERT_EQUAL_FATAL(st_file_open(&ex, exp_path, &err), HL_OK);
+        const st_tensor *ids = st_file_find(&ex, "input_ids");
+        const st_tensor *mask = st_file_find(&ex, "attention_mask");
+        const st_tensor *logits = st_file_find(&ex, "logits");
+        CU_ASSERT_FATAL(ids && mask && logits && ids->ndim == 2 && logits->ndim == 3);
+        const int B = (int)ids->shape[0], T = (int)ids->shape[1];
+        const int V = (int)logits->shape[2];
+        CU_ASSERT_EQUAL_FATAL(V, l.model.cfg.vocab);
+        int32_t *tokens = malloc((size_t)B * T * sizeof *tokens);
+        int32_t starts[64];
+        CU_ASSERT_FATAL(B < 64);
+        starts[0] = 0;
+        for (int b = 0; b < B; b++) {
+            int len = 0;
+            for (int t = 0; t < T; t++)
+                if (read_i64(mask, (size_t)b * T + t))
+                    tokens[starts[b] + len++] = (int32_t)read_i64(ids, (size_t)b * T + t);
+            starts[b + 1] = starts[b] + len;
+        }
+        model_batch batch = {.tokens = tokens, .seq_start = starts, .n_seq = B};
+        CU_ASSERT_EQUAL_FATAL(model_forward(&l.model, &batch, &err), HL_OK);
+        size_t N = (size_t)starts[B];
+        float *got = malloc(N * V * sizeof *got), *want = malloc(N * V * sizeof *want);
+        float *all = malloc((size_t)B * T * V * sizeof *all);
+        CU_ASSERT_EQUAL_FATAL(st_tensor_to_f32(logits, all, &err), HL_OK);
+        model_logits_rows(&l.model, got, NULL, N);
+        for (int b = 0; b < B; b++)
+            memcpy(want + (size_t)starts[b] * V, all + (size_t)b * T * V,
+                   (size_t)(starts[b + 1] - starts[b]) * V * sizeof(float));
+        /* 1e-4 relative, with the logit scale as the floor of "relative" */
+        float scale = 0;
+        for (size_t i = 0; i < N * (size_t)V; i++)
+            scale = fabsf(want[i]) > scale ? fabsf(want[i]) : scale;
+        CU_ASSERT_EQUAL(test_close_floats(name, got, want, N * V, 1e-4, 1e-4 * scale), 0);
+
+        /* selected logits agree with the full head */
+        int32_t rows[3] = {0, (int32_t)N / 2, (int32_t)N - 1}, sel[3] = {0, 5, V - 1};
+        float sl[9];
+        model_logits_select(&l.model, sl, rows, 3, sel, 3);
+        for (int r = 0; r < 3; r++)
+            for (int j = 0; j < 3; j++)
+                CU_ASSERT_DOUBLE_EQUAL(sl[r * 3 + j], got[(size_t)rows[r] * V + sel[j]],
+                                       1e-5 * (1 + scale));
+
+        /* score the text as `helene score` does */
+        FILE *sf = fopen(score_path, "rb");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(sf);
+        char sbuf[1 << 16];
+        size_t sn = fread(sbuf, 1, sizeof sbuf - 1, sf);
+        fclose(sf);
+        sbuf[sn] = 0;
+        cJSON *sj = cJSON_Parse(sbuf);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(sj);
+        const cJSON *text = cJSON_GetObjectItem(sj, "text");
+        const cJSON *nll = cJSON_GetObjectItem(sj, "mean_nll");
+        const cJSON *ntok = cJSON_GetObjectItem(sj, "n_predicted");
+        const cJSON *tids = cJSON_GetObjectItem(sj, "input_ids"); /* with BOS if any */
+        CU_ASSERT_FATAL(cJSON_IsString(text) && cJSON_IsNumber(nll) && cJSON_IsNumber(ntok));
+        int32_t *enc = NULL;
+        size_t nenc = 0;
+        CU_ASSERT_EQUAL(lm_encode(&l, text->valuestring, strlen(text->valuestring), &enc, &nenc,
+                                  &err),
+                        HL_OK);
+        if (cJSON_IsArray(tids)) {
+            CU_ASSERT_EQUAL((int)nenc, cJSON_GetArraySize(tids));
+            for (int i = 0; i < cJSON_GetArraySize(tids) && i < (int)nenc; i++)
+                if (enc[i] != (int32_t)cJSON_GetArrayItem(tids, i)->valuedouble) {
+                    fprintf(stderr, "\n  token %d: got %d want %d", i, enc[i],
+                            (int)cJSON_GetArrayItem(tids, i)->valuedouble);
+                    CU_FAIL("tokenization differs from the reference");
+                    break;
+                }
+        }
+        free(enc);
+        double got_nll = 0;
+        size_t got_n = 0;
+        CU_ASSERT_EQUAL(lm_score_text(&l, &got_nll, &got_n, text->valuestring,
+                                      strlen(text->valuestring), &err),
+                        HL_OK);
+        CU_ASSERT_EQUAL(got_n, (size_t)ntok->valuedouble);
+        if (fabs(got_nll - nll->valuedouble) > 1e-4 * fabs(nll->valuedouble))
+            fprintf(stderr, "\n  nll: got %.8f want %.8f", got_nll, nll->valuedouble);
+        CU_ASSERT(fabs(got_nll - nll->valuedouble) <= 1e-4 * fabs(nll->valuedouble));
+        cJSON_Delete(sj);
+        free(tokens);
+        free(got);
+        free(want);
+        free(all);
+        st_file_close(&ex);
+        lm_close(&l);
+    }
+}
+
+static void test_fixtures_match_reference(void)
+{
+    DIR *d = opendir(FIXDIR);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    int n = 0;
+    struct dirent *e;
+    char names[64][256];
+    while ((e = readdir(d)) && n < 64) {
+        if (e->d_name[0] == '.')
+            continue;
+        char p[1400];
+        snprintf(p, sizeof p, "%s/%.200s/expected.safetensors", FIXDIR, e->d_name);
+        if (access(p, F_OK) == 0)
+            snprintf(names[n++], sizeof names[0], "%.200s", e->d_name);
+    }
+    closedir(d);
+    /* at least OPT pre-LN, OPT post-LN and GPT-2, each in F32/F16/BF16 */
+    CU_ASSERT(n >= 9);
+    for (int i = 0; i < n; i++)
+        check_fixture(names[i]);
+}
+
+/* ------------------------------------------------ properties (no oracle) --- */
+
+static float *run_hidden(model *m, const int32_t *tok, const int32_t *starts, int B)
+{
+    model_batch b = {.tokens = tok, .seq_start = starts, .n_seq = B};
+    hl_err err;
+    if (model_forward(m, &b, &err) != HL_OK) {
+        fprintf(stderr, "forward: %s\n", err.msg);
+        return NULL;
+    }
+    size_t n = (size_t)starts[B] * (size_t)m->cfg.d_embed;
+    float *out = malloc(n * sizeof *out);
+    memcpy(out, m->acts.hidden, n * sizeof *out);
+    return out;
+}
+
+static void test_thread_count_does_not_change_bits(void)
+{
+    for (int fam = 0; fam < 2; fam++) {
+        model_config c = tiny_config((model_family)fam);
+        model m;
+        hl_err err;
+        CU_ASSERT_EQUAL_FATAL(model_init_from_config(&m, &c, &err), HL_OK);
+        randomise(&m);
+        int32_t tok[40], starts[4] = {0, 17, 20, 40};
+        for (int i = 0; i < 40; i++)
+            tok[i] = (i * 7 + 3) % c.vocab;
+        float *ref = NULL;
+        for (int threads = 1; threads <= 4; threads *= 2) {
+            pool p;
+            CU_ASSERT_EQUAL_FATAL(pool_init(&p, threads, &err), HL_OK);
+            lm_set_blas_threads(threads);
+            model_set_pool(&m, &p);
+            float *h = run_hidden(&m, tok, starts, 3);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(h);
+            if (!ref)
+                ref = h;
+            else {
+                CU_ASSERT_EQUAL(memcmp(ref, h, 40 * 32 * sizeof(float)), 0);
+                free(h);
+            }
+            model_set_pool(&m, NULL);
+            pool_free(&p);
+        }
+        free(ref);
+        model_free(&m);
+    }
+}
+
+static void test_packing_and_causality(void)
+{
+    for (int fam = 0; fam < 2; fam++) {
+        model_config c = tiny_config((model_family)fam);
+        if (fam == 0) { /* exercise the opt-350m shape too */
+            c.pre_ln = false;
+            c.final_ln = false;
+            c.d_embed = 16;
+        }
+        model m;
+        hl_err err;
+        CU_ASSERT_EQUAL_FATAL(model_init_from_config(&m, &c, &err), HL_OK);
+        randomise(&m);
+        int32_t tok[30];
+        for (int i = 0; i < 30; i++)
+            tok[i] = (i * 11 + 5) % c.vocab;
+        int32_t s_alone[2] = {0, 12}, s_batch[4] = {0, 12, 25, 30};
+        float *alone = run_hidden(&m, tok, s_alone, 1);
+        float *batch = run_hidden(&m, tok, s_batch, 3);
+        CU_ASSERT_EQUAL(test_close_floats("packed", batch, alone, 12 * (size_t)c.d_embed, 1e-5,
+                                          1e-5),
+                        0);
+        int32_t s_prefix[2] = {0, 5};
+        float *prefix = run_hidden(&m, tok, s_prefix, 1);
+        CU_ASSERT_EQUAL(test_close_floats("prefix", prefix, alone, 5 * (size_t)c.d_embed, 1e-5,
+                                          1e-5),
+                        0);
+        /* a second sequence must not see the first: same tokens, same output */
+        int32_t tok2[24];
+        memcpy(tok2, tok, 12 * sizeof *tok);
+        memcpy(tok2 + 12, tok, 12 * sizeof *tok);
+        int32_t s2[3] = {0, 12, 24};
+        float *two = run_hidden(&m, tok2, s2, 2);
+        CU_ASSERT_EQUAL(test_close_floats("second", two + 12 * c.d_embed, alone,
+                                          12 * (size_t)c.d_embed, 1e-5, 1e-5),
+                        0);
+        free(alone);
+        free(batch);
+        free(prefix);
+        free(two);
+        model_free(&m);
+    }
+}
+
+static void test_forward_rejects_bad_batches(void)
+{
+    model_config c = tiny_config(MODEL_FAMILY_GPT2);
+    model m;
+    hl_err err;
+    CU_ASSERT_EQUAL_FATAL(model_init_from_config(&m, &c, &err), HL_OK);
+    int32_t tok[50] = {0};
+    int32_t too_long[2] = {0, 41};
+    model_batch b = {.tokens = tok, .seq_start = too_long, .n_seq = 1};
+    CU_ASSERT_EQUAL(model_forward(&m, &b, &err), HL_ERR_INVALID);
+    CU_ASSERT(strstr(err.msg, "at most 40") != NULL);
+    tok[3] = 97;
+    int32_t ok[2] = {0, 5};
+    b.seq_start = ok;
+    CU_ASSERT_EQUAL(model_forward(&m, &b, &err), HL_ERR_INVALID);
+    CU_ASSERT(strstr(err.msg, "vocabulary") != NULL);
+    tok[3] = -1;
+    CU_ASSERT_EQUAL(model_forward(&m, &b, &err), HL_ERR_INVALID);
+    int32_t neg[3] = {0, 5, 3};
+    tok[3] = 0;
+    b.seq_start = neg;
+    b.n_seq = 2;
+    CU_ASSERT_EQUAL(model_forward(&m, &b, &err), HL_ERR_INVALID);
+    /* empty batch is fine */
+    int32_t empty[1] = {0};
+    b.seq_start = empty;
+    b.n_seq = 0;
+    CU_ASSERT_EQUAL(model_forward(&m, &b, &err), HL_OK);
+    model_free(&m);
+}
+
+/* ------------------------------------------------- malformed inputs --- */
+
+static char tmpdir[256];
+
+static int make_tmpdir(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/helene-test-model-XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int remove_tmpdir(void)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static hl_status load_config_text(const char *text, hl_err *err)
+{
+    char p[400];
+    snprintf(p, sizeof p, "%s/config.json", tmpdir);
+    write_file(p, text);
+    model_config c;
+    return model_config_load(&c, tmpdir, err);
+}
+
+static void test_config_errors(void)
+{
+    static const struct {
+        const char *json, *needle;
+    } cases[] = {
+        {"[1,2]", "JSON object"},
+        {"{not json", "not valid JSON"},
+        {"", "not valid JSON"},
+        {"{\"model_type\": \"bert\"}", "supported: opt, gpt2"},
+        {"{\"model_type\": 7}", "model_type"},
+        {"{\"model_type\": \"gpt2\", \"n_head\": 2, \"n_layer\": 1, \"vocab_size\": 10, "
+         "\"n_positions\": 8}",
+         "\"n_embd\""},
+        {"{\"model_type\": \"gpt2\", \"n_embd\": \"32\", \"n_head\": 2, \"n_layer\": 1, "
+         "\"vocab_size\": 10, \"n_positions\": 8}",
+         "\"n_embd\" must be an integer"},
+        {"{\"model_type\": \"gpt2\", \"n_embd\": 32.5, \"n_head\": 2, \"n_layer\": 1, "
+         "\"vocab_size\": 10, \"n_positions\": 8}",
+         "integer"},
+        {"{\"model_type\": \"gpt2\", \"n_embd\": 1e30, \"n_head\": 2, \"n_layer\": 1, "
+         "\"vocab_size\": 10, \"n_positions\": 8}",
+         "integer"},
+        {"{\"model_type\": \"gpt2\", \"n_embd\": 30, \"n_head\": 4, \"n_layer\": 1, "
+         "\"vocab_size\": 10, \"n_positions\": 8}",
+         "multiple of 4 heads"},
+        {"{\"model_type\": \"opt\", \"hidden_size\": 32, \"ffn_dim\": 64, "
+         "\"num_attention_heads\": 4, \"num_hidden_layers\": 1, \"vocab_size\": 10, "
+         "\"max_position_embeddings\": 8, \"activation_function\": \"swish\"}",
+         "activation_function"},
+        {"{\"model_type\": \"opt\", \"hidden_size\": 32, \"ffn_dim\": 64, "
+         "\"num_attention_heads\": 4, \"num_hidden_layers\": 1, \"vocab_size\": 10, "
+         "\"max_position_embeddings\": 8, \"do_layer_norm_before\": \"yes\"}",
+         "true or false"},
+        {"{\"model_type\": \"opt\", \"hidden_size\": 32, \"ffn_dim\": 64, "
+         "\"num_attention_heads\": 4, \"num_hidden_layers\": 1, \"vocab_size\": 10, "
+         "\"max_position_embeddings\": 8, \"pad_token_id\": 10}",
+         ">= vocab_size"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        hl_err err;
+        hl_err_clear(&err);
+        hl_status st = load_config_text(cases[i].json, &err);
+        CU_ASSERT_NOT_EQUAL(st, HL_OK);
+        if (!strstr(err.msg, cases[i].needle) || !strstr(err.msg, "config.json")) {
+            fprintf(stderr, "\n  case %zu: message '%s' lacks '%s'", i, err.msg,
+                    cases[i].needle);
+            CU_FAIL("error message");
+        }
+    }
+    /* old OPT name d_model is accepted */
+    hl_err err;
+    CU_ASSERT_EQUAL(load_config_text("{\"model_type\": \"opt\", \"d_model\": 32, \"ffn_dim\": 64, "
+                                     "\"num_attention_heads\": 4, \"num_hidden_layers\": 1, "
+                                     "\"vocab_size\": 10, \"max_position_embeddings\": 8}",
+                                     &err),
+                    HL_OK);
+    /* no config at all */
+    char p[400];
+    snprintf(p, sizeof p, "%s/config.json", tmpdir);
+    unlink(p);
+    model_config c;
+    CU_ASSERT_EQUAL(model_config_load(&c, tmpdir, &err), HL_ERR_IO);
+    CU_ASSERT(strstr(err.msg, "config.json") != NULL);
+}
+
+/* Write a tiny GPT-2 folder whose tensors come from a random model, with
+ * one tensor optionally dropped or reshaped. */
+static hl_status write_gpt2_folder(const char *drop, const char *reshape, hl_err *err)
+{
+    char p[400];
+    snprintf(p, sizeof p, "%s/config.json", tmpdir);
+    write_file(p, "{\"model_type\": \"gpt2\", \"n_embd\": 32, \"n_head\": 4, \"n_layer\": 2, "
+                  "\"vocab_size\": 97, \"n_positions\": 40, \"n_inner\": 64}");
+    model_config c = tiny_config(MODEL_FAMILY_GPT2);
+    model m;
+    hl_status st = model_init_from_config(&m, &c, err);
+    if (st)
+        return st;
+    randomise(&m);
+    st_write_tensor *ts = calloc((size_t)m.params.n_layers, sizeof *ts);
+    int64_t(*shapes)[2] = calloc((size_t)m.params.n_layers, sizeof *shapes);
+    float **bufs = calloc((size_t)m.params.n_layers, sizeof *bufs);
+    int n = 0;
+    for (int i = 0; i < m.params.n_layers; i++) {
+        const param_layer *l = &m.params.layers[i];
+        if (drop && !strcmp(l->name, drop))
+            continue;
+        bool conv = l->ndim == 2 && strstr(l->name, "h.") == l->name;
+        shapes[n][0] = conv ? l->shape[1] : l->shape[0];
+        shapes[n][1] = conv ? l->shape[0] : l->shape[1];
+        if (reshape && !strcmp(l->name, reshape))
+            shapes[n][0] += 1;
+        size_t cnt = (size_t)shapes[n][0] * (size_t)(l->ndim == 2 ? shapes[n][1] : 1);
+        bufs[n] = calloc(cnt, sizeof(float));
+        memcpy(bufs[n], param_layer_data(&m.params, i),
+               (cnt < l->size ? cnt : l->size) * sizeof(float));
+        ts[n] = (st_write_tensor){.name = l->name, .dtype = ST_DTYPE_F32, .src = ST_SRC_F32,
+                                  .ndim = l->ndim, .shape = shapes[n], .data = bufs[n]};
+        n++;
+    }
+    snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
+    st = st_write(p, ts, n, NULL, 0, err);
+    for (int i = 0; i < n; i++)
+        free(bufs[i]);
+    free(bufs);
+    free(shapes);
+    free(ts);
+    model_free(&m);
+    return st;
+}
+
+static void test_tensor_errors_name_the_tensor(void)
+{
+    hl_err err;
+    model m;
+    CU_ASSERT_EQUAL_FATAL(write_gpt2_folder(NULL, NULL, &err), HL_OK);
+    if (model_load(&m, tmpdir, &err) != HL_OK) {
+        fprintf(stderr, "\n  %s", err.msg);
+        CU_FAIL("a well-formed folder must load");
+    }
+    model_free(&m);
+
+    CU_ASSERT_EQUAL_FATAL(write_gpt2_folder("h.1.mlp.c_fc.bias", NULL, &err), HL_OK);
+    CU_ASSERT_EQUAL(model_load(&m, tmpdir, &err), HL_ERR_FORMAT);
+    CU_ASSERT(strstr(err.msg, "h.1.mlp.c_fc.bias") && strstr(err.msg, "missing"));
+
+    CU_ASSERT_EQUAL_FATAL(write_gpt2_folder(NULL, "h.0.attn.c_attn.weight", &err), HL_OK);
+    CU_ASSERT_EQUAL(model_load(&m, tmpdir, &err), HL_ERR_FORMAT);
+    CU_ASSERT(strstr(err.msg, "h.0.attn.c_attn.weight") && strstr(err.msg, "shape"));
+    CU_ASSERT(strstr(err.msg, "model.safetensors") != NULL);
+
+    /* pickle-only folder */
+    char p[400];
+    snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/pytorch_model.bin", tmpdir);
+    write_file(p, "PK");
+    CU_ASSERT_NOT_EQUAL(model_load(&m, tmpdir, &err), HL_OK);
+    CU_ASSERT(strstr(err.msg, "pytorch_model.bin") != NULL);
+    unlink(p);
+}
+
+static void register_model(void)
+{
+    CU_pSuite s = CU_add_suite("model", NULL, NULL);
+    TEST_ADD(s, test_fixtures_match_reference);
+    TEST_ADD(s, test_thread_count_does_not_change_bits);
+    TEST_ADD(s, test_packing_and_causality);
+    TEST_ADD(s, test_forward_rejects_bad_batches);
+    CU_pSuite bad = CU_add_suite("model_malformed", make_tmpdir, remove_tmpdir);
+    TEST_ADD(bad, test_config_errors);
+    TEST_ADD(bad, test_tensor_errors_name_the_tensor);
+}
+
+TEST_MAIN(register_model)
