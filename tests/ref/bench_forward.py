@@ -21,7 +21,6 @@ Run it once or twice at most on a shared 2-core machine; --tiny is a seconds-lon
 
 import argparse
 import json
-import math
 import resource
 import statistics
 import sys

@@ -338,7 +338,7 @@ def init_weights(shapes, seed):
     for name in sorted(shapes):
         shape = shapes[name]
         z = torch.randn(shape, generator=g, dtype=torch.float32)
-        if 'layer_norm' in name or '.ln_' in name or name.startswith('ln_') or 'norm.weight' in name:
+        if 'layer_norm' in name or '.ln_' in name or name.startswith('ln_'):
             z = (1.0 + 0.1 * z) if name.endswith('.weight') else 0.1 * z
         elif name.endswith('.bias'):
             z = 0.1 * z
@@ -451,9 +451,10 @@ def opt_forward(a, W, input_ids, attention_mask, mut=None):
 def gpt2_forward(a, W, input_ids, attention_mask, mut=None):
     """GPT2LMHeadModel.forward.  W: float64 tensors by name relative to `transformer.`."""
     conv1d = lambda x, n: x @ W[n + '.weight'] + W[n + '.bias']   # Conv1D: weight [in, out]
-    if mut == 'conv1d_as_linear':
-        conv1d = lambda x, n: x @ W[n + '.weight'].T + W[n + '.bias'] if W[n + '.weight'].shape[0] == W[n + '.weight'].shape[1] \
-            else x @ W[n + '.weight'] + W[n + '.bias']
+    if mut == 'conv1d_as_linear':   # square Conv1D weights (c_proj) read as [out, in]
+        def conv1d(x, n):
+            w = W[n + '.weight']
+            return x @ (w.T if w.shape[0] == w.shape[1] else w) + W[n + '.bias']
     eps = 1e-5 if mut == 'eps_1e-5' else a.ln_eps
     Bx, Tx = input_ids.shape
     C = a.hidden
@@ -813,7 +814,7 @@ def make_inputs(a, bpe, rng):
     return ids, mask
 
 
-def build_archs(full_merges, text):
+def build_archs(full_merges):
     words = [' great', ' terrible', ' It', ' was', ' movie', ' good', ' bad']
     merges, byte_level = build_tiny_bpe(full_merges, 200, words)
     bpe = BPE(merges)
@@ -823,18 +824,17 @@ def build_archs(full_merges, text):
     gpt2_tokens = byte_level + ['<|endoftext|>']
     # OPT's embedding matrix is larger than its tokenizer (50272 vs 50265): pad to a multiple of 16
     opt_v = (len(opt_tokens) + 16) // 16 * 16
-    common = dict(merges=merges, add_bos=False)
     opt = Arch(name='opt-tiny', family='opt', hidden=32, heads=4, layers=2, ffn=96, max_pos=64,
                embed_dim=32, pre_ln=True, tied=False, vocab_size=opt_v, tokens=opt_tokens,
-               pad_id=1, bos_id=2, **dict(common, add_bos=True))
+               pad_id=1, bos_id=2, add_bos=True, merges=merges)
     opt350 = Arch(name='opt350-tiny', family='opt', hidden=32, heads=2, layers=2, ffn=80, max_pos=64,
                   embed_dim=16, pre_ln=False, tied=True, vocab_size=opt_v, tokens=opt_tokens,
-                  pad_id=1, bos_id=2, **dict(common, add_bos=True))
+                  pad_id=1, bos_id=2, add_bos=True, merges=merges)
     eot = len(gpt2_tokens) - 1
     # layer_norm_epsilon deliberately not 1e-5 so an engine that ignores the config is caught
     gpt2 = Arch(name='gpt2-tiny', family='gpt2', hidden=32, heads=2, layers=2, ffn=128, max_pos=64,
                 pre_ln=True, tied=True, vocab_size=len(gpt2_tokens), tokens=gpt2_tokens, ln_eps=1e-3,
-                eot_id=eot, pad_id=eot, bos_id=eot, **common)
+                eot_id=eot, pad_id=eot, bos_id=eot, add_bos=False, merges=merges)
     for a in (opt, opt350, gpt2):
         a.tok_id = {t: i for i, t in enumerate(a.tokens)}
     return bpe, [opt, opt350, gpt2]
@@ -858,7 +858,7 @@ def main():
         text = f.read()
     assert text.endswith('\n') and not text.endswith('\n\n')
     text = text[:-1]
-    bpe, archs = build_archs(load_gpt2_merges(merges_path), text)
+    bpe, archs = build_archs(load_gpt2_merges(merges_path))
     out = args.out
     os.makedirs(out, exist_ok=True)
     summary = []
