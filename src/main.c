@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cmd_train.h"
 #include "commands.h"
 
 typedef struct command {
@@ -20,6 +21,7 @@ static const command commands[] = {
     {"info", "describe a model folder (architecture, parameters, memory)", cmd_info_usage,
      cmd_info},
     {"score", "mean NLL and perplexity of a text under a model", cmd_score_usage, cmd_score},
+    {"train", "fine-tune (analytic objectives now; models later)", cmd_train_usage, cmd_train},
     {NULL, NULL, NULL, NULL},
 };
 

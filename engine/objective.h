@@ -1,0 +1,63 @@
+/* objective.h - what the optimizers optimise: per-example losses on a batch.
+ *
+ * A zeroth-order optimizer needs nothing but forward evaluations, so the
+ * interface is a struct of function pointers over an opaque ctx.  Per step t
+ * the optimizer calls select_batch(t) once, then eval() on that same batch 2
+ * (3 for HiZOO, more for extra probes) times with the parameters perturbed in
+ * place.  Implementations: the analytic objectives (analytic.h) now, the
+ * model + task objective (token batches -> forward -> per-example losses)
+ * later; LoRA or prefix parameters only change the param_set passed in.
+ *
+ * Contract for implementers:
+ *  - select_batch(t) is deterministic in t (and the objective's own seed), so
+ *    a resumed or replayed run sees the same batches; it reports B >= 1 and
+ *    B <= max_batch.
+ *  - eval() reads ps (never writes it), writes losses[0..B) for the selected
+ *    batch, and is deterministic: same ps and batch => same bits, whatever
+ *    the pool size.  Dropout is off.  It may fail (I/O, bad data, ...): then
+ *    it returns an error with err filled and the optimizer restores the
+ *    parameters before returning that error.  Non-finite losses are reported
+ *    by the optimizer, not here.
+ *  - full_loss() (may be NULL) is a reporting value (e.g. the noise-free
+ *    objective or a dev-set loss); the optimizers never call it.
+ * Leaves out: gradients, evaluation metrics other than the loss.
+ */
+#ifndef HELENE_OBJECTIVE_H
+#define HELENE_OBJECTIVE_H
+
+#include <stdint.h>
+
+#include "err.h"
+#include "params.h"
+#include "pool.h"
+
+typedef struct objective {
+    const char *name;  /* "quadratic", "rosenbrock", "model", ... (static) */
+    void *ctx;         /* owned by the objective; freed by destroy */
+    int32_t max_batch; /* upper bound on B, for the caller's loss buffers */
+
+    /* Choose the batch for step t (1-based); *batch_size = B. */
+    hl_status (*select_batch)(void *ctx, int32_t *batch_size, uint64_t step, hl_err *err);
+    /* losses[b] = loss of example b of the selected batch at parameters ps.
+     * workers may be used for parallel work (results must not depend on its size). */
+    hl_status (*eval)(void *ctx, double *losses, const param_set *ps, pool *workers,
+                      hl_err *err);
+    /* Optional (NULL): the loss to report for ps. */
+    hl_status (*full_loss)(void *ctx, double *loss, const param_set *ps, pool *workers,
+                           hl_err *err);
+    /* Optional (NULL): free ctx. */
+    void (*destroy)(void *ctx);
+} objective;
+
+/* Convenience wrappers (check for NULL ops and bad batch sizes). */
+hl_status objective_select_batch(const objective *obj, int32_t *batch_size, uint64_t step,
+                                 hl_err *err);
+hl_status objective_eval(const objective *obj, double *losses, const param_set *ps,
+                         pool *workers, hl_err *err);
+/* HL_ERR_INVALID when the objective has no full_loss (callers then report
+ * the mean of L+ and L-). */
+hl_status objective_full_loss(const objective *obj, double *loss, const param_set *ps,
+                              pool *workers, hl_err *err);
+void objective_destroy(objective *obj);
+
+#endif

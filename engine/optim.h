@@ -1,0 +1,106 @@
+/* optim.h - zeroth-order optimizers: HELENE, MeZO and the ZO baselines.
+ *
+ * One optimizer object per trainable set (param_set).  optim_step() runs one
+ * step t (1-based) on an objective:
+ *   select_batch(t); [HiZOO: forward at θ]; [HELENE blockwise on refresh
+ *   steps: one ± probe per block]; for each of n_probes SPSA probes:
+ *   θ += εz, forward, θ −= 2εz, forward (the restore +εz is fused into the
+ *   update pass for the last probe); then one fused restore + update pass
+ *   that also fills the per-layer telemetry.
+ * z is regenerated from rng (rng.h), never stored.  Every pass runs on the
+ * pool over fixed pieces of the arena (a pure function of the layer table),
+ * and every reduction is summed per piece, then pieces in order, so θ,
+ * state and telemetry are bit-identical for any thread count.
+ *
+ * Methods and formulas: /work/shared/spec/optimizers.md §2-4.  Per-method
+ * step counters (HELENE's α_t, refresh schedule, Adam's bias correction)
+ * count steps since the method's state was created, so a method switched
+ * in mid-run starts like a fresh run (its first step refreshes h).
+ *
+ * Threads: all calls from one thread (the engine thread), between steps.
+ * Ownership: the optimizer borrows ps, workers and the objective; it owns
+ * its state arenas (m, h, v: same offsets as θ, allocated only for methods
+ * that use them), hyperparameters and telemetry arrays.
+ * Leaves out: lr schedules, 16-bit state, checkpoint I/O (state is exposed
+ * through optim_state_arena for that).
+ */
+#ifndef HELENE_OPTIM_H
+#define HELENE_OPTIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "hparams.h"
+#include "objective.h"
+#include "params.h"
+#include "pool.h"
+
+/* Per-step telemetry (globals). */
+typedef struct optim_step_stats {
+    uint64_t step;          /* t of the step just done */
+    int32_t method;         /* optim_method used */
+    int32_t batch;          /* B */
+    double loss_plus;       /* L+ = mean_b ℓ+_b (mean over probes) */
+    double loss_minus;      /* L− */
+    double loss0;           /* HiZOO's ℓ0 = L(θ), NAN otherwise */
+    double proj_grad;       /* c = mean_b c_b (mean over probes) */
+    double q;               /* mean_b c_b² (mean over probes) */
+    double alpha;           /* α_t (HELENE), NAN otherwise */
+    double lr;              /* η used */
+    bool refresh;           /* HELENE curvature refreshed this step */
+    int32_t forwards;       /* forward passes this step */
+    uint64_t forwards_total;/* since optim_init */
+    uint64_t seed;          /* step seed of probe 0 */
+    double ms_perturb;      /* wall time in perturbation passes */
+    double ms_forward;      /* in objective evaluations */
+    double ms_update;       /* in the fused restore + update pass */
+} optim_step_stats;
+
+/* Per-layer telemetry, one per layer of the param_set, filled by the update
+ * pass.  "state" is h for HELENE, H for HiZOO, v for zo-adam, else 0. */
+typedef struct optim_layer_stats {
+    float state_mean;       /* mean over the layer of h (after this step) */
+    float state_max;
+    float lambda;           /* λ_l used this step (HELENE; 0 otherwise) */
+    float clip_rate;        /* fraction of elements with h < λ_l */
+    float update_rms;       /* sqrt(mean (θ_new − θ_old)²) */
+} optim_layer_stats;
+
+typedef struct optim optim;
+
+/* Create an optimizer for ps with default hyperparameters (method helene).
+ * run_seed drives every perturbation: seed_t = rng_step_seed(run_seed, t, probe).
+ * workers may be NULL (single thread). */
+hl_status optim_init(optim **out, param_set *ps, pool *workers, uint64_t run_seed,
+                     hl_err *err);
+void optim_free(optim *o);
+
+/* Change one hyperparameter (hparams.h keys) between steps.  Invalid values
+ * are rejected with nothing changed.  "optimizer" switches method: θ is kept
+ * and the new method's state starts fresh (old state arenas are freed). */
+hl_status optim_set(optim *o, const char *key, const char *value, hl_err *err);
+hl_status optim_get(const optim *o, char *buf, size_t cap, const char *key, hl_err *err);
+const hparams *optim_hparams(const optim *o);
+
+/* One step.  On error (objective failure, non-finite loss, out of memory),
+ * θ is restored to its value before the step (within float rounding), the
+ * state is unchanged, the step counter does not advance, and err says
+ * which phase failed. */
+hl_status optim_step(optim *o, const objective *obj, hl_err *err);
+
+uint64_t optim_steps_done(const optim *o);
+const optim_step_stats *optim_last_stats(const optim *o);
+const optim_layer_stats *optim_layer_stats_get(const optim *o); /* [ps->n_layers] */
+
+/* State arena i (0..): its name ("m", "h", "v") and data [ps->n], or NULL
+ * when there is no arena i for the current method. */
+float *optim_state_arena(const optim *o, int i, const char **name);
+
+/* HELENE's schedule, exposed for the TUI's schedule panel and the tests:
+ * α_t = β1 + (1 − β1) exp(−t/T) (1 when anneal is off), refresh when
+ * (t − 1) mod k == 0; t counts steps of the current method. */
+double optim_helene_alpha(const hparams *hp, uint64_t t);
+bool optim_helene_refresh(const hparams *hp, uint64_t t);
+
+#endif
