@@ -1,0 +1,118 @@
+/* bpe.h - GPT-2 byte-level BPE tokenizer (vocab.json + merges.txt), the one
+ * GPT-2, OPT and RoBERTa share, each with its own vocab.json id order.
+ *
+ * Encoding splits text with GPT-2's pre-tokenizer regex
+ *     's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * (implemented by hand over UTF-8 code points, classes from unicode_classes.h),
+ * maps each piece's bytes to token ids and applies merges lowest rank first,
+ * merging every occurrence of the best pair left to right before picking the
+ * next, exactly as OpenAI's encoder.py and Hugging Face's GPT2Tokenizer do.
+ * Input is bytes, not necessarily valid UTF-8: each byte of an invalid sequence
+ * counts as one code point of class "other", and decode(encode(x)) == x for
+ * every byte string x.
+ *
+ * Leaves out: recognising special tokens inside text ("<|endoftext|>" in the
+ * text is encoded as ordinary characters; callers add BOS/EOS/PAD ids from
+ * the special ids below), added_tokens.json, tokenizer.json, normalization,
+ * truncation and padding.
+ *
+ * File rules (bpe_load):
+ * - vocab.json: a JSON object mapping token strings (in the byte-level
+ *   alphabet, e.g. "Ġgreat") to ids; ids are integers in [0, BPE_MAX_ID),
+ *   unique, in any order, not necessarily dense.  All 256 single-byte tokens
+ *   must be present.  A token with characters outside the byte-level
+ *   alphabet is kept as a literal (decodes to its UTF-8 text, never produced
+ *   by encode).
+ * - merges.txt: an optional "#version..." first line, then one merge per line,
+ *   "a b" (exactly one space); blank lines and a trailing '\r' are ignored.
+ *   Rank = order of the merge lines.  A line that is not two parts, or whose
+ *   parts or concatenation are not in vocab.json, is an error naming the file
+ *   and line (as Hugging Face's tokenizers library does: a skipped merge would
+ *   silently tokenize differently from the reference).  A repeated pair takes
+ *   the rank of its last line, like encoder.py's dict().
+ *
+ * Ownership: bpe_load fills a caller-provided struct and owns everything it
+ * allocates until bpe_free.  Pointers returned by bpe_id_to_token point into
+ * the tokenizer and live until bpe_free.  The *_alloc functions return
+ * malloc'd buffers that the caller frees with free().
+ *
+ * Threads: after bpe_load the tokenizer is read-only, so any number of threads
+ * may encode, decode and look up concurrently; each call uses its own scratch
+ * (and, for texts of 2 KB or more, its own small cache of recent words).
+ */
+#ifndef HELENE_BPE_H
+#define HELENE_BPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define BPE_MAX_ID 10000000 /* ids must be below this */
+
+typedef struct bpe_merge {
+    uint64_t pair;   /* (left id << 32) | right id; UINT64_MAX = empty slot */
+    int32_t rank;    /* line order in merges.txt, 0 = merged first */
+    int32_t result;  /* id of the concatenation */
+} bpe_merge;
+
+typedef struct bpe {
+    /* Special token ids, -1 when vocab.json lacks them.  GPT-2 has only
+     * <|endoftext|>; OPT and RoBERTa have <s>=0, <pad>=1, </s>=2, <unk>=3. */
+    int32_t id_s;         /* "<s>" */
+    int32_t id_slash_s;   /* "</s>" */
+    int32_t id_pad;       /* "<pad>" */
+    int32_t id_unk;       /* "<unk>" */
+    int32_t id_endoftext; /* "<|endoftext|>" */
+
+    /* Everything below is private to bpe.c. */
+    int32_t n_ids;        /* V = max id + 1 */
+    int32_t n_tokens;     /* entries in vocab.json (<= V) */
+    int32_t n_merges;     /* distinct merge pairs */
+    char *pool;           /* token bytes, all tokens back to back */
+    uint32_t *tok_off;    /* [V] offset of id's bytes in pool */
+    uint32_t *tok_len;    /* [V] length, UINT32_MAX for ids not in vocab.json */
+    int32_t *tok_table;   /* [tok_cap] open addressing, bytes -> id; -1 = empty */
+    uint32_t tok_cap;     /* power of two */
+    bpe_merge *merges;    /* [merge_cap] open addressing, pair -> merge */
+    uint32_t merge_cap;   /* power of two */
+    int32_t byte_id[256]; /* id of each single-byte token */
+} bpe;
+
+/* Load a tokenizer.  On failure t is left freed (bpe_free is harmless) and
+ * err names the file, and the line for merges.txt. */
+hl_status bpe_load(bpe *t, const char *vocab_json_path, const char *merges_path, hl_err *err);
+void bpe_free(bpe *t);
+
+/* Encode len bytes of text (NUL bytes are ordinary bytes) into ids[0..cap).
+ * *n_out is always set to the number of ids the text needs.  If that exceeds
+ * cap, the first cap ids are written and HL_ERR_INVALID is returned, except
+ * when ids is NULL, which asks for the count alone (returns HL_OK). */
+hl_status bpe_encode(const bpe *t, const char *text, size_t len, int32_t *ids, size_t cap,
+                     size_t *n_out, hl_err *err);
+/* Same, into a malloc'd array (*ids_out, caller frees; NULL when *n_out is 0). */
+hl_status bpe_encode_alloc(const bpe *t, const char *text, size_t len, int32_t **ids_out,
+                           size_t *n_out, hl_err *err);
+
+/* Decode n ids into out[0..cap): the bytes plus a terminating NUL.  *len_out
+ * is always set to the byte count without the NUL; if cap < *len_out + 1
+ * nothing useful is written and HL_ERR_INVALID is returned.  An id not in
+ * vocab.json is HL_ERR_INVALID naming the id and its position. */
+hl_status bpe_decode(const bpe *t, const int32_t *ids, size_t n, char *out, size_t cap,
+                     size_t *len_out, hl_err *err);
+/* Same, into a malloc'd NUL-terminated buffer (*out, caller frees). */
+hl_status bpe_decode_alloc(const bpe *t, const int32_t *ids, size_t n, char **out,
+                           size_t *len_out, hl_err *err);
+
+/* Id of the token whose bytes are exactly bytes[0..len), e.g. " great"; -1 if
+ * none.  For label words: check the result is not -1 to be sure the word is a
+ * single token. */
+int32_t bpe_token_to_id(const bpe *t, const char *bytes, size_t len);
+/* Bytes of token id (not NUL-terminated; *len set), or NULL if unknown. */
+const char *bpe_id_to_token(const bpe *t, int32_t id, size_t *len);
+
+/* V = max id + 1: the number of embedding rows the ids index (50257 for
+ * GPT-2).  A model's vocab_size may be larger (padding rows). */
+int32_t bpe_vocab_size(const bpe *t);
+
+#endif
