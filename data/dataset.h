@@ -6,8 +6,9 @@
  *   .tsv   tab-separated, GLUE style: no quoting, a '"' is a plain character;
  *   .csv   comma-separated, RFC 4180: "quoted, fields" with "" for a quote
  *          and line breaks allowed inside quotes;
- *   .jsonl one JSON object per line (SuperGLUE); dotted paths reach nested
- *          keys and "[]" iterates arrays (MultiRC: one example per answer);
+ *   .jsonl one JSON object per line (SuperGLUE; also .json); dotted paths
+ *          reach nested keys and "[]" iterates arrays (MultiRC: one example
+ *          per answer);
  *   a file with another extension is read with the task's first layout.
  * TSV/CSV have a header row naming columns, or use 0-based column numbers.
  * A UTF-8 BOM, CRLF line ends, blank lines (skipped and counted) and lines of

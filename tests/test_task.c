@@ -45,14 +45,13 @@ static int suite_clean(void)
     return nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Write bytes to tmpdir/name; returns the path (static buffer per call site use). */
+/* Write bytes to tmpdir/name (creating folders); the path goes to path. */
 static const char *write_tmp(char *path, size_t cap, const char *name, const char *bytes,
                              size_t n)
 {
     snprintf(path, cap, "%s/%s", tmpdir, name);
-    char *slash = strrchr(path, '/');
-    if (slash && slash > path + strlen(tmpdir)) {
-        *slash = '\0';
+    for (char *slash = path + strlen(tmpdir) + 1; (slash = strchr(slash, '/')) != NULL; slash++) {
+        *slash = '\0'; /* mkdir -p of the folders in name */
         mkdir(path, 0700);
         *slash = '/';
     }
@@ -158,6 +157,22 @@ static void test_find_and_list(void)
     char names[1024];
     CU_ASSERT_EQUAL(task_list_builtin(names, sizeof names, &err), HL_OK);
     CU_ASSERT_PTR_NOT_NULL(strstr(names, "amazon, boolq, cb, default"));
+
+    /* $HELENE_DATA_DIR comes first */
+    char envdir[512], path0[512];
+    snprintf(envdir, sizeof envdir, "%s/envdata", tmpdir);
+    write_str(path0, sizeof path0, "envdata/tasks/sst2.json",
+              "{\"name\": \"sst2\", \"description\": \"override\", \"fields\": [\"s\"], "
+              "\"labels\": [{\"value\": \"0\", \"word\": \"x\"}, {\"value\": \"1\", "
+              "\"word\": \"y\"}], \"template\": \"{s}\", \"inputs\": [{\"format\": \"tsv\", "
+              "\"fields\": {\"s\": \"s\"}, \"label\": \"l\"}]}");
+    setenv("HELENE_DATA_DIR", envdir, 1);
+    CU_ASSERT_EQUAL(task_find(&t, "sst2", &err), HL_OK);
+    CU_ASSERT_STRING_EQUAL(t.description, "override");
+    task_free(&t);
+    CU_ASSERT_EQUAL(task_find(&t, "rte", &err), HL_OK); /* falls through to the source tree */
+    task_free(&t);
+    unsetenv("HELENE_DATA_DIR");
 
     /* a FILE.json path */
     char path[512];
