@@ -214,7 +214,7 @@ void hparams_free(hparams *hp)
 
 hl_status hparams_copy(hparams *dst, const hparams *src, hl_err *err)
 {
-    float *list = NULL;
+    double *list = NULL;
     if (src->n_lambda_abs > 0) {
         list = malloc((size_t)src->n_lambda_abs * sizeof *list);
         if (!list)
@@ -338,7 +338,7 @@ hl_status hparams_set(hparams *hp, const char *key, const char *value, int32_t n
             n += *p == ',';
         if (n > 1000000)
             return reject(err, in, value, "too many values");
-        float *list = malloc((size_t)n * sizeof *list);
+        double *list = malloc((size_t)n * sizeof *list);
         if (!list)
             return hl_err_set(err, HL_ERR_NOMEM, "out of memory for %s", key);
         const char *p = value;
@@ -360,7 +360,7 @@ hl_status hparams_set(hparams *hp, const char *key, const char *value, int32_t n
                          item);
                 return reject(err, in, value, why);
             }
-            list[k] = (float)v;
+            list[k] = v;
             p = comma ? comma + 1 : p + len;
         }
         if (n_layers > 0 && n != 1 && n != n_layers) {
@@ -426,7 +426,7 @@ hl_status hparams_get(const hparams *hp, char *buf, size_t cap, const char *key,
         size_t at = 0;
         buf[0] = '\0';
         for (int32_t i = 0; i < hp->n_lambda_abs && at + 1 < cap; i++) {
-            int w = snprintf(buf + at, cap - at, "%s%.9g", i ? "," : "", (double)hp->lambda_abs[i]);
+            int w = snprintf(buf + at, cap - at, "%s%.17g", i ? "," : "", hp->lambda_abs[i]);
             if (w < 0)
                 break;
             at += (size_t)w;

@@ -72,7 +72,7 @@ typedef struct hparams {
     int32_t lambda_mode;     /* lambda_mode */
     int32_t layer_granularity; /* layer_granularity */
     bool anneal, precondition, clip, update_clip;
-    float *lambda_abs;       /* [n_lambda_abs] absolute floors, 1 or one per layer */
+    double *lambda_abs;      /* [n_lambda_abs] absolute floors, 1 or one per layer */
     int32_t n_lambda_abs;
     bool lr_explicit;        /* lr was set by the user: keep it across method switches */
 } hparams;

@@ -406,15 +406,29 @@ static void update_span(const upd_scalars *u, int32_t layer, bool decay, size_t 
     default:
         break;
     }
+    /* telemetry: element i0 + i goes to lane (i0 + i) % 16 = i % 16, since
+     * pieces start at multiples of 16; whole rows of 16 vectorise */
     const float *st = u->method == OPTIM_METHOD_ZO_ADAM ? v : h;
-    for (size_t i = 0; i < n; i++) {
-        size_t k = (i0 + i) % ACC_LANES;
-        acc_du2[k] += (double)du[i] * du[i];
-        if (st) {
-            acc_state[k] += st[i];
-            acc_max[k] = st[i] > acc_max[k] ? st[i] : acc_max[k];
-            acc_clip[k] += st[i] < lam ? 1.0 : 0.0;
+    size_t full = n / ACC_LANES * ACC_LANES;
+    for (size_t i = 0; i < full; i += ACC_LANES)
+        for (int k = 0; k < ACC_LANES; k++)
+            acc_du2[k] += (double)du[i + k] * du[i + k];
+    for (size_t i = full; i < n; i++)
+        acc_du2[i % ACC_LANES] += (double)du[i] * du[i];
+    if (!st)
+        return;
+    for (size_t i = 0; i < full; i += ACC_LANES)
+        for (int k = 0; k < ACC_LANES; k++) {
+            float x = st[i + k];
+            acc_state[k] += x;
+            acc_max[k] = x > acc_max[k] ? x : acc_max[k];
+            acc_clip[k] += x < lam ? 1.0 : 0.0;
         }
+    for (size_t i = full; i < n; i++) {
+        size_t k = i % ACC_LANES;
+        acc_state[k] += st[i];
+        acc_max[k] = st[i] > acc_max[k] ? st[i] : acc_max[k];
+        acc_clip[k] += st[i] < lam ? 1.0 : 0.0;
     }
 }
 

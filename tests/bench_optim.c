@@ -1,0 +1,382 @@
+/* bench_optim.c - speed of the optimizer passes and convergence of every
+ * method on the heterogeneous quadratic.  Prints numbers and the machine;
+ * asserts nothing.
+ *
+ * Part 1 (passes): over N floats (default 125M), the plain read-modify-write
+ * a += c b (the memory's practical limit), the Gaussian generator alone, one
+ * perturbation pass, and each method's fused restore + update pass, timed
+ * through optim_step on an objective that costs nothing (ms_perturb / 2 and
+ * ms_update of the step stats).  Median of 3.
+ * Part 2 (convergence): for each method (and HELENE's options), the best lr
+ * of a log grid around the scenario preset, by the number of steps until the
+ * noise-free loss is <= 1% of its start (capped at --max-steps).
+ *
+ * usage: bench_optim [--floats N] [--threads N] [--max-steps N] [--passes-only]
+ *                    [--convergence-only]
+ * Leaves out: models (their forward dominates a real step; see bench_forward).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "analytic.h"
+#include "optim.h"
+#include "pool.h"
+#include "rng.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median3(double *v)
+{
+    qsort(v, 3, sizeof *v, cmp_double);
+    return v[1];
+}
+
+static void print_machine(int threads)
+{
+    struct utsname u;
+    char cpu[256] = "unknown";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "model name", 10)) {
+            char *c = strchr(line, ':');
+            if (c) {
+                snprintf(cpu, sizeof cpu, "%s", c + 2);
+                cpu[strcspn(cpu, "\n")] = '\0';
+            }
+            break;
+        }
+    if (f)
+        fclose(f);
+    uname(&u);
+    printf("machine: %s %s %s; cpu: %s; %ld online cpus; threads used: %d; rng kernel: %s\n",
+           u.sysname, u.release, u.machine, cpu, sysconf(_SC_NPROCESSORS_ONLN), threads,
+           rng_kernel_level() == 2 ? "avx512" : rng_kernel_level() == 1 ? "avx2" : "generic");
+}
+
+/* ---- part 1: passes ---------------------------------------------------- */
+
+typedef struct plain_job {
+    float *a;
+    const float *b;
+    size_t n;
+    float c;
+} plain_job;
+
+static void plain_fn(void *arg, int tid, int nth)
+{
+    plain_job *j = arg;
+    size_t b, e;
+    pool_range(j->n, tid, nth, 16, &b, &e);
+    float *restrict a = j->a;
+    const float *restrict x = j->b;
+    for (size_t i = b; i < e; i++)
+        a[i] += j->c * x[i];
+}
+
+typedef struct rng_job {
+    size_t n;
+    float sink[64];
+} rng_job;
+
+static void rng_fn(void *arg, int tid, int nth)
+{
+    rng_job *j = arg;
+    size_t b, e;
+    pool_range(j->n, tid, nth, 4096, &b, &e);
+    float buf[4096];
+    float s = 0;
+    for (size_t i = b; i < e; i += 4096) {
+        size_t m = e - i < 4096 ? e - i : 4096;
+        rng_normal_fill(buf, 77, 0, i, m);
+        s += buf[0];
+    }
+    j->sink[tid % 64] = s;
+}
+
+static hl_status null_select(void *ctx, int32_t *B, uint64_t step, hl_err *err)
+{
+    (void)ctx, (void)step, (void)err;
+    *B = 1;
+    return HL_OK;
+}
+
+static hl_status null_eval(void *ctx, double *losses, const param_set *ps, pool *w, hl_err *err)
+{
+    (void)ctx, (void)ps, (void)w, (void)err;
+    losses[0] = 1.0;
+    return HL_OK;
+}
+
+static void bench_passes(size_t n_floats, int threads)
+{
+    hl_err err;
+    pool p;
+    if (pool_init(&p, threads, &err) != HL_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+    /* 12 layers like a small transformer's tensors, ~n_floats in total */
+    param_set ps;
+    param_set_init(&ps);
+    for (int l = 0; l < 12; l++) {
+        char name[32];
+        snprintf(name, sizeof name, "layer.%d.weight", l);
+        int64_t shape[1] = {(int64_t)(n_floats / 12)};
+        param_set_add(&ps, name, 1, shape, true, l, &err);
+    }
+    if (param_set_alloc(&ps, &err) != HL_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+    size_t n = ps.n;
+    float *b = malloc(n * sizeof *b);
+    if (!b) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++)
+        b[i] = (float)(i % 7) * 0.1f, ps.data[i] = 1.0f;
+    printf("\n== passes over %zu floats (%.0f MB per arena), %d threads, median of 3\n", n,
+           n * 4.0 / 1e6, threads);
+
+    double t[3];
+    for (int r = 0; r < 3; r++) {
+        plain_job j = {ps.data, b, n, 1e-3f};
+        double t0 = now_s();
+        pool_run(&p, plain_fn, &j);
+        t[r] = now_s() - t0;
+    }
+    double plain = median3(t);
+    printf("%-34s %8.1f ms  %6.1f GB/s\n", "plain a += c*b (rw a, r b)", plain * 1e3,
+           12.0 * n / plain / 1e9);
+    free(b);
+    for (int r = 0; r < 3; r++) {
+        rng_job j = {.n = n};
+        double t0 = now_s();
+        pool_run(&p, rng_fn, &j);
+        t[r] = now_s() - t0;
+    }
+    double gen = median3(t);
+    printf("%-34s %8.1f ms  %6.0f M samples/s\n", "gaussian generator alone", gen * 1e3,
+           n / gen / 1e6);
+
+    objective obj = {.name = "null", .max_batch = 1, .select_batch = null_select,
+                     .eval = null_eval};
+    static const char *methods[] = {"mezo", "zo-sgd-mmt", "zo-sign", "zo-adam", "hizoo",
+                                    "helene"};
+    static const double state_arenas[] = {0, 1, 0, 2, 1, 2};
+    double perturb = 0;
+    for (int m = 0; m < 6; m++) {
+        optim *o;
+        if (optim_init(&o, &ps, &p, 1, &err) != HL_OK ||
+            optim_set(o, "optimizer", methods[m], &err) != HL_OK) {
+            fprintf(stderr, "%s\n", err.msg);
+            exit(1);
+        }
+        double tu[3], tp[3], tu2[3];
+        for (int r = 0; r < 3; r++) {
+            optim_step(o, &obj, &err); /* HELENE: a refresh step (h updated) */
+            tu[r] = optim_last_stats(o)->ms_update / 1e3;
+            tp[r] = optim_last_stats(o)->ms_perturb / 2e3;
+            if (!strcmp(methods[m], "helene")) {
+                optim_step(o, &obj, &err); /* and a plain one */
+                tu2[r] = optim_last_stats(o)->ms_update / 1e3;
+            }
+            optim_set(o, "optimizer", "mezo", &err); /* fresh state: next is a refresh */
+            optim_set(o, "optimizer", methods[m], &err);
+        }
+        double upd = median3(tu), per = median3(tp);
+        if (m == 0) {
+            perturb = per;
+            printf("%-34s %8.1f ms  %6.1f GB/s  %6.0f M samples/s  = %.2f x plain\n",
+                   "perturbation pass (rw theta)", per * 1e3, 8.0 * n / per / 1e9, n / per / 1e6,
+                   per / plain);
+        }
+        double bytes = 8.0 * n * (1 + state_arenas[m]);
+        char label[64];
+        snprintf(label, sizeof label, "update pass %s%s", methods[m],
+                 !strcmp(methods[m], "helene") ? " (refresh)" : "");
+        printf("%-34s %8.1f ms  %6.1f GB/s  %6.0f M samples/s  = %.2f x plain\n", label,
+               upd * 1e3, bytes / upd / 1e9, n / upd / 1e6, upd / plain);
+        if (!strcmp(methods[m], "helene")) {
+            double u2 = median3(tu2);
+            printf("%-34s %8.1f ms  %6.1f GB/s  %6.0f M samples/s  = %.2f x plain\n",
+                   "update pass helene (no refresh)", u2 * 1e3, bytes / u2 / 1e9, n / u2 / 1e6,
+                   u2 / plain);
+        }
+        optim_free(o);
+    }
+    printf("goal: perturbation pass <= 3 x plain pass: %s (%.2f x)\n",
+           perturb <= 3 * plain ? "met" : "NOT met", perturb / plain);
+    param_set_free(&ps);
+    pool_free(&p);
+}
+
+/* ---- part 2: convergence ------------------------------------------------- */
+
+/* Steps until f <= 1% of f0 (0 if not reached in max_steps); *final = f/f0. */
+static long run_to_target(const char *method, const char *const *opts, double lr,
+                          long max_steps, double *final)
+{
+    hl_err err;
+    param_set ps;
+    param_set_init(&ps);
+    objective obj;
+    analytic_config cfg;
+    analytic_config_default(&cfg, ANALYTIC_KIND_QUADRATIC);
+    if (analytic_init(&obj, &ps, &cfg, &err) != HL_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+    optim *o;
+    char lrs[32], steps[32];
+    snprintf(lrs, sizeof lrs, "%.6g", lr);
+    snprintf(steps, sizeof steps, "%ld", max_steps);
+    if (optim_init(&o, &ps, NULL, 1, &err) != HL_OK ||
+        optim_set(o, "optimizer", method, &err) != HL_OK ||
+        optim_set(o, "lr", lrs, &err) != HL_OK ||
+        optim_set(o, "total_steps", steps, &err) != HL_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+    for (int i = 0; opts && opts[i]; i += 2)
+        if (optim_set(o, opts[i], opts[i + 1], &err) != HL_OK) {
+            fprintf(stderr, "%s\n", err.msg);
+            exit(1);
+        }
+    double f0, f = 0;
+    objective_full_loss(&obj, &f0, &ps, NULL, &err);
+    long reached = 0;
+    for (long s = 1; s <= max_steps; s++) {
+        if (optim_step(o, &obj, &err) != HL_OK)
+            break;
+        if (s % 10 == 0 || s < 10) {
+            objective_full_loss(&obj, &f, &ps, NULL, &err);
+            if (!(f <= 10 * f0))
+                break; /* diverged */
+            if (f <= 0.01 * f0) {
+                reached = s;
+                break;
+            }
+        }
+    }
+    objective_full_loss(&obj, &f, &ps, NULL, &err);
+    *final = f / f0;
+    optim_free(o);
+    objective_destroy(&obj);
+    param_set_free(&ps);
+    return reached;
+}
+
+typedef struct conv_case {
+    const char *label;
+    const char *method;
+    const char *opts[8];
+} conv_case;
+
+static void bench_convergence(long max_steps)
+{
+    static const conv_case cases[] = {
+        {"mezo", "mezo", {NULL}},
+        {"zo-sgd-mmt", "zo-sgd-mmt", {NULL}},
+        {"zo-sign", "zo-sign", {NULL}},
+        {"zo-adam", "zo-adam", {NULL}},
+        {"hizoo", "hizoo", {NULL}},
+        {"helene (defaults)", "helene", {NULL}},
+        {"helene hess_probe=blockwise", "helene", {"hess_probe", "blockwise", NULL}},
+        {"helene lambda_mode=relative", "helene", {"lambda_mode", "relative", NULL}},
+        {"helene momentum_form=ema", "helene", {"momentum_form", "ema", NULL}},
+        {"helene anneal=off", "helene", {"anneal", "off", NULL}},
+        {"helene precondition=off", "helene", {"precondition", "off", NULL}},
+        {"helene clip=off", "helene", {"clip", "off", NULL}},
+        {"helene update_clip=on", "helene", {"update_clip", "on", NULL}},
+    };
+    static const double grid[] = {0.03, 0.1, 0.3, 1, 3, 10, 30};
+    const int G = (int)(sizeof grid / sizeof grid[0]);
+    printf("\n== convergence on the heterogeneous quadratic (1450 floats, curvatures 1..1000,\n"
+           "   sizes 10..1000, B = 8, noise 0.1, seed 1): steps to 1%% of the start loss,\n"
+           "   best lr of preset x {0.03 .. 30} (half-decade grid), at most %ld steps\n",
+           max_steps);
+    printf("%-30s %10s %10s %12s\n", "method", "best lr", "steps", "final/start");
+    long mezo_steps = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const char *preset = analytic_preset(ANALYTIC_KIND_QUADRATIC, cases[c].method);
+        double base = atof(strchr(preset, '=') + 1);
+        long best = 0;
+        double best_lr = 0, best_final = INFINITY;
+        for (int g = 0; g < G; g++) {
+            double fin, lr = base * grid[g];
+            long s = run_to_target(cases[c].method, cases[c].opts, lr, max_steps, &fin);
+            if (s > 0) {
+                if (best == 0 || s < best)
+                    best = s, best_lr = lr, best_final = fin;
+            } else if (best == 0 && fin < best_final) {
+                best_lr = lr, best_final = fin;
+            }
+        }
+        char steps[32];
+        if (best > 0)
+            snprintf(steps, sizeof steps, "%ld", best);
+        else
+            snprintf(steps, sizeof steps, ">%ld", max_steps);
+        printf("%-30s %10.3g %10s %12.4f\n", cases[c].label, best_lr, steps, best_final);
+        fflush(stdout);
+        if (c == 0)
+            mezo_steps = best;
+        if (!strcmp(cases[c].label, "helene (defaults)") && mezo_steps > 0 && best > 0)
+            printf("   -> helene / mezo steps = %.2f (goal <= 0.2)\n",
+                   (double)best / (double)mezo_steps);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    size_t n_floats = 125000000;
+    int threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    long max_steps = 60000;
+    int passes = 1, conv = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--floats") && i + 1 < argc)
+            n_floats = (size_t)atof(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--max-steps") && i + 1 < argc)
+            max_steps = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--passes-only"))
+            conv = 0;
+        else if (!strcmp(argv[i], "--convergence-only"))
+            passes = 0;
+        else {
+            fprintf(stderr, "usage: bench_optim [--floats N] [--threads N] [--max-steps N] "
+                            "[--passes-only] [--convergence-only]\n");
+            return 2;
+        }
+    }
+    if (threads < 1 || threads > POOL_MAX_THREADS || n_floats < 1200 || max_steps < 1) {
+        fprintf(stderr, "bench_optim: bad arguments\n");
+        return 2;
+    }
+    print_machine(threads);
+    if (passes)
+        bench_passes(n_floats, threads);
+    if (conv)
+        bench_convergence(max_steps);
+    return 0;
+}
