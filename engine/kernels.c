@@ -10,6 +10,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- rows --- */
@@ -84,6 +85,54 @@ void kern_linear(float *out, size_t ldo, const float *in, size_t ldi, const floa
         return;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, K, 1.0f, in, (int)ldi, W, K, beta,
                 out, (int)ldo);
+}
+
+typedef struct linear_job {
+    float *out;
+    size_t ldo, ldi;
+    const float *in, *W;
+    int N, O, K;
+    float beta;
+} linear_job;
+
+/* OpenBLAS gives different bits for the same row when the matrix is split
+ * differently (its tail micro-kernels accumulate differently), so the
+ * split points depend on the shape alone: fixed chunks of rows (or of
+ * output columns for short, wide products such as a classification head),
+ * dealt out to the threads.  Any thread count then makes the same calls. */
+#define LINEAR_ROW_CHUNK 256
+#define LINEAR_COL_CHUNK 1024
+
+static void linear_fn(void *arg, int tid, int nt)
+{
+    linear_job *j = arg;
+    const bool by_rows = j->N >= 2 * LINEAR_ROW_CHUNK || j->O < 2 * LINEAR_COL_CHUNK;
+    const size_t total = by_rows ? (size_t)j->N : (size_t)j->O;
+    const size_t chunk = by_rows ? LINEAR_ROW_CHUNK : LINEAR_COL_CHUNK;
+    const size_t n_chunks = (total + chunk - 1) / chunk;
+    size_t c0, c1;
+    pool_range(n_chunks, tid, nt, 1, &c0, &c1);
+    for (size_t c = c0; c < c1; c++) {
+        size_t a0 = c * chunk, a1 = a0 + chunk < total ? a0 + chunk : total;
+        if (by_rows)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(a1 - a0), j->O, j->K,
+                        1.0f, j->in + a0 * j->ldi, (int)j->ldi, j->W, j->K, j->beta,
+                        j->out + a0 * j->ldo, (int)j->ldo);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->N, (int)(a1 - a0), j->K,
+                        1.0f, j->in, (int)j->ldi, j->W + a0 * (size_t)j->K, j->K, j->beta,
+                        j->out + a0, (int)j->ldo);
+    }
+}
+
+void kern_par_linear(pool *p, float *out, size_t ldo, const float *in, size_t ldi, const float *W,
+                     int N, int O, int K, float beta)
+{
+    if (N <= 0)
+        return;
+    linear_job j = {.out = out, .ldo = ldo, .ldi = ldi, .in = in, .W = W, .N = N, .O = O, .K = K,
+                    .beta = beta};
+    pool_run(p, linear_fn, &j);
 }
 
 /* ------------------------------------------------------ parallel rows --- */

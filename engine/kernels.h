@@ -28,6 +28,11 @@ void kern_bias_act(float *y, const float *bias, size_t r0, size_t r1, int n, siz
 void kern_linear(float *out, size_t ldo, const float *in, size_t ldi, const float *W, int N,
                  int O, int K, float beta);
 
+/* As kern_linear, with the rows split across the pool's threads and one
+ * single-threaded sgemm per thread (OpenBLAS must be set to 1 thread). */
+void kern_par_linear(pool *p, float *out, size_t ldo, const float *in, size_t ldi, const float *W,
+                     int N, int O, int K, float beta);
+
 /* Multithreaded helpers over a [rows, n] matrix with the pool. */
 void kern_par_layernorm(pool *p, float *out, const float *x, const float *w, const float *b,
                         size_t rows, int C, float eps);

@@ -19,7 +19,7 @@ hl_status lm_open(lm *l, const char *dir, int n_threads, hl_err *err)
     if (st)
         return st;
     l->n_threads = n_threads;
-    lm_set_blas_threads(n_threads);
+    lm_set_blas_threads(1); /* the pool splits every sgemm itself */
     char vocab[4200], merges[4200];
     snprintf(vocab, sizeof vocab, "%s/vocab.json", dir);
     snprintf(merges, sizeof merges, "%s/merges.txt", dir);

@@ -770,7 +770,7 @@ static void block_forward(model *m, const model_block *b, const model_batch *bat
         in = a->xn;
     }
     for (int k = 0; k < 3; k++)
-        kern_linear(a->qkv + (size_t)k * C, C3, in, (size_t)C, b->wqkv[k], (int)N, C, C, 0.0f);
+        kern_par_linear(m->pool, a->qkv + (size_t)k * C, C3, in, (size_t)C, b->wqkv[k], (int)N, C, C, 0.0f);
     if (b->bqkv[0]) {
         /* GPT-2's three biases are one contiguous [3C]; OPT's are separate. */
         if (b->bqkv[1] == b->bqkv[0] + C && b->bqkv[2] == b->bqkv[0] + 2 * C)
@@ -784,7 +784,7 @@ static void block_forward(model *m, const model_block *b, const model_batch *bat
     /* x += att · Wo^T + bo (residual folded into sgemm's beta) */
     if (b->bo)
         kern_par_add_rows(p, a->x, b->bo, N, C, (size_t)C);
-    kern_linear(a->x, (size_t)C, a->att, (size_t)C, b->wo, (int)N, C, C, 1.0f);
+    kern_par_linear(m->pool, a->x, (size_t)C, a->att, (size_t)C, b->wo, (int)N, C, C, 1.0f);
     if (!c->pre_ln)
         kern_par_layernorm(p, a->x, a->x, b->ln1_w, b->ln1_b, N, C, c->ln_eps);
 
@@ -794,11 +794,11 @@ static void block_forward(model *m, const model_block *b, const model_batch *bat
         kern_par_layernorm(p, a->xn, a->x, b->ln2_w, b->ln2_b, N, C, c->ln_eps);
         in = a->xn;
     }
-    kern_linear(a->ffn, (size_t)F, in, (size_t)C, b->w1, (int)N, F, C, 0.0f);
+    kern_par_linear(m->pool, a->ffn, (size_t)F, in, (size_t)C, b->w1, (int)N, F, C, 0.0f);
     kern_par_bias_act(p, a->ffn, b->b1, N, F, (size_t)F, act_code(c->act));
     if (b->b2)
         kern_par_add_rows(p, a->x, b->b2, N, C, (size_t)C);
-    kern_linear(a->x, (size_t)C, a->ffn, (size_t)F, b->w2, (int)N, C, F, 1.0f);
+    kern_par_linear(m->pool, a->x, (size_t)C, a->ffn, (size_t)F, b->w2, (int)N, C, F, 1.0f);
     if (!c->pre_ln)
         kern_par_layernorm(p, a->x, a->x, b->ln2_w, b->ln2_b, N, C, c->ln_eps);
 }
@@ -839,7 +839,7 @@ hl_status model_forward(model *m, const model_batch *batch, hl_err *err)
     embed_job ej = {.m = m, .tokens = batch->tokens, .n = N};
     pool_run(m->pool, embed_fn, &ej);
     if (m->w.proj_in) {
-        kern_linear(a->x, (size_t)C, a->emb, (size_t)E, m->w.proj_in, (int)N, C, E, 0.0f);
+        kern_par_linear(m->pool, a->x, (size_t)C, a->emb, (size_t)E, m->w.proj_in, (int)N, C, E, 0.0f);
         pool_run(m->pool, add_pos_fn, &ej);
     }
     for (int l = 0; l < c->n_layers; l++)
@@ -851,7 +851,7 @@ hl_status model_forward(model *m, const model_batch *batch, hl_err *err)
         h = a->xn;
     }
     if (m->w.proj_out)
-        kern_linear(a->hidden, (size_t)E, h, (size_t)C, m->w.proj_out, (int)N, E, C, 0.0f);
+        kern_par_linear(m->pool, a->hidden, (size_t)E, h, (size_t)C, m->w.proj_out, (int)N, E, C, 0.0f);
     else
         memcpy(a->hidden, h, N * (size_t)C * sizeof(float));
     return HL_OK;
@@ -863,14 +863,14 @@ void model_logits_rows(model *m, float *out, const int32_t *rows, size_t n_rows)
 {
     const int E = m->cfg.d_embed, V = m->cfg.vocab;
     if (!rows) {
-        kern_linear(out, (size_t)V, m->acts.hidden, (size_t)E, m->w.head, (int)n_rows, V, E, 0.0f);
+        kern_par_linear(m->pool, out, (size_t)V, m->acts.hidden, (size_t)E, m->w.head, (int)n_rows, V, E, 0.0f);
         return;
     }
     /* Gather the rows into the emb buffer (free after the forward). */
     for (size_t r = 0; r < n_rows; r++)
         memcpy(m->acts.emb + r * (size_t)E, m->acts.hidden + (size_t)rows[r] * E,
                (size_t)E * sizeof(float));
-    kern_linear(out, (size_t)V, m->acts.emb, (size_t)E, m->w.head, (int)n_rows, V, E, 0.0f);
+    kern_par_linear(m->pool, out, (size_t)V, m->acts.emb, (size_t)E, m->w.head, (int)n_rows, V, E, 0.0f);
 }
 
 void model_logits_select(model *m, float *out, const int32_t *rows, size_t n_rows,

@@ -12,11 +12,13 @@
 #include "optim.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "rng.h"
+#include "safetensors.h"
 
 #define PIECE_FLOATS 16384 /* 64 KiB of θ per piece */
 #define SUB 256            /* floats per inner block (z buffers live in L1) */
@@ -1010,5 +1012,131 @@ fail:
     restore_perturb(o, &pst, &S->ms_perturb);
     free(block_q);
     free(block_seeds);
+    return st;
+}
+
+/* ------------------------------------------------ checkpoint state --- */
+
+/* Everything a resumed run needs besides θ and the hyperparameters: the
+ * state arenas, the step counters and HELENE's per-layer floor
+ * bookkeeping.  Scratch buffers are not saved: they are rewritten before
+ * being read in every step. */
+hl_status optim_state_write(const optim *o, const char *path, hl_err *err)
+{
+    const param_set *ps = o->ps;
+    int64_t n = (int64_t)ps->n, L = ps->n_layers;
+    st_write_tensor ts[8];
+    int k = 0;
+    const float *arenas[3] = {o->m, o->h, o->v};
+    static const char *const names[3] = {"m", "h", "v"};
+    for (int i = 0; i < 3; i++)
+        if (arenas[i])
+            ts[k++] = (st_write_tensor){.name = names[i], .dtype = ST_DTYPE_F32,
+                                        .src = ST_SRC_RAW, .ndim = 1, .shape = &n,
+                                        .data = arenas[i]};
+    ts[k++] = (st_write_tensor){.name = "first_hhat", .dtype = ST_DTYPE_F64, .src = ST_SRC_RAW,
+                                .ndim = 1, .shape = &L, .data = o->first_hhat};
+    ts[k++] = (st_write_tensor){.name = "rel_mean", .dtype = ST_DTYPE_F64, .src = ST_SRC_RAW,
+                                .ndim = 1, .shape = &L, .data = o->rel_mean};
+    ts[k++] = (st_write_tensor){.name = "h_sum", .dtype = ST_DTYPE_F64, .src = ST_SRC_RAW,
+                                .ndim = 1, .shape = &L, .data = o->h_sum};
+    ts[k++] = (st_write_tensor){.name = "lam", .dtype = ST_DTYPE_F32, .src = ST_SRC_RAW,
+                                .ndim = 1, .shape = &L, .data = o->lam};
+    char t[32], tl[32], fw[32];
+    snprintf(t, sizeof t, "%llu", (unsigned long long)o->t);
+    snprintf(tl, sizeof tl, "%llu", (unsigned long long)o->t_local);
+    snprintf(fw, sizeof fw, "%llu", (unsigned long long)o->forwards_total);
+    const char *meta[] = {"format", "helene-optim-state", "method",
+                          optim_method_name(o->state_method), "t", t, "t_local", tl,
+                          "forwards_total", fw, "have_first", o->have_first ? "1" : "0"};
+    return st_write(path, ts, k, meta, (int)(sizeof meta / sizeof meta[0] / 2), err);
+}
+
+static hl_status meta_u64(uint64_t *out, const st_file *f, const char *key, hl_err *err)
+{
+    const char *v = st_file_meta(f, key);
+    char *end;
+    if (!v || !*v)
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: missing \"%s\" in __metadata__", f->path, key);
+    unsigned long long x = strtoull(v, &end, 10);
+    if (*end)
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" is not an integer", f->path, key);
+    *out = x;
+    return HL_OK;
+}
+
+static const st_tensor *state_tensor(const st_file *f, const char *name, st_dtype dt,
+                                     int64_t n, bool required, hl_err *err, hl_status *st)
+{
+    const st_tensor *t = st_file_find(f, name);
+    if (!t) {
+        if (required)
+            *st = hl_err_set(err, HL_ERR_FORMAT, "%s: missing optimizer state \"%s\"", f->path,
+                             name);
+        return NULL;
+    }
+    if (t->dtype != dt || t->ndim != 1 || t->shape[0] != n) {
+        *st = hl_err_set(err, HL_ERR_FORMAT,
+                         "%s: optimizer state \"%s\" has the wrong size for this model", f->path,
+                         name);
+        return NULL;
+    }
+    return t;
+}
+
+hl_status optim_state_read(optim *o, const char *path, hl_err *err)
+{
+    st_file f;
+    hl_status st = st_file_open(&f, path, err);
+    if (st)
+        return st;
+    const char *fmt = st_file_meta(&f, "format"), *method = st_file_meta(&f, "method");
+    uint64_t t = 0, tl = 0, fw = 0, hf = 0;
+    if (!fmt || strcmp(fmt, "helene-optim-state"))
+        st = hl_err_set(err, HL_ERR_FORMAT, "%s: not a helene optimizer state", path);
+    else if (!method || strcmp(method, optim_method_name(o->state_method)))
+        st = hl_err_set(err, HL_ERR_FORMAT,
+                        "%s: state of optimizer %s, but the run uses %s (switch with "
+                        "--optimizer %s, or resume without changing it)",
+                        path, method ? method : "?", optim_method_name(o->state_method),
+                        method ? method : "?");
+    if (!st)
+        st = meta_u64(&t, &f, "t", err);
+    if (!st)
+        st = meta_u64(&tl, &f, "t_local", err);
+    if (!st)
+        st = meta_u64(&fw, &f, "forwards_total", err);
+    if (!st)
+        st = meta_u64(&hf, &f, "have_first", err);
+    const int64_t n = (int64_t)o->ps->n, L = o->ps->n_layers;
+    float *arenas[3] = {o->m, o->h, o->v};
+    static const char *const names[3] = {"m", "h", "v"};
+    const st_tensor *at[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3 && !st; i++)
+        if (arenas[i])
+            at[i] = state_tensor(&f, names[i], ST_DTYPE_F32, n, true, err, &st);
+    const st_tensor *fh = NULL, *rm = NULL, *hs = NULL, *lam = NULL;
+    if (!st)
+        fh = state_tensor(&f, "first_hhat", ST_DTYPE_F64, L, true, err, &st);
+    if (!st)
+        rm = state_tensor(&f, "rel_mean", ST_DTYPE_F64, L, true, err, &st);
+    if (!st)
+        hs = state_tensor(&f, "h_sum", ST_DTYPE_F64, L, true, err, &st);
+    if (!st)
+        lam = state_tensor(&f, "lam", ST_DTYPE_F32, L, true, err, &st);
+    if (!st) { /* everything validated: now change the optimizer */
+        for (int i = 0; i < 3; i++)
+            if (at[i])
+                memcpy(arenas[i], at[i]->data, (size_t)n * sizeof(float));
+        memcpy(o->first_hhat, fh->data, (size_t)L * sizeof(double));
+        memcpy(o->rel_mean, rm->data, (size_t)L * sizeof(double));
+        memcpy(o->h_sum, hs->data, (size_t)L * sizeof(double));
+        memcpy(o->lam, lam->data, (size_t)L * sizeof(float));
+        o->t = t;
+        o->t_local = tl;
+        o->forwards_total = fw;
+        o->have_first = hf != 0;
+    }
+    st_file_close(&f);
     return st;
 }

@@ -97,6 +97,14 @@ const optim_layer_stats *optim_layer_stats_get(const optim *o); /* [ps->n_layers
  * when there is no arena i for the current method. */
 float *optim_state_arena(const optim *o, int i, const char **name);
 
+/* Checkpoint support: write everything a resumed run needs besides θ and
+ * the hyperparameters (state arenas, step counters, HELENE's floor
+ * bookkeeping) to a safetensors file; read it back after the optimizer was
+ * configured with the same method.  Reading validates everything first and
+ * changes nothing on error. */
+hl_status optim_state_write(const optim *o, const char *path, hl_err *err);
+hl_status optim_state_read(optim *o, const char *path, hl_err *err);
+
 /* HELENE's schedule, exposed for the TUI's schedule panel and the tests:
  * α_t = β1 + (1 − β1) exp(−t/T) (1 when anneal is off), refresh when
  * (t − 1) mod k == 0; t counts steps of the current method. */

@@ -47,7 +47,6 @@ int main(int argc, char **argv)
     }
     bench_print_machine("forward pass, OPT-125m shape (12 x 768, 12 heads, FFN 3072, V 50272)");
     printf("# threads %d, batch %d x %d tokens, median of %d\n", threads, B, T, reps);
-    lm_set_blas_threads(threads);
     pool p;
     hl_err err;
     if (pool_init(&p, threads, &err)) {
@@ -55,6 +54,7 @@ int main(int argc, char **argv)
         return 1;
     }
     const int N = B * T;
+    lm_set_blas_threads(threads); /* the ceiling: OpenBLAS's own threading */
     double g1 = time_sgemm(N, 768, 768, reps), g2 = time_sgemm(N, 3072, 768, reps),
            g3 = time_sgemm(N, 768, 3072, reps);
     /* weight the three shapes as the body uses them: 4 C², C·F, F·C */
@@ -67,6 +67,7 @@ int main(int argc, char **argv)
     printf("sgemm_gflops_%dx768x3072  %.1f\n", N, g3);
     printf("sgemm_gflops_body_mix     %.1f\n", sgemm_gflops);
 
+    lm_set_blas_threads(1); /* the model splits sgemm across its own pool */
     model_config c = {.family = MODEL_FAMILY_OPT, .n_layers = 12, .d_model = 768, .n_heads = 12,
                       .d_ffn = 3072, .vocab = 50272, .max_pos = 2048, .d_embed = 768,
                       .pos_offset = 2, .pre_ln = true, .final_ln = true, .ln_affine = true,

@@ -1,0 +1,422 @@
+/* checkpoint.c - see checkpoint.h. */
+#include "checkpoint.h"
+
+#include <cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "safetensors.h"
+
+/* ------------------------------------------------------------ params --- */
+
+hl_status checkpoint_write_params(const char *path, const param_set *ps, hl_err *err)
+{
+    st_write_tensor *ts = calloc((size_t)ps->n_layers, sizeof *ts);
+    if (!ts)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < ps->n_layers; i++) {
+        const param_layer *l = &ps->layers[i];
+        ts[i] = (st_write_tensor){.name = l->name, .dtype = ST_DTYPE_F32, .src = ST_SRC_RAW,
+                                  .ndim = l->ndim, .shape = l->shape,
+                                  .data = param_layer_data(ps, i)};
+    }
+    const char *meta[2] = {"format", CHECKPOINT_FORMAT};
+    hl_status st = st_write(path, ts, ps->n_layers, meta, 1, err);
+    free(ts);
+    return st;
+}
+
+/* Validate every layer first, then copy: a mismatch changes nothing. */
+hl_status checkpoint_read_params(const char *path, param_set *ps, hl_err *err)
+{
+    st_file f;
+    hl_status st = st_file_open(&f, path, err);
+    if (st)
+        return st;
+    for (int i = 0; i < ps->n_layers && !st; i++) {
+        const param_layer *l = &ps->layers[i];
+        const st_tensor *t = st_file_find(&f, l->name);
+        if (!t) {
+            st = hl_err_set(err, HL_ERR_FORMAT,
+                            "%s: no tensor \"%s\": the checkpoint is of another model", path,
+                            l->name);
+            break;
+        }
+        bool same = t->dtype == ST_DTYPE_F32 && t->ndim == l->ndim;
+        for (int d = 0; same && d < l->ndim; d++)
+            same = t->shape[d] == l->shape[d];
+        if (!same)
+            st = hl_err_set(err, HL_ERR_FORMAT,
+                            "%s: tensor \"%s\" has another shape or dtype than the model's", path,
+                            l->name);
+    }
+    if (!st && st_file_count(&f) != ps->n_layers)
+        st = hl_err_set(err, HL_ERR_FORMAT, "%s: %d tensors, the model has %d", path,
+                        st_file_count(&f), ps->n_layers);
+    for (int i = 0; i < ps->n_layers && !st; i++)
+        st = st_tensor_to_f32(st_file_find(&f, ps->layers[i].name), param_layer_data(ps, i), err);
+    st_file_close(&f);
+    return st;
+}
+
+/* ------------------------------------------------------- folder swap --- */
+
+static hl_status write_text(const char *path, const char *text, hl_err *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+    size_t n = strlen(text), off = 0;
+    while (off < n) {
+        ssize_t w = write(fd, text + off, n - off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            close(fd);
+            return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+        }
+        off += (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0)
+        return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+    return HL_OK;
+}
+
+static void remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            char p[RUNCFG_PATH_MAX + 300];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            struct stat sb;
+            if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
+                remove_tree(p);
+            else
+                unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static void fsync_parent(const char *path)
+{
+    char parent[RUNCFG_PATH_MAX + 300];
+    snprintf(parent, sizeof parent, "%s", path);
+    char *slash = strrchr(parent, '/');
+    if (slash == parent)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        snprintf(parent, sizeof parent, ".");
+    int fd = open(parent, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* Make dir's parent folders (mkdir -p), so --save a/b/c works. */
+static hl_status make_parents(const char *dir, hl_err *err)
+{
+    char p[RUNCFG_PATH_MAX];
+    snprintf(p, sizeof p, "%s", dir);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST)
+            return hl_err_set(err, HL_ERR_IO, "%s: %s", p, strerror(errno));
+        *s = '/';
+    }
+    return HL_OK;
+}
+
+hl_status checkpoint_save(const char *dir, const runcfg *cfg, const param_set *ps,
+                          const optim *opt, uint64_t step, const char *journal_path,
+                          uint64_t journal_offset, hl_err *err)
+{
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/')
+        dl--;
+    if (dl == 0 || dl + 64 >= RUNCFG_PATH_MAX)
+        return hl_err_set(err, HL_ERR_INVALID, "bad checkpoint folder '%s'", dir);
+    char target[RUNCFG_PATH_MAX], tmp[RUNCFG_PATH_MAX + 64], p[RUNCFG_PATH_MAX + 128];
+    snprintf(target, sizeof target, "%.*s", (int)dl, dir);
+    struct stat sb;
+    if (stat(target, &sb) == 0) {
+        if (!S_ISDIR(sb.st_mode))
+            return hl_err_set(err, HL_ERR_INVALID, "%s exists and is not a folder", target);
+        snprintf(p, sizeof p, "%s/checkpoint.json", target);
+        DIR *d = opendir(target);
+        bool empty = true;
+        struct dirent *e;
+        while (d && (e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+                strncmp(e->d_name, "step-", 5))
+                empty = false;
+        if (d)
+            closedir(d);
+        /* never replace a folder that holds something other than a checkpoint */
+        if (!empty && access(p, F_OK) != 0)
+            return hl_err_set(err, HL_ERR_INVALID,
+                              "%s is not empty and holds no checkpoint: refusing to replace it",
+                              target);
+    }
+    hl_status st = make_parents(target, err);
+    if (st)
+        return st;
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", target, (long)getpid());
+    remove_tree(tmp);
+    if (mkdir(tmp, 0755) != 0)
+        return hl_err_set(err, HL_ERR_IO, "%s: %s", tmp, strerror(errno));
+
+    snprintf(p, sizeof p, "%s/params.safetensors", tmp);
+    if ((st = checkpoint_write_params(p, ps, err)))
+        goto fail;
+    snprintf(p, sizeof p, "%s/optim.safetensors", tmp);
+    if ((st = optim_state_write(opt, p, err)))
+        goto fail;
+
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "format", CHECKPOINT_FORMAT);
+    cJSON_AddNumberToObject(o, "version", CHECKPOINT_VERSION);
+    char num[32];
+    snprintf(num, sizeof num, "%llu", (unsigned long long)step);
+    cJSON_AddItemToObject(o, "step", cJSON_CreateRaw(num));
+    cJSON_AddNumberToObject(o, "n_params", (double)param_set_count(ps));
+    cJSON_AddNumberToObject(o, "layers", ps->n_layers);
+    cJSON *jr = cJSON_AddObjectToObject(o, "journal");
+    cJSON_AddStringToObject(jr, "path", journal_path ? journal_path : "");
+    snprintf(num, sizeof num, "%llu", (unsigned long long)journal_offset);
+    cJSON_AddItemToObject(jr, "offset", cJSON_CreateRaw(num));
+    char *run = runcfg_to_json(cfg);
+    cJSON *runj = run ? cJSON_Parse(run) : NULL;
+    free(run);
+    if (!runj) {
+        cJSON_Delete(o);
+        st = hl_err_set(err, HL_ERR_NOMEM, "cannot serialise the run configuration");
+        goto fail;
+    }
+    /* resuming must not resume again, nor start from the step it ends at */
+    cJSON_DeleteItemFromObject(runj, "resume");
+    cJSON_AddItemToObject(o, "run", runj);
+    char *text = cJSON_Print(o);
+    cJSON_Delete(o);
+    snprintf(p, sizeof p, "%s/checkpoint.json", tmp);
+    st = text ? write_text(p, text, err) : hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    free(text);
+    if (st)
+        goto fail;
+    fsync_parent(p);
+
+    /* swap into place */
+    if (stat(target, &sb) == 0) {
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, target, RENAME_EXCHANGE) != 0) {
+            st = hl_err_set(err, HL_ERR_IO, "cannot replace %s: %s", target, strerror(errno));
+            goto fail;
+        }
+        /* periodic step-N folders live inside the --save folder: move them over */
+        DIR *d = opendir(tmp);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            if (strncmp(e->d_name, "step-", 5))
+                continue;
+            char from[RUNCFG_PATH_MAX + 400], to[RUNCFG_PATH_MAX + 400];
+            snprintf(from, sizeof from, "%s/%s", tmp, e->d_name);
+            snprintf(to, sizeof to, "%s/%s", target, e->d_name);
+            rename(from, to);
+        }
+        if (d)
+            closedir(d);
+        remove_tree(tmp);
+    } else if (rename(tmp, target) != 0) {
+        st = hl_err_set(err, HL_ERR_IO, "cannot create %s: %s", target, strerror(errno));
+        goto fail;
+    }
+    fsync_parent(target);
+    return HL_OK;
+fail:
+    remove_tree(tmp);
+    return st;
+}
+
+/* --------------------------------------------------------- reading --- */
+
+static cJSON *read_meta(const char *dir, hl_err *err)
+{
+    char p[RUNCFG_PATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/checkpoint.json", dir);
+    FILE *f = fopen(p, "rb");
+    if (!f) {
+        hl_err_set(err, HL_ERR_IO, "%s: %s (not a helene checkpoint folder?)", p,
+                   strerror(errno));
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (n < 0 || n > (1 << 24)) {
+        fclose(f);
+        hl_err_set(err, HL_ERR_FORMAT, "%s: unreasonable size", p);
+        return NULL;
+    }
+    char *text = malloc((size_t)n + 1);
+    size_t got = text ? fread(text, 1, (size_t)n, f) : 0;
+    fclose(f);
+    if (!text || got != (size_t)n) {
+        free(text);
+        hl_err_set(err, HL_ERR_IO, "%s: read error", p);
+        return NULL;
+    }
+    text[n] = '\0';
+    cJSON *o = cJSON_Parse(text);
+    free(text);
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(o, "format");
+    const cJSON *ver = cJSON_GetObjectItemCaseSensitive(o, "version");
+    const cJSON *step = cJSON_GetObjectItemCaseSensitive(o, "step");
+    const cJSON *run = cJSON_GetObjectItemCaseSensitive(o, "run");
+    if (!cJSON_IsObject(o) || !cJSON_IsString(fmt) || strcmp(fmt->valuestring, CHECKPOINT_FORMAT) ||
+        !cJSON_IsNumber(ver) || !cJSON_IsNumber(step) || step->valuedouble < 0 ||
+        !cJSON_IsObject(run)) {
+        cJSON_Delete(o);
+        hl_err_set(err, HL_ERR_FORMAT,
+                   "%s: not a valid helene checkpoint (needs format, version, step, run)", p);
+        return NULL;
+    }
+    if (ver->valuedouble != CHECKPOINT_VERSION) {
+        cJSON_Delete(o);
+        hl_err_set(err, HL_ERR_FORMAT, "%s: checkpoint version %g, this helene reads %d", p,
+                   ver->valuedouble, CHECKPOINT_VERSION);
+        return NULL;
+    }
+    return o;
+}
+
+hl_status checkpoint_read_config(runcfg *cfg, const char *dir, hl_err *err)
+{
+    cJSON *o = read_meta(dir, err);
+    if (!o)
+        return err ? err->code : HL_ERR_FORMAT;
+    char *run = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(o, "run"));
+    cJSON_Delete(o);
+    if (!run)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    /* reuse the JSON-file loader: write to a temp file would be clumsy, so
+     * parse here with the same per-key path as runcfg_load_json */
+    runcfg fresh;
+    runcfg_init(&fresh);
+    cJSON *r = cJSON_Parse(run);
+    free(run);
+    hl_status st = HL_OK;
+    for (const cJSON *it = r ? r->child : NULL; it && !st; it = it->next) {
+        char val[RUNCFG_PATH_MAX];
+        if (cJSON_IsString(it))
+            snprintf(val, sizeof val, "%s", it->valuestring);
+        else if (cJSON_IsBool(it))
+            snprintf(val, sizeof val, "%s", cJSON_IsTrue(it) ? "true" : "false");
+        else if (cJSON_IsNumber(it)) {
+            /* numbers were written with full precision by runcfg_to_json */
+            char *t = cJSON_PrintUnformatted(it);
+            snprintf(val, sizeof val, "%s", t ? t : "0");
+            free(t);
+        } else
+            continue;
+        if ((st = runcfg_set(&fresh, it->string, val, err)))
+            hl_err_prefix(err, "%s/checkpoint.json", dir);
+    }
+    cJSON_Delete(r);
+    if (st) {
+        runcfg_free(&fresh);
+        return st;
+    }
+    runcfg_free(cfg);
+    *cfg = fresh;
+    snprintf(cfg->resume, sizeof cfg->resume, "%s", dir);
+    return HL_OK;
+}
+
+hl_status checkpoint_load(const char *dir, param_set *ps, optim *opt, checkpoint_info *info,
+                          hl_err *err)
+{
+    cJSON *o = read_meta(dir, err);
+    if (!o)
+        return err ? err->code : HL_ERR_FORMAT;
+    checkpoint_info ci;
+    memset(&ci, 0, sizeof ci);
+    ci.step = (uint64_t)cJSON_GetObjectItemCaseSensitive(o, "step")->valuedouble;
+    const cJSON *np = cJSON_GetObjectItemCaseSensitive(o, "n_params");
+    const cJSON *jr = cJSON_GetObjectItemCaseSensitive(o, "journal");
+    const cJSON *jp = cJSON_GetObjectItemCaseSensitive(jr, "path");
+    const cJSON *jo = cJSON_GetObjectItemCaseSensitive(jr, "offset");
+    if (cJSON_IsString(jp))
+        snprintf(ci.journal_path, sizeof ci.journal_path, "%s", jp->valuestring);
+    if (cJSON_IsNumber(jo) && jo->valuedouble >= 0)
+        ci.journal_offset = (uint64_t)jo->valuedouble;
+    hl_status st = HL_OK;
+    if (!cJSON_IsNumber(np) || (size_t)np->valuedouble != param_set_count(ps))
+        st = hl_err_set(err, HL_ERR_FORMAT,
+                        "%s/checkpoint.json: %.0f parameters, the model has %zu: the checkpoint "
+                        "is of another model",
+                        dir, cJSON_IsNumber(np) ? np->valuedouble : -1.0, param_set_count(ps));
+    cJSON_Delete(o);
+    if (st)
+        return st;
+    char p[RUNCFG_PATH_MAX + 64];
+    /* the optimizer state is validated and staged before θ changes */
+    if (opt) {
+        snprintf(p, sizeof p, "%s/optim.safetensors", dir);
+        if ((st = optim_state_read(opt, p, err)))
+            return st;
+    }
+    snprintf(p, sizeof p, "%s/params.safetensors", dir);
+    if ((st = checkpoint_read_params(p, ps, err)))
+        return st;
+    if (info)
+        *info = ci;
+    return HL_OK;
+}
+
+/* --------------------------------------------------------- pruning --- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+void checkpoint_prune(const char *save_dir, int keep_last)
+{
+    DIR *d = opendir(save_dir);
+    if (!d)
+        return;
+    uint64_t steps[4096];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 4096) {
+        char *end;
+        if (strncmp(e->d_name, "step-", 5))
+            continue;
+        unsigned long long s = strtoull(e->d_name + 5, &end, 10);
+        if (*end == '\0' && end != e->d_name + 5)
+            steps[n++] = s;
+    }
+    closedir(d);
+    qsort(steps, (size_t)n, sizeof steps[0], cmp_u64);
+    for (int i = 0; i + keep_last < n; i++) {
+        char p[RUNCFG_PATH_MAX + 64];
+        snprintf(p, sizeof p, "%s/step-%llu", save_dir, (unsigned long long)steps[i]);
+        remove_tree(p);
+    }
+}

@@ -1,0 +1,64 @@
+/* cls.h - prompt-based classification losses on a causal LM.
+ *
+ * Each example is a tokenized prompt; each class a tokenized continuation
+ * (the label word, e.g. " great").  score_y = mean log-probability of class
+ * y's tokens after the prompt; loss = cross-entropy of softmax_y(score_y)
+ * against the gold class; prediction = argmax_y score_y (MeZO / LM-BFF).
+ * When every continuation is a single token, the vocabulary normaliser
+ * cancels in that softmax, so only the label tokens' logits at the last
+ * prompt position are computed (2 dot products per class instead of a
+ * 50k-wide head).  Otherwise each (example, class) pair is a sequence and
+ * the continuation tokens are scored with a full log-softmax.
+ *
+ * These are the functions an optimizer step calls twice: buffers are sized
+ * at init for max_batch examples of at most max_prompt tokens, so scoring
+ * never allocates.  Leaves out: masked LMs (RoBERTa, later), tokenization
+ * (callers pass token ids).
+ */
+#ifndef HELENE_CLS_H
+#define HELENE_CLS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "model.h"
+
+#define CLS_MAX_CLASSES 32
+
+typedef struct cls_example {
+    const int32_t *prompt; /* [n_prompt] token ids, BOS included when the family uses one */
+    int32_t n_prompt;      /* >= 1 */
+    int32_t label;         /* gold class, or -1 when unknown (loss is then 0) */
+} cls_example;
+
+typedef struct cls_scorer {
+    model *m;                   /* borrowed */
+    int32_t n_classes;
+    int32_t *word;              /* continuation tokens of all classes, back to back */
+    int32_t word_off[CLS_MAX_CLASSES + 1];
+    bool single;                /* every continuation is one token */
+    int32_t max_batch, max_prompt, max_word;
+    /* preallocated work space */
+    int32_t *tokens;            /* packed sequences */
+    int32_t *starts;            /* [seqs + 1] */
+    int32_t *rows;              /* rows whose logits are needed */
+    int32_t *targets;
+    float *logits;              /* [rows, n_classes] or [rows, V] */
+    double *cls_scores;         /* [max_batch, n_classes] */
+} cls_scorer;
+
+/* words[c] = token ids of class c's continuation (n_words[c] >= 1).
+ * Checks that max_prompt + the longest word fits the model's context. */
+hl_status cls_scorer_init(cls_scorer *s, model *m, const int32_t *const *words,
+                          const int32_t *n_words, int32_t n_classes, int32_t max_batch,
+                          int32_t max_prompt, hl_err *err);
+void cls_scorer_free(cls_scorer *s);
+
+/* Score n <= max_batch examples.  losses[i] (may be NULL): cross-entropy of
+ * the gold class; pred[i] (may be NULL): argmax class; scores (may be NULL):
+ * [n, n_classes] class log-probabilities (mean over continuation tokens). */
+hl_status cls_score(cls_scorer *s, double *losses, int32_t *pred, double *scores,
+                    const cls_example *ex, int32_t n, hl_err *err);
+
+#endif

@@ -1,0 +1,905 @@
+/* engine.c - see engine.h.
+ *
+ * Locking: one mutex (mu) guards the command queue, the event ring, the
+ * shared state word and the published telemetry copy.  The engine thread
+ * works on its private telemetry (work) without the lock and publishes it
+ * at most every PUBLISH_MS (and on every state change), so a UI copying
+ * snapshots never slows training and training never waits for the UI
+ * beyond a memcpy.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "analytic.h"
+#include "checkpoint.h"
+#include "journal.h"
+#include "lm.h"
+#include "taskobj.h"
+
+#define ENGINE_QUEUE_CAP 64
+#define ENGINE_EVENTS_CAP 1024
+#define PUBLISH_MS 50.0
+
+struct engine {
+    runcfg cfg;
+
+    /* the objective and what it trains */
+    objective obj;
+    bool have_obj;
+    lm lm;
+    bool have_lm;
+    taskobj *task;           /* obj.ctx when the objective is a model */
+    param_set analytic_ps;
+    param_set *ps;
+    pool pool;               /* analytic objectives; models use lm.pool */
+    bool have_pool;
+    pool *workers;
+    optim *opt;
+    journal jr;
+
+    /* thread and shared state (mu) */
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    engine_cmd queue[ENGINE_QUEUE_CAP];
+    uint64_t queue_id[ENGINE_QUEUE_CAP];
+    int q_head, q_len;
+    uint64_t next_cmd_id;
+    engine_event events[ENGINE_EVENTS_CAP];
+    uint64_t next_event_seq;
+    engine_telemetry pub;
+    engine_state shared_state;
+
+    /* engine-thread private */
+    engine_telemetry work;
+    bool step_once;
+    bool quit;
+    uint64_t step;
+    uint64_t last_ckpt_step;
+    char last_ckpt[RUNCFG_PATH_MAX];
+    double last_publish;
+    double step_ema_s;       /* smoothed seconds per step */
+    double tokens_ema;
+    uint64_t hist_pending;   /* steps accumulated into the next history point */
+    char best_path[RUNCFG_PATH_MAX + 64]; /* θ of the best dev evaluation */
+    char tmp_dir[RUNCFG_PATH_MAX];
+};
+
+const char *engine_state_name(engine_state s)
+{
+    static const char *const names[] = {"LOADING", "RUNNING", "PAUSED", "FINISHED", "ERROR",
+                                        "QUIT"};
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "?";
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double rss_mib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, resident = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    return (double)resident * (double)sysconf(_SC_PAGESIZE) / (1024.0 * 1024.0);
+}
+
+/* ----------------------------------------------------------- history --- */
+
+static void hist_push(engine_hist *h, uint64_t step, float v)
+{
+    if (h->stride == 0)
+        h->stride = 1;
+    if (h->n == ENGINE_HIST_CAP) {
+        for (int i = 0; i < ENGINE_HIST_CAP / 2; i++) {
+            h->step[i] = h->step[2 * i + 1];
+            h->value[i] = h->value[2 * i + 1];
+        }
+        h->n = ENGINE_HIST_CAP / 2;
+        h->stride *= 2;
+    }
+    h->step[h->n] = step;
+    h->value[h->n] = v;
+    h->n++;
+}
+
+/* Per-layer history follows the loss series' decimation exactly. */
+static void layer_hist_push(engine_telemetry *t, const engine_hist *loss_before)
+{
+    int n = loss_before->n;
+    if (n == ENGINE_HIST_CAP) {
+        for (int l = 0; l < t->n_layers; l++) {
+            float *row = t->layer_hist + (size_t)l * ENGINE_HIST_CAP;
+            for (int i = 0; i < ENGINE_HIST_CAP / 2; i++)
+                row[i] = row[2 * i + 1];
+        }
+        n = ENGINE_HIST_CAP / 2;
+    }
+    for (int l = 0; l < t->n_layers; l++)
+        t->layer_hist[(size_t)l * ENGINE_HIST_CAP + n] = t->layer[l].state_mean;
+}
+
+/* ------------------------------------------------------------ events --- */
+
+static void emit(engine *e, engine_event_kind kind, uint64_t cmd_id, double value,
+                 const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
+static void emit(engine *e, engine_event_kind kind, uint64_t cmd_id, double value,
+                 const char *fmt, ...)
+{
+    pthread_mutex_lock(&e->mu);
+    uint64_t seq = ++e->next_event_seq;
+    engine_event *ev = &e->events[(seq - 1) % ENGINE_EVENTS_CAP];
+    ev->seq = seq;
+    ev->cmd_id = cmd_id;
+    ev->step = e->step;
+    ev->kind = kind;
+    ev->value = value;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ev->text, sizeof ev->text, fmt, ap);
+    va_end(ap);
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+int engine_events(engine *e, engine_event *out, int max, uint64_t after)
+{
+    pthread_mutex_lock(&e->mu);
+    uint64_t last = e->next_event_seq;
+    uint64_t first = last > ENGINE_EVENTS_CAP ? last - ENGINE_EVENTS_CAP + 1 : 1;
+    if (after + 1 > first)
+        first = after + 1;
+    int n = 0;
+    for (uint64_t s = first; s <= last && n < max; s++)
+        out[n++] = e->events[(s - 1) % ENGINE_EVENTS_CAP];
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
+/* --------------------------------------------------------- telemetry --- */
+
+static hl_status telemetry_alloc(engine_telemetry *t, int n_layers, hl_err *err)
+{
+    memset(t, 0, sizeof *t);
+    t->n_layers = n_layers;
+    size_t nl = n_layers > 0 ? (size_t)n_layers : 1;
+    t->layer = calloc(nl, sizeof *t->layer);
+    t->layer_hist = calloc(nl * ENGINE_HIST_CAP, sizeof *t->layer_hist);
+    hparams_init(&t->hp);
+    if (!t->layer || !t->layer_hist) {
+        engine_snapshot_free(t);
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory for telemetry");
+    }
+    return HL_OK;
+}
+
+void engine_snapshot_free(engine_telemetry *t)
+{
+    free(t->layer);
+    free(t->layer_hist);
+    hparams_free(&t->hp);
+    memset(t, 0, sizeof *t);
+}
+
+hl_status engine_snapshot_alloc(const engine *e, engine_telemetry *t, hl_err *err)
+{
+    hl_status st = telemetry_alloc(t, e->ps->n_layers, err);
+    t->generation = UINT64_MAX; /* force the first copy */
+    return st;
+}
+
+/* Copy src into dst (same layer count); dst keeps its own arrays. */
+static void telemetry_copy(engine_telemetry *dst, const engine_telemetry *src)
+{
+    optim_layer_stats *layer = dst->layer;
+    float *lh = dst->layer_hist;
+    hparams hp = dst->hp;
+    *dst = *src;
+    dst->layer = layer;
+    dst->layer_hist = lh;
+    size_t nl = (size_t)src->n_layers;
+    memcpy(dst->layer, src->layer, nl * sizeof *layer);
+    memcpy(dst->layer_hist, src->layer_hist, nl * ENGINE_HIST_CAP * sizeof *lh);
+    /* hparams owns a list: copy into dst's own (failure keeps the old list) */
+    dst->hp = hp;
+    hparams tmp;
+    if (hparams_copy(&tmp, &src->hp, NULL) == HL_OK) {
+        hparams_free(&dst->hp);
+        dst->hp = tmp;
+    }
+}
+
+static void publish(engine *e, bool force)
+{
+    double t = now_s();
+    if (!force && (t - e->last_publish) * 1e3 < PUBLISH_MS)
+        return;
+    e->last_publish = t;
+    engine_telemetry *w = &e->work;
+    w->rss_mib = rss_mib();
+    w->generation++;
+    hparams_free(&w->hp);
+    hparams_copy(&w->hp, optim_hparams(e->opt), NULL);
+    w->method = w->hp.method;
+    pthread_mutex_lock(&e->mu);
+    telemetry_copy(&e->pub, w);
+    e->shared_state = w->state;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+bool engine_snapshot(engine *e, engine_telemetry *t)
+{
+    pthread_mutex_lock(&e->mu);
+    bool changed = t->generation != e->pub.generation;
+    if (changed)
+        telemetry_copy(t, &e->pub);
+    pthread_mutex_unlock(&e->mu);
+    return changed;
+}
+
+static void set_state(engine *e, engine_state s, const char *reason)
+{
+    e->work.state = s;
+    snprintf(e->work.reason, sizeof e->work.reason, "%s", reason ? reason : "");
+    publish(e, true);
+}
+
+engine_state engine_wait(engine *e, engine_state state, int timeout_ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&e->mu);
+    while (e->shared_state == state)
+        if (pthread_cond_timedwait(&e->cv, &e->mu, &dl) == ETIMEDOUT)
+            break;
+    engine_state s = e->shared_state;
+    pthread_mutex_unlock(&e->mu);
+    return s;
+}
+
+/* ---------------------------------------------------------- creation --- */
+
+static hl_status build_objective(engine *e, hl_err *err)
+{
+    const runcfg *c = &e->cfg;
+    int threads = c->threads > 0 ? c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1)
+        threads = 1;
+    if (threads > POOL_MAX_THREADS)
+        threads = POOL_MAX_THREADS;
+    hl_status st;
+    if (c->objective == RUNCFG_OBJECTIVE_MODEL) {
+        if (!c->model[0])
+            return hl_err_set(err, HL_ERR_INVALID,
+                              "no model: give --model DIR, or --objective quadratic|rosenbrock");
+        if ((st = lm_open(&e->lm, c->model, threads, err)))
+            return st;
+        e->have_lm = true;
+        e->workers = &e->lm.pool;
+        e->ps = &e->lm.model.params;
+        if ((st = taskobj_create(&e->task, &e->obj, &e->lm, c, err)))
+            return st;
+        e->have_obj = true;
+        snprintf(e->work.model_name, sizeof e->work.model_name, "%.255s", c->model);
+        snprintf(e->work.task_name, sizeof e->work.task_name, "%s",
+                 taskobj_task_name(e->task));
+        return HL_OK;
+    }
+    if ((st = pool_init(&e->pool, threads, err)))
+        return st;
+    e->have_pool = true;
+    e->workers = &e->pool;
+    analytic_config ac;
+    analytic_kind kind =
+        c->objective == RUNCFG_OBJECTIVE_QUADRATIC ? ANALYTIC_KIND_QUADRATIC : ANALYTIC_KIND_ROSENBROCK;
+    analytic_config_default(&ac, kind);
+    ac.seed = c->data_seed;
+    if (c->batch_size > 0)
+        ac.batch = c->batch_size;
+    param_set_init(&e->analytic_ps);
+    if ((st = analytic_init(&e->obj, &e->analytic_ps, &ac, err)))
+        return st;
+    e->have_obj = true;
+    e->ps = &e->analytic_ps;
+    snprintf(e->work.model_name, sizeof e->work.model_name, "%s (analytic)",
+             analytic_kind_name(kind));
+    snprintf(e->work.task_name, sizeof e->work.task_name, "%s", analytic_kind_name(kind));
+    return HL_OK;
+}
+
+static void engine_release(engine *e)
+{
+    if (e->opt)
+        optim_free(e->opt);
+    if (e->have_obj)
+        objective_destroy(&e->obj);
+    if (e->have_lm)
+        lm_close(&e->lm);
+    param_set_free(&e->analytic_ps);
+    if (e->have_pool)
+        pool_free(&e->pool);
+    journal_close(&e->jr);
+    engine_snapshot_free(&e->work);
+    engine_snapshot_free(&e->pub);
+    if (e->tmp_dir[0]) {
+        char p[RUNCFG_PATH_MAX + 32];
+        snprintf(p, sizeof p, "%s/best.safetensors", e->tmp_dir);
+        unlink(p);
+        rmdir(e->tmp_dir);
+    }
+    runcfg_free(&e->cfg);
+}
+
+/* Rebuild chart history from the journal of a resumed run. */
+static void replay_visit(void *ctx, bool is_eval, uint64_t step, double loss, double lp,
+                         double lmi, double c, double alpha, double lr, double dev)
+{
+    engine *e = ctx;
+    engine_telemetry *w = &e->work;
+    if (is_eval) {
+        hist_push(&w->hist[ENGINE_SERIES_DEV], step, (float)dev);
+        return;
+    }
+    engine_hist *lh = &w->hist[ENGINE_SERIES_LOSS];
+    if (++e->hist_pending < (lh->stride ? lh->stride : 1))
+        return;
+    e->hist_pending = 0;
+    engine_hist before = *lh;
+    layer_hist_push(w, &before);
+    hist_push(lh, step, (float)loss);
+    hist_push(&w->hist[ENGINE_SERIES_LOSS_PLUS], step, (float)lp);
+    hist_push(&w->hist[ENGINE_SERIES_LOSS_MINUS], step, (float)lmi);
+    hist_push(&w->hist[ENGINE_SERIES_PROJ_GRAD], step, (float)c);
+    hist_push(&w->hist[ENGINE_SERIES_ALPHA], step, (float)alpha);
+    hist_push(&w->hist[ENGINE_SERIES_LR], step, (float)lr);
+}
+
+hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
+{
+    *out = NULL;
+    engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    hl_status st = runcfg_copy(&e->cfg, cfg_in, err);
+    if (st) {
+        free(e);
+        return st;
+    }
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    hparams_init(&e->work.hp);
+    hparams_init(&e->pub.hp);
+    param_set_init(&e->analytic_ps);
+
+    /* A resumed run's cfg was built by the caller from the checkpoint's own
+     * configuration (checkpoint_read_config) plus the flags given now. */
+    if ((st = build_objective(e, err)))
+        goto fail;
+    hparams_free(&e->work.hp);
+    hparams_free(&e->pub.hp);
+    if ((st = telemetry_alloc(&e->work, e->ps->n_layers, err)) ||
+        (st = telemetry_alloc(&e->pub, e->ps->n_layers, err)))
+        goto fail;
+    snprintf(e->work.model_name, sizeof e->work.model_name, "%.255s",
+             e->cfg.objective == RUNCFG_OBJECTIVE_MODEL ? e->cfg.model : e->obj.name);
+    snprintf(e->work.task_name, sizeof e->work.task_name, "%s",
+             e->task ? taskobj_task_name(e->task) : e->obj.name);
+    e->work.layers = e->ps->layers;
+    e->pub.layers = e->ps->layers;
+    e->work.dev_accuracy = e->work.best_dev_accuracy = NAN;
+
+    if ((st = optim_init(&e->opt, e->ps, e->workers, e->cfg.seed, err)))
+        goto fail;
+    /* apply the run's hyperparameters through the validated path */
+    for (int i = 0; i < hparams_count(); i++) {
+        const hparam_info *h = hparams_info_at(i);
+        char buf[4096];
+        if (hparams_get(&e->cfg.hp, buf, sizeof buf, h->key, NULL))
+            continue;
+        if (!strcmp(h->key, "lr") && !e->cfg.hp.lr_explicit)
+            continue;
+        if ((st = optim_set(e->opt, h->key, buf, err))) {
+            hl_err_prefix(err, "hyperparameter %s", h->key);
+            goto fail;
+        }
+    }
+    uint64_t cut = 0;
+    if (e->cfg.resume[0]) {
+        checkpoint_info ci;
+        if ((st = checkpoint_load(e->cfg.resume, e->ps, e->opt, &ci, err)))
+            goto fail;
+        e->step = ci.step;
+        snprintf(e->last_ckpt, sizeof e->last_ckpt, "%s", e->cfg.resume);
+        e->last_ckpt_step = e->step;
+        /* the same journal continues from where the checkpoint was taken */
+        if (e->cfg.log[0] && !strcmp(ci.journal_path, e->cfg.log))
+            cut = ci.journal_offset;
+        if (e->cfg.log[0] && access(e->cfg.log, F_OK) == 0)
+            journal_scan(e->cfg.log, e->step, replay_visit, e, NULL);
+    }
+    if (e->cfg.log[0] && (st = journal_open(&e->jr, e->cfg.log, cut, err)))
+        goto fail;
+    e->work.step = e->step;
+    e->work.total_steps = e->cfg.steps;
+    e->work.state = ENGINE_STATE_LOADING;
+    publish(e, true);
+    *out = e;
+    return HL_OK;
+fail:
+    engine_release(e);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+    free(e);
+    return st;
+}
+
+void engine_free(engine *e)
+{
+    if (!e)
+        return;
+    engine_release(e);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+    free(e);
+}
+
+char *engine_config_json(const engine *e)
+{
+    return runcfg_to_json(&e->cfg);
+}
+
+/* ---------------------------------------------------------- commands --- */
+
+hl_status engine_post(engine *e, const engine_cmd *cmd, uint64_t *cmd_id, hl_err *err)
+{
+    pthread_mutex_lock(&e->mu);
+    if (e->shared_state == ENGINE_STATE_QUIT) {
+        pthread_mutex_unlock(&e->mu);
+        return hl_err_set(err, HL_ERR_INVALID, "the engine has stopped");
+    }
+    if (e->q_len == ENGINE_QUEUE_CAP) {
+        pthread_mutex_unlock(&e->mu);
+        return hl_err_set(err, HL_ERR_INVALID, "busy: %d commands are waiting",
+                          ENGINE_QUEUE_CAP);
+    }
+    int slot = (e->q_head + e->q_len) % ENGINE_QUEUE_CAP;
+    e->queue[slot] = *cmd;
+    e->queue[slot].key[ENGINE_KEY_MAX - 1] = '\0';
+    e->queue[slot].value[ENGINE_VALUE_MAX - 1] = '\0';
+    uint64_t id = ++e->next_cmd_id;
+    e->queue_id[slot] = id;
+    e->q_len++;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    if (cmd_id)
+        *cmd_id = id;
+    return HL_OK;
+}
+
+static bool pop_command(engine *e, engine_cmd *cmd, uint64_t *id)
+{
+    pthread_mutex_lock(&e->mu);
+    bool have = e->q_len > 0;
+    if (have) {
+        *cmd = e->queue[e->q_head];
+        *id = e->queue_id[e->q_head];
+        e->q_head = (e->q_head + 1) % ENGINE_QUEUE_CAP;
+        e->q_len--;
+    }
+    pthread_mutex_unlock(&e->mu);
+    return have;
+}
+
+static hl_status do_eval(engine *e, hl_err *err);
+static hl_status do_checkpoint(engine *e, const char *dir, hl_err *err);
+
+static void apply_command(engine *e, const engine_cmd *c, uint64_t id)
+{
+    hl_err err;
+    hl_err_clear(&err);
+    engine_state s = e->work.state;
+    switch (c->kind) {
+    case ENGINE_CMD_PAUSE:
+        if (s == ENGINE_STATE_RUNNING) {
+            set_state(e, ENGINE_STATE_PAUSED, "paused by the user");
+            journal_event(&e->jr, e->step, "pause", NULL, NULL);
+            emit(e, ENGINE_EVENT_APPLIED, id, 0, "paused at step %llu",
+                 (unsigned long long)e->step);
+        } else
+            emit(e, ENGINE_EVENT_REJECTED, id, 0, "not running (%s)", engine_state_name(s));
+        break;
+    case ENGINE_CMD_RESUME:
+        if (s == ENGINE_STATE_PAUSED) {
+            set_state(e, ENGINE_STATE_RUNNING, NULL);
+            journal_event(&e->jr, e->step, "resume", NULL, NULL);
+            emit(e, ENGINE_EVENT_APPLIED, id, 0, "running from step %llu",
+                 (unsigned long long)e->step);
+        } else
+            emit(e, ENGINE_EVENT_REJECTED, id, 0, "not paused (%s)", engine_state_name(s));
+        break;
+    case ENGINE_CMD_STEP_ONCE:
+        if (s == ENGINE_STATE_PAUSED) {
+            e->step_once = true;
+            emit(e, ENGINE_EVENT_APPLIED, id, 0, "one step from step %llu",
+                 (unsigned long long)e->step);
+        } else
+            emit(e, ENGINE_EVENT_REJECTED, id, 0, "step-once needs a paused run (%s)",
+                 engine_state_name(s));
+        break;
+    case ENGINE_CMD_SET: {
+        char key[ENGINE_KEY_MAX];
+        snprintf(key, sizeof key, "%s", c->key);
+        for (char *p = key; *p; p++)
+            if (*p == '-')
+                *p = '_';
+        hl_status st;
+        if (!strcmp(key, "steps") || !strcmp(key, "eval_every") ||
+            !strcmp(key, "checkpoint_every")) {
+            runcfg tmp;
+            st = runcfg_copy(&tmp, &e->cfg, &err);
+            if (!st && !(st = runcfg_set(&tmp, key, c->value, &err))) {
+                if (!strcmp(key, "steps"))
+                    st = optim_set(e->opt, "total_steps", c->value, &err);
+                if (!st) {
+                    runcfg_free(&e->cfg);
+                    e->cfg = tmp;
+                    e->work.total_steps = e->cfg.steps;
+                    if (e->work.state == ENGINE_STATE_FINISHED && e->step < e->cfg.steps)
+                        set_state(e, ENGINE_STATE_PAUSED, "more steps added");
+                } else
+                    runcfg_free(&tmp);
+            } else if (!st)
+                runcfg_free(&tmp);
+        } else {
+            st = optim_set(e->opt, key, c->value, &err);
+            if (!st)
+                st = runcfg_set(&e->cfg, key, c->value, &err);
+        }
+        if (st) {
+            emit(e, ENGINE_EVENT_REJECTED, id, 0, "%s", err.msg);
+        } else {
+            journal_event(&e->jr, e->step, "set", key, c->value);
+            emit(e, ENGINE_EVENT_APPLIED, id, 0, "%s = %s from step %llu", key, c->value,
+                 (unsigned long long)e->step + 1);
+            publish(e, true);
+        }
+        break;
+    }
+    case ENGINE_CMD_SWITCH: {
+        hl_status st = optim_set(e->opt, "optimizer", c->value, &err);
+        if (!st)
+            runcfg_set(&e->cfg, "optimizer", c->value, NULL);
+        if (st)
+            emit(e, ENGINE_EVENT_REJECTED, id, 0, "%s", err.msg);
+        else {
+            journal_event(&e->jr, e->step, "switch", "optimizer", c->value);
+            emit(e, ENGINE_EVENT_APPLIED, id, 0, "optimizer %s from step %llu (fresh state)",
+                 c->value, (unsigned long long)e->step + 1);
+            publish(e, true);
+        }
+        break;
+    }
+    case ENGINE_CMD_EVAL:
+        if (do_eval(e, &err))
+            emit(e, ENGINE_EVENT_REJECTED, id, 0, "evaluation failed: %s", err.msg);
+        else
+            emit(e, ENGINE_EVENT_APPLIED, id, e->work.dev_accuracy, "evaluated at step %llu",
+                 (unsigned long long)e->step);
+        break;
+    case ENGINE_CMD_CHECKPOINT: {
+        const char *dir = c->value[0] ? c->value : e->cfg.save;
+        if (!dir[0]) {
+            emit(e, ENGINE_EVENT_REJECTED, id, 0,
+                 "no checkpoint folder: start the run with --save DIR or give one");
+            break;
+        }
+        if (do_checkpoint(e, dir, &err))
+            emit(e, ENGINE_EVENT_REJECTED, id, 0, "checkpoint failed: %s", err.msg);
+        else
+            emit(e, ENGINE_EVENT_APPLIED, id, 0, "checkpoint %s at step %llu", dir,
+                 (unsigned long long)e->step);
+        break;
+    }
+    case ENGINE_CMD_ROLLBACK: {
+        if (!e->last_ckpt[0]) {
+            emit(e, ENGINE_EVENT_REJECTED, id, 0, "no checkpoint to roll back to");
+            break;
+        }
+        checkpoint_info ci;
+        if (checkpoint_load(e->last_ckpt, e->ps, e->opt, &ci, &err)) {
+            emit(e, ENGINE_EVENT_REJECTED, id, 0, "rollback failed: %s", err.msg);
+            break;
+        }
+        uint64_t step = ci.step;
+        e->step = step;
+        e->work.step = step;
+        journal_event(&e->jr, e->step, "rollback", "checkpoint", e->last_ckpt);
+        set_state(e, ENGINE_STATE_PAUSED, "rolled back; press resume to continue");
+        emit(e, ENGINE_EVENT_APPLIED, id, 0, "rolled back to %s (step %llu)", e->last_ckpt,
+             (unsigned long long)step);
+        break;
+    }
+    case ENGINE_CMD_QUIT:
+        e->quit = true;
+        emit(e, ENGINE_EVENT_APPLIED, id, 0, "quit at step %llu", (unsigned long long)e->step);
+        break;
+    default:
+        emit(e, ENGINE_EVENT_REJECTED, id, 0, "unknown command %d", (int)c->kind);
+        break;
+    }
+}
+
+/* ------------------------------------------------- eval, checkpoints --- */
+
+static hl_status do_eval(engine *e, hl_err *err)
+{
+    double acc = NAN, loss = NAN;
+    hl_status st;
+    if (e->task) {
+        if ((st = taskobj_evaluate(e->task, &acc, &loss, TASKOBJ_SPLIT_DEV, NULL, err)))
+            return st;
+    } else {
+        if ((st = objective_full_loss(&e->obj, &loss, e->ps, e->workers, err)))
+            return st;
+        acc = loss; /* analytic objectives: the "dev" series is the exact loss */
+    }
+    engine_telemetry *w = &e->work;
+    w->dev_accuracy = acc;
+    bool better = e->task ? !(acc <= w->best_dev_accuracy) : !(acc >= w->best_dev_accuracy);
+    if (better || isnan(w->best_dev_accuracy)) {
+        w->best_dev_accuracy = acc;
+        w->best_dev_step = e->step;
+        if (e->task) { /* keep θ of the best dev accuracy on disk for the final test */
+            if (!e->tmp_dir[0]) {
+                snprintf(e->tmp_dir, sizeof e->tmp_dir, "%s/helene-best-XXXXXX",
+                         getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+                if (!mkdtemp(e->tmp_dir))
+                    e->tmp_dir[0] = '\0';
+            }
+            if (e->tmp_dir[0]) {
+                snprintf(e->best_path, sizeof e->best_path, "%s/best.safetensors", e->tmp_dir);
+                if (checkpoint_write_params(e->best_path, e->ps, err))
+                    e->best_path[0] = '\0';
+            }
+        }
+    }
+    hist_push(&w->hist[ENGINE_SERIES_DEV], e->step, (float)acc);
+    journal_eval(&e->jr, e->step, acc, loss, e->task != NULL);
+    if (e->task)
+        emit(e, ENGINE_EVENT_EVAL, 0, acc, "dev accuracy %.4f, loss %.4f at step %llu", acc, loss,
+             (unsigned long long)e->step);
+    else
+        emit(e, ENGINE_EVENT_EVAL, 0, acc, "exact loss %.6g at step %llu", loss,
+             (unsigned long long)e->step);
+    publish(e, true);
+    return HL_OK;
+}
+
+static hl_status do_checkpoint(engine *e, const char *dir, hl_err *err)
+{
+    uint64_t off = journal_offset(&e->jr);
+    hl_status st = checkpoint_save(dir, &e->cfg, e->ps, e->opt, e->step, e->cfg.log, off, err);
+    if (st)
+        return st;
+    snprintf(e->last_ckpt, sizeof e->last_ckpt, "%s", dir);
+    e->last_ckpt_step = e->step;
+    e->work.unsaved = false;
+    journal_event(&e->jr, e->step, "checkpoint", "path", dir);
+    emit(e, ENGINE_EVENT_CHECKPOINT, 0, 0, "%s", dir);
+    return HL_OK;
+}
+
+static void periodic_checkpoint(engine *e)
+{
+    const runcfg *c = &e->cfg;
+    if (!c->checkpoint_every || !c->save[0] || e->step % c->checkpoint_every)
+        return;
+    char dir[RUNCFG_PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%s/step-%llu", c->save, (unsigned long long)e->step);
+    hl_err err;
+    if (do_checkpoint(e, dir, &err)) {
+        emit(e, ENGINE_EVENT_WARNING, 0, 0, "periodic checkpoint failed: %s", err.msg);
+        return;
+    }
+    checkpoint_prune(c->save, c->keep_last);
+}
+
+/* ---------------------------------------------------------- stepping --- */
+
+static void record_step(engine *e, double seconds)
+{
+    engine_telemetry *w = &e->work;
+    const optim_step_stats *s = optim_last_stats(e->opt);
+    w->last = *s;
+    w->step = e->step;
+    w->loss = 0.5 * (s->loss_plus + s->loss_minus);
+    w->unsaved = true;
+    e->step_ema_s = e->step_ema_s > 0 ? 0.9 * e->step_ema_s + 0.1 * seconds : seconds;
+    w->steps_per_s = e->step_ema_s > 0 ? 1.0 / e->step_ema_s : 0;
+    if (e->task) {
+        double tok = (double)taskobj_batch_tokens(e->task) * s->forwards;
+        e->tokens_ema = e->tokens_ema > 0 ? 0.9 * e->tokens_ema + 0.1 * tok : tok;
+        w->tokens_per_s = e->tokens_ema * w->steps_per_s;
+    }
+    w->eta_s = w->total_steps > e->step ? (double)(w->total_steps - e->step) * e->step_ema_s : 0;
+    const optim_layer_stats *ls = optim_layer_stats_get(e->opt);
+    memcpy(w->layer, ls, (size_t)w->n_layers * sizeof *ls);
+    if (s->refresh) {
+        if (w->n_refresh == ENGINE_HIST_CAP) {
+            memmove(w->refresh_steps, w->refresh_steps + 1,
+                    (ENGINE_HIST_CAP - 1) * sizeof w->refresh_steps[0]);
+            w->n_refresh--;
+        }
+        w->refresh_steps[w->n_refresh++] = e->step;
+    }
+    /* one history point per `stride` steps (the loss series' stride) */
+    engine_hist *lh = &w->hist[ENGINE_SERIES_LOSS];
+    if (++e->hist_pending >= (lh->stride ? lh->stride : 1)) {
+        e->hist_pending = 0;
+        engine_hist before = *lh;
+        layer_hist_push(w, &before);
+        hist_push(lh, e->step, (float)w->loss);
+        hist_push(&w->hist[ENGINE_SERIES_LOSS_PLUS], e->step, (float)s->loss_plus);
+        hist_push(&w->hist[ENGINE_SERIES_LOSS_MINUS], e->step, (float)s->loss_minus);
+        hist_push(&w->hist[ENGINE_SERIES_PROJ_GRAD], e->step, (float)s->proj_grad);
+        hist_push(&w->hist[ENGINE_SERIES_ALPHA], e->step, (float)s->alpha);
+        hist_push(&w->hist[ENGINE_SERIES_LR], e->step, (float)s->lr);
+    }
+    journal_step(&e->jr, s, w->loss);
+}
+
+static void finish(engine *e)
+{
+    hl_err err;
+    if (do_eval(e, &err))
+        emit(e, ENGINE_EVENT_WARNING, 0, 0, "final evaluation failed: %s", err.msg);
+    if (e->task) {
+        double acc, loss;
+        if (!taskobj_evaluate(e->task, &acc, &loss, TASKOBJ_SPLIT_TEST, NULL, &err)) {
+            journal_test(&e->jr, e->step, "final", acc, loss);
+            emit(e, ENGINE_EVENT_INFO, 0, acc, "test accuracy %.4f of the final state", acc);
+        }
+        if (e->best_path[0] && e->work.best_dev_step != e->step) {
+            /* evaluate the best-dev θ, then put the final θ back */
+            char final_path[RUNCFG_PATH_MAX + 32];
+            snprintf(final_path, sizeof final_path, "%s/final.safetensors", e->tmp_dir);
+            if (!checkpoint_write_params(final_path, e->ps, &err) &&
+                !checkpoint_read_params(e->best_path, e->ps, &err)) {
+                if (!taskobj_evaluate(e->task, &acc, &loss, TASKOBJ_SPLIT_TEST, NULL, &err)) {
+                    journal_test(&e->jr, e->work.best_dev_step, "best_dev", acc, loss);
+                    emit(e, ENGINE_EVENT_INFO, 0, acc,
+                         "test accuracy %.4f of the best dev state (step %llu)", acc,
+                         (unsigned long long)e->work.best_dev_step);
+                }
+                checkpoint_read_params(final_path, e->ps, &err);
+            }
+            unlink(final_path);
+        }
+    }
+    if (e->cfg.save[0]) {
+        if (do_checkpoint(e, e->cfg.save, &err))
+            emit(e, ENGINE_EVENT_ERROR, 0, 0, "final checkpoint failed: %s", err.msg);
+    }
+    char why[128];
+    snprintf(why, sizeof why, "finished %llu steps", (unsigned long long)e->step);
+    set_state(e, ENGINE_STATE_FINISHED, why);
+}
+
+static void *engine_main(void *arg)
+{
+    engine *e = arg;
+    double last_wait = now_s();
+    (void)last_wait;
+    while (!e->quit) {
+        engine_cmd cmd;
+        uint64_t id;
+        while (!e->quit && pop_command(e, &cmd, &id))
+            apply_command(e, &cmd, id);
+        if (e->quit)
+            break;
+        engine_state s = e->work.state;
+        bool want_step = (s == ENGINE_STATE_RUNNING) || (s == ENGINE_STATE_PAUSED && e->step_once);
+        if (want_step && e->step >= e->cfg.steps) {
+            e->step_once = false;
+            finish(e);
+            continue;
+        }
+        if (!want_step) {
+            publish(e, true);
+            pthread_mutex_lock(&e->mu);
+            if (e->q_len == 0) {
+                struct timespec dl;
+                clock_gettime(CLOCK_REALTIME, &dl);
+                dl.tv_nsec += 200000000L;
+                if (dl.tv_nsec >= 1000000000L) {
+                    dl.tv_sec++;
+                    dl.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&e->cv, &e->mu, &dl);
+            }
+            pthread_mutex_unlock(&e->mu);
+            continue;
+        }
+        double t0 = now_s();
+        hl_err err;
+        hl_err_clear(&err);
+        hl_status st = optim_step(e->opt, &e->obj, &err);
+        if (st) {
+            char why[ENGINE_TEXT_MAX];
+            snprintf(why, sizeof why, "step %llu failed: %.400s%s",
+                     (unsigned long long)e->step + 1, err.msg,
+                     e->last_ckpt[0] ? " (rollback to the last checkpoint is available)" : "");
+            journal_event(&e->jr, e->step, "error", "message", err.msg);
+            emit(e, ENGINE_EVENT_ERROR, 0, 0, "%s", why);
+            e->step_once = false;
+            /* θ is restored by the optimizer: pausing keeps the run alive */
+            set_state(e, ENGINE_STATE_PAUSED, why);
+            continue;
+        }
+        e->step++;
+        record_step(e, now_s() - t0);
+        if (e->step_once) {
+            e->step_once = false;
+            publish(e, true);
+        }
+        if (e->cfg.eval_every && e->step % e->cfg.eval_every == 0 && e->step < e->cfg.steps) {
+            if (do_eval(e, &err))
+                emit(e, ENGINE_EVENT_WARNING, 0, 0, "evaluation failed: %s", err.msg);
+        }
+        periodic_checkpoint(e);
+        publish(e, false);
+    }
+    journal_flush(&e->jr);
+    set_state(e, ENGINE_STATE_QUIT, "quit");
+    return NULL;
+}
+
+hl_status engine_start(engine *e, bool start_paused, hl_err *err)
+{
+    if (e->started)
+        return hl_err_set(err, HL_ERR_INVALID, "engine already started");
+    e->work.state = start_paused ? ENGINE_STATE_PAUSED : ENGINE_STATE_RUNNING;
+    snprintf(e->work.reason, sizeof e->work.reason, "%s",
+             start_paused ? "paused at start: press space to run" : "");
+    publish(e, true);
+    if (pthread_create(&e->thread, NULL, engine_main, e) != 0)
+        return hl_err_set(err, HL_ERR_IO, "cannot start the engine thread");
+    e->started = true;
+    return HL_OK;
+}
+
+void engine_join(engine *e)
+{
+    if (e->started) {
+        pthread_join(e->thread, NULL);
+        e->started = false;
+    }
+}

@@ -1,0 +1,180 @@
+/* journal.c - see journal.h. */
+#include "journal.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define FLUSH_EVERY 64
+
+hl_status journal_open(journal *j, const char *path, uint64_t resume_offset, hl_err *err)
+{
+    memset(j, 0, sizeof *j);
+    if (!path || !path[0])
+        return HL_OK;
+    if (resume_offset > 0) {
+        FILE *probe = fopen(path, "rb");
+        if (probe) {
+            fseek(probe, 0, SEEK_END);
+            long size = ftell(probe);
+            fclose(probe);
+            if (size >= 0 && (uint64_t)size > resume_offset && truncate(path, (off_t)resume_offset))
+                return hl_err_set(err, HL_ERR_IO, "%s: cannot cut the journal to the checkpoint: "
+                                  "%s", path, strerror(errno));
+        }
+    }
+    j->f = fopen(path, "ab");
+    if (!j->f)
+        return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+    return HL_OK;
+}
+
+void journal_flush(journal *j)
+{
+    if (j->f) {
+        fflush(j->f);
+        j->lines_since_flush = 0;
+    }
+}
+
+void journal_close(journal *j)
+{
+    if (j->f)
+        fclose(j->f);
+    memset(j, 0, sizeof *j);
+}
+
+uint64_t journal_offset(journal *j)
+{
+    if (!j->f)
+        return 0;
+    fflush(j->f);
+    long off = ftell(j->f);
+    return off > 0 ? (uint64_t)off : 0;
+}
+
+/* JSON has no NaN or infinity: write null. */
+static void put_num(FILE *f, const char *key, double v)
+{
+    if (isfinite(v))
+        fprintf(f, ",\"%s\":%.9g", key, v);
+    else
+        fprintf(f, ",\"%s\":null", key);
+}
+
+static void end_line(journal *j, bool flush)
+{
+    fputs("}\n", j->f);
+    if (flush || ++j->lines_since_flush >= FLUSH_EVERY)
+        journal_flush(j);
+}
+
+void journal_step(journal *j, const optim_step_stats *s, double loss)
+{
+    if (!j->f)
+        return;
+    fprintf(j->f, "{\"step\":%llu,\"seed\":%llu", (unsigned long long)s->step,
+            (unsigned long long)s->seed);
+    put_num(j->f, "loss", loss);
+    put_num(j->f, "loss_plus", s->loss_plus);
+    put_num(j->f, "loss_minus", s->loss_minus);
+    put_num(j->f, "proj_grad", s->proj_grad);
+    put_num(j->f, "q", s->q);
+    put_num(j->f, "lr", s->lr);
+    if (!isnan(s->alpha))
+        put_num(j->f, "alpha", s->alpha);
+    fprintf(j->f, ",\"method\":\"%s\",\"refresh\":%s,\"forwards\":%d,\"batch\":%d",
+            optim_method_name(s->method), s->refresh ? "true" : "false", s->forwards, s->batch);
+    put_num(j->f, "ms_perturb", s->ms_perturb);
+    put_num(j->f, "ms_forward", s->ms_forward);
+    put_num(j->f, "ms_update", s->ms_update);
+    end_line(j, false);
+}
+
+static void put_str(FILE *f, const char *key, const char *v)
+{
+    cJSON *s = cJSON_CreateString(v);
+    char *txt = s ? cJSON_PrintUnformatted(s) : NULL;
+    fprintf(f, ",\"%s\":%s", key, txt ? txt : "\"\"");
+    free(txt);
+    cJSON_Delete(s);
+}
+
+void journal_event(journal *j, uint64_t step, const char *event, const char *key,
+                   const char *value)
+{
+    if (!j->f)
+        return;
+    fprintf(j->f, "{\"event\":\"%s\",\"step\":%llu", event, (unsigned long long)step);
+    if (key)
+        put_str(j->f, "key", key);
+    if (value)
+        put_str(j->f, "value", value);
+    end_line(j, true);
+}
+
+void journal_eval(journal *j, uint64_t step, double acc, double loss, bool is_accuracy)
+{
+    if (!j->f)
+        return;
+    fprintf(j->f, "{\"event\":\"eval\",\"step\":%llu", (unsigned long long)step);
+    put_num(j->f, is_accuracy ? "dev_accuracy" : "exact_loss", acc);
+    put_num(j->f, "dev_loss", loss);
+    end_line(j, true);
+}
+
+void journal_test(journal *j, uint64_t step, const char *which, double acc, double loss)
+{
+    if (!j->f)
+        return;
+    fprintf(j->f, "{\"event\":\"test\",\"step\":%llu,\"state\":\"%s\"", (unsigned long long)step,
+            which);
+    put_num(j->f, "test_accuracy", acc);
+    put_num(j->f, "test_loss", loss);
+    end_line(j, true);
+}
+
+static double num(const cJSON *o, const char *k)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(it) ? it->valuedouble : NAN;
+}
+
+hl_status journal_scan(const char *path, uint64_t max_step, journal_visit_fn fn, void *ctx,
+                       hl_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        cJSON *o = cJSON_ParseWithLength(line, (size_t)len);
+        if (!cJSON_IsObject(o)) {
+            cJSON_Delete(o); /* a torn last line after a crash: skip it */
+            continue;
+        }
+        double step = num(o, "step");
+        const cJSON *ev = cJSON_GetObjectItemCaseSensitive(o, "event");
+        if (isfinite(step) && step >= 0 && (uint64_t)step <= max_step) {
+            if (!ev)
+                fn(ctx, false, (uint64_t)step, num(o, "loss"), num(o, "loss_plus"),
+                   num(o, "loss_minus"), num(o, "proj_grad"), num(o, "alpha"), num(o, "lr"),
+                   NAN);
+            else if (cJSON_IsString(ev) && !strcmp(ev->valuestring, "eval")) {
+                double d = num(o, "dev_accuracy");
+                if (isnan(d))
+                    d = num(o, "exact_loss");
+                fn(ctx, true, (uint64_t)step, NAN, NAN, NAN, NAN, NAN, NAN, d);
+            }
+        }
+        cJSON_Delete(o);
+    }
+    free(line);
+    fclose(f);
+    return HL_OK;
+}

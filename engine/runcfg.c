@@ -1,0 +1,336 @@
+/* runcfg.c - see runcfg.h.  One table of keys drives parsing, JSON output
+ * and help, so the three never disagree. */
+#include "runcfg.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum key_kind { KEY_STR, KEY_I32, KEY_U64, KEY_OBJECTIVE } key_kind;
+
+typedef struct key_def {
+    runcfg_key pub;
+    key_kind kind;
+    size_t offset;
+    double lo, hi;
+} key_def;
+
+#define OFF(f) offsetof(runcfg, f)
+static const key_def keys[] = {
+    {{"objective", "model (a model folder + task) | quadratic | rosenbrock"}, KEY_OBJECTIVE,
+     OFF(objective), 0, 0},
+    {{"model", "model folder (config.json, model.safetensors, vocab.json, merges.txt)"}, KEY_STR,
+     OFF(model), 0, 0},
+    {{"task", "built-in task name or task FILE.json (default: the bundled default task)"},
+     KEY_STR, OFF(task), 0, 0},
+    {{"data", "data file or folder (default: the task's bundled data)"}, KEY_STR, OFF(data), 0,
+     0},
+    {{"train_size", "training examples to draw (0 = all)"}, KEY_I32, OFF(train_size), 0, 1e8},
+    {{"dev_size", "dev examples to evaluate on (0 = all)"}, KEY_I32, OFF(dev_size), 0, 1e8},
+    {{"batch_size", "examples per step (B)"}, KEY_I32, OFF(batch_size), 1, 4096},
+    {{"max_tokens", "prompt token limit (0 = the task's and model's)"}, KEY_I32, OFF(max_tokens),
+     0, 1 << 20},
+    {{"steps", "total steps of the run"}, KEY_U64, OFF(steps), 0, 1e12},
+    {{"seed", "run seed: perturbations and batch order"}, KEY_U64, OFF(seed), 0, 1.8e19},
+    {{"data_seed", "seed for sampling and splitting data"}, KEY_U64, OFF(data_seed), 0, 1.8e19},
+    {{"eval_every", "evaluate on dev every N steps (0 = at the end only)"}, KEY_U64,
+     OFF(eval_every), 0, 1e12},
+    {{"save", "folder for the final checkpoint (periodic ones go to DIR/step-N)"}, KEY_STR,
+     OFF(save), 0, 0},
+    {{"checkpoint_every", "write a checkpoint every N steps (0 = none)"}, KEY_U64,
+     OFF(checkpoint_every), 0, 1e12},
+    {{"keep_last", "periodic checkpoints to keep"}, KEY_I32, OFF(keep_last), 1, 1000},
+    {{"resume", "continue from this checkpoint folder"}, KEY_STR, OFF(resume), 0, 0},
+    {{"log", "append the JSONL journal to this file"}, KEY_STR, OFF(log), 0, 0},
+    {{"threads", "compute threads (0 = all online CPUs)"}, KEY_I32, OFF(threads), 0, 64},
+};
+#define N_KEYS ((int)(sizeof keys / sizeof keys[0]))
+
+void runcfg_init(runcfg *c)
+{
+    memset(c, 0, sizeof *c);
+    c->objective = RUNCFG_OBJECTIVE_MODEL;
+    c->batch_size = 16;
+    c->steps = 1000;
+    c->seed = 42;
+    c->data_seed = 13;
+    c->eval_every = 100;
+    c->keep_last = 3;
+    hparams_init(&c->hp);
+    c->hp.total_steps = (int64_t)c->steps;
+}
+
+void runcfg_free(runcfg *c)
+{
+    hparams_free(&c->hp);
+}
+
+hl_status runcfg_copy(runcfg *dst, const runcfg *src, hl_err *err)
+{
+    hparams hp;
+    hl_status st = hparams_copy(&hp, &src->hp, err);
+    if (st)
+        return st;
+    *dst = *src;
+    dst->hp = hp;
+    return HL_OK;
+}
+
+static void normalise_key(char *out, size_t cap, const char *key)
+{
+    size_t i = 0;
+    for (; key[i] && i + 1 < cap; i++)
+        out[i] = key[i] == '-' ? '_' : key[i];
+    out[i] = '\0';
+}
+
+static const key_def *find_key(const char *k)
+{
+    for (int i = 0; i < N_KEYS; i++)
+        if (!strcmp(keys[i].pub.key, k))
+            return &keys[i];
+    return NULL;
+}
+
+static hl_status parse_number(double *out, const key_def *d, const char *v, hl_err *err)
+{
+    char *end;
+    errno = 0;
+    /* integers: reject fractions and exponents that hide them */
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || end == v || *end || v[0] == '-')
+        return hl_err_set(err, HL_ERR_INVALID, "%s: expected a non-negative integer, got '%s'",
+                          d->pub.key, v);
+    if ((double)x < d->lo || (double)x > d->hi)
+        return hl_err_set(err, HL_ERR_INVALID, "%s: %llu is out of range (%.0f..%.0f)",
+                          d->pub.key, x, d->lo, d->hi);
+    *out = (double)x;
+    return HL_OK;
+}
+
+hl_status runcfg_set(runcfg *c, const char *key_in, const char *value, hl_err *err)
+{
+    char key[128];
+    normalise_key(key, sizeof key, key_in);
+    const key_def *d = find_key(key);
+    if (!d) {
+        if (!strcmp(key, "optimizer") || hparams_find(key)) {
+            hl_status st = hparams_set(&c->hp, key, value, 0, err);
+            return st;
+        }
+        return hl_err_set(err, HL_ERR_INVALID, "unknown setting '%s'", key_in);
+    }
+    char *field = (char *)c + d->offset;
+    switch (d->kind) {
+    case KEY_STR:
+        if (strlen(value) >= RUNCFG_PATH_MAX)
+            return hl_err_set(err, HL_ERR_INVALID, "%s: value is too long", key);
+        strcpy(field, value);
+        return HL_OK;
+    case KEY_OBJECTIVE:
+        if (!strcmp(value, "model"))
+            c->objective = RUNCFG_OBJECTIVE_MODEL;
+        else if (!strcmp(value, "quadratic"))
+            c->objective = RUNCFG_OBJECTIVE_QUADRATIC;
+        else if (!strcmp(value, "rosenbrock"))
+            c->objective = RUNCFG_OBJECTIVE_ROSENBROCK;
+        else
+            return hl_err_set(err, HL_ERR_INVALID,
+                              "objective: '%s' is not one of model, quadratic, rosenbrock", value);
+        return HL_OK;
+    case KEY_I32: {
+        double x = 0;
+        hl_status st = parse_number(&x, d, value, err);
+        if (st)
+            return st;
+        *(int32_t *)field = (int32_t)x;
+        return HL_OK;
+    }
+    case KEY_U64: {
+        char *end;
+        errno = 0;
+        unsigned long long x = strtoull(value, &end, 10);
+        if (errno || end == value || *end || value[0] == '-')
+            return hl_err_set(err, HL_ERR_INVALID, "%s: expected a non-negative integer, got '%s'",
+                              key, value);
+        if ((double)x < d->lo || (double)x > d->hi)
+            return hl_err_set(err, HL_ERR_INVALID, "%s: %llu is out of range (%.0f..%.0g)", key,
+                              x, d->lo, d->hi);
+        if (!strcmp(key, "steps")) {
+            char buf[32];
+            snprintf(buf, sizeof buf, "%llu", x);
+            hl_status st = hparams_set(&c->hp, "total_steps", buf, 0, err);
+            if (st)
+                return st;
+        }
+        *(uint64_t *)field = (uint64_t)x;
+        return HL_OK;
+    }
+    }
+    return HL_ERR_INVALID;
+}
+
+hl_status runcfg_load_json(runcfg *c, const char *path, hl_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+    char *text = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            if (cap > (1u << 24)) {
+                free(text);
+                fclose(f);
+                return hl_err_set(err, HL_ERR_FORMAT, "%s: larger than 16 MiB", path);
+            }
+            char *nt = realloc(text, cap);
+            if (!nt) {
+                free(text);
+                fclose(f);
+                return hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
+            }
+            text = nt;
+        }
+        size_t got = fread(text + n, 1, 4096, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    fclose(f);
+    text[n] = '\0';
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!j || !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: expected a JSON object of settings", path);
+    }
+    runcfg tmp;
+    hl_status st = runcfg_copy(&tmp, c, err);
+    if (st) {
+        cJSON_Delete(j);
+        return st;
+    }
+    for (const cJSON *it = j->child; it && !st; it = it->next) {
+        char val[RUNCFG_PATH_MAX];
+        if (cJSON_IsString(it))
+            snprintf(val, sizeof val, "%s", it->valuestring);
+        else if (cJSON_IsBool(it))
+            snprintf(val, sizeof val, "%s", cJSON_IsTrue(it) ? "true" : "false");
+        else if (cJSON_IsNumber(it)) {
+            double x = it->valuedouble;
+            if (x == floor(x) && fabs(x) < 9e15)
+                snprintf(val, sizeof val, "%.0f", x);
+            else
+                snprintf(val, sizeof val, "%.17g", x);
+        } else if (cJSON_IsArray(it)) {
+            size_t at = 0;
+            val[0] = '\0';
+            for (const cJSON *e = it->child; e; e = e->next) {
+                if (!cJSON_IsNumber(e)) {
+                    st = hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" must be a list of numbers",
+                                    path, it->string);
+                    break;
+                }
+                at += (size_t)snprintf(val + at, sizeof val - at, "%s%.9g", at ? "," : "",
+                                       e->valuedouble);
+                if (at >= sizeof val) {
+                    st = hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" is too long", path,
+                                    it->string);
+                    break;
+                }
+            }
+            if (st)
+                break;
+        } else if (cJSON_IsNull(it)) {
+            continue;
+        } else {
+            st = hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" has an unsupported value type", path,
+                            it->string);
+            break;
+        }
+        if ((st = runcfg_set(&tmp, it->string, val, err)))
+            hl_err_prefix(err, "%s", path);
+    }
+    cJSON_Delete(j);
+    if (st) {
+        runcfg_free(&tmp);
+        return st;
+    }
+    runcfg_free(c);
+    *c = tmp;
+    return HL_OK;
+}
+
+char *runcfg_to_json(const runcfg *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    for (int i = 0; i < N_KEYS; i++) {
+        const key_def *d = &keys[i];
+        const char *field = (const char *)c + d->offset;
+        switch (d->kind) {
+        case KEY_STR:
+            cJSON_AddStringToObject(o, d->pub.key, field);
+            break;
+        case KEY_OBJECTIVE:
+            cJSON_AddStringToObject(o, d->pub.key,
+                                    c->objective == RUNCFG_OBJECTIVE_MODEL       ? "model"
+                                    : c->objective == RUNCFG_OBJECTIVE_QUADRATIC ? "quadratic"
+                                                                                 : "rosenbrock");
+            break;
+        case KEY_I32:
+            cJSON_AddNumberToObject(o, d->pub.key, *(const int32_t *)field);
+            break;
+        case KEY_U64:
+            /* JSON numbers are doubles: seeds above 2^53 keep their bits as strings */
+            if (*(const uint64_t *)field > (1ull << 53)) {
+                char buf[32];
+                snprintf(buf, sizeof buf, "%llu", (unsigned long long)*(const uint64_t *)field);
+                cJSON_AddStringToObject(o, d->pub.key, buf);
+            } else
+                cJSON_AddNumberToObject(o, d->pub.key, (double)*(const uint64_t *)field);
+            break;
+        }
+    }
+    cJSON_AddStringToObject(o, "optimizer", optim_method_name(c->hp.method));
+    for (int i = 0; i < hparams_count(); i++) {
+        const hparam_info *h = hparams_info_at(i);
+        if (!strcmp(h->key, "optimizer") || !strcmp(h->key, "total_steps"))
+            continue;
+        char buf[4096];
+        if (hparams_get(&c->hp, buf, sizeof buf, h->key, NULL))
+            continue;
+        switch (h->type) {
+        case HPARAM_TYPE_BOOL:
+            cJSON_AddBoolToObject(o, h->key, !strcmp(buf, "on") || !strcmp(buf, "true"));
+            break;
+        case HPARAM_TYPE_FLOAT:
+        case HPARAM_TYPE_INT: {
+            /* keep the exact text so the value round-trips bit for bit */
+            cJSON *num = cJSON_CreateRaw(buf);
+            cJSON_AddItemToObject(o, h->key, num);
+            break;
+        }
+        default:
+            cJSON_AddStringToObject(o, h->key, buf);
+            break;
+        }
+    }
+    char *s = cJSON_Print(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+int runcfg_key_count(void)
+{
+    return N_KEYS;
+}
+
+const runcfg_key *runcfg_key_at(int i)
+{
+    return i >= 0 && i < N_KEYS ? &keys[i].pub : NULL;
+}

@@ -1,0 +1,384 @@
+/* taskobj.c - see taskobj.h. */
+#include "taskobj.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dataset.h"
+#include "sample.h"
+#include "task.h"
+
+#define EVAL_CHUNK 32
+
+typedef struct tsplit {
+    cls_example *ex;  /* [n] prompts point into tok */
+    int32_t *tok;     /* all prompt tokens of the split */
+    int32_t n;
+} tsplit;
+
+struct taskobj {
+    task task;
+    char name[TASK_NAME_MAX];
+    lm *lm;
+    dataset ds[3];
+    bool have_ds[3];
+    tsplit split[TASKOBJ_SPLIT_COUNT];
+    cls_scorer scorer;
+    sample_batcher batcher;
+    int32_t batch_size;
+    /* per-step state, preallocated */
+    uint32_t *pos;          /* [batch_size] positions drawn for the step */
+    cls_example *batch;     /* [max(batch_size, EVAL_CHUNK)] */
+    int32_t n_batch;
+    int64_t batch_tokens;
+    double *eval_loss;
+    int32_t *eval_pred;
+    double *eval_scores;
+    char *prompt_buf;       /* rendering buffer */
+    size_t prompt_cap;
+};
+
+/* ------------------------------------------------------ tokenization --- */
+
+static int64_t token_len(void *ctx, const char *text, size_t len)
+{
+    const lm *l = ctx;
+    size_t n = 0;
+    if (bpe_encode(&l->tok, text, len, NULL, 0, &n, NULL) != HL_OK && n == 0)
+        return -1;
+    return (int64_t)n;
+}
+
+/* Render and tokenize every example of a view into split s. */
+static hl_status build_split(taskobj *t, tsplit *s, const sample_view *v, int64_t budget,
+                             hl_err *err)
+{
+    const lm *l = t->lm;
+    const bool bos = l->model.cfg.add_bos;
+    s->n = (int32_t)v->n;
+    s->ex = calloc(v->n ? v->n : 1, sizeof *s->ex);
+    size_t cap = 1024, used = 0;
+    s->tok = malloc(cap * sizeof *s->tok);
+    size_t *off = calloc(v->n ? v->n : 1, sizeof *off);
+    if (!s->ex || !s->tok || !off) {
+        free(off);
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory tokenizing the data");
+    }
+    task_fit fit = {.budget = budget, .len_fn = token_len, .ctx = (void *)l};
+    for (uint32_t i = 0; i < v->n; i++) {
+        task_example te;
+        dataset_example_view(&te, v->ds, v->idx[i]);
+        task_prompt info;
+        hl_status st = task_render_prompt(t->prompt_buf, t->prompt_cap, &info, &t->task,
+                                          TASK_MODEL_CAUSAL, &te, &fit, err);
+        if (st) {
+            free(off);
+            return hl_err_prefix(err, "%s:%lld", v->ds->path, (long long)v->ds->ex[v->idx[i]].line);
+        }
+        size_t need = 0;
+        bpe_encode(&l->tok, t->prompt_buf, info.len, NULL, 0, &need, NULL);
+        while (used + need + 1 > cap) {
+            cap *= 2;
+            int32_t *nt = realloc(s->tok, cap * sizeof *nt);
+            if (!nt) {
+                free(off);
+                return hl_err_set(err, HL_ERR_NOMEM, "out of memory tokenizing the data");
+            }
+            s->tok = nt;
+        }
+        off[i] = used;
+        if (bos)
+            s->tok[used++] = l->model.cfg.bos_id;
+        size_t got = 0;
+        if ((st = bpe_encode(&l->tok, t->prompt_buf, info.len, s->tok + used, cap - used, &got,
+                             err))) {
+            free(off);
+            return st;
+        }
+        used += got;
+        s->ex[i].n_prompt = (int32_t)(used - off[i]);
+        s->ex[i].label = te.label;
+        if (s->ex[i].n_prompt < 1) {
+            free(off);
+            return hl_err_set(err, HL_ERR_FORMAT, "%s:%lld: the prompt is empty", v->ds->path,
+                              (long long)v->ds->ex[v->idx[i]].line);
+        }
+    }
+    for (uint32_t i = 0; i < v->n; i++) /* pointers only once tok stops moving */
+        s->ex[i].prompt = s->tok + off[i];
+    free(off);
+    return HL_OK;
+}
+
+/* ------------------------------------------------------- objective ops --- */
+
+static hl_status op_select(void *ctx, int32_t *batch_size, uint64_t step, hl_err *err)
+{
+    taskobj *t = ctx;
+    (void)err;
+    /* steps are 1-based; the batcher's are 0-based */
+    uint32_t n = sample_batcher_get(t->pos, &t->batcher, step - 1);
+    const tsplit *s = &t->split[TASKOBJ_SPLIT_TRAIN];
+    t->batch_tokens = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        t->batch[i] = s->ex[t->pos[i]];
+        t->batch_tokens += t->batch[i].n_prompt;
+    }
+    t->n_batch = (int32_t)n;
+    *batch_size = (int32_t)n;
+    return HL_OK;
+}
+
+static hl_status op_eval(void *ctx, double *losses, const param_set *ps, pool *workers,
+                         hl_err *err)
+{
+    taskobj *t = ctx;
+    (void)ps; /* the model reads its own arena, which is ps */
+    (void)workers;
+    return cls_score(&t->scorer, losses, NULL, NULL, t->batch, t->n_batch, err);
+}
+
+static void op_destroy(void *ctx)
+{
+    taskobj *t = ctx;
+    if (!t)
+        return;
+    cls_scorer_free(&t->scorer);
+    sample_batcher_free(&t->batcher);
+    for (int i = 0; i < TASKOBJ_SPLIT_COUNT; i++) {
+        free(t->split[i].ex);
+        free(t->split[i].tok);
+    }
+    for (int i = 0; i < 3; i++)
+        if (t->have_ds[i])
+            dataset_free(&t->ds[i]);
+    task_free(&t->task);
+    free(t->pos);
+    free(t->batch);
+    free(t->eval_loss);
+    free(t->eval_pred);
+    free(t->eval_scores);
+    free(t->prompt_buf);
+    free(t);
+}
+
+/* ------------------------------------------------------------ create --- */
+
+/* Dev examples drawn from train when there is no dev file: a fifth, at most
+ * 500 (MeZO's OPT protocol), at least 1. */
+static int64_t default_dev_size(uint32_t n_train)
+{
+    int64_t d = n_train / 5;
+    return d < 1 ? 1 : d > 500 ? 500 : d;
+}
+
+static hl_status load_data(taskobj *t, const runcfg *cfg, sample_splits *sp, hl_err *err)
+{
+    const char *path = cfg->data[0] ? cfg->data : t->task.data_dir;
+    if (!path || !path[0])
+        return hl_err_set(err, HL_ERR_INVALID,
+                          "task %s has no bundled data: give --data FILE or FOLDER",
+                          t->task.name);
+    dataset_opts dopt = {.skip_bad = false};
+    sample_opts so;
+    memset(&so, 0, sizeof so);
+    so.seed = cfg->data_seed;
+    hl_status st;
+    if (dataset_is_folder(path)) {
+        for (int s = 0; s < 3; s++) {
+            char file[4096];
+            hl_err probe;
+            if (s > 0 && dataset_find_split(file, sizeof file, &t->task, path,
+                                            (dataset_split)s, &probe) != HL_OK)
+                continue; /* a folder may lack dev or test */
+            dataset_init(&t->ds[s]);
+            if ((st = dataset_load(&t->ds[s], &t->task, path, (dataset_split)s, &dopt, err)))
+                return st;
+            t->have_ds[s] = true;
+        }
+        so.n_train = cfg->train_size;
+        so.n_dev = cfg->dev_size;
+        if (!t->have_ds[1]) { /* no dev file: draw dev from train */
+            so.dev_from_train = true;
+            if (!so.n_dev)
+                so.n_dev = default_dev_size(t->ds[0].n);
+        }
+    } else {
+        dataset_init(&t->ds[0]);
+        if ((st = dataset_load_file(&t->ds[0], &t->task, path, &dopt, err)))
+            return st;
+        t->have_ds[0] = true;
+        /* one file: split with the data seed into train and dev */
+        so.n_train = cfg->train_size;
+        so.n_dev = cfg->dev_size ? cfg->dev_size : default_dev_size(t->ds[0].n);
+        so.dev_from_train = true;
+    }
+    return sample_make_splits(sp, &t->ds[0], t->have_ds[1] ? &t->ds[1] : NULL,
+                              t->have_ds[2] ? &t->ds[2] : NULL, &so, err);
+}
+
+hl_status taskobj_create(taskobj **out, objective *obj, lm *l, const runcfg *cfg, hl_err *err)
+{
+    *out = NULL;
+    taskobj *t = calloc(1, sizeof *t);
+    if (!t)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    t->lm = l;
+    task_init(&t->task);
+    sample_splits sp;
+    memset(&sp, 0, sizeof sp);
+    hl_status st = task_find(&t->task, cfg->task[0] ? cfg->task : "default", err);
+    if (st)
+        goto fail;
+    snprintf(t->name, sizeof t->name, "%s", t->task.name);
+    if (!task_supports(&t->task, TASK_MODEL_CAUSAL)) {
+        st = hl_err_set(err, HL_ERR_INVALID, "task %s has no causal-LM template", t->name);
+        goto fail;
+    }
+    if (t->task.n_classes > CLS_MAX_CLASSES) {
+        st = hl_err_set(err, HL_ERR_INVALID, "task %s has too many classes", t->name);
+        goto fail;
+    }
+    if ((st = load_data(t, cfg, &sp, err)))
+        goto fail;
+    if (sp.train.n == 0) {
+        st = hl_err_set(err, HL_ERR_INVALID, "no training examples after sampling");
+        goto fail;
+    }
+
+    /* label words */
+    const model_config *mc = &l->model.cfg;
+    int32_t *words[CLS_MAX_CLASSES] = {0};
+    int32_t n_words[CLS_MAX_CLASSES] = {0};
+    int32_t max_word = 0;
+    for (int32_t c = 0; c < t->task.n_classes && !st; c++) {
+        const char *w = t->task.classes[c].causal;
+        size_t n = 0;
+        st = bpe_encode_alloc(&l->tok, w, strlen(w), &words[c], &n, err);
+        n_words[c] = (int32_t)n;
+        if (!st && n == 0)
+            st = hl_err_set(err, HL_ERR_FORMAT, "task %s: label word %d is empty", t->name, c);
+        if (n_words[c] > max_word)
+            max_word = n_words[c];
+    }
+    /* prompt token budget: the task's limit, the user's, and the context */
+    int64_t max_tokens = t->task.max_tokens > 0 ? t->task.max_tokens : mc->max_pos;
+    if (cfg->max_tokens > 0 && cfg->max_tokens < max_tokens)
+        max_tokens = cfg->max_tokens;
+    int64_t ctx_room = mc->max_pos - (mc->add_bos ? 1 : 0);
+    if (max_tokens + max_word > ctx_room)
+        max_tokens = ctx_room - max_word;
+    int64_t budget = max_tokens; /* the prompt alone, before BOS */
+    if (!st && budget < 1)
+        st = hl_err_set(err, HL_ERR_INVALID, "the model's context (%d) leaves no room for a "
+                        "prompt", mc->max_pos);
+    uint32_t max_len[TASK_MAX_FIELDS] = {0};
+    for (int d = 0; d < 3; d++)
+        if (t->have_ds[d])
+            for (int f = 0; f < t->task.n_fields; f++)
+                if (t->ds[d].max_len[f] > max_len[f])
+                    max_len[f] = t->ds[d].max_len[f];
+    t->prompt_cap = task_prompt_max_bytes(&t->task, TASK_MODEL_CAUSAL, max_len) + 1;
+    t->prompt_buf = malloc(t->prompt_cap);
+    if (!st && !t->prompt_buf)
+        st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    const sample_view *views[3] = {&sp.train, &sp.dev, &sp.test};
+    for (int s = 0; s < 3 && !st; s++)
+        st = build_split(t, &t->split[s], views[s], budget, err);
+    int32_t max_prompt = 1;
+    for (int s = 0; s < 3; s++)
+        for (int32_t i = 0; i < t->split[s].n; i++)
+            if (t->split[s].ex[i].n_prompt > max_prompt)
+                max_prompt = t->split[s].ex[i].n_prompt;
+    t->batch_size = cfg->batch_size;
+    int32_t cap = t->batch_size > EVAL_CHUNK ? t->batch_size : EVAL_CHUNK;
+    if (!st)
+        st = cls_scorer_init(&t->scorer, &l->model, (const int32_t *const *)words, n_words,
+                             t->task.n_classes, cap, max_prompt, err);
+    for (int32_t c = 0; c < t->task.n_classes; c++)
+        free(words[c]);
+    if (st)
+        goto fail;
+    t->pos = malloc((size_t)cap * sizeof *t->pos);
+    t->batch = malloc((size_t)cap * sizeof *t->batch);
+    t->eval_loss = malloc((size_t)cap * sizeof *t->eval_loss);
+    t->eval_pred = malloc((size_t)cap * sizeof *t->eval_pred);
+    t->eval_scores = malloc((size_t)cap * CLS_MAX_CLASSES * sizeof *t->eval_scores);
+    if (!t->pos || !t->batch || !t->eval_loss || !t->eval_pred || !t->eval_scores) {
+        st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    int32_t nb = t->batch_size < t->split[0].n ? t->batch_size : t->split[0].n;
+    uint32_t b = (uint32_t)nb;
+    if ((st = sample_batcher_init(&t->batcher, (uint32_t)t->split[0].n, b, NULL, 0, cfg->seed,
+                                  err)))
+        goto fail;
+    sample_splits_free(&sp);
+    memset(obj, 0, sizeof *obj);
+    obj->name = "model";
+    obj->ctx = t;
+    obj->max_batch = cap;
+    obj->select_batch = op_select;
+    obj->eval = op_eval;
+    obj->full_loss = NULL;
+    obj->destroy = op_destroy;
+    *out = t;
+    return HL_OK;
+fail:
+    sample_splits_free(&sp);
+    op_destroy(t);
+    return st;
+}
+
+/* ------------------------------------------------------------ queries --- */
+
+hl_status taskobj_evaluate(taskobj *t, double *accuracy, double *loss, taskobj_split split,
+                           FILE *predictions, hl_err *err)
+{
+    const tsplit *s = &t->split[split];
+    if (s->n == 0) {
+        *accuracy = NAN;
+        *loss = NAN;
+        return HL_OK;
+    }
+    const int32_t K = t->task.n_classes, chunk = t->scorer.max_batch;
+    int64_t correct = 0;
+    double sum = 0;
+    for (int32_t i0 = 0; i0 < s->n; i0 += chunk) {
+        int32_t n = s->n - i0 < chunk ? s->n - i0 : chunk;
+        hl_status st = cls_score(&t->scorer, t->eval_loss, t->eval_pred, t->eval_scores,
+                                 s->ex + i0, n, err);
+        if (st)
+            return st;
+        for (int32_t i = 0; i < n; i++) {
+            correct += t->eval_pred[i] == s->ex[i0 + i].label;
+            sum += t->eval_loss[i];
+            if (predictions) {
+                fprintf(predictions, "%d\t%d\t%d", i0 + i, s->ex[i0 + i].label,
+                        t->eval_pred[i]);
+                for (int32_t c = 0; c < K; c++)
+                    fprintf(predictions, "\t%.6f", t->eval_scores[(size_t)i * K + c]);
+                fputc('\n', predictions);
+            }
+        }
+    }
+    *accuracy = (double)correct / s->n;
+    *loss = sum / s->n;
+    return HL_OK;
+}
+
+int32_t taskobj_split_size(const taskobj *t, taskobj_split split)
+{
+    return t->split[split].n;
+}
+
+const char *taskobj_task_name(const taskobj *t)
+{
+    return t->name;
+}
+
+int64_t taskobj_batch_tokens(const taskobj *t)
+{
+    return t->batch_tokens;
+}

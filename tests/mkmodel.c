@@ -1,0 +1,132 @@
+/* mkmodel.c - write a random-weight model folder of a given shape, for
+ * benchmarks that need a real file on disk (load time, peak RSS of
+ * `helene score`).  Not a pretrained model: the values are a hash of the
+ * index, so every run writes the same bytes.
+ * Usage: mkmodel OUT_DIR [opt-125m|gpt2-124m|tiny] [F16|F32|BF16]
+ * Tokenizer files are copied from the bundled GPT-2 vocabulary. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "model.h"
+#include "safetensors.h"
+
+static int copy_file(const char *from, const char *to)
+{
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    if (!a || !b) {
+        if (a)
+            fclose(a);
+        if (b)
+            fclose(b);
+        return -1;
+    }
+    char buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, a)) > 0)
+        fwrite(buf, 1, n, b);
+    fclose(a);
+    return fclose(b);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: mkmodel OUT_DIR [opt-125m|gpt2-124m|tiny] [F16|F32|BF16]\n");
+        return 2;
+    }
+    const char *out = argv[1], *shape = argc > 2 ? argv[2] : "opt-125m";
+    const char *dt = argc > 3 ? argv[3] : "F16";
+    st_dtype dtype = !strcmp(dt, "F32") ? ST_DTYPE_F32 : !strcmp(dt, "BF16") ? ST_DTYPE_BF16
+                                                                             : ST_DTYPE_F16;
+    bool opt = strncmp(shape, "gpt2", 4) != 0;
+    bool tiny = !strcmp(shape, "tiny");
+    model_config c = {.family = opt ? MODEL_FAMILY_OPT : MODEL_FAMILY_GPT2,
+                      .n_layers = tiny ? 2 : 12, .d_model = tiny ? 64 : 768,
+                      .n_heads = tiny ? 4 : 12, .d_ffn = tiny ? 256 : 3072,
+                      .vocab = opt ? 50272 : 50257, .max_pos = opt ? 2048 : 1024,
+                      .d_embed = tiny ? 64 : 768, .pos_offset = opt ? 2 : 0, .pre_ln = true,
+                      .final_ln = true, .ln_affine = true, .bias = true, .tied_head = true,
+                      .ln_eps = 1e-5f, .act = opt ? MODEL_ACT_RELU : MODEL_ACT_GELU_TANH,
+                      .bos_id = opt ? 2 : 50256, .eos_id = opt ? 2 : 50256, .pad_id = 1,
+                      .add_bos = opt};
+    model m;
+    hl_err err;
+    if (model_init_from_config(&m, &c, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    for (int i = 0; i < m.params.n_layers; i++) {
+        param_layer *l = &m.params.layers[i];
+        float *p = param_layer_data(&m.params, i);
+        bool norm = l->ndim == 1 && strstr(l->name, "norm") != NULL;
+        bool ln_w = norm || (strstr(l->name, "ln_") && strstr(l->name, ".weight"));
+        for (size_t k = 0; k < l->size; k++) {
+            uint32_t h = (uint32_t)((k + 1) * 2654435761u) ^ (uint32_t)(i * 40503u);
+            float u = (float)(h % 2001) / 1000.0f - 1.0f;
+            p[k] = ln_w ? 1.0f : 0.04f * u;
+        }
+    }
+    mkdir(out, 0755);
+    st_write_tensor *ts = calloc((size_t)m.params.n_layers, sizeof *ts);
+    int64_t(*shapes)[2] = calloc((size_t)m.params.n_layers, sizeof *shapes);
+    float **tmp = calloc((size_t)m.params.n_layers, sizeof *tmp);
+    for (int i = 0; i < m.params.n_layers; i++) {
+        param_layer *l = &m.params.layers[i];
+        const float *src = param_layer_data(&m.params, i);
+        bool conv = !opt && l->ndim == 2 && !strncmp(l->name, "h.", 2);
+        shapes[i][0] = conv ? l->shape[1] : l->shape[0];
+        shapes[i][1] = conv ? l->shape[0] : l->shape[1];
+        if (conv) { /* GPT-2 Conv1D is stored [in, out] */
+            tmp[i] = malloc(l->size * sizeof(float));
+            for (int64_t r = 0; r < l->shape[0]; r++)
+                for (int64_t q = 0; q < l->shape[1]; q++)
+                    tmp[i][q * l->shape[0] + r] = src[r * l->shape[1] + q];
+            src = tmp[i];
+        }
+        ts[i] = (st_write_tensor){.name = l->name, .dtype = dtype, .src = ST_SRC_F32,
+                                  .ndim = l->ndim, .shape = shapes[i], .data = src};
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", out);
+    const char *meta[2] = {"format", "pt"};
+    if (st_write(path, ts, m.params.n_layers, meta, 1, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/config.json", out);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return 1;
+    if (opt)
+        fprintf(f, "{\"model_type\": \"opt\", \"hidden_size\": %d, \"ffn_dim\": %d, "
+                   "\"num_attention_heads\": %d, \"num_hidden_layers\": %d, \"vocab_size\": %d, "
+                   "\"max_position_embeddings\": %d, \"word_embed_proj_dim\": %d, "
+                   "\"do_layer_norm_before\": true, \"activation_function\": \"relu\", "
+                   "\"bos_token_id\": 2, \"eos_token_id\": 2, \"pad_token_id\": 1, "
+                   "\"torch_dtype\": \"%s\"}\n",
+                c.d_model, c.d_ffn, c.n_heads, c.n_layers, c.vocab, c.max_pos, c.d_embed,
+                dtype == ST_DTYPE_F32 ? "float32" : dtype == ST_DTYPE_F16 ? "float16"
+                                                                          : "bfloat16");
+    else
+        fprintf(f, "{\"model_type\": \"gpt2\", \"n_embd\": %d, \"n_head\": %d, \"n_layer\": %d, "
+                   "\"vocab_size\": %d, \"n_positions\": %d, \"n_inner\": %d}\n",
+                c.d_model, c.n_heads, c.n_layers, c.vocab, c.max_pos, c.d_ffn);
+    fclose(f);
+    char from[4096];
+    snprintf(from, sizeof from, "%s/gpt2/vocab.json", HELENE_SRCDATADIR);
+    snprintf(path, sizeof path, "%s/vocab.json", out);
+    int rc = copy_file(from, path);
+    snprintf(from, sizeof from, "%s/gpt2/merges.txt", HELENE_SRCDATADIR);
+    snprintf(path, sizeof path, "%s/merges.txt", out);
+    rc |= copy_file(from, path);
+    for (int i = 0; i < m.params.n_layers; i++)
+        free(tmp[i]);
+    free(tmp);
+    free(shapes);
+    free(ts);
+    printf("%s: %s %s, %zu parameters\n", out, shape, dt, param_set_count(&m.params));
+    model_free(&m);
+    return rc ? 1 : 0;
+}
