@@ -1,0 +1,637 @@
+/* panels.c - see panels.h.  Every panel is a box whose title carries the
+ * latest value, so a glance at the borders answers "how is it going". */
+#include "panels.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "optim.h"
+
+/* ================================================================ helpers */
+
+const char *panels_state_name(engine_state s)
+{
+    switch (s) {
+    case ENGINE_STATE_LOADING: return "LOADING";
+    case ENGINE_STATE_RUNNING: return "RUNNING";
+    case ENGINE_STATE_PAUSED: return "PAUSED";
+    case ENGINE_STATE_FINISHED: return "FINISHED";
+    case ENGINE_STATE_ERROR: return "ERROR";
+    case ENGINE_STATE_QUIT: return "STOPPED";
+    }
+    return "?";
+}
+
+/* Draw a box and return its inside. */
+static ui_rect panel_box(canvas *c, ui_rect r, const char *title, bool focused)
+{
+    canvas_box(c, r, title,
+               focused ? (CANVAS_COLOR_TITLE | CANVAS_ATTR_BOLD) : CANVAS_COLOR_BORDER);
+    return ui_rect_inner(r);
+}
+
+typedef struct legend_item {
+    const char *utf8, *ascii; /* marker glyph */
+    const char *label;
+    uint16_t attr;
+} legend_item;
+
+/* Legend on a box's top border, right-aligned. */
+static void draw_legend(canvas *c, ui_rect box, const legend_item *it, int n)
+{
+    char buf[128];
+    int total = 0;
+    for (int i = 0; i < n; i++)
+        total += 1 + canvas_text_width(it[i].label) + 2;
+    int x = box.x + box.w - 1 - total;
+    int title_end = box.x + 2;
+    while (title_end < box.x + box.w && strcmp(canvas_glyph(c, title_end, box.y),
+                                               canvas_sym(c, "─", "-")) != 0)
+        title_end++;
+    if (x <= title_end)
+        return; /* no room beside the title */
+    for (int i = 0; i < n; i++) {
+        canvas_put(c, x, box.y, " ", CANVAS_COLOR_BORDER);
+        canvas_put(c, x + 1, box.y, canvas_sym(c, it[i].utf8, it[i].ascii), it[i].attr);
+        snprintf(buf, sizeof buf, "%s", it[i].label);
+        int w = canvas_text(c, x + 2, box.y, -1, it[i].attr, buf);
+        canvas_put(c, x + 2 + w, box.y, " ", CANVAS_COLOR_BORDER);
+        x += 3 + w;
+    }
+}
+
+static const engine_hist *hist(const engine_telemetry *t, engine_series s)
+{
+    return &t->hist[s];
+}
+
+static chart_series series_of(const engine_hist *h, const char *label, uint16_t attr, char mark)
+{
+    chart_series s = {label, h->n, h->step, h->value, attr, mark};
+    return s;
+}
+
+/* ================================================================ header */
+
+typedef struct seg {
+    char text[80];
+    uint16_t attr;
+    int prio; /* dropped highest first when the row is short */
+} seg;
+
+static int seg_add(seg *s, int n, int prio, uint16_t attr, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
+
+static int seg_add(seg *s, int n, int prio, uint16_t attr, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s[n].text, sizeof s[n].text, fmt, ap);
+    va_end(ap);
+    s[n].attr = attr;
+    s[n].prio = prio;
+    return n + 1;
+}
+
+/* Draw the segments that fit from x (separated by two spaces); returns the
+ * columns used. */
+static int seg_draw(canvas *c, int x, int y, int w, seg *s, int n)
+{
+    bool keep[32];
+    for (int i = 0; i < n; i++)
+        keep[i] = true;
+    for (;;) {
+        int need = 0, shown = 0;
+        for (int i = 0; i < n; i++)
+            if (keep[i]) {
+                need += canvas_text_width(s[i].text) + (shown ? 2 : 0);
+                shown++;
+            }
+        if (need <= w || shown <= 1)
+            break;
+        int drop = -1;
+        for (int i = 0; i < n; i++)
+            if (keep[i] && (drop < 0 || s[i].prio > s[drop].prio))
+                drop = i;
+        keep[drop] = false;
+    }
+    int at = 0;
+    for (int i = 0; i < n; i++) {
+        if (!keep[i])
+            continue;
+        if (at)
+            at += 2;
+        at += canvas_text(c, x + at, y, w - at, s[i].attr, s[i].text);
+    }
+    return at;
+}
+
+static void fmt_hp(char *buf, size_t cap, double v)
+{
+    widgets_fmt_num(buf, cap, 7, v);
+}
+
+void panels_header(canvas *c, ui_rect r, const engine_telemetry *t)
+{
+    if (r.h < 1)
+        return;
+    canvas_fill(c, r, " ", 0);
+    const hparams *hp = &t->hp;
+    seg s[32];
+    int n = 0;
+    char a[32], b[32];
+    n = seg_add(s, n, 0, CANVAS_COLOR_TITLE | CANVAS_ATTR_BOLD, "helene");
+    if (panels_is_analytic(t))
+        n = seg_add(s, n, 1, 0, "objective %s", t->model_name);
+    else {
+        /* a model folder: its last component names it */
+        const char *m = t->model_name;
+        size_t len = strlen(m);
+        while (len > 1 && m[len - 1] == '/')
+            len--;
+        size_t base = len;
+        while (base > 0 && m[base - 1] != '/')
+            base--;
+        n = seg_add(s, n, 1, 0, "model %.*s", (int)(len - base), len ? m + base : "-");
+        n = seg_add(s, n, 2, 0, "task %s", t->task_name[0] ? t->task_name : "-");
+    }
+    n = seg_add(s, n, 0, CANVAS_ATTR_BOLD, "%s", optim_method_name(t->method));
+    fmt_hp(a, sizeof a, hp->lr);
+    n = seg_add(s, n, 0, 0, "%s=%s", canvas_sym(c, "η", "lr"), a);
+    fmt_hp(a, sizeof a, hp->eps);
+    n = seg_add(s, n, 6, 0, "%s=%s", canvas_sym(c, "ε", "eps"), a);
+    switch (t->method) {
+    case OPTIM_METHOD_ZO_SGD_MMT:
+        fmt_hp(a, sizeof a, hp->momentum);
+        n = seg_add(s, n, 4, 0, "%s=%s", canvas_sym(c, "μ", "mu"), a);
+        break;
+    case OPTIM_METHOD_ZO_ADAM:
+        fmt_hp(a, sizeof a, hp->adam_beta1);
+        fmt_hp(b, sizeof b, hp->adam_beta2);
+        n = seg_add(s, n, 4, 0, "%s=%s,%s", canvas_sym(c, "β", "beta"), a, b);
+        break;
+    case OPTIM_METHOD_HIZOO:
+        fmt_hp(a, sizeof a, hp->hizoo_alpha);
+        n = seg_add(s, n, 4, 0, "%s=%s", canvas_sym(c, "α", "alpha"), a);
+        break;
+    case OPTIM_METHOD_HELENE:
+        fmt_hp(a, sizeof a, hp->beta1);
+        n = seg_add(s, n, 4, 0, "%s=%s", canvas_sym(c, "β1", "b1"), a);
+        fmt_hp(a, sizeof a, hp->beta2);
+        n = seg_add(s, n, 7, 0, "%s=%s", canvas_sym(c, "β2", "b2"), a);
+        n = seg_add(s, n, 5, 0, "T=%.0f", hparams_anneal_T(hp));
+        n = seg_add(s, n, 5, 0, "k=%d", (int)hp->hess_interval);
+        n = seg_add(s, n, 3, hp->anneal ? CANVAS_COLOR_GOOD : CANVAS_COLOR_WARN, "anneal:%s",
+                    hp->anneal ? "on" : "off");
+        n = seg_add(s, n, 3, hp->precondition ? CANVAS_COLOR_GOOD : CANVAS_COLOR_WARN,
+                    "precond:%s", hp->precondition ? "on" : "off");
+        n = seg_add(s, n, 3, hp->clip ? CANVAS_COLOR_GOOD : CANVAS_COLOR_WARN, "clip:%s",
+                    hp->clip ? "on" : "off");
+        break;
+    default: break;
+    }
+    seg_draw(c, r.x, r.y, r.w, s, n);
+    if (r.h < 2)
+        return;
+
+    /* row 2: progress on the left, state on the right */
+    char state[ENGINE_TEXT_MAX + 32];
+    uint16_t sattr = CANVAS_ATTR_BOLD;
+    switch (t->state) {
+    case ENGINE_STATE_RUNNING: sattr |= CANVAS_COLOR_GOOD; break;
+    case ENGINE_STATE_PAUSED: sattr |= CANVAS_COLOR_WARN; break;
+    case ENGINE_STATE_FINISHED: sattr |= CANVAS_COLOR_GOOD; break;
+    case ENGINE_STATE_ERROR: sattr |= CANVAS_COLOR_BAD; break;
+    default: sattr = CANVAS_ATTR_DIM; break;
+    }
+    if (t->reason[0])
+        snprintf(state, sizeof state, "%s (%s)", panels_state_name(t->state), t->reason);
+    else
+        snprintf(state, sizeof state, "%s", panels_state_name(t->state));
+    n = 0;
+    if (t->total_steps)
+        n = seg_add(s, n, 0, CANVAS_ATTR_BOLD, "step %llu/%llu", (unsigned long long)t->step,
+                    (unsigned long long)t->total_steps);
+    else
+        n = seg_add(s, n, 0, CANVAS_ATTR_BOLD, "step %llu", (unsigned long long)t->step);
+    n = seg_add(s, n, 1, 0, "%.1f steps/s", t->steps_per_s);
+    if (t->tokens_per_s > 0)
+        n = seg_add(s, n, 4, 0, "%.0f tok/s", t->tokens_per_s);
+    widgets_fmt_duration(a, sizeof a, t->eta_s);
+    n = seg_add(s, n, 2, 0, "ETA %s", a);
+    n = seg_add(s, n, 3, 0, "RSS %.0f MiB", t->rss_mib);
+    if (t->unsaved)
+        n = seg_add(s, n, 5, CANVAS_ATTR_DIM, "unsaved");
+    int sw = canvas_text_width(state);
+    int max_state = r.w / 2;
+    if (sw > max_state)
+        sw = max_state;
+    int used = seg_draw(c, r.x, r.y + 1, r.w - sw - 2, s, n);
+    (void)used;
+    canvas_text_right(c, r.x + r.w, r.y + 1, sw, sattr, state);
+}
+
+/* ================================================================ charts */
+
+void panels_loss(canvas *c, ui_rect r, const engine_telemetry *t)
+{
+    char title[96], v[32];
+    widgets_fmt_num(v, sizeof v, 8, t->loss);
+    snprintf(title, sizeof title, "Loss %s", v);
+    ui_rect in = panel_box(c, r, title, false);
+    const engine_hist *mean = hist(t, ENGINE_SERIES_LOSS);
+    float *ema = malloc(sizeof(float) * ENGINE_HIST_CAP);
+    if (!ema)
+        return;
+    widgets_ema(ema, mean->value, mean->n, 0.9);
+    chart_series s[4] = {
+        series_of(hist(t, ENGINE_SERIES_LOSS_PLUS), "L+", CANVAS_COLOR_LOSS_PLUS, '+'),
+        series_of(hist(t, ENGINE_SERIES_LOSS_MINUS), "L-", CANVAS_COLOR_LOSS_MINUS, '-'),
+        series_of(mean, "mean", CANVAS_COLOR_LOSS_MEAN, '.'),
+        {"ema", mean->n, mean->step, ema, CANVAS_COLOR_SMOOTH | CANVAS_ATTR_BOLD, '*'},
+    };
+    chart_opts o = chart_opts_default();
+    widgets_chart(c, in, s, 4, &o);
+    free(ema);
+    legend_item lg[4] = {
+        {"•", "+", "L+", CANVAS_COLOR_LOSS_PLUS},
+        {"•", "-", "L−", CANVAS_COLOR_LOSS_MINUS},
+        {"•", ".", "mean", CANVAS_COLOR_LOSS_MEAN},
+        {"•", "*", "ema", CANVAS_COLOR_SMOOTH | CANVAS_ATTR_BOLD},
+    };
+    if (!c->utf8)
+        lg[1].label = "L-";
+    draw_legend(c, r, lg, 4);
+}
+
+bool panels_is_analytic(const engine_telemetry *t)
+{
+    /* the engine names an analytic objective as both model and task */
+    return t->model_name[0] && !strcmp(t->model_name, t->task_name);
+}
+
+void panels_dev(canvas *c, ui_rect r, const engine_telemetry *t)
+{
+    const engine_hist *h = hist(t, ENGINE_SERIES_DEV);
+    bool pct = !panels_is_analytic(t);
+    char title[160], v[32], best[32];
+    const char *what = pct ? "Dev accuracy" : "Exact loss";
+    if (isnan(t->dev_accuracy))
+        snprintf(title, sizeof title, "%s (v evaluates now)", what);
+    else if (pct)
+        snprintf(title, sizeof title, "%s %.1f%%  best %.1f%% @%llu", what,
+                 t->dev_accuracy * 100.0, t->best_dev_accuracy * 100.0,
+                 (unsigned long long)t->best_dev_step);
+    else {
+        widgets_fmt_num(v, sizeof v, 8, t->dev_accuracy);
+        widgets_fmt_num(best, sizeof best, 8, t->best_dev_accuracy);
+        snprintf(title, sizeof title, "%s %s  best %s @%llu", what, v, best,
+                 (unsigned long long)t->best_dev_step);
+    }
+    ui_rect in = panel_box(c, r, title, false);
+    chart_series s = series_of(h, "dev", CANVAS_COLOR_DEV | CANVAS_ATTR_BOLD, 'o');
+    chart_opts o = chart_opts_default();
+    o.percent = pct;
+    widgets_chart(c, in, &s, 1, &o);
+}
+
+void panels_grad(canvas *c, ui_rect r, const engine_telemetry *t)
+{
+    char title[96], v[32];
+    widgets_fmt_num(v, sizeof v, 8, t->last.proj_grad);
+    snprintf(title, sizeof title, "Projected gradient c %s", v);
+    ui_rect in = panel_box(c, r, title, false);
+    chart_series s = series_of(hist(t, ENGINE_SERIES_PROJ_GRAD), "c", CANVAS_COLOR_GRAD, '*');
+    chart_opts o = chart_opts_default();
+    widgets_chart(c, in, &s, 1, &o);
+}
+
+/* ================================================================ layers */
+
+int panels_layer_at_cursor(const engine_telemetry *t, const layers_view *v)
+{
+    int n = t->n_layers;
+    if (n <= 0 || !t->layers || !t->layer)
+        return -1;
+    int *order = malloc(sizeof(int) * (size_t)n);
+    if (!order)
+        return -1;
+    layers_sort_order(order, t->layers, t->layer, n, v->sort, v->reverse);
+    int sel = v->selected < 0 ? 0 : v->selected >= n ? n - 1 : v->selected;
+    int li = order[sel];
+    free(order);
+    return li;
+}
+
+int panels_layers(canvas *c, ui_rect r, const engine_telemetry *t, layers_view *v,
+                  int heat_layer, bool focused)
+{
+    int n = t->n_layers > 0 && t->layers && t->layer ? t->n_layers : 0;
+    char title[128];
+    snprintf(title, sizeof title, "Layers %d  sort %s%s", n, layers_sort_name(v->sort),
+             v->sort == LAYERS_SORT_MODEL || v->sort == LAYERS_SORT_NAME
+                 ? (v->reverse ? canvas_sym(c, " ↑", " (rev)") : "")
+                 : (v->reverse ? canvas_sym(c, " ↑", " (asc)") : canvas_sym(c, " ↓", "")));
+    ui_rect in = panel_box(c, r, title, focused);
+    if (n == 0) {
+        canvas_text(c, in.x, in.y, in.w, CANVAS_ATTR_DIM, "no layers yet");
+        return 0;
+    }
+    int visible = in.h - 1;
+    list_scroll_clamp(&v->selected, &v->scroll, n, visible);
+    int *order = malloc(sizeof(int) * (size_t)n);
+    if (!order)
+        return visible;
+    layers_sort_order(order, t->layers, t->layer, n, v->sort, v->reverse);
+    widgets_layers(c, in, v, order, t->layers, t->layer, n, heat_layer, focused);
+    free(order);
+    if (n > visible) {
+        char pos[48];
+        int last = v->scroll + visible < n ? v->scroll + visible : n;
+        snprintf(pos, sizeof pos, " %d-%d/%d ", v->scroll + 1, last, n);
+        canvas_text_right(c, r.x + r.w - 1, r.y + r.h - 1, r.w - 2, CANVAS_COLOR_BORDER, pos);
+    }
+    return visible;
+}
+
+void panels_heat(canvas *c, ui_rect r, const engine_telemetry *t, int layer)
+{
+    bool ok = layer >= 0 && layer < t->n_layers && t->layers && t->layer_hist;
+    char title[PARAM_NAME_MAX + 64];
+    snprintf(title, sizeof title, "Curvature over time: %s", ok ? t->layers[layer].name : "-");
+    ui_rect in = panel_box(c, r, title, false);
+    if (!ok) {
+        canvas_text(c, in.x, in.y, in.w, CANVAS_ATTR_DIM, "no layer selected (l chooses)");
+        return;
+    }
+    const engine_hist *h = hist(t, ENGINE_SERIES_LOSS);
+    const float *vals = t->layer_hist + (size_t)layer * ENGINE_HIST_CAP;
+    log_scale sc = widgets_heat(c, in, vals, h->step, h->n);
+    if (sc.valid) {
+        char range[48];
+        snprintf(range, sizeof range, " log 1e%.0f..1e%.0f ", sc.lo, sc.hi);
+        canvas_text_right(c, r.x + r.w - 1, r.y + r.h - 1, r.w - 2, CANVAS_COLOR_BORDER, range);
+    }
+}
+
+/* ================================================================ schedule */
+
+static bool refreshed_at(const engine_telemetry *t, uint64_t s)
+{
+    for (int i = 0; i < t->n_refresh && i < ENGINE_HIST_CAP; i++)
+        if (t->refresh_steps[i] == s)
+            return true;
+    return false;
+}
+
+/* One step per column around the current step: '|' where the curvature was
+ * (or will be) refreshed, a marker at the current step. */
+static void draw_refresh_ticks(canvas *c, int x, int y, int w, const engine_telemetry *t)
+{
+    const hparams *hp = &t->hp;
+    char lab[48];
+    int lw = snprintf(lab, sizeof lab, "refresh k=%d ", (int)hp->hess_interval);
+    canvas_text(c, x, y, w, CANVAS_COLOR_AXIS, lab);
+    x += lw;
+    w -= lw;
+    if (w <= 2)
+        return;
+    uint64_t now = t->step;
+    uint64_t last = 0;
+    for (int i = 0; i < t->n_refresh && i < ENGINE_HIST_CAP; i++)
+        if (t->refresh_steps[i] <= now && t->refresh_steps[i] > last)
+            last = t->refresh_steps[i];
+    uint64_t k = hp->hess_interval > 0 ? (uint64_t)hp->hess_interval : 1;
+    int64_t start = (int64_t)now - w / 2;
+    if (start < 1)
+        start = 1;
+    for (int j = 0; j < w; j++) {
+        uint64_t s = (uint64_t)start + (uint64_t)j;
+        bool tick;
+        if (s <= now)
+            tick = t->n_refresh > 0 ? refreshed_at(t, s) : optim_helene_refresh(hp, s);
+        else
+            tick = last > 0 ? (s - last) % k == 0 : optim_helene_refresh(hp, s);
+        const char *g = tick ? "|" : canvas_sym(c, "·", ".");
+        uint16_t a = tick ? CANVAS_COLOR_ALPHA : CANVAS_COLOR_AXIS;
+        if (s > now)
+            a |= CANVAS_ATTR_DIM;
+        if (s == now) {
+            g = canvas_sym(c, "▲", "^");
+            a = CANVAS_COLOR_MARKER | CANVAS_ATTR_BOLD;
+        }
+        canvas_put(c, x + j, y, g, a);
+    }
+}
+
+void panels_schedule(canvas *c, ui_rect r, const engine_telemetry *t)
+{
+    const hparams *hp = &t->hp;
+    bool helene = t->method == OPTIM_METHOD_HELENE;
+    char title[160], lr[32];
+    widgets_fmt_num(lr, sizeof lr, 8, hp->lr);
+    double T = hparams_anneal_T(hp);
+    if (helene) {
+        snprintf(title, sizeof title, "Schedule %s T=%.0f %s=%g %s=%s%s",
+                 canvas_sym(c, "α_t", "alpha_t"), T, canvas_sym(c, "β1", "b1"), hp->beta1,
+                 canvas_sym(c, "η", "lr"), lr, hp->anneal ? "" : " (anneal off)");
+        if (canvas_text_width(title) > r.w - 4) /* narrow: drop the panel's name */
+            snprintf(title, sizeof title, "%s T=%.0f %s=%g %s=%s%s",
+                     canvas_sym(c, "α_t", "alpha_t"), T, canvas_sym(c, "β1", "b1"), hp->beta1,
+                     canvas_sym(c, "η", "lr"), lr, hp->anneal ? "" : " (off)");
+    } else
+        snprintf(title, sizeof title, "Schedule %s=%s (%s: HELENE only)", canvas_sym(c, "η", "lr"),
+                 lr, canvas_sym(c, "α_t", "alpha_t"));
+    ui_rect in = panel_box(c, r, title, false);
+    if (in.w <= 0 || in.h <= 0)
+        return;
+    bool ticks = helene && in.h >= 4;
+    ui_rect plot = in;
+    if (ticks)
+        plot.h--;
+
+    uint64_t total = t->total_steps;
+    if (total == 0) { /* open-ended: show past the current step and 3T */
+        double span = fmax((double)t->step * 1.5, 3 * T);
+        total = (uint64_t)span;
+    }
+    if (total < 2)
+        total = 2;
+    enum { M = 512 };
+    uint64_t *xs = malloc(sizeof(uint64_t) * M);
+    float *ys = malloc(sizeof(float) * M);
+    if (!xs || !ys) {
+        free(xs);
+        free(ys);
+        return;
+    }
+    chart_opts o = chart_opts_default();
+    o.x_fixed = true;
+    o.x_min = 0;
+    o.x_max = (double)total;
+    o.marker = true;
+    o.marker_x = (double)t->step;
+    if (helene) {
+        int m = in.w * 2 < M ? in.w * 2 : M;
+        if (m < 2)
+            m = 2;
+        for (int j = 0; j < m; j++) {
+            xs[j] = 1 + (uint64_t)llround((double)j * (double)(total - 1) / (double)(m - 1));
+            ys[j] = (float)optim_helene_alpha(hp, xs[j]);
+        }
+        chart_series s[2] = {{"alpha", m, xs, ys, CANVAS_COLOR_ALPHA | CANVAS_ATTR_BOLD, '*'},
+                             {"lr", 0, NULL, NULL, CANVAS_COLOR_LR, 'e'}};
+        /* α_t lives in [β1, 1]; a fixed axis keeps the curve's shape honest */
+        o.y_fixed = true;
+        o.y_min = hp->beta1 < 1 ? hp->beta1 : 0;
+        o.y_max = 1;
+        if (!(o.y_max > o.y_min))
+            o.y_min = 0;
+        /* η only when it changed during the run (a constant is in the
+         * title): its history scaled onto the α axis, then the current η */
+        const engine_hist *h = hist(t, ENGINE_SERIES_LR);
+        double lo = hp->lr, hi = hp->lr;
+        for (int i = 0; i < h->n; i++)
+            if (isfinite(h->value[i]) && h->value[i] > 0) {
+                lo = fmin(lo, h->value[i]);
+                hi = fmax(hi, h->value[i]);
+            }
+        uint64_t *ex = NULL;
+        float *ey = NULL;
+        if (hi > lo * 1.0001 && (ex = malloc(sizeof(uint64_t) * (size_t)(h->n + 2))) &&
+            (ey = malloc(sizeof(float) * (size_t)(h->n + 2)))) {
+            int k = 0;
+            double span = o.y_max - o.y_min;
+            for (int i = 0; i < h->n; i++) {
+                ex[k] = h->step[i];
+                ey[k++] = (float)(o.y_min + span * h->value[i] / hi);
+            }
+            ex[k] = t->step;
+            ey[k++] = (float)(o.y_min + span * hp->lr / hi);
+            ex[k] = total;
+            ey[k++] = (float)(o.y_min + span * hp->lr / hi);
+            s[1].n = k;
+            s[1].x = ex;
+            s[1].y = ey;
+        }
+        widgets_chart(c, plot, s, s[1].n ? 2 : 1, &o);
+        free(ex);
+        free(ey);
+    } else {
+        /* η over the run: its history, then the current value to the end */
+        const engine_hist *h = hist(t, ENGINE_SERIES_LR);
+        int m = 0;
+        for (int i = 0; i < h->n && m < M - 2; i++, m++) {
+            xs[m] = h->step[i];
+            ys[m] = h->value[i];
+        }
+        xs[m] = t->step;
+        ys[m++] = (float)hp->lr;
+        xs[m] = total;
+        ys[m++] = (float)hp->lr;
+        chart_series s = {"lr", m, xs, ys, CANVAS_COLOR_LR | CANVAS_ATTR_BOLD, '*'};
+        widgets_chart(c, plot, &s, 1, &o);
+    }
+    free(xs);
+    free(ys);
+    if (ticks)
+        draw_refresh_ticks(c, in.x, in.y + in.h - 1, in.w, t);
+}
+
+/* ================================================================ events, status */
+
+void panels_events(canvas *c, ui_rect r, const ui_log *log, int scroll, bool focused)
+{
+    ui_rect in = panel_box(c, r, "Events", focused);
+    widgets_log(c, in, log, scroll);
+    if (scroll > 0 && log->n > 1) {
+        char buf[48];
+        snprintf(buf, sizeof buf, " %s%d newer ", canvas_sym(c, "↓", "v "),
+                 scroll < log->n - 1 ? scroll : log->n - 1);
+        canvas_text_right(c, r.x + r.w - 1, r.y + r.h - 1, r.w - 2, CANVAS_COLOR_BORDER, buf);
+    }
+}
+
+void panels_status(canvas *c, ui_rect r, const char *message, uint16_t message_attr,
+                   const char *pending, int redraw_hz)
+{
+    if (r.h < 1)
+        return;
+    canvas_fill(c, r, " ", CANVAS_ATTR_REVERSE);
+    char right[64];
+    snprintf(right, sizeof right, " %dHz ", redraw_hz);
+    int rw = canvas_text_width(right);
+    canvas_text_right(c, r.x + r.w, r.y, rw, CANVAS_ATTR_REVERSE, right);
+    int avail = r.w - rw;
+    int x = r.x;
+    if (message && *message) {
+        x += canvas_text(c, x, r.y, avail, message_attr | CANVAS_ATTR_REVERSE | CANVAS_ATTR_BOLD,
+                         message);
+        x += canvas_text(c, x, r.y, avail - (x - r.x), CANVAS_ATTR_REVERSE, "  ");
+    }
+    if (pending && *pending) {
+        x += canvas_text(c, x, r.y, avail - (x - r.x),
+                         CANVAS_COLOR_PENDING | CANVAS_ATTR_REVERSE | CANVAS_ATTR_BOLD, pending);
+        x += canvas_text(c, x, r.y, avail - (x - r.x), CANVAS_ATTR_REVERSE, "  ");
+    }
+    static const char *const hints[] = {
+        "Space pause/resume  s step  e edit  a/p/k anneal/precond/clip  o optimizer  v eval  "
+        "c checkpoint  l layer  ? help  q quit",
+        "Space pause  s step  e edit  a/p/k toggles  o opt  v eval  c ckpt  ? help  q quit",
+        "Space pause  s step  e edit  ? help  q quit",
+        "? help  q quit",
+    };
+    int left = avail - (x - r.x);
+    for (size_t i = 0; i < sizeof hints / sizeof hints[0]; i++)
+        if (canvas_text_width(hints[i]) <= left || i + 1 == sizeof hints / sizeof hints[0]) {
+            canvas_text(c, x, r.y, left, CANVAS_ATTR_REVERSE, hints[i]);
+            break;
+        }
+}
+
+void panels_too_small(canvas *c)
+{
+    canvas_clear(c);
+    char a[96], b[96];
+    snprintf(a, sizeof a, "Terminal too small: %dx%d", c->w, c->h);
+    snprintf(b, sizeof b, "helene needs at least %dx%d", LAYOUT_MIN_COLS, LAYOUT_MIN_ROWS);
+    const char *lines[3] = {a, b, "enlarge the window, or press q to quit"};
+    int y0 = c->h / 2 - 1;
+    for (int i = 0; i < 3; i++) {
+        int w = canvas_text_width(lines[i]);
+        int x = (c->w - w) / 2;
+        canvas_text(c, x < 0 ? 0 : x, y0 + i, c->w, i == 0 ? CANVAS_ATTR_BOLD : 0, lines[i]);
+    }
+}
+
+void panels_help(canvas *c, ui_rect screen)
+{
+    static const char *const lines[] = {
+        "Space      pause / resume training",
+        "s          one step (while paused)",
+        "e          edit hyperparameters (validated form, Esc cancels)",
+        "a / p / k  toggle annealing / preconditioning / clipping (HELENE)",
+        "o          switch optimizer (keeps the parameters)",
+        "v          evaluate on dev now",
+        "c          checkpoint now (the path appears in Events)",
+        "l          choose the layer whose curvature is plotted",
+        "Enter      plot the layer under the cursor",
+        "1 2 3 4    sort layers: model order / name / curvature / clip rate",
+        "           (the same key again reverses)",
+        "Tab        move the arrows between the layer table and events",
+        "Up Down PgUp PgDn Home End   scroll",
+        "+ / -      redraw rate faster / slower",
+        "?          this help (any key closes it)",
+        "q          quit (asks first when progress is unsaved)",
+        "",
+        "Pending changes show in the status line until the engine",
+        "applies them between two steps; Events says at which step.",
+    };
+    widgets_dialog(c, screen, "Keys", lines, (int)(sizeof lines / sizeof lines[0]), 0);
+}

@@ -1,0 +1,1223 @@
+/* widgets.c - see widgets.h.  Every widget draws only inside the rectangle
+ * it is given, so panels can be composed by the layout without clipping. */
+#include "widgets.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ================================================================ formatting */
+
+/* "1.5e-05" -> "1.5e-5", "3.0e+07" -> "3.0e7": exponents without sign
+ * padding keep columns narrow. */
+static void compact_exponent(char *s)
+{
+    char *e = strchr(s, 'e');
+    if (!e)
+        return;
+    char *src = e + 1, *dst = e + 1;
+    if (*src == '+')
+        src++;
+    else if (*src == '-')
+        *dst++ = *src++;
+    while (*src == '0' && src[1])
+        src++;
+    memmove(dst, src, strlen(src) + 1);
+}
+
+static void strip_zeros(char *s)
+{
+    if (!strchr(s, '.'))
+        return;
+    size_t n = strlen(s);
+    while (n > 0 && s[n - 1] == '0')
+        s[--n] = '\0';
+    if (n > 0 && s[n - 1] == '.')
+        s[--n] = '\0';
+}
+
+/* "1.50e-5" -> "1.5e-5", "1.00e6" -> "1e6". */
+static void strip_mantissa_zeros(char *s)
+{
+    char *e = strchr(s, 'e');
+    char *dot = strchr(s, '.');
+    if (!e || !dot || dot > e)
+        return;
+    char *z = e;
+    while (z > dot + 1 && z[-1] == '0')
+        z--;
+    if (z == dot + 1)
+        z = dot;
+    memmove(z, e, strlen(e) + 1);
+}
+
+void widgets_fmt_num(char *buf, size_t cap, int width, double v)
+{
+    if (cap == 0)
+        return;
+    char tmp[64];
+    if (isnan(v)) {
+        snprintf(buf, cap, "-");
+        return;
+    }
+    if (isinf(v)) {
+        snprintf(buf, cap, "%s", v > 0 ? "inf" : "-inf");
+        return;
+    }
+    if (v == 0) {
+        snprintf(buf, cap, "0");
+        return;
+    }
+    double a = fabs(v);
+    if (a >= 1e-3 && a < 1e6) {
+        for (int p = 4; p >= 0; p--) {
+            snprintf(tmp, sizeof tmp, "%.*f", p, v);
+            strip_zeros(tmp);
+            /* keep two significant digits for small values */
+            if (a < 0.1 && p < 3)
+                break;
+            if ((int)strlen(tmp) <= width) {
+                snprintf(buf, cap, "%s", tmp);
+                return;
+            }
+        }
+    }
+    for (int p = 2; p >= 0; p--) {
+        snprintf(tmp, sizeof tmp, "%.*e", p, v);
+        compact_exponent(tmp);
+        strip_mantissa_zeros(tmp);
+        if ((int)strlen(tmp) <= width || p == 0) {
+            snprintf(buf, cap, "%s", tmp);
+            return;
+        }
+    }
+}
+
+void widgets_fmt_duration(char *buf, size_t cap, double s)
+{
+    if (!isfinite(s) || s < 0) {
+        snprintf(buf, cap, "--");
+        return;
+    }
+    long long t = (long long)(s + 0.5);
+    if (t < 60)
+        snprintf(buf, cap, "%llds", t);
+    else if (t < 3600)
+        snprintf(buf, cap, "%lldm%02llds", t / 60, t % 60);
+    else if (t < 86400)
+        snprintf(buf, cap, "%lldh%02lldm", t / 3600, (t % 3600) / 60);
+    else
+        snprintf(buf, cap, "%lldd%02lldh", t / 86400, (t % 86400) / 3600);
+}
+
+void widgets_ema(float *out, const float *in, int n, double beta)
+{
+    double m = 0, corr = 1;
+    bool any = false;
+    float last = NAN;
+    for (int i = 0; i < n; i++) {
+        if (isfinite(in[i])) {
+            m = beta * m + (1 - beta) * in[i];
+            corr *= beta;
+            any = true;
+            last = (float)(m / (1 - corr));
+        }
+        out[i] = any ? last : NAN;
+    }
+}
+
+/* ================================================================ chart */
+
+#define CHART_GUTTER 7
+
+chart_opts chart_opts_default(void)
+{
+    chart_opts o = {0};
+    o.lines = true;
+    o.x_label = "step";
+    return o;
+}
+
+typedef struct dot_grid {
+    int cw, ch;      /* cells */
+    int sx, sy;      /* dots per cell: 2x4 braille, 1x1 ASCII */
+    uint8_t *bits;   /* [ch][cw] braille bits, or 1 for an ASCII mark */
+    uint16_t *attr;  /* [ch][cw] */
+    char *mark;      /* [ch][cw] ASCII glyph */
+} dot_grid;
+
+static void grid_dot(dot_grid *g, int dx, int dy, uint16_t attr, char mark)
+{
+    if (dx < 0 || dy < 0 || dx >= g->cw * g->sx || dy >= g->ch * g->sy)
+        return;
+    size_t i = (size_t)(dy / g->sy) * (size_t)g->cw + (size_t)(dx / g->sx);
+    g->bits[i] |= g->sx == 2 ? canvas_braille_bit(dx % 2, dy % 4) : 1;
+    g->attr[i] = attr;
+    g->mark[i] = mark;
+}
+
+static void grid_line(dot_grid *g, int x0, int y0, int x1, int y1, uint16_t attr, char mark)
+{
+    int dx = abs(x1 - x0), sx = x0 < x1 ? 1 : -1;
+    int dy = -abs(y1 - y0), sy = y0 < y1 ? 1 : -1;
+    int e = dx + dy;
+    for (;;) {
+        grid_dot(g, x0, y0, attr, mark);
+        if (x0 == x1 && y0 == y1)
+            break;
+        int e2 = 2 * e;
+        if (e2 >= dy) {
+            e += dy;
+            x0 += sx;
+        }
+        if (e2 <= dx) {
+            e += dx;
+            y0 += sy;
+        }
+    }
+}
+
+static int clampi(int v, int lo, int hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+static void fmt_label(char *buf, size_t cap, double v, bool percent)
+{
+    if (percent)
+        snprintf(buf, cap, "%.0f%%", v * 100.0);
+    else
+        widgets_fmt_num(buf, cap, CHART_GUTTER, v);
+}
+
+void widgets_chart(canvas *c, ui_rect r, const chart_series *s, int n_series,
+                   const chart_opts *o)
+{
+    chart_opts def = chart_opts_default();
+    if (!o)
+        o = &def;
+    if (r.w < CHART_GUTTER + 4 || r.h < 2)
+        return;
+    int pw = r.w - CHART_GUTTER - 1, ph = r.h - 1;
+    int px0 = r.x + CHART_GUTTER + 1;
+
+    double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
+    bool any = false;
+    for (int k = 0; k < n_series; k++)
+        for (int i = 0; i < s[k].n; i++) {
+            if (!isfinite(s[k].y[i]))
+                continue;
+            any = true;
+            double x = (double)s[k].x[i], y = s[k].y[i];
+            xmin = fmin(xmin, x);
+            xmax = fmax(xmax, x);
+            ymin = fmin(ymin, y);
+            ymax = fmax(ymax, y);
+        }
+    if (!any) {
+        const char *msg = "no data yet";
+        int w = canvas_text_width(msg);
+        canvas_text(c, r.x + (r.w - w) / 2, r.y + r.h / 2, r.w, CANVAS_ATTR_DIM, msg);
+        return;
+    }
+    if (o->x_fixed) {
+        xmin = o->x_min;
+        xmax = o->x_max;
+    }
+    if (o->y_fixed) {
+        ymin = o->y_min;
+        ymax = o->y_max;
+    }
+    if (!(xmax > xmin))
+        xmax = xmin + 1;
+    if (!(ymax > ymin)) {
+        double pad = ymin == 0 ? 1 : fabs(ymin) * 0.1;
+        ymin -= pad;
+        ymax += pad;
+    }
+
+    dot_grid g = {pw, ph, c->utf8 ? 2 : 1, c->utf8 ? 4 : 1, NULL, NULL, NULL};
+    size_t cells = (size_t)pw * (size_t)ph;
+    g.bits = calloc(cells, 1);
+    g.attr = calloc(cells, sizeof *g.attr);
+    g.mark = calloc(cells, 1);
+    if (!g.bits || !g.attr || !g.mark)
+        goto out;
+    int dw = pw * g.sx, dh = ph * g.sy;
+
+    if (o->marker && o->marker_x >= xmin && o->marker_x <= xmax) {
+        int mx = (int)lround((o->marker_x - xmin) / (xmax - xmin) * (dw - 1));
+        for (int dy = 0; dy < dh; dy++)
+            grid_dot(&g, mx, dy, CANVAS_COLOR_MARKER, '|');
+    }
+    for (int k = 0; k < n_series; k++) {
+        bool have_prev = false;
+        int lx = 0, ly = 0;
+        for (int i = 0; i < s[k].n; i++) {
+            if (!isfinite(s[k].y[i])) {
+                have_prev = false;
+                continue;
+            }
+            double fx = ((double)s[k].x[i] - xmin) / (xmax - xmin);
+            double fy = (ymax - (double)s[k].y[i]) / (ymax - ymin);
+            int dx = clampi((int)lround(fx * (dw - 1)), 0, dw - 1);
+            int dy = clampi((int)lround(fy * (dh - 1)), 0, dh - 1);
+            if (have_prev && o->lines)
+                grid_line(&g, lx, ly, dx, dy, s[k].attr, s[k].ascii_mark);
+            else
+                grid_dot(&g, dx, dy, s[k].attr, s[k].ascii_mark);
+            lx = dx;
+            ly = dy;
+            have_prev = true;
+        }
+    }
+    for (int cy = 0; cy < ph; cy++)
+        for (int cx = 0; cx < pw; cx++) {
+            size_t i = (size_t)cy * (size_t)pw + (size_t)cx;
+            if (!g.bits[i])
+                continue;
+            char glyph[CANVAS_GLYPH_MAX];
+            if (g.sx == 2)
+                canvas_braille_glyph(glyph, g.bits[i]);
+            else {
+                glyph[0] = g.mark[i] ? g.mark[i] : '*';
+                glyph[1] = '\0';
+            }
+            canvas_put(c, px0 + cx, r.y + cy, glyph, g.attr[i]);
+        }
+
+    /* y axis: labels at the top and bottom plot rows */
+    char lab[32];
+    uint16_t ax = CANVAS_COLOR_AXIS;
+    for (int cy = 0; cy < ph; cy++) {
+        bool labelled = cy == 0 || cy == ph - 1;
+        canvas_put(c, px0 - 1, r.y + cy,
+                   labelled ? canvas_sym(c, "┤", "+") : canvas_sym(c, "│", "|"), ax);
+    }
+    fmt_label(lab, sizeof lab, ymax, o->percent);
+    canvas_text_right(c, r.x + CHART_GUTTER, r.y, CHART_GUTTER, ax, lab);
+    if (ph > 1) {
+        fmt_label(lab, sizeof lab, ymin, o->percent);
+        canvas_text_right(c, r.x + CHART_GUTTER, r.y + ph - 1, CHART_GUTTER, ax, lab);
+    }
+    /* x axis: step range */
+    int yb = r.y + ph;
+    canvas_put(c, px0 - 1, yb, canvas_sym(c, "└", "+"), ax);
+    char left[32], right[32];
+    snprintf(left, sizeof left, "%.0f", xmin);
+    snprintf(right, sizeof right, "%.0f", xmax);
+    int lw = canvas_text(c, px0, yb, pw, ax, left);
+    int rw = canvas_text_width(right);
+    if (lw + 1 + rw <= pw)
+        canvas_text_right(c, px0 + pw, yb, rw, ax, right);
+    if (o->x_label) {
+        int xl = canvas_text_width(o->x_label);
+        int mid = px0 + (pw - xl) / 2;
+        if (mid > px0 + lw && mid + xl < px0 + pw - rw)
+            canvas_text(c, mid, yb, xl, ax | CANVAS_ATTR_DIM, o->x_label);
+    }
+out:
+    free(g.bits);
+    free(g.attr);
+    free(g.mark);
+}
+
+/* ================================================================ bars */
+
+void log_scale_add(log_scale *s, const float *v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (!(v[i] > 0) || !isfinite(v[i]))
+            continue;
+        double l = log10((double)v[i]);
+        if (!s->valid) {
+            s->lo = s->hi = l;
+            s->valid = true;
+        } else {
+            s->lo = fmin(s->lo, l);
+            s->hi = fmax(s->hi, l);
+        }
+    }
+}
+
+void log_scale_finish(log_scale *s)
+{
+    if (!s->valid) {
+        s->lo = 0;
+        s->hi = 1;
+        return;
+    }
+    /* the smallest value still shows a sliver: lo strictly below it */
+    double lo = floor(s->lo - 1e-9), hi = ceil(s->hi);
+    if (hi <= lo)
+        hi = lo + 1;
+    s->lo = lo;
+    s->hi = hi;
+}
+
+double log_scale_fraction(const log_scale *s, double v)
+{
+    if (!s->valid || !(v > 0) || !isfinite(v))
+        return 0;
+    double f = (log10(v) - s->lo) / (s->hi - s->lo);
+    return f < 0 ? 0 : f > 1 ? 1 : f;
+}
+
+void widgets_bar(canvas *c, int x, int y, int w, double frac, uint16_t attr,
+                 double marker_frac, uint16_t marker_attr)
+{
+    static const char *const eighths[8] = {" ", "▏", "▎", "▍", "▌", "▋", "▊", "▉"};
+    if (w <= 0)
+        return;
+    if (!(frac >= 0))
+        frac = 0;
+    if (frac > 1)
+        frac = 1;
+    if (c->utf8) {
+        long e = lround(frac * w * 8);
+        for (int i = 0; i < w; i++) {
+            long cell = e - (long)i * 8;
+            const char *g = cell >= 8 ? "█" : cell > 0 ? eighths[cell] : " ";
+            canvas_put(c, x + i, y, g, attr);
+        }
+    } else {
+        long full = lround(frac * w);
+        for (int i = 0; i < w; i++)
+            canvas_put(c, x + i, y, i < full ? "#" : " ", attr);
+    }
+    if (marker_frac >= 0 && marker_frac <= 1) {
+        int mx = (int)(marker_frac * w + 1e-6); /* 1e-4f is a hair below 1e-4 */
+        if (mx >= w)
+            mx = w - 1;
+        canvas_put(c, x + mx, y, canvas_sym(c, "│", "|"), marker_attr);
+    }
+}
+
+/* ================================================================ table */
+
+void table_fit_columns(bool *shown, int *widths, const table_column *cols, int ncols, int w)
+{
+    for (int i = 0; i < ncols; i++) {
+        shown[i] = true;
+        widths[i] = cols[i].width > 0 ? cols[i].width : cols[i].min_width;
+    }
+    for (;;) {
+        int need = 0, nshown = 0;
+        for (int i = 0; i < ncols; i++)
+            if (shown[i]) {
+                need += widths[i];
+                nshown++;
+            }
+        need += nshown > 0 ? nshown - 1 : 0;
+        if (need <= w || nshown == 0) {
+            int extra = w - need;
+            /* flexible columns grow to their wanted width in order, the last takes the rest */
+            int last_flex = -1;
+            for (int i = 0; i < ncols; i++) {
+                if (!shown[i] || cols[i].width > 0)
+                    continue;
+                last_flex = i;
+                int want = cols[i].want_width > 0 ? cols[i].want_width - widths[i] : 0;
+                if (want > extra)
+                    want = extra;
+                if (want > 0) {
+                    widths[i] += want;
+                    extra -= want;
+                }
+            }
+            if (last_flex >= 0 && extra > 0)
+                widths[last_flex] += extra;
+            return;
+        }
+        int drop = -1;
+        for (int i = 0; i < ncols; i++)
+            if (shown[i] && (drop < 0 || cols[i].priority > cols[drop].priority))
+                drop = i;
+        if (nshown == 1) {
+            widths[drop] = w; /* one column left: give it what there is */
+            return;
+        }
+        shown[drop] = false;
+    }
+}
+
+int widgets_table(canvas *c, ui_rect r, const table_column *cols, int ncols, int nrows,
+                  int scroll, int selected, table_cell_fn cell, void *ctx)
+{
+    enum { MAXC = 16 };
+    if (r.w <= 0 || r.h <= 0 || ncols <= 0 || ncols > MAXC)
+        return 0;
+    bool shown[MAXC];
+    int widths[MAXC];
+    table_fit_columns(shown, widths, cols, ncols, r.w);
+    int x = r.x;
+    for (int i = 0; i < ncols; i++) {
+        if (!shown[i])
+            continue;
+        if (!cols[i].title)
+            cell(c, x, r.y, widths[i], -1, i, ctx);
+        else if (cols[i].align == TABLE_ALIGN_RIGHT)
+            canvas_text_right(c, x + widths[i], r.y, widths[i], CANVAS_ATTR_BOLD, cols[i].title);
+        else
+            canvas_text(c, x, r.y, widths[i], CANVAS_ATTR_BOLD, cols[i].title);
+        x += widths[i] + 1;
+    }
+    int visible = r.h - 1;
+    for (int k = 0; k < visible && scroll + k < nrows; k++) {
+        int row = scroll + k, y = r.y + 1 + k;
+        x = r.x;
+        for (int i = 0; i < ncols; i++) {
+            if (!shown[i])
+                continue;
+            cell(c, x, y, widths[i], row, i, ctx);
+            x += widths[i] + 1;
+        }
+        if (row == selected)
+            canvas_add_flags(c, (ui_rect){r.x, y, r.w, 1}, CANVAS_ATTR_REVERSE);
+    }
+    return visible < 0 ? 0 : visible;
+}
+
+void list_scroll_clamp(int *selected, int *scroll, int n, int visible)
+{
+    if (visible < 1)
+        visible = 1;
+    if (*selected >= n)
+        *selected = n - 1;
+    if (*selected < 0)
+        *selected = 0;
+    if (*scroll > *selected)
+        *scroll = *selected;
+    if (*selected >= *scroll + visible)
+        *scroll = *selected - visible + 1;
+    int max_scroll = n - visible > 0 ? n - visible : 0;
+    if (*scroll > max_scroll)
+        *scroll = max_scroll;
+    if (*scroll < 0)
+        *scroll = 0;
+}
+
+bool list_scroll_key(int *selected, int *scroll, int n, int visible, int key)
+{
+    int page = visible > 1 ? visible - 1 : 1;
+    switch (key) {
+    case UI_KEY_UP: (*selected)--; break;
+    case UI_KEY_DOWN: (*selected)++; break;
+    case UI_KEY_PGUP: *selected -= page; break;
+    case UI_KEY_PGDN: *selected += page; break;
+    case UI_KEY_HOME: *selected = 0; break;
+    case UI_KEY_END: *selected = n - 1; break;
+    default: return false;
+    }
+    list_scroll_clamp(selected, scroll, n, visible);
+    return true;
+}
+
+/* ---------------------------------------------------------------- per-layer table */
+
+static const char *const sort_names[LAYERS_SORT_COUNT] = {"model order", "name", "curvature",
+                                                          "clip rate"};
+
+const char *layers_sort_name(layers_sort s)
+{
+    return s >= 0 && s < LAYERS_SORT_COUNT ? sort_names[s] : "?";
+}
+
+typedef struct sort_item {
+    int idx;
+    layers_sort mode;
+    float key;
+    const char *name;
+} sort_item;
+
+/* Compare names with digit runs as numbers: layers.2 < layers.10. */
+static int natural_cmp(const char *a, const char *b)
+{
+    while (*a && *b) {
+        if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
+            while (*a == '0')
+                a++;
+            while (*b == '0')
+                b++;
+            size_t la = 0, lb = 0;
+            while (isdigit((unsigned char)a[la]))
+                la++;
+            while (isdigit((unsigned char)b[lb]))
+                lb++;
+            if (la != lb)
+                return la < lb ? -1 : 1;
+            int d = strncmp(a, b, la);
+            if (d)
+                return d;
+            a += la;
+            b += lb;
+        } else {
+            if (*a != *b)
+                return (unsigned char)*a < (unsigned char)*b ? -1 : 1;
+            a++;
+            b++;
+        }
+    }
+    return *a ? 1 : *b ? -1 : 0;
+}
+
+static int sort_item_cmp(const void *pa, const void *pb)
+{
+    const sort_item *a = pa, *b = pb;
+    int d = 0;
+    switch (a->mode) {
+    case LAYERS_SORT_NAME: d = natural_cmp(a->name, b->name); break;
+    case LAYERS_SORT_CURVATURE:
+    case LAYERS_SORT_CLIP: {
+        bool fa = isfinite(a->key), fb = isfinite(b->key);
+        if (fa != fb)
+            d = fa ? -1 : 1; /* unknown values last */
+        else if (fa && a->key != b->key)
+            d = a->key > b->key ? -1 : 1;
+        break;
+    }
+    default: break;
+    }
+    return d ? d : (a->idx > b->idx) - (a->idx < b->idx);
+}
+
+void layers_sort_order(int *order, const param_layer *layers, const optim_layer_stats *st,
+                       int n, layers_sort sort, bool reverse)
+{
+    sort_item *it = malloc((size_t)(n > 0 ? n : 1) * sizeof *it);
+    if (!it) { /* fall back to model order */
+        for (int i = 0; i < n; i++)
+            order[i] = reverse ? n - 1 - i : i;
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        it[i].idx = i;
+        it[i].mode = sort;
+        it[i].name = layers[i].name;
+        it[i].key = !st                            ? NAN
+                    : sort == LAYERS_SORT_CURVATURE ? st[i].state_mean
+                    : sort == LAYERS_SORT_CLIP      ? st[i].clip_rate
+                                                    : 0;
+    }
+    qsort(it, (size_t)n, sizeof *it, sort_item_cmp);
+    for (int i = 0; i < n; i++)
+        order[i] = it[reverse ? n - 1 - i : i].idx;
+    free(it);
+}
+
+typedef struct layers_ctx {
+    const int *order;
+    const param_layer *layers;
+    const optim_layer_stats *st;
+    int mark_layer;
+    log_scale scale;
+} layers_ctx;
+
+void widgets_short_layer_name(char *buf, size_t cap, const char *name)
+{
+    static const char *const prefixes[] = {"base_model.", "model.", "decoder.", "transformer.",
+                                           "gpt_neox."};
+    for (bool again = true; again;) {
+        again = false;
+        for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+            size_t n = strlen(prefixes[i]);
+            if (!strncmp(name, prefixes[i], n) && name[n]) {
+                name += n;
+                again = true;
+            }
+        }
+    }
+    /* "layers.3.x" / "h.3.x" -> "3.x": the block index leads */
+    if (!strncmp(name, "layers.", 7) && isdigit((unsigned char)name[7]))
+        name += 7;
+    else if (!strncmp(name, "h.", 2) && isdigit((unsigned char)name[2]))
+        name += 2;
+    size_t at = 0;
+    while (*name && at + 1 < cap) {
+        if (!strncmp(name, "self_attn.", 10)) {
+            name += 10;
+            snprintf(buf + at, cap - at, "attn.");
+            at += strlen(buf + at);
+            continue;
+        }
+        buf[at++] = *name++;
+    }
+    buf[at] = '\0';
+}
+
+/* Too long: keep the head up to its first dot (the block index) and as much
+ * of the tail as fits: "11.…q_proj.weight". */
+static void draw_name(canvas *c, int x, int y, int w, const char *name, uint16_t attr)
+{
+    int len = canvas_text_width(name);
+    if (len <= w || w < 4) {
+        canvas_text(c, x, y, w, attr, name);
+        return;
+    }
+    int head = (int)strcspn(name, ".") + 1;
+    if (head > (w - 1) / 3)
+        head = (w - 1) / 3;
+    int tail = w - 1 - head;
+    int n = canvas_text(c, x, y, head, attr, name);
+    canvas_put(c, x + n, y, canvas_sym(c, "…", "~"), attr | CANVAS_ATTR_DIM);
+    const char *p = name;
+    for (int skip = len - tail; skip > 0 && *p; skip--) {
+        p++;
+        while ((*p & 0xc0) == 0x80)
+            p++;
+    }
+    canvas_text(c, x + n + 1, y, tail, attr, p);
+}
+
+static void layers_cell(canvas *c, int x, int y, int w, int row, int col, void *vctx)
+{
+    layers_ctx *ctx = vctx;
+    if (row < 0) { /* the bar column's header: its log axis */
+        char lo[16], hi[16];
+        snprintf(lo, sizeof lo, "1e%.0f", ctx->scale.lo);
+        snprintf(hi, sizeof hi, "1e%.0f", ctx->scale.hi);
+        if (!ctx->scale.valid || canvas_text_width(lo) + canvas_text_width(hi) + 1 > w) {
+            canvas_text(c, x, y, w, CANVAS_ATTR_BOLD, "mean h");
+            return;
+        }
+        canvas_text(c, x, y, w, CANVAS_ATTR_BOLD, lo);
+        canvas_text_right(c, x + w, y, w, CANVAS_ATTR_BOLD, hi);
+        return;
+    }
+    int li = ctx->order[row];
+    const optim_layer_stats *s = &ctx->st[li];
+    char buf[32];
+    double v;
+    switch (col) {
+    case 0: {
+        bool mark = li == ctx->mark_layer;
+        canvas_put(c, x, y, mark ? canvas_sym(c, "▸", ">") : " ", CANVAS_COLOR_MARKER);
+        char shortname[PARAM_NAME_MAX];
+        widgets_short_layer_name(shortname, sizeof shortname, ctx->layers[li].name);
+        draw_name(c, x + 1, y, w - 1, shortname, 0);
+        return;
+    }
+    case 1: v = s->state_mean; break;
+    case 2: v = s->state_max; break;
+    case 3: v = s->lambda; break;
+    case 4:
+        if (isfinite(s->clip_rate))
+            snprintf(buf, sizeof buf, "%3.0f%%", (double)s->clip_rate * 100.0);
+        else
+            snprintf(buf, sizeof buf, "-");
+        canvas_text_right(c, x + w, y, w,
+                          s->clip_rate > 0.5f ? CANVAS_COLOR_WARN : CANVAS_COLOR_DEFAULT, buf);
+        return;
+    case 5: v = s->update_rms; break;
+    default: {
+        double mf = s->lambda > 0 ? log_scale_fraction(&ctx->scale, s->lambda) : -1;
+        widgets_bar(c, x, y, w, log_scale_fraction(&ctx->scale, s->state_mean), CANVAS_COLOR_BAR,
+                    mf, CANVAS_COLOR_FLOOR);
+        return;
+    }
+    }
+    widgets_fmt_num(buf, sizeof buf, w, v);
+    canvas_text_right(c, x + w, y, w, 0, buf);
+}
+
+int widgets_layers(canvas *c, ui_rect r, const layers_view *v, const int *order,
+                   const param_layer *layers, const optim_layer_stats *st, int n,
+                   int mark_layer, bool focused)
+{
+    layers_ctx ctx = {order, layers, st, mark_layer, {0, 0, false}};
+    for (int i = 0; i < n; i++) {
+        log_scale_add(&ctx.scale, &st[i].state_mean, 1);
+        log_scale_add(&ctx.scale, &st[i].lambda, 1);
+    }
+    log_scale_finish(&ctx.scale);
+    table_column cols[7] = {
+        {" layer", 0, 16, 28, TABLE_ALIGN_LEFT, 0},
+        {"mean h", 6, 0, 0, TABLE_ALIGN_RIGHT, 0},
+        {"max h", 6, 0, 0, TABLE_ALIGN_RIGHT, 4},
+        {canvas_sym(c, "λ", "lambda"), 6, 0, 0, TABLE_ALIGN_RIGHT, 2},
+        {"clip", 4, 0, 0, TABLE_ALIGN_RIGHT, 1},
+        {"upd rms", 7, 0, 0, TABLE_ALIGN_RIGHT, 3},
+        {NULL, 0, 10, 0, TABLE_ALIGN_LEFT, 5}, /* bar of mean h, header = log axis */
+    };
+    return widgets_table(c, r, cols, 7, n, v->scroll, focused ? v->selected : -1, layers_cell,
+                         &ctx);
+}
+
+/* ================================================================ heat strip */
+
+log_scale widgets_heat(canvas *c, ui_rect r, const float *values, const uint64_t *steps, int n)
+{
+    log_scale sc = {0, 0, false};
+    log_scale_add(&sc, values, n);
+    log_scale_finish(&sc);
+    if (r.w <= 0 || r.h <= 0)
+        return sc;
+    if (!sc.valid) {
+        canvas_text(c, r.x, r.y, r.w, CANVAS_ATTR_DIM, "no curvature history yet");
+        return sc;
+    }
+    static const char *const shades_u[4] = {"░", "▒", "▓", "█"};
+    static const char *const shades_a[4] = {".", ":", "+", "#"};
+    double *sum = calloc((size_t)r.w, sizeof *sum);
+    int *cnt = calloc((size_t)r.w, sizeof *cnt);
+    if (!sum || !cnt) {
+        free(sum);
+        free(cnt);
+        return sc;
+    }
+    uint64_t s0 = n > 0 ? steps[0] : 0, s1 = n > 0 ? steps[n - 1] : 0;
+    for (int i = 0; i < n; i++) {
+        if (!(values[i] > 0) || !isfinite(values[i]))
+            continue;
+        int col = s1 > s0 ? (int)lround((double)(steps[i] - s0) / (double)(s1 - s0) * (r.w - 1))
+                          : 0;
+        col = clampi(col, 0, r.w - 1);
+        sum[col] += values[i];
+        cnt[col]++;
+    }
+    /* columns between sparse points repeat the previous value */
+    double carry = NAN;
+    for (int x = 0; x < r.w; x++) {
+        double v = cnt[x] ? sum[x] / cnt[x] : carry;
+        carry = v;
+        if (!isfinite(v))
+            continue;
+        int lev = (int)(log_scale_fraction(&sc, v) * 3.999);
+        lev = clampi(lev, 0, 3);
+        uint16_t a = lev <= 1 ? CANVAS_COLOR_HEAT_LOW : lev == 2 ? CANVAS_COLOR_HEAT_MID
+                                                                : CANVAS_COLOR_HEAT_HIGH;
+        for (int y = 0; y < (r.h > 1 ? r.h - 1 : 1); y++)
+            canvas_put(c, r.x + x, r.y + y, c->utf8 ? shades_u[lev] : shades_a[lev], a);
+    }
+    free(sum);
+    free(cnt);
+    if (r.h > 1) {
+        char buf[64];
+        snprintf(buf, sizeof buf, "step %llu", (unsigned long long)s0);
+        int lw = canvas_text(c, r.x, r.y + r.h - 1, r.w, CANVAS_COLOR_AXIS, buf);
+        snprintf(buf, sizeof buf, "%llu", (unsigned long long)s1);
+        if (lw + 1 + canvas_text_width(buf) <= r.w)
+            canvas_text_right(c, r.x + r.w, r.y + r.h - 1, r.w, CANVAS_COLOR_AXIS, buf);
+    }
+    return sc;
+}
+
+/* ================================================================ event log */
+
+hl_status ui_log_init(ui_log *l, int cap, hl_err *err)
+{
+    *l = (ui_log){0};
+    if (cap < 1)
+        return hl_err_set(err, HL_ERR_INVALID, "ui_log: capacity %d", cap);
+    l->lines = calloc((size_t)cap, sizeof *l->lines);
+    if (!l->lines)
+        return hl_err_set(err, HL_ERR_NOMEM, "ui_log: out of memory");
+    l->cap = cap;
+    return HL_OK;
+}
+
+void ui_log_free(ui_log *l)
+{
+    free(l->lines);
+    *l = (ui_log){0};
+}
+
+void ui_log_add(ui_log *l, uint16_t attr, const char *fmt, ...)
+{
+    if (!l->lines)
+        return;
+    int slot;
+    if (l->n < l->cap) {
+        slot = (l->head + l->n) % l->cap;
+        l->n++;
+    } else {
+        slot = l->head;
+        l->head = (l->head + 1) % l->cap;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(l->lines[slot].text, sizeof l->lines[slot].text, fmt, ap);
+    va_end(ap);
+    /* one line per entry: newlines from messages become spaces */
+    for (char *p = l->lines[slot].text; *p; p++)
+        if (*p == '\n' || *p == '\r' || *p == '\t')
+            *p = ' ';
+    l->lines[slot].attr = attr;
+}
+
+const ui_log_line *ui_log_at(const ui_log *l, int i)
+{
+    if (i < 0 || i >= l->n)
+        return NULL;
+    return &l->lines[(l->head + i) % l->cap];
+}
+
+/* Rows a line takes when wrapped to w columns (continuations indented 2). */
+static int wrapped_rows(const char *text, int w)
+{
+    int len = canvas_text_width(text);
+    if (len <= w || w <= 3)
+        return 1;
+    return 1 + (len - w + (w - 2) - 1) / (w - 2);
+}
+
+/* Skip n characters of UTF-8 text. */
+static const char *skip_chars(const char *p, int n)
+{
+    while (n-- > 0 && *p) {
+        p++;
+        while ((*p & 0xc0) == 0x80)
+            p++;
+    }
+    return p;
+}
+
+void widgets_log(canvas *c, ui_rect r, const ui_log *l, int scroll)
+{
+    if (r.h <= 0 || r.w <= 0)
+        return;
+    if (l->n == 0) {
+        canvas_text(c, r.x, r.y, r.w, CANVAS_ATTR_DIM, "no events yet");
+        return;
+    }
+    scroll = clampi(scroll, 0, l->n - 1);
+    /* fill from the bottom: newest (after scrolling) last */
+    int y = r.y + r.h;
+    for (int i = l->n - 1 - scroll; i >= 0 && y > r.y; i--) {
+        const ui_log_line *ln = ui_log_at(l, i);
+        int rows = wrapped_rows(ln->text, r.w);
+        y -= rows;
+        const char *p = ln->text;
+        for (int k = 0; k < rows; k++) {
+            int x = k ? 2 : 0, w = r.w - x;
+            if (y + k >= r.y)
+                canvas_text(c, r.x + x, y + k, w, ln->attr, p);
+            p = skip_chars(p, w);
+        }
+    }
+}
+
+/* ================================================================ overlays */
+
+static ui_rect clear_box(canvas *c, ui_rect screen, int w, int h, const char *title)
+{
+    ui_rect box = layout_center(screen, w, h);
+    canvas_fill(c, box, " ", 0);
+    canvas_box(c, box, title, CANVAS_COLOR_BORDER);
+    return box;
+}
+
+void widgets_list(canvas *c, ui_rect screen, const char *title, const char *const *items,
+                  int n, int selected, int scroll, const char *footer)
+{
+    int w = canvas_text_width(title ? title : "") + 6;
+    for (int i = 0; i < n; i++) {
+        int iw = canvas_text_width(items[i]) + 4;
+        if (iw > w)
+            w = iw;
+    }
+    if (footer && canvas_text_width(footer) + 4 > w)
+        w = canvas_text_width(footer) + 4;
+    int rows = n < screen.h - 5 ? n : screen.h - 5;
+    if (rows < 1)
+        rows = 1;
+    ui_rect box = clear_box(c, screen, w, rows + 2 + (footer ? 1 : 0), title);
+    ui_rect in = ui_rect_inner(box);
+    for (int k = 0; k < rows && scroll + k < n && k < in.h; k++) {
+        int i = scroll + k;
+        canvas_text(c, in.x + 1, in.y + k, in.w - 1, 0, items[i]);
+        if (i == selected)
+            canvas_add_flags(c, (ui_rect){in.x, in.y + k, in.w, 1}, CANVAS_ATTR_REVERSE);
+    }
+    if (footer)
+        canvas_text(c, in.x + 1, in.y + in.h - 1, in.w - 1, CANVAS_ATTR_DIM, footer);
+}
+
+void widgets_dialog(canvas *c, ui_rect screen, const char *title, const char *const *lines,
+                    int n, uint16_t attr)
+{
+    int w = canvas_text_width(title ? title : "") + 6;
+    for (int i = 0; i < n; i++) {
+        int lw = canvas_text_width(lines[i]) + 4;
+        if (lw > w)
+            w = lw;
+    }
+    ui_rect box = clear_box(c, screen, w, n + 2, title);
+    ui_rect in = ui_rect_inner(box);
+    for (int i = 0; i < n && i < in.h; i++)
+        canvas_text(c, in.x + 1, in.y + i, in.w - 1, attr, lines[i]);
+}
+
+/* ================================================================ form */
+
+static bool method_reads(const hparam_info *info, int32_t method)
+{
+    if (!info->methods || !strcmp(info->methods, "all"))
+        return true;
+    const char *name = optim_method_name(method);
+    size_t nl = strlen(name);
+    for (const char *p = info->methods; *p;) {
+        size_t len = strcspn(p, "|, ");
+        if (len == nl && !strncmp(p, name, nl))
+            return true;
+        p += len;
+        while (*p == '|' || *p == ',' || *p == ' ')
+            p++;
+    }
+    return false;
+}
+
+hl_status form_init(form *f, const hparams *hp, int32_t n_layers, hl_err *err)
+{
+    *f = (form){0};
+    int total = hparams_count();
+    f->fields = calloc((size_t)(total > 0 ? total : 1), sizeof *f->fields);
+    if (!f->fields)
+        return hl_err_set(err, HL_ERR_NOMEM, "form: out of memory");
+    if (hparams_copy(&f->base, hp, err) != HL_OK) {
+        free(f->fields);
+        f->fields = NULL;
+        return err ? err->code : HL_ERR_NOMEM;
+    }
+    f->n_layers = n_layers;
+    for (int i = 0; i < total; i++) {
+        const hparam_info *info = hparams_info_at(i);
+        if (!info || !strcmp(info->key, "optimizer"))
+            continue;
+        form_field *fd = &f->fields[f->n++];
+        fd->info = info;
+        if (hparams_get(hp, fd->orig, sizeof fd->orig, info->key, NULL) != HL_OK)
+            fd->orig[0] = '\0';
+        memcpy(fd->value, fd->orig, sizeof fd->value);
+        fd->applies = method_reads(info, hp->method);
+    }
+    f->fresh = true;
+    return HL_OK;
+}
+
+void form_free(form *f)
+{
+    free(f->fields);
+    hparams_free(&f->base);
+    *f = (form){0};
+}
+
+int form_find(const form *f, const char *key)
+{
+    for (int i = 0; i < f->n; i++)
+        if (!strcmp(f->fields[i].info->key, key))
+            return i;
+    return -1;
+}
+
+/* Bounded copy that truncates silently (values longer than a field are
+ * rejected by validation anyway). */
+static void copy_text(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static void form_validate(form *f, int i)
+{
+    form_field *fd = &f->fields[i];
+    fd->error[0] = '\0';
+    if (!strcmp(fd->value, fd->orig))
+        return; /* the value in effect is valid by definition */
+    hl_err err;
+    hl_err_clear(&err);
+    hparams scratch;
+    if (hparams_copy(&scratch, &f->base, &err) != HL_OK) {
+        snprintf(fd->error, sizeof fd->error, "%s", err.msg);
+        return;
+    }
+    if (hparams_set(&scratch, fd->info->key, fd->value, f->n_layers, &err) != HL_OK)
+        snprintf(fd->error, sizeof fd->error, "%s", err.msg[0] ? err.msg : "invalid value");
+    hparams_free(&scratch);
+}
+
+bool form_set_value(form *f, int i, const char *text)
+{
+    if (i < 0 || i >= f->n)
+        return false;
+    copy_text(f->fields[i].value, sizeof f->fields[i].value, text);
+    form_validate(f, i);
+    f->message[0] = '\0';
+    return f->fields[i].error[0] == '\0';
+}
+
+bool form_valid(const form *f)
+{
+    for (int i = 0; i < f->n; i++)
+        if (f->fields[i].error[0])
+            return false;
+    return true;
+}
+
+int form_changed(const form *f, int *idx, int cap)
+{
+    int k = 0;
+    for (int i = 0; i < f->n; i++)
+        if (strcmp(f->fields[i].value, f->fields[i].orig) != 0) {
+            if (k < cap)
+                idx[k] = i;
+            k++;
+        }
+    return k;
+}
+
+/* Left/Right on an enum or on/off field: the previous/next choice. */
+static void form_cycle(form *f, int dir)
+{
+    form_field *fd = &f->fields[f->cur];
+    const char *choices = fd->info->type == HPARAM_TYPE_BOOL   ? "on|off"
+                          : fd->info->type == HPARAM_TYPE_ENUM ? fd->info->choices
+                                                               : NULL;
+    if (!choices)
+        return;
+    char opts[16][64];
+    int n = 0, cur = -1;
+    for (const char *p = choices; *p && n < 16;) {
+        size_t len = strcspn(p, "|");
+        snprintf(opts[n], sizeof opts[n], "%.*s", (int)len, p);
+        if (!strcmp(opts[n], fd->value))
+            cur = n;
+        n++;
+        p += len;
+        if (*p == '|')
+            p++;
+    }
+    if (n == 0)
+        return;
+    int next = cur < 0 ? 0 : ((cur + dir) % n + n) % n;
+    form_set_value(f, f->cur, opts[next]);
+    f->fresh = true;
+}
+
+form_result form_key(form *f, int key)
+{
+    if (f->n == 0)
+        return key == UI_KEY_ESC ? FORM_RESULT_CANCEL : FORM_RESULT_NONE;
+    form_field *fd = &f->fields[f->cur];
+    int prev = f->cur;
+    switch (key) {
+    case UI_KEY_ESC: return FORM_RESULT_CANCEL;
+    case UI_KEY_ENTER:
+    case '\r':
+        for (int i = 0; i < f->n; i++)
+            if (f->fields[i].error[0]) {
+                f->cur = i;
+                snprintf(f->message, sizeof f->message,
+                         "cannot apply: %s is invalid; fix it or press Esc to cancel",
+                         f->fields[i].info->key);
+                return FORM_RESULT_NONE;
+            }
+        return FORM_RESULT_CONFIRM;
+    case UI_KEY_UP:
+    case UI_KEY_BTAB: f->cur--; break;
+    case UI_KEY_DOWN:
+    case UI_KEY_TAB: f->cur++; break;
+    case UI_KEY_PGUP: f->cur -= 10; break;
+    case UI_KEY_PGDN: f->cur += 10; break;
+    case UI_KEY_HOME: f->cur = 0; break;
+    case UI_KEY_END: f->cur = f->n - 1; break;
+    case UI_KEY_LEFT: form_cycle(f, -1); return FORM_RESULT_NONE;
+    case UI_KEY_RIGHT: form_cycle(f, +1); return FORM_RESULT_NONE;
+    case UI_KEY_BACKSPACE:
+    case 8: {
+        size_t len = strlen(fd->value);
+        char buf[FORM_VALUE_MAX];
+        snprintf(buf, sizeof buf, "%.*s", (int)(len ? len - 1 : 0), fd->value);
+        form_set_value(f, f->cur, buf);
+        f->fresh = false;
+        return FORM_RESULT_NONE;
+    }
+    case UI_KEY_CTRL_U:
+        form_set_value(f, f->cur, "");
+        f->fresh = false;
+        return FORM_RESULT_NONE;
+    default:
+        if (key >= 32 && key < 127) {
+            char buf[FORM_VALUE_MAX];
+            size_t len = f->fresh ? 0 : strlen(fd->value);
+            if (len + 1 < sizeof buf) {
+                memcpy(buf, fd->value, len);
+                buf[len] = (char)key;
+                buf[len + 1] = '\0';
+                form_set_value(f, f->cur, buf);
+            }
+            f->fresh = false;
+        }
+        return FORM_RESULT_NONE;
+    }
+    if (f->cur < 0)
+        f->cur = 0;
+    if (f->cur >= f->n)
+        f->cur = f->n - 1;
+    if (f->cur != prev)
+        f->fresh = true;
+    return FORM_RESULT_NONE;
+}
+
+void form_draw(canvas *c, ui_rect screen, form *f)
+{
+    int w = screen.w - 4 < 100 ? screen.w - 4 : 100;
+    int h = screen.h - 2 < f->n + 8 ? screen.h - 2 : f->n + 8;
+    char title[96];
+    snprintf(title, sizeof title, "Edit hyperparameters (%s)", optim_method_name(f->base.method));
+    ui_rect box = clear_box(c, screen, w, h, title);
+    ui_rect in = ui_rect_inner(box);
+    int list_h = in.h - 5;
+    if (list_h < 1 || f->n == 0)
+        return;
+    list_scroll_clamp(&f->cur, &f->scroll, f->n, list_h);
+    const int key_w = 18, val_w = 24;
+    for (int k = 0; k < list_h && f->scroll + k < f->n; k++) {
+        int i = f->scroll + k, y = in.y + k;
+        const form_field *fd = &f->fields[i];
+        bool changed = strcmp(fd->value, fd->orig) != 0;
+        const char *flag = fd->error[0] ? "!" : changed ? "*" : " ";
+        canvas_text(c, in.x, y, 1, fd->error[0] ? CANVAS_COLOR_BAD : CANVAS_COLOR_PENDING, flag);
+        canvas_text(c, in.x + 1, y, key_w, fd->applies ? 0 : CANVAS_ATTR_DIM, fd->info->key);
+        uint16_t va = fd->error[0] ? CANVAS_COLOR_BAD : changed ? CANVAS_COLOR_PENDING : 0;
+        if (i == f->cur) {
+            canvas_fill(c, (ui_rect){in.x + 1 + key_w, y, val_w, 1}, " ",
+                        CANVAS_ATTR_REVERSE | va);
+            va |= CANVAS_ATTR_REVERSE;
+        }
+        int vlen = canvas_text_width(fd->value);
+        /* the end of a long value stays visible while typing */
+        const char *shown = fd->value + (vlen > val_w - 1 ? vlen - (val_w - 1) : 0);
+        int n = canvas_text(c, in.x + 1 + key_w, y, val_w - 1, va, shown);
+        if (i == f->cur && !f->fresh)
+            canvas_put(c, in.x + 1 + key_w + n, y, "_", va);
+        char range[96];
+        hparams_range_text(range, sizeof range, fd->info);
+        canvas_text(c, in.x + 2 + key_w + val_w, y, in.w - (2 + key_w + val_w), CANVAS_ATTR_DIM,
+                    range);
+    }
+    int y = in.y + list_h;
+    canvas_fill(c, (ui_rect){in.x, y, in.w, 1}, canvas_sym(c, "─", "-"), CANVAS_COLOR_BORDER);
+    const form_field *fd = &f->fields[f->cur];
+    canvas_printf(c, in.x, y + 1, in.w, 0, "%s: %s", fd->info->key, fd->info->help);
+    char range[96];
+    hparams_range_text(range, sizeof range, fd->info);
+    canvas_printf(c, in.x, y + 2, in.w, CANVAS_ATTR_DIM, "allowed %s   default %s   read by %s%s",
+                  range, fd->info->def, fd->info->methods,
+                  fd->applies ? "" : " (not the current optimizer)");
+    if (fd->error[0])
+        canvas_text(c, in.x, y + 3, in.w, CANVAS_COLOR_BAD | CANVAS_ATTR_BOLD, fd->error);
+    else if (f->message[0])
+        canvas_text(c, in.x, y + 3, in.w, CANVAS_COLOR_BAD | CANVAS_ATTR_BOLD, f->message);
+    int changes = form_changed(f, NULL, 0);
+    canvas_printf(c, in.x, y + 4, in.w, CANVAS_ATTR_DIM,
+                  "%s move  type to edit  %s choices  Enter apply %d change%s  Esc cancel",
+                  canvas_sym(c, "↑↓", "Up/Down"), canvas_sym(c, "←→", "Left/Right"), changes,
+                  changes == 1 ? "" : "s");
+}
