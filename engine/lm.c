@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void lm_set_blas_threads(int n)
@@ -21,6 +22,13 @@ hl_status lm_open(lm *l, const char *dir, int n_threads, hl_err *err)
     l->n_threads = n_threads;
     lm_set_blas_threads(1); /* the pool splits every sgemm itself */
     char vocab[4200], merges[4200];
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        st = hl_err_set(err, HL_ERR_IO, "%s: %s", dir,
+                        stat(dir, &sb) != 0 ? "no such model folder" : "not a folder");
+        pool_free(&l->pool);
+        return st;
+    }
     snprintf(vocab, sizeof vocab, "%s/vocab.json", dir);
     snprintf(merges, sizeof merges, "%s/merges.txt", dir);
     if (access(vocab, F_OK) != 0 || access(merges, F_OK) != 0) {

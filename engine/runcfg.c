@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum key_kind { KEY_STR, KEY_I32, KEY_U64, KEY_OBJECTIVE } key_kind;
+typedef enum key_kind { KEY_STR, KEY_I32, KEY_U64, KEY_BOOL, KEY_OBJECTIVE } key_kind;
 
 typedef struct key_def {
     runcfg_key pub;
@@ -33,6 +33,8 @@ static const key_def keys[] = {
     {{"batch_size", "examples per step (B)"}, KEY_I32, OFF(batch_size), 1, 4096},
     {{"max_tokens", "prompt token limit (0 = the task's and model's)"}, KEY_I32, OFF(max_tokens),
      0, 1 << 20},
+    {{"skip_bad", "skip and count bad data lines instead of stopping (true/false)"}, KEY_BOOL,
+     OFF(skip_bad), 0, 0},
     {{"steps", "total steps of the run"}, KEY_U64, OFF(steps), 0, 1e12},
     {{"seed", "run seed: perturbations and batch order"}, KEY_U64, OFF(seed), 0, 1.8e19},
     {{"data_seed", "seed for sampling and splitting data"}, KEY_U64, OFF(data_seed), 0, 1.8e19},
@@ -129,6 +131,15 @@ hl_status runcfg_set(runcfg *c, const char *key_in, const char *value, hl_err *e
         if (strlen(value) >= RUNCFG_PATH_MAX)
             return hl_err_set(err, HL_ERR_INVALID, "%s: value is too long", key);
         strcpy(field, value);
+        return HL_OK;
+    case KEY_BOOL:
+        if (!strcmp(value, "true") || !strcmp(value, "on") || !strcmp(value, "1"))
+            *(bool *)field = true;
+        else if (!strcmp(value, "false") || !strcmp(value, "off") || !strcmp(value, "0"))
+            *(bool *)field = false;
+        else
+            return hl_err_set(err, HL_ERR_INVALID, "%s: expected true or false, got '%s'", key,
+                              value);
         return HL_OK;
     case KEY_OBJECTIVE:
         if (!strcmp(value, "model"))
@@ -275,6 +286,9 @@ char *runcfg_to_json(const runcfg *c)
         switch (d->kind) {
         case KEY_STR:
             cJSON_AddStringToObject(o, d->pub.key, field);
+            break;
+        case KEY_BOOL:
+            cJSON_AddBoolToObject(o, d->pub.key, *(const bool *)field);
             break;
         case KEY_OBJECTIVE:
             cJSON_AddStringToObject(o, d->pub.key,

@@ -20,7 +20,14 @@ typedef struct tsplit {
 struct taskobj {
     task task;
     char name[TASK_NAME_MAX];
-    lm *lm;
+    lm *lm;                 /* NULL for a data-only taskobj */
+    const bpe *tok;
+    bool add_bos;
+    int32_t bos_id, max_pos;
+    sample_splits sp;       /* which dataset examples each split holds */
+    int32_t *words[CLS_MAX_CLASSES];
+    int32_t n_words[CLS_MAX_CLASSES];
+    int64_t budget;         /* prompt token budget (without BOS) */
     dataset ds[3];
     bool have_ds[3];
     tsplit split[TASKOBJ_SPLIT_COUNT];
@@ -43,9 +50,9 @@ struct taskobj {
 
 static int64_t token_len(void *ctx, const char *text, size_t len)
 {
-    const lm *l = ctx;
+    const bpe *tok = ctx;
     size_t n = 0;
-    if (bpe_encode(&l->tok, text, len, NULL, 0, &n, NULL) != HL_OK && n == 0)
+    if (bpe_encode(tok, text, len, NULL, 0, &n, NULL) != HL_OK && n == 0)
         return -1;
     return (int64_t)n;
 }
@@ -54,8 +61,8 @@ static int64_t token_len(void *ctx, const char *text, size_t len)
 static hl_status build_split(taskobj *t, tsplit *s, const sample_view *v, int64_t budget,
                              hl_err *err)
 {
-    const lm *l = t->lm;
-    const bool bos = l->model.cfg.add_bos;
+    const bpe *tok = t->tok;
+    const bool bos = t->add_bos;
     s->n = (int32_t)v->n;
     s->ex = calloc(v->n ? v->n : 1, sizeof *s->ex);
     size_t cap = 1024, used = 0;
@@ -65,7 +72,7 @@ static hl_status build_split(taskobj *t, tsplit *s, const sample_view *v, int64_
         free(off);
         return hl_err_set(err, HL_ERR_NOMEM, "out of memory tokenizing the data");
     }
-    task_fit fit = {.budget = budget, .len_fn = token_len, .ctx = (void *)l};
+    task_fit fit = {.budget = budget, .len_fn = token_len, .ctx = (void *)tok};
     for (uint32_t i = 0; i < v->n; i++) {
         task_example te;
         dataset_example_view(&te, v->ds, v->idx[i]);
@@ -77,7 +84,7 @@ static hl_status build_split(taskobj *t, tsplit *s, const sample_view *v, int64_
             return hl_err_prefix(err, "%s:%lld", v->ds->path, (long long)v->ds->ex[v->idx[i]].line);
         }
         size_t need = 0;
-        bpe_encode(&l->tok, t->prompt_buf, info.len, NULL, 0, &need, NULL);
+        bpe_encode(tok, t->prompt_buf, info.len, NULL, 0, &need, NULL);
         while (used + need + 1 > cap) {
             cap *= 2;
             int32_t *nt = realloc(s->tok, cap * sizeof *nt);
@@ -89,9 +96,9 @@ static hl_status build_split(taskobj *t, tsplit *s, const sample_view *v, int64_
         }
         off[i] = used;
         if (bos)
-            s->tok[used++] = l->model.cfg.bos_id;
+            s->tok[used++] = t->bos_id;
         size_t got = 0;
-        if ((st = bpe_encode(&l->tok, t->prompt_buf, info.len, s->tok + used, cap - used, &got,
+        if ((st = bpe_encode(tok, t->prompt_buf, info.len, s->tok + used, cap - used, &got,
                              err))) {
             free(off);
             return st;
@@ -153,6 +160,9 @@ static void op_destroy(void *ctx)
     for (int i = 0; i < 3; i++)
         if (t->have_ds[i])
             dataset_free(&t->ds[i]);
+    sample_splits_free(&t->sp);
+    for (int c = 0; c < CLS_MAX_CLASSES; c++)
+        free(t->words[c]);
     task_free(&t->task);
     free(t->pos);
     free(t->batch);
@@ -173,18 +183,34 @@ static int64_t default_dev_size(uint32_t n_train)
     return d < 1 ? 1 : d > 500 ? 500 : d;
 }
 
-static hl_status load_data(taskobj *t, const runcfg *cfg, sample_splits *sp, hl_err *err)
+static hl_status load_data(taskobj *t, const runcfg *cfg, int eval_split, sample_splits *sp,
+                           hl_err *err)
 {
     const char *path = cfg->data[0] ? cfg->data : t->task.data_dir;
     if (!path || !path[0])
         return hl_err_set(err, HL_ERR_INVALID,
                           "task %s has no bundled data: give --data FILE or FOLDER",
                           t->task.name);
-    dataset_opts dopt = {.skip_bad = false};
+    dataset_opts dopt = {.skip_bad = cfg->skip_bad};
+    hl_status st;
+    if (eval_split >= 0) {
+        /* evaluation: a file is evaluated whole; a folder gives one split */
+        dataset_init(&t->ds[eval_split]);
+        t->have_ds[eval_split] = true;
+        st = dataset_is_folder(path)
+                 ? dataset_load(&t->ds[eval_split], &t->task, path, (dataset_split)eval_split,
+                                &dopt, err)
+                 : dataset_load_file(&t->ds[eval_split], &t->task, path, &dopt, err);
+        if (st)
+            return st;
+        sample_view *v = eval_split == TASKOBJ_SPLIT_TEST  ? &sp->test
+                         : eval_split == TASKOBJ_SPLIT_DEV ? &sp->dev
+                                                           : &sp->train;
+        return sample_view_all(v, &t->ds[eval_split], err);
+    }
     sample_opts so;
     memset(&so, 0, sizeof so);
     so.seed = cfg->data_seed;
-    hl_status st;
     if (dataset_is_folder(path)) {
         for (int s = 0; s < 3; s++) {
             char file[4096];
@@ -193,9 +219,9 @@ static hl_status load_data(taskobj *t, const runcfg *cfg, sample_splits *sp, hl_
                                             (dataset_split)s, &probe) != HL_OK)
                 continue; /* a folder may lack dev or test */
             dataset_init(&t->ds[s]);
+            t->have_ds[s] = true;
             if ((st = dataset_load(&t->ds[s], &t->task, path, (dataset_split)s, &dopt, err)))
                 return st;
-            t->have_ds[s] = true;
         }
         so.n_train = cfg->train_size;
         so.n_dev = cfg->dev_size;
@@ -206,9 +232,9 @@ static hl_status load_data(taskobj *t, const runcfg *cfg, sample_splits *sp, hl_
         }
     } else {
         dataset_init(&t->ds[0]);
+        t->have_ds[0] = true;
         if ((st = dataset_load_file(&t->ds[0], &t->task, path, &dopt, err)))
             return st;
-        t->have_ds[0] = true;
         /* one file: split with the data seed into train and dev */
         so.n_train = cfg->train_size;
         so.n_dev = cfg->dev_size ? cfg->dev_size : default_dev_size(t->ds[0].n);
@@ -218,61 +244,46 @@ static hl_status load_data(taskobj *t, const runcfg *cfg, sample_splits *sp, hl_
                               t->have_ds[2] ? &t->ds[2] : NULL, &so, err);
 }
 
-hl_status taskobj_create(taskobj **out, objective *obj, lm *l, const runcfg *cfg, hl_err *err)
+/* Everything but the scorer: task, data, splits, tokens, label words. */
+static hl_status prepare(taskobj *t, const runcfg *cfg, int eval_split, hl_err *err)
 {
-    *out = NULL;
-    taskobj *t = calloc(1, sizeof *t);
-    if (!t)
-        return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
-    t->lm = l;
     task_init(&t->task);
-    sample_splits sp;
-    memset(&sp, 0, sizeof sp);
     hl_status st = task_find(&t->task, cfg->task[0] ? cfg->task : "default", err);
     if (st)
-        goto fail;
+        return st;
     snprintf(t->name, sizeof t->name, "%s", t->task.name);
-    if (!task_supports(&t->task, TASK_MODEL_CAUSAL)) {
-        st = hl_err_set(err, HL_ERR_INVALID, "task %s has no causal-LM template", t->name);
-        goto fail;
-    }
-    if (t->task.n_classes > CLS_MAX_CLASSES) {
-        st = hl_err_set(err, HL_ERR_INVALID, "task %s has too many classes", t->name);
-        goto fail;
-    }
-    if ((st = load_data(t, cfg, &sp, err)))
-        goto fail;
-    if (sp.train.n == 0) {
-        st = hl_err_set(err, HL_ERR_INVALID, "no training examples after sampling");
-        goto fail;
-    }
+    if (!task_supports(&t->task, TASK_MODEL_CAUSAL))
+        return hl_err_set(err, HL_ERR_INVALID, "task %s has no causal-LM template", t->name);
+    if (t->task.n_classes > CLS_MAX_CLASSES)
+        return hl_err_set(err, HL_ERR_INVALID, "task %s has too many classes", t->name);
+    if ((st = load_data(t, cfg, eval_split, &t->sp, err)))
+        return st;
+    if (eval_split < 0 && t->sp.train.n == 0)
+        return hl_err_set(err, HL_ERR_INVALID, "no training examples after sampling");
 
-    /* label words */
-    const model_config *mc = &l->model.cfg;
-    int32_t *words[CLS_MAX_CLASSES] = {0};
-    int32_t n_words[CLS_MAX_CLASSES] = {0};
     int32_t max_word = 0;
-    for (int32_t c = 0; c < t->task.n_classes && !st; c++) {
+    for (int32_t c = 0; c < t->task.n_classes; c++) {
         const char *w = t->task.classes[c].causal;
         size_t n = 0;
-        st = bpe_encode_alloc(&l->tok, w, strlen(w), &words[c], &n, err);
-        n_words[c] = (int32_t)n;
-        if (!st && n == 0)
-            st = hl_err_set(err, HL_ERR_FORMAT, "task %s: label word %d is empty", t->name, c);
-        if (n_words[c] > max_word)
-            max_word = n_words[c];
+        if ((st = bpe_encode_alloc(t->tok, w, strlen(w), &t->words[c], &n, err)))
+            return st;
+        t->n_words[c] = (int32_t)n;
+        if (n == 0)
+            return hl_err_set(err, HL_ERR_FORMAT, "task %s: label word %d is empty", t->name, c);
+        if (t->n_words[c] > max_word)
+            max_word = t->n_words[c];
     }
     /* prompt token budget: the task's limit, the user's, and the context */
-    int64_t max_tokens = t->task.max_tokens > 0 ? t->task.max_tokens : mc->max_pos;
+    int64_t max_tokens = t->task.max_tokens > 0 ? t->task.max_tokens : t->max_pos;
     if (cfg->max_tokens > 0 && cfg->max_tokens < max_tokens)
         max_tokens = cfg->max_tokens;
-    int64_t ctx_room = mc->max_pos - (mc->add_bos ? 1 : 0);
-    if (max_tokens + max_word > ctx_room)
-        max_tokens = ctx_room - max_word;
-    int64_t budget = max_tokens; /* the prompt alone, before BOS */
-    if (!st && budget < 1)
-        st = hl_err_set(err, HL_ERR_INVALID, "the model's context (%d) leaves no room for a "
-                        "prompt", mc->max_pos);
+    int64_t room = t->max_pos - (t->add_bos ? 1 : 0) - max_word;
+    if (max_tokens > room)
+        max_tokens = room;
+    if (max_tokens < 1)
+        return hl_err_set(err, HL_ERR_INVALID,
+                          "the model's context (%d) leaves no room for a prompt", t->max_pos);
+    t->budget = max_tokens;
     uint32_t max_len[TASK_MAX_FIELDS] = {0};
     for (int d = 0; d < 3; d++)
         if (t->have_ds[d])
@@ -281,11 +292,29 @@ hl_status taskobj_create(taskobj **out, objective *obj, lm *l, const runcfg *cfg
                     max_len[f] = t->ds[d].max_len[f];
     t->prompt_cap = task_prompt_max_bytes(&t->task, TASK_MODEL_CAUSAL, max_len) + 1;
     t->prompt_buf = malloc(t->prompt_cap);
-    if (!st && !t->prompt_buf)
-        st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
-    const sample_view *views[3] = {&sp.train, &sp.dev, &sp.test};
+    if (!t->prompt_buf)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    const sample_view *views[3] = {&t->sp.train, &t->sp.dev, &t->sp.test};
     for (int s = 0; s < 3 && !st; s++)
-        st = build_split(t, &t->split[s], views[s], budget, err);
+        st = build_split(t, &t->split[s], views[s], t->budget, err);
+    return st;
+}
+
+static hl_status create(taskobj **out, objective *obj, lm *l, const runcfg *cfg, int eval_split,
+                        hl_err *err)
+{
+    *out = NULL;
+    taskobj *t = calloc(1, sizeof *t);
+    if (!t)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    t->lm = l;
+    t->tok = &l->tok;
+    t->add_bos = l->model.cfg.add_bos;
+    t->bos_id = l->model.cfg.bos_id;
+    t->max_pos = l->model.cfg.max_pos;
+    hl_status st = prepare(t, cfg, eval_split, err);
+    if (st)
+        goto fail;
     int32_t max_prompt = 1;
     for (int s = 0; s < 3; s++)
         for (int32_t i = 0; i < t->split[s].n; i++)
@@ -293,12 +322,8 @@ hl_status taskobj_create(taskobj **out, objective *obj, lm *l, const runcfg *cfg
                 max_prompt = t->split[s].ex[i].n_prompt;
     t->batch_size = cfg->batch_size;
     int32_t cap = t->batch_size > EVAL_CHUNK ? t->batch_size : EVAL_CHUNK;
-    if (!st)
-        st = cls_scorer_init(&t->scorer, &l->model, (const int32_t *const *)words, n_words,
-                             t->task.n_classes, cap, max_prompt, err);
-    for (int32_t c = 0; c < t->task.n_classes; c++)
-        free(words[c]);
-    if (st)
+    if ((st = cls_scorer_init(&t->scorer, &l->model, (const int32_t *const *)t->words,
+                              t->n_words, t->task.n_classes, cap, max_prompt, err)))
         goto fail;
     t->pos = malloc((size_t)cap * sizeof *t->pos);
     t->batch = malloc((size_t)cap * sizeof *t->batch);
@@ -309,26 +334,89 @@ hl_status taskobj_create(taskobj **out, objective *obj, lm *l, const runcfg *cfg
         st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    int32_t nb = t->batch_size < t->split[0].n ? t->batch_size : t->split[0].n;
-    uint32_t b = (uint32_t)nb;
-    if ((st = sample_batcher_init(&t->batcher, (uint32_t)t->split[0].n, b, NULL, 0, cfg->seed,
-                                  err)))
-        goto fail;
-    sample_splits_free(&sp);
-    memset(obj, 0, sizeof *obj);
-    obj->name = "model";
-    obj->ctx = t;
-    obj->max_batch = cap;
-    obj->select_batch = op_select;
-    obj->eval = op_eval;
-    obj->full_loss = NULL;
-    obj->destroy = op_destroy;
+    if (t->split[0].n > 0) {
+        int32_t nb = t->batch_size < t->split[0].n ? t->batch_size : t->split[0].n;
+        if ((st = sample_batcher_init(&t->batcher, (uint32_t)t->split[0].n, (uint32_t)nb, NULL,
+                                      0, cfg->seed, err)))
+            goto fail;
+    }
+    if (obj) {
+        memset(obj, 0, sizeof *obj);
+        obj->name = "model";
+        obj->ctx = t;
+        obj->max_batch = cap;
+        obj->select_batch = op_select;
+        obj->eval = op_eval;
+        obj->full_loss = NULL;
+        obj->destroy = op_destroy;
+    }
     *out = t;
     return HL_OK;
 fail:
-    sample_splits_free(&sp);
     op_destroy(t);
     return st;
+}
+
+hl_status taskobj_create(taskobj **out, objective *obj, lm *l, const runcfg *cfg, hl_err *err)
+{
+    return create(out, obj, l, cfg, -1, err);
+}
+
+hl_status taskobj_create_eval(taskobj **out, lm *l, const runcfg *cfg, taskobj_split split,
+                              hl_err *err)
+{
+    return create(out, NULL, l, cfg, (int)split, err);
+}
+
+hl_status taskobj_create_data(taskobj **out, const bpe *tok, bool add_bos, int32_t bos_id,
+                              int32_t max_pos, const runcfg *cfg, hl_err *err)
+{
+    *out = NULL;
+    taskobj *t = calloc(1, sizeof *t);
+    if (!t)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    t->tok = tok;
+    t->add_bos = add_bos;
+    t->bos_id = bos_id;
+    t->max_pos = max_pos;
+    hl_status st = prepare(t, cfg, -1, err);
+    if (st) {
+        op_destroy(t);
+        return st;
+    }
+    *out = t;
+    return HL_OK;
+}
+
+void taskobj_free(taskobj *t)
+{
+    op_destroy(t);
+}
+
+const task *taskobj_task(const taskobj *t)
+{
+    return &t->task;
+}
+
+hl_status taskobj_render(const taskobj *t, char *out, size_t cap, taskobj_split split,
+                         int32_t i, hl_err *err)
+{
+    const sample_view *v = split == TASKOBJ_SPLIT_TRAIN ? &t->sp.train
+                           : split == TASKOBJ_SPLIT_DEV ? &t->sp.dev
+                                                        : &t->sp.test;
+    if (i < 0 || (uint32_t)i >= v->n)
+        return hl_err_set(err, HL_ERR_INVALID, "example %d of %u", i, v->n);
+    task_example te;
+    dataset_example_view(&te, v->ds, v->idx[i]);
+    task_prompt info;
+    task_fit fit = {.budget = t->budget, .len_fn = token_len, .ctx = (void *)t->tok};
+    return task_render_prompt(out, cap, &info, &t->task, TASK_MODEL_CAUSAL, &te, &fit, err);
+}
+
+const cls_example *taskobj_examples(const taskobj *t, taskobj_split split, int32_t *n)
+{
+    *n = t->split[split].n;
+    return t->split[split].ex;
 }
 
 /* ------------------------------------------------------------ queries --- */
@@ -366,6 +454,20 @@ hl_status taskobj_evaluate(taskobj *t, double *accuracy, double *loss, taskobj_s
     *accuracy = (double)correct / s->n;
     *loss = sum / s->n;
     return HL_OK;
+}
+
+int64_t taskobj_bad_lines(const taskobj *t, char *first, size_t cap)
+{
+    int64_t n = 0;
+    if (cap)
+        first[0] = '\0';
+    for (int i = 0; i < 3; i++)
+        if (t->have_ds[i]) {
+            if (cap && !first[0] && t->ds[i].n_bad)
+                snprintf(first, cap, "%s", t->ds[i].first_bad);
+            n += t->ds[i].n_bad;
+        }
+    return n;
 }
 
 int32_t taskobj_split_size(const taskobj *t, taskobj_split split)

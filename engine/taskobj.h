@@ -19,6 +19,7 @@
 #include <stdio.h>
 
 #include "cls.h"
+#include "bpe.h"
 #include "err.h"
 #include "lm.h"
 #include "objective.h"
@@ -37,12 +38,35 @@ typedef struct taskobj taskobj;
  * seed, data_seed.  Fills *obj (its ctx is the new taskobj). */
 hl_status taskobj_create(taskobj **out, objective *obj, lm *l, const runcfg *cfg, hl_err *err);
 
+/* For `helene eval`: only the split to evaluate.  A data FILE is
+ * evaluated whole; a folder gives its `split` file; no --data gives the
+ * task's bundled folder.  No objective is made. */
+hl_status taskobj_create_eval(taskobj **out, lm *l, const runcfg *cfg, taskobj_split split,
+                              hl_err *err);
+
+/* For `helene data`: splits and tokens exactly as training would make them,
+ * with any tokenizer and no model.  Cannot score. */
+hl_status taskobj_create_data(taskobj **out, const bpe *tok, bool add_bos, int32_t bos_id,
+                              int32_t max_pos, const runcfg *cfg, hl_err *err);
+void taskobj_free(taskobj *t); /* for taskobjs made without an objective */
+
+struct task;
+const struct task *taskobj_task(const taskobj *t);
+/* The prompt of example i of a split, as the model sees it (after truncation). */
+hl_status taskobj_render(const taskobj *t, char *out, size_t cap, taskobj_split split,
+                         int32_t i, hl_err *err);
+/* Tokenized examples of a split (BOS included when the model uses one). */
+const cls_example *taskobj_examples(const taskobj *t, taskobj_split split, int32_t *n);
+
 /* Accuracy and mean loss over a whole split.  predictions (may be NULL):
  * one line per example: index, gold, predicted, per-class log-probabilities. */
 hl_status taskobj_evaluate(taskobj *t, double *accuracy, double *loss, taskobj_split split,
                            FILE *predictions, hl_err *err);
 
 int32_t taskobj_split_size(const taskobj *t, taskobj_split split);
+/* Data lines skipped as malformed (runcfg.skip_bad); the first one's message
+ * is copied to first[0, cap). */
+int64_t taskobj_bad_lines(const taskobj *t, char *first, size_t cap);
 const char *taskobj_task_name(const taskobj *t);
 /* Tokens in the batch selected last (for tokens/s). */
 int64_t taskobj_batch_tokens(const taskobj *t);

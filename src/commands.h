@@ -5,7 +5,11 @@
 
 int cmd_info(int argc, char **argv);
 int cmd_score(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_data(int argc, char **argv);
 extern const char cmd_info_usage[];
+extern const char cmd_eval_usage[];
+extern const char cmd_data_usage[];
 extern const char cmd_score_usage[];
 
 #endif

@@ -21,6 +21,9 @@ static const command commands[] = {
     {"info", "describe a model folder (architecture, parameters, memory)", cmd_info_usage,
      cmd_info},
     {"score", "mean NLL and perplexity of a text under a model", cmd_score_usage, cmd_score},
+    {"eval", "accuracy of a model on a prompt-based task", cmd_eval_usage, cmd_eval},
+    {"data", "show the examples, splits and prompts a task produces", cmd_data_usage,
+     cmd_data},
     {"train", "fine-tune (analytic objectives now; models later)", cmd_train_usage, cmd_train},
     {NULL, NULL, NULL, NULL},
 };
