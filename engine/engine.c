@@ -322,8 +322,9 @@ static hl_status build_objective(engine *e, hl_err *err)
         c->objective == RUNCFG_OBJECTIVE_QUADRATIC ? ANALYTIC_KIND_QUADRATIC : ANALYTIC_KIND_ROSENBROCK;
     analytic_config_default(&ac, kind);
     ac.seed = c->data_seed;
-    if (c->batch_size > 0)
-        ac.batch = c->batch_size;
+    ac.batch = c->batch_size;
+    ac.noise = c->noise;
+    ac.size_scale = c->size_scale;
     param_set_init(&e->analytic_ps);
     if ((st = analytic_init(&e->obj, &e->analytic_ps, &ac, err)))
         return st;
@@ -781,7 +782,7 @@ static void finish(engine *e)
     hl_err err;
     if (do_eval(e, &err))
         emit(e, ENGINE_EVENT_WARNING, 0, 0, "final evaluation failed: %s", err.msg);
-    if (e->task) {
+    if (e->task && taskobj_split_size(e->task, TASKOBJ_SPLIT_TEST) > 0) {
         double acc, loss;
         if (!taskobj_evaluate(e->task, &acc, &loss, TASKOBJ_SPLIT_TEST, NULL, &err)) {
             journal_test(&e->jr, e->step, "final", acc, loss);

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum key_kind { KEY_STR, KEY_I32, KEY_U64, KEY_BOOL, KEY_OBJECTIVE } key_kind;
+typedef enum key_kind { KEY_STR, KEY_I32, KEY_U64, KEY_BOOL, KEY_F64, KEY_OBJECTIVE } key_kind;
 
 typedef struct key_def {
     runcfg_key pub;
@@ -48,6 +48,9 @@ static const key_def keys[] = {
     {{"resume", "continue from this checkpoint folder"}, KEY_STR, OFF(resume), 0, 0},
     {{"log", "append the JSONL journal to this file"}, KEY_STR, OFF(log), 0, 0},
     {{"threads", "compute threads (0 = all online CPUs)"}, KEY_I32, OFF(threads), 0, 64},
+    {{"noise", "analytic objectives: per-example noise sigma"}, KEY_F64, OFF(noise), 0, 1000},
+    {{"size_scale", "analytic objectives: multiply every layer's size"}, KEY_I32,
+     OFF(size_scale), 1, 100000},
 };
 #define N_KEYS ((int)(sizeof keys / sizeof keys[0]))
 
@@ -61,6 +64,8 @@ void runcfg_init(runcfg *c)
     c->data_seed = 13;
     c->eval_every = 100;
     c->keep_last = 3;
+    c->noise = 0.1;
+    c->size_scale = 1;
     hparams_init(&c->hp);
     c->hp.total_steps = (int64_t)c->steps;
 }
@@ -132,6 +137,16 @@ hl_status runcfg_set(runcfg *c, const char *key_in, const char *value, hl_err *e
             return hl_err_set(err, HL_ERR_INVALID, "%s: value is too long", key);
         strcpy(field, value);
         return HL_OK;
+    case KEY_F64: {
+        char *end;
+        errno = 0;
+        double x = strtod(value, &end);
+        if (errno || end == value || *end || !isfinite(x) || x < d->lo || x > d->hi)
+            return hl_err_set(err, HL_ERR_INVALID, "%s: expected a number in [%g, %g], got '%s'",
+                              key, d->lo, d->hi, value);
+        *(double *)field = x;
+        return HL_OK;
+    }
     case KEY_BOOL:
         if (!strcmp(value, "true") || !strcmp(value, "on") || !strcmp(value, "1"))
             *(bool *)field = true;
@@ -290,6 +305,12 @@ char *runcfg_to_json(const runcfg *c)
         case KEY_BOOL:
             cJSON_AddBoolToObject(o, d->pub.key, *(const bool *)field);
             break;
+        case KEY_F64: {
+            char buf[40];
+            snprintf(buf, sizeof buf, "%.17g", *(const double *)field);
+            cJSON_AddItemToObject(o, d->pub.key, cJSON_CreateRaw(buf));
+            break;
+        }
         case KEY_OBJECTIVE:
             cJSON_AddStringToObject(o, d->pub.key,
                                     c->objective == RUNCFG_OBJECTIVE_MODEL       ? "model"

@@ -47,6 +47,8 @@ typedef struct runcfg {
     char resume[RUNCFG_PATH_MAX]; /* checkpoint folder to continue from */
     char log[RUNCFG_PATH_MAX];    /* JSONL journal path ("" = none) */
     int32_t threads;              /* 0 = all online CPUs */
+    double noise;                 /* analytic objectives: per-example noise σ */
+    int32_t size_scale;           /* analytic objectives: multiplies layer sizes */
     hparams hp;                   /* optimizer and its hyperparameters */
 } runcfg;
 

@@ -6,6 +6,10 @@
 int cmd_info(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+extern const char cmd_train_usage[];
+extern const char cmd_export_usage[];
 int cmd_data(int argc, char **argv);
 extern const char cmd_info_usage[];
 extern const char cmd_eval_usage[];

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cmd_train.h"
+#include "cmd_tui.h"
 #include "commands.h"
 
 typedef struct command {
@@ -24,7 +24,12 @@ static const command commands[] = {
     {"eval", "accuracy of a model on a prompt-based task", cmd_eval_usage, cmd_eval},
     {"data", "show the examples, splits and prompts a task produces", cmd_data_usage,
      cmd_data},
-    {"train", "fine-tune (analytic objectives now; models later)", cmd_train_usage, cmd_train},
+    {"train", "fine-tune a model (or an analytic objective) with a ZO optimizer",
+     cmd_train_usage, cmd_train},
+    {"export", "write a checkpoint as a Hugging Face model folder", cmd_export_usage,
+     cmd_export},
+    {"tui", "the workbench: train live, watch and steer (also: helene alone)", cmd_tui_usage,
+     cmd_tui},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -49,9 +54,9 @@ static const command *find_command(const char *name)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        print_usage(stdout);
-        return 0;
+    if (argc < 2) { /* no arguments: open the workbench on the default run */
+        char *tui_argv[] = {"tui", NULL};
+        return cmd_tui(1, tui_argv);
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {

@@ -1,0 +1,429 @@
+/* cmd_run.c - `helene train` (headless runs) and `helene export`.
+ *
+ * A run is described by a runcfg built in one order everywhere: defaults,
+ * then (with --resume) the checkpoint's own configuration, then --config
+ * FILE, then the flags.  Every `--key value` goes through runcfg_set, so
+ * the flags, the JSON config and the TUI's edits accept exactly the same
+ * keys and values.  The headless runner drives the same engine API as the
+ * TUI: it only starts it, prints progress and events, and handles signals.
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "analytic.h"
+#include "checkpoint.h"
+#include "cli.h"
+#include "commands.h"
+#include "engine.h"
+#include "model.h"
+#include "runargs.h"
+#include "safetensors.h"
+
+const char cmd_train_usage[] =
+    "usage: helene train [--model DIR --task NAME|FILE [--data PATH] | --objective NAME]\n"
+    "                    [--optimizer NAME] [--steps N] [--seed S] [--KEY VALUE ...]\n"
+    "                    [--eval-every N] [--save DIR] [--checkpoint-every N]\n"
+    "                    [--resume DIR] [--log FILE.jsonl] [--config RUN.json]\n"
+    "                    [--print-config] [--threads N] [--headless]\n"
+    "\n"
+    "Fine-tune with a zeroth-order optimizer (forward passes only).  Without\n"
+    "--headless on a terminal this opens the workbench (as `helene tui`); with\n"
+    "--headless, or when stdout is not a terminal, progress goes to stderr and a\n"
+    "summary to stdout.\n"
+    "\n"
+    "What to train:\n"
+    "  --model DIR          Hugging Face folder (OPT or GPT-2; see helene info)\n"
+    "  --task NAME|FILE     built-in task or task JSON (default: default)\n"
+    "  --data PATH          data FILE (split with --data-seed into train and dev) or\n"
+    "                       a folder with train/dev/test files (default: the task's\n"
+    "                       bundled data)\n"
+    "  --train-size N       training examples to draw (default 0 = all)\n"
+    "  --dev-size N         dev examples (default: all of a dev file; for one FILE or a\n"
+    "                       folder without dev: a fifth of train, at most 500)\n"
+    "  --objective NAME     quadratic or rosenbrock: analytic objectives, no model\n"
+    "                       (their scenario-tuned presets apply unless --no-preset)\n"
+    "\n"
+    "How:\n"
+    "  --optimizer NAME     helene (default), mezo, zo-sgd-mmt, zo-sign, zo-adam, hizoo\n"
+    "  --steps N            total steps (default 1000); resuming a checkpoint taken at\n"
+    "                       step N with --steps 2N runs N more steps\n"
+    "  --batch-size B       examples per step (default 16)\n"
+    "  --seed S             run seed: perturbations and batch order (default 42)\n"
+    "  --data-seed S        sampling and splits (default 13)\n"
+    "  --KEY VALUE          any hyperparameter: lr, eps, weight_decay, n_probes, beta1,\n"
+    "                       beta2, anneal_horizon, hess_interval, gamma, delta, kappa,\n"
+    "                       momentum_form, hess_estimator, hess_probe, lambda_mode,\n"
+    "                       lambda_abs, layer_granularity, anneal, precondition, clip,\n"
+    "                       update_clip, momentum, adam_beta1, adam_beta2, adam_eps,\n"
+    "                       hizoo_alpha ('helene help train' lists ranges below)\n"
+    "\n"
+    "Runs:\n"
+    "  --eval-every N       evaluate on dev every N steps (default 100; 0 = at the end)\n"
+    "  --save DIR           checkpoint folder of the last step (also on Ctrl-C)\n"
+    "  --checkpoint-every N periodic checkpoints in DIR/step-N (keep --keep-last, 3)\n"
+    "  --resume DIR         continue a checkpoint bit-identically\n"
+    "  --log FILE.jsonl     journal: one JSON line per step and per event\n"
+    "  --config RUN.json    settings as a JSON object; flags override it\n"
+    "  --print-config       print the resolved configuration as JSON and exit\n"
+    "  --threads N          compute threads (default: all online CPUs)\n"
+    "  --skip-bad           skip malformed data lines instead of stopping\n"
+    "  --headless           never open the workbench\n"
+    "\n"
+    "Exit status: 0 finished, 1 failed, 2 bad usage, 130/143 interrupted by\n"
+    "SIGINT/SIGTERM after writing a checkpoint (the message says how to resume).\n";
+
+const char cmd_export_usage[] =
+    "usage: helene export --checkpoint DIR --out MODEL_DIR [--dtype F32|F16|BF16]\n"
+    "\n"
+    "Write a fine-tuned checkpoint as a Hugging Face model folder (config.json,\n"
+    "tokenizer files and model.safetensors) that helene score / eval / train load.\n"
+    "The checkpoint must come from a model run; MODEL_DIR must not exist yet.\n"
+    "\n"
+    "  --checkpoint DIR  a checkpoint folder written by helene train --save\n"
+    "  --out MODEL_DIR   the folder to create\n"
+    "  --dtype T         storage type of the weights (default F32)\n";
+
+/* ------------------------------------------------------------ signals --- */
+
+static volatile sig_atomic_t g_signal; /* set by the handler, read by the loop */
+
+static void on_signal(int sig)
+{
+    g_signal = sig;
+}
+
+/* ------------------------------------------------------------ running --- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void print_events(engine *e, uint64_t *after, bool tty)
+{
+    engine_event ev[32];
+    int n;
+    while ((n = engine_events(e, ev, 32, *after)) > 0) {
+        for (int i = 0; i < n; i++) {
+            *after = ev[i].seq;
+            const char *tag = NULL;
+            switch (ev[i].kind) {
+            case ENGINE_EVENT_EVAL:
+                tag = "eval";
+                break;
+            case ENGINE_EVENT_CHECKPOINT:
+                tag = "checkpoint";
+                break;
+            case ENGINE_EVENT_WARNING:
+                tag = "warning";
+                break;
+            case ENGINE_EVENT_ERROR:
+                tag = "error";
+                break;
+            case ENGINE_EVENT_INFO:
+                tag = "info";
+                break;
+            default:
+                break;
+            }
+            if (tag)
+                fprintf(stderr, "%s[step %llu] %s: %s\n", tty ? "\r\033[K" : "",
+                        (unsigned long long)ev[i].step, tag, ev[i].text);
+        }
+    }
+}
+
+static void print_progress(const engine_telemetry *t, bool tty)
+{
+    char dev[32] = "";
+    if (!isnan(t->dev_accuracy))
+        snprintf(dev, sizeof dev, " dev %.4g", t->dev_accuracy);
+    char eta[32] = "";
+    if (t->eta_s > 0 && t->eta_s < 1e8)
+        snprintf(eta, sizeof eta, " ETA %dm%02ds", (int)(t->eta_s / 60), (int)t->eta_s % 60);
+    fprintf(stderr, "%sstep %llu/%llu loss %.6g%s %.1f steps/s%s%s", tty ? "\r\033[K" : "",
+            (unsigned long long)t->step, (unsigned long long)t->total_steps, t->loss, dev,
+            t->steps_per_s, eta, tty ? "" : "\n");
+    fflush(stderr);
+}
+
+/* Run headless to the end (or a signal).  Returns the exit status. */
+static int run_headless(engine *e, const runcfg *cfg)
+{
+    hl_err err;
+    engine_telemetry t;
+    if (engine_snapshot_alloc(e, &t, &err)) {
+        fprintf(stderr, "helene train: %s\n", err.msg);
+        return 1;
+    }
+    bool tty = isatty(STDERR_FILENO);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    if (engine_start(e, false, &err)) {
+        fprintf(stderr, "helene train: %s\n", err.msg);
+        engine_snapshot_free(&t);
+        return 1;
+    }
+    uint64_t after = 0;
+    double last_line = 0;
+    int rc = 0;
+    engine_state s = ENGINE_STATE_RUNNING;
+    for (;;) {
+        s = engine_wait(e, s, 250);
+        engine_snapshot(e, &t);
+        s = t.state;
+        print_events(e, &after, tty);
+        double now = now_s();
+        if (now - last_line >= (tty ? 0.25 : 10.0) || s != ENGINE_STATE_RUNNING) {
+            if (t.step > 0)
+                print_progress(&t, tty);
+            last_line = now;
+        }
+        if (g_signal) {
+            int sig = g_signal;
+            const char *dir = cfg->save[0] ? cfg->save : "helene-interrupted";
+            if (tty)
+                fputc('\n', stderr);
+            fprintf(stderr, "helene train: %s: finishing the current step and writing a "
+                            "checkpoint to %s\n",
+                    sig == SIGINT ? "interrupted" : "terminated", dir);
+            uint64_t id;
+            engine_cmd c = {.kind = ENGINE_CMD_CHECKPOINT};
+            snprintf(c.value, sizeof c.value, "%.1000s", dir);
+            engine_post(e, &c, &id, &err);
+            engine_cmd q = {.kind = ENGINE_CMD_QUIT};
+            engine_post(e, &q, NULL, &err);
+            engine_join(e);
+            print_events(e, &after, false);
+            engine_snapshot(e, &t);
+            fprintf(stderr,
+                    "helene train: stopped at step %llu; resume with:\n"
+                    "  helene train --resume %s --steps %llu --headless\n",
+                    (unsigned long long)t.step, dir, (unsigned long long)cfg->steps);
+            rc = 128 + sig;
+            break;
+        }
+        if (s == ENGINE_STATE_FINISHED || s == ENGINE_STATE_ERROR ||
+            (s == ENGINE_STATE_PAUSED && t.reason[0])) {
+            if (tty)
+                fputc('\n', stderr);
+            if (s != ENGINE_STATE_FINISHED) {
+                fprintf(stderr, "helene train: %s\n", t.reason);
+                rc = 1;
+            }
+            engine_cmd q = {.kind = ENGINE_CMD_QUIT};
+            engine_post(e, &q, NULL, &err);
+            engine_join(e);
+            print_events(e, &after, false);
+            engine_snapshot(e, &t);
+            break;
+        }
+    }
+    if (rc == 0) {
+        printf("steps          %llu\n", (unsigned long long)t.step);
+        printf("optimizer      %s\n", optim_method_name(t.method));
+        printf("final loss     %.6g (mean of L+ and L- of the last step)\n", t.loss);
+        if (!isnan(t.best_dev_accuracy))
+            printf("%s %.6g at step %llu\n",
+                   cfg->objective == RUNCFG_OBJECTIVE_MODEL ? "best dev acc  " : "best loss     ",
+                   t.best_dev_accuracy, (unsigned long long)t.best_dev_step);
+        printf("forwards       %llu\n", (unsigned long long)t.last.forwards_total);
+        if (cfg->save[0])
+            printf("saved          %s\n", cfg->save);
+    }
+    engine_snapshot_free(&t);
+    return rc;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        fputs(cmd_train_usage, stdout);
+        runargs_print_hparams(stdout);
+        return 0;
+    }
+    runargs ra;
+    int rc = runargs_parse(&ra, "train", argc, argv);
+    if (rc)
+        return rc;
+    if (ra.print_config) {
+        char *j = runcfg_to_json(&ra.cfg);
+        puts(j ? j : "{}");
+        free(j);
+        runargs_free(&ra);
+        return 0;
+    }
+    if (!ra.headless && isatty(STDOUT_FILENO) && isatty(STDIN_FILENO)) {
+        rc = runargs_run_tui(&ra);
+        runargs_free(&ra);
+        return rc;
+    }
+    engine *e;
+    hl_err err;
+    hl_err_clear(&err);
+    if (engine_create(&e, &ra.cfg, &err)) {
+        fprintf(stderr, "helene train: %s\n", err.msg);
+        runargs_free(&ra);
+        return 1;
+    }
+    rc = run_headless(e, &ra.cfg);
+    engine_free(e);
+    runargs_free(&ra);
+    return rc;
+}
+
+/* ------------------------------------------------------------- export --- */
+
+static int copy_file(const char *from, const char *to)
+{
+    FILE *a = fopen(from, "rb");
+    if (!a)
+        return -1;
+    FILE *b = fopen(to, "wb");
+    if (!b) {
+        fclose(a);
+        return -1;
+    }
+    char buf[1 << 15];
+    size_t n;
+    int rc = 0;
+    while ((n = fread(buf, 1, sizeof buf, a)) > 0)
+        if (fwrite(buf, 1, n, b) != n)
+            rc = -1;
+    if (ferror(a))
+        rc = -1;
+    fclose(a);
+    if (fclose(b) != 0)
+        rc = -1;
+    return rc;
+}
+
+int cmd_export(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        fputs(cmd_export_usage, stdout);
+        return 0;
+    }
+    const char *ckpt = NULL, *out = NULL, *dtype = "F32";
+    cli_flag flags[] = {
+        {"checkpoint", CLI_KIND_STRING, &ckpt, 0, 0, false},
+        {"out", CLI_KIND_STRING, &out, 0, 0, false},
+        {"dtype", CLI_KIND_STRING, &dtype, 0, 0, false},
+        {NULL, CLI_KIND_BOOL, NULL, 0, 0, false},
+    };
+    const char *pos[1];
+    int npos;
+    if (!cli_parse("export", argc, argv, flags, pos, 0, &npos))
+        return 2;
+    if (!ckpt || !out) {
+        fprintf(stderr, "helene export: --checkpoint DIR and --out MODEL_DIR are required\n");
+        return 2;
+    }
+    st_dtype dt;
+    if (!strcmp(dtype, "F32"))
+        dt = ST_DTYPE_F32;
+    else if (!strcmp(dtype, "F16"))
+        dt = ST_DTYPE_F16;
+    else if (!strcmp(dtype, "BF16"))
+        dt = ST_DTYPE_BF16;
+    else {
+        fprintf(stderr, "helene export: --dtype must be F32, F16 or BF16\n");
+        return 2;
+    }
+    struct stat sb;
+    if (stat(out, &sb) == 0) {
+        fprintf(stderr, "helene export: %s already exists; nothing written\n", out);
+        return 1;
+    }
+    runcfg cfg;
+    runcfg_init(&cfg);
+    hl_err err;
+    hl_err_clear(&err);
+    int rc = 1;
+    model m;
+    memset(&m, 0, sizeof m);
+    if (checkpoint_read_config(&cfg, ckpt, &err))
+        goto fail;
+    if (cfg.objective != RUNCFG_OBJECTIVE_MODEL || !cfg.model[0]) {
+        hl_err_set(&err, HL_ERR_INVALID, "%s: not a model checkpoint (analytic objective)", ckpt);
+        goto fail;
+    }
+    checkpoint_info ci;
+    if (model_load(&m, cfg.model, &err) || checkpoint_load(ckpt, &m.params, NULL, &ci, &err))
+        goto fail;
+    if (mkdir(out, 0755) != 0) {
+        hl_err_set(&err, HL_ERR_IO, "%s: %s", out, strerror(errno));
+        goto fail;
+    }
+    /* weights under their Hugging Face names; GPT-2 Conv1D back to [in, out] */
+    int L = m.params.n_layers;
+    st_write_tensor *ts = calloc((size_t)L, sizeof *ts);
+    float **tmp = calloc((size_t)L, sizeof *tmp);
+    int64_t(*shapes)[2] = calloc((size_t)L, sizeof *shapes);
+    if (!ts || !tmp || !shapes) {
+        free(ts);
+        free(tmp);
+        free(shapes);
+        hl_err_set(&err, HL_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < L; i++) {
+        const param_layer *l = &m.params.layers[i];
+        const float *src = param_layer_data(&m.params, i);
+        bool conv = m.cfg.family == MODEL_FAMILY_GPT2 && l->ndim == 2 &&
+                    !strncmp(l->name, "h.", 2);
+        shapes[i][0] = conv ? l->shape[1] : l->shape[0];
+        shapes[i][1] = conv ? l->shape[0] : l->shape[1];
+        if (conv && (tmp[i] = malloc(l->size * sizeof(float)))) {
+            for (int64_t r = 0; r < l->shape[0]; r++)
+                for (int64_t c = 0; c < l->shape[1]; c++)
+                    tmp[i][c * l->shape[0] + r] = src[r * l->shape[1] + c];
+            src = tmp[i];
+        }
+        ts[i] = (st_write_tensor){.name = l->name, .dtype = dt, .src = ST_SRC_F32,
+                                  .ndim = l->ndim, .shape = shapes[i], .data = src};
+    }
+    char p[4400], q[4400];
+    snprintf(p, sizeof p, "%s/model.safetensors", out);
+    const char *meta[4] = {"format", "pt", "exported_by", "helene " PACKAGE_VERSION};
+    hl_status st = st_write(p, ts, L, meta, 2, &err);
+    for (int i = 0; i < L; i++)
+        free(tmp[i]);
+    free(tmp);
+    free(ts);
+    free(shapes);
+    if (st)
+        goto fail;
+    static const char *const files[] = {"config.json", "vocab.json", "merges.txt",
+                                        "tokenizer_config.json", "special_tokens_map.json",
+                                        "generation_config.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", cfg.model, files[i]);
+        snprintf(q, sizeof q, "%s/%s", out, files[i]);
+        if (access(p, F_OK) == 0 && copy_file(p, q) != 0) {
+            hl_err_set(&err, HL_ERR_IO, "cannot copy %s to %s", p, q);
+            goto fail;
+        }
+    }
+    printf("exported %s (step %llu) to %s: %zu parameters, %s\n", ckpt,
+           (unsigned long long)ci.step, out, param_set_count(&m.params), dtype);
+    rc = 0;
+fail:
+    if (rc)
+        fprintf(stderr, "helene export: %s\n", err.msg);
+    model_free(&m);
+    runcfg_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,34 @@
+/* runargs.h - the run flags shared by `helene train` and `helene tui`.
+ *
+ * The configuration is assembled in one order: defaults; with --resume DIR,
+ * the checkpoint's own configuration; --config FILE; for analytic
+ * objectives the scenario's preset (unless --no-preset); then every other
+ * `--key value` through runcfg_set.  Flags that are not run settings
+ * (--headless, --print-config, --no-preset, --no-color, --paused) are
+ * collected here.  Leaves out: running the engine headless (cmd_run.c).
+ */
+#ifndef HELENE_RUNARGS_H
+#define HELENE_RUNARGS_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "runcfg.h"
+
+typedef struct runargs {
+    runcfg cfg;
+    bool headless, print_config, no_preset, no_color, paused;
+} runargs;
+
+/* Parse argv[1..argc).  Returns 0, or the exit status (2 bad usage, 1 a
+ * file could not be read) after printing "helene CMD: message". */
+int runargs_parse(runargs *ra, const char *cmd, int argc, char **argv);
+void runargs_free(runargs *ra);
+
+/* The hyperparameter table (key, range, default, methods, help). */
+void runargs_print_hparams(FILE *f);
+
+/* Open the workbench on ra->cfg; returns the exit status. */
+int runargs_run_tui(runargs *ra);
+
+#endif
