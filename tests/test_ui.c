@@ -475,6 +475,10 @@ static void test_form_validation(void)
     CU_ASSERT_EQUAL(f.n, hparams_count() - 1);
     int lr = form_find(&f, "lr");
     CU_ASSERT_EQUAL_FATAL(lr, 0);
+    /* HELENE's own knobs come before other methods' (which are dimmed) */
+    CU_ASSERT(form_find(&f, "beta1") < form_find(&f, "momentum"));
+    CU_ASSERT(f.fields[form_find(&f, "clip")].applies);
+    CU_ASSERT(!f.fields[form_find(&f, "adam_beta1")].applies);
     CU_ASSERT(form_valid(&f));
     CU_ASSERT_EQUAL(form_changed(&f, NULL, 0), 0);
 
@@ -494,6 +498,7 @@ static void test_form_validation(void)
     CU_ASSERT(canvas_contains(&c, f.fields[lr].error));
     CU_ASSERT(canvas_contains(&c, "(0, 1e+06]")); /* the allowed range */
     CU_ASSERT(canvas_contains(&c, "!lr"));
+    CU_ASSERT(canvas_contains(&c, "cannot apply: lr is invalid"));
 
     /* then a valid one */
     form_key(&f, UI_KEY_CTRL_U);

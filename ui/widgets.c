@@ -983,17 +983,20 @@ hl_status form_init(form *f, const hparams *hp, int32_t n_layers, hl_err *err)
         return err ? err->code : HL_ERR_NOMEM;
     }
     f->n_layers = n_layers;
-    for (int i = 0; i < total; i++) {
-        const hparam_info *info = hparams_info_at(i);
-        if (!info || !strcmp(info->key, "optimizer"))
-            continue;
-        form_field *fd = &f->fields[f->n++];
-        fd->info = info;
-        if (hparams_get(hp, fd->orig, sizeof fd->orig, info->key, NULL) != HL_OK)
-            fd->orig[0] = '\0';
-        memcpy(fd->value, fd->orig, sizeof fd->value);
-        fd->applies = method_reads(info, hp->method);
-    }
+    /* the current optimizer's keys first, then the others (dimmed) */
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < total; i++) {
+            const hparam_info *info = hparams_info_at(i);
+            if (!info || !strcmp(info->key, "optimizer") ||
+                method_reads(info, hp->method) != (pass == 0))
+                continue;
+            form_field *fd = &f->fields[f->n++];
+            fd->info = info;
+            if (hparams_get(hp, fd->orig, sizeof fd->orig, info->key, NULL) != HL_OK)
+                fd->orig[0] = '\0';
+            memcpy(fd->value, fd->orig, sizeof fd->value);
+            fd->applies = pass == 0;
+        }
     f->fresh = true;
     return HL_OK;
 }
@@ -1160,8 +1163,10 @@ form_result form_key(form *f, int key)
         f->cur = 0;
     if (f->cur >= f->n)
         f->cur = f->n - 1;
-    if (f->cur != prev)
+    if (f->cur != prev) {
         f->fresh = true;
+        f->message[0] = '\0';
+    }
     return FORM_RESULT_NONE;
 }
 
@@ -1213,8 +1218,11 @@ void form_draw(canvas *c, ui_rect screen, form *f)
                   fd->applies ? "" : " (not the current optimizer)");
     if (fd->error[0])
         canvas_text(c, in.x, y + 3, in.w, CANVAS_COLOR_BAD | CANVAS_ATTR_BOLD, fd->error);
-    else if (f->message[0])
-        canvas_text(c, in.x, y + 3, in.w, CANVAS_COLOR_BAD | CANVAS_ATTR_BOLD, f->message);
+    /* a refused Enter says why on the hint row until the next edit */
+    if (f->message[0]) {
+        canvas_text(c, in.x, y + 4, in.w, CANVAS_COLOR_BAD | CANVAS_ATTR_BOLD, f->message);
+        return;
+    }
     int changes = form_changed(f, NULL, 0);
     canvas_printf(c, in.x, y + 4, in.w, CANVAS_ATTR_DIM,
                   "%s move  type to edit  %s choices  Enter apply %d change%s  Esc cancel",

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# test_tui.sh - the workbench end to end, driven as a user would through tmux.
+#
+# Starts `helene tui` on the analytic quadratic objective in a detached
+# 100x30 tmux session on a private socket, then: waits for the header,
+# pauses (Space) and sees PAUSED, steps once (s) and sees the step advance by
+# exactly one, edits the learning rate (e) to an invalid value (sees the
+# error, Enter refused) and then to a valid one (sees it applied, with its
+# step, and in the header), checkpoints (c) and sees where, resizes to 60x20
+# (sees the too-small message) and back to 100x30 (sees the panels), quits
+# (q, confirmed with y) and checks that the program exited 0 and left the
+# terminal as it found it (stty settings, no alternate screen, cursor shown).
+#
+# Synchronisation is by polling capture-pane for expected text with a
+# timeout; the only sleeps are the 0.1 s polling interval and one short
+# check that a single step stays a single step.  Exit 0 pass, 1 fail (with
+# the reason and the screen), 77 skip (tmux missing).
+set -u
+
+HELENE=${HELENE:-./helene}
+TIMEOUT=${TUI_TEST_TIMEOUT:-30}
+
+if ! command -v tmux >/dev/null 2>&1; then
+    echo "SKIP: tmux is not installed (Debian: apt-get install tmux)"
+    exit 77
+fi
+if [ ! -x "$HELENE" ]; then
+    echo "FAIL: $HELENE is not built (run make first, or set HELENE=path)"
+    exit 1
+fi
+HELENE=$(cd "$(dirname "$HELENE")" && pwd)/$(basename "$HELENE")
+
+SOCK=helene-test-$$
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/helene-tui-test.XXXXXX")
+tm() { tmux -L "$SOCK" -f /dev/null "$@"; }
+cleanup() {
+    tm kill-server >/dev/null 2>&1
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+screen() { tm capture-pane -p -t tui 2>/dev/null; }
+
+fail() {
+    echo "FAIL: $*"
+    echo "--- screen (tmux capture-pane):"
+    screen
+    echo "--- helene stderr:"
+    cat "$WORK/stderr" 2>/dev/null
+    exit 1
+}
+
+# wait_for TEXT WHAT: poll the pane until TEXT appears (fixed string).
+wait_for() {
+    local deadline=$((SECONDS + TIMEOUT))
+    while [ $SECONDS -lt $deadline ]; do
+        screen | grep -qF -- "$1" && return 0
+        sleep 0.1
+    done
+    fail "timed out after ${TIMEOUT}s waiting for $2 (text '$1')"
+}
+
+# wait_gone TEXT WHAT: poll until TEXT is no longer on screen.
+wait_gone() {
+    local deadline=$((SECONDS + TIMEOUT))
+    while [ $SECONDS -lt $deadline ]; do
+        screen | grep -qF -- "$1" || return 0
+        sleep 0.1
+    done
+    fail "timed out after ${TIMEOUT}s waiting for $2 to go away (text '$1')"
+}
+
+# wait_line1 TEXT WHAT: like wait_for, on the header's first row only.
+wait_line1() {
+    local deadline=$((SECONDS + TIMEOUT))
+    while [ $SECONDS -lt $deadline ]; do
+        screen | head -1 | grep -qF -- "$1" && return 0
+        sleep 0.1
+    done
+    fail "timed out after ${TIMEOUT}s waiting for $2 (text '$1' in the header)"
+}
+
+# The step from the header's "step N/100000".
+current_step() { screen | sed -n 's/.*step \([0-9][0-9]*\)\/100000.*/\1/p' | head -1; }
+
+keys() { tm send-keys -t tui "$@"; }
+text() { tm send-keys -t tui -l -- "$1"; }
+
+# The pane runs a small script: it records the terminal settings, runs the
+# workbench, then says how it ended and whether the settings came back.
+cat >"$WORK/run.sh" <<EOF
+#!/bin/sh
+before=\$(stty -g)
+LC_ALL=C.UTF-8 "$HELENE" tui --objective quadratic --optimizer helene --steps 100000 \\
+    --save "$WORK/ckpt" --threads 1 2>"$WORK/stderr"
+echo "HELENE-EXIT=\$?"
+if [ "\$(stty -g)" = "\$before" ]; then echo TTY-RESTORED; else echo TTY-CHANGED; fi
+exec sleep 600
+EOF
+chmod +x "$WORK/run.sh"
+
+tm new-session -d -s tui -x 100 -y 30 "$WORK/run.sh" || fail "cannot start tmux"
+
+# 1. the header
+wait_for "objective quadratic" "the header"
+wait_for "step " "the step counter"
+
+# 2. pause
+keys Space
+wait_for "PAUSED" "the paused state"
+screen | grep -q "FINISHED" && fail "the run finished before it could be paused"
+wait_for "paused at step" "the pause to be logged with its step"
+s0=$(current_step)
+[ -n "$s0" ] || fail "cannot read the step from the header"
+
+# 3. one step, exactly
+keys s
+want=$((s0 + 1))
+wait_for "step $want/100000" "the step to advance from $s0 to $want"
+sleep 0.5 # a single step must stay single: nothing else may run meanwhile
+s1=$(current_step)
+[ "$s1" = "$want" ] || fail "one 's' moved the step from $s0 to $s1 (want $want)"
+
+# 4. edit the learning rate: invalid, refused; then valid, applied
+keys e
+wait_for "Edit hyperparameters" "the form"
+keys C-u
+text "-1"
+wait_for "lr: bad value '-1'" "the validation message for lr=-1"
+keys Enter
+wait_for "cannot apply: lr is invalid" "Enter to be refused"
+screen | grep -qF "Edit hyperparameters" || fail "the form closed on an invalid value"
+keys C-u
+text "0.001"
+wait_gone "lr: bad value" "the validation message"
+keys Enter
+wait_gone "Edit hyperparameters" "the form to close"
+wait_for "lr = 0.001 from step $((want + 1))" "the engine to apply lr at the next step"
+wait_line1 "=0.001" "the header to show the new learning rate"
+
+# 5. checkpoint, and where it went
+keys c
+wait_for "checkpoint saved to $WORK/ckpt" "the checkpoint path"
+[ -f "$WORK/ckpt/params.safetensors" ] || [ -n "$(ls -A "$WORK/ckpt" 2>/dev/null)" ] ||
+    fail "no checkpoint files in $WORK/ckpt"
+
+# 6. too small, and back
+tm resize-window -t tui -x 60 -y 20 || fail "cannot resize the tmux window"
+wait_for "Terminal too small: 60x20" "the too-small message"
+screen | grep -qF "Loss" && fail "panels are drawn below the minimum size"
+tm resize-window -t tui -x 100 -y 30
+wait_gone "Terminal too small" "the too-small message"
+wait_for "Loss" "the loss chart after the resize"
+wait_for "Layers" "the layer panel after the resize"
+wait_for "Events" "the event log after the resize"
+wait_for "step $want/100000" "the header after the resize"
+
+# 7. unsaved progress, then quit: asked first, confirmed
+keys s
+wait_for "step $((want + 1))/100000" "one more step"
+keys q
+wait_for "Quit anyway?" "the unsaved-progress question"
+keys y
+wait_for "HELENE-EXIT=" "the program to exit"
+screen | grep -qF "HELENE-EXIT=0" || fail "helene exited with $(screen | sed -n 's/.*HELENE-EXIT=//p')"
+wait_for "TTY-" "the terminal check"
+screen | grep -qF "TTY-RESTORED" || fail "the terminal settings (stty) were not restored"
+state=$(tm display-message -p -t tui '#{alternate_on} #{cursor_flag}')
+[ "$state" = "0 1" ] || fail "terminal not restored: alternate screen/cursor flags are '$state'"
+grep -q "stopped at step $((want + 1))" "$WORK/stderr" ||
+    fail "no 'stopped at step $((want + 1))' summary on stderr"
+
+echo "PASS: header, pause, one step ($s0 -> $want), lr -1 refused then 0.001 applied," \
+    "checkpoint, 60x20 too small and back, quit with confirmation, terminal restored"
+exit 0

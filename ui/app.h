@@ -1,0 +1,40 @@
+/* app.h - the workbench's main loop: curses, keys, and the live engine.
+ *
+ * app_run() takes over the terminal (it alone calls curses, on the calling
+ * thread), polls the engine's telemetry and events at a steady redraw rate,
+ * draws the panels (panels.h) into a canvas and copies it to the screen,
+ * and turns keys into engine commands.  Key bursts are drained before each
+ * redraw and coalesced (pause toggles and switch toggles net out, one step
+ * runs at a time, one evaluation or checkpoint is in flight at a time), so a
+ * held key never queues unbounded work.  The terminal is restored on every
+ * way out: normal quit, error, SIGINT/SIGTERM/SIGHUP (a flag set by the
+ * handler, acted on by the loop) and process exit (an atexit guard).
+ *
+ * Leaves out: argument parsing and engine creation (src/cmd_tui.c), mouse
+ * input.  Ownership: the engine is borrowed; app_run posts QUIT before it
+ * returns, the caller joins and frees the engine.
+ */
+#ifndef HELENE_APP_H
+#define HELENE_APP_H
+
+#include <stdbool.h>
+
+#include "engine.h"
+#include "err.h"
+
+#define APP_REDRAW_HZ_DEFAULT 10
+
+typedef struct app_options {
+    bool color;    /* false: monochrome (--no-color, NO_COLOR) */
+    int redraw_hz; /* initial redraw rate; `+`/`-` change it */
+} app_options;
+
+/* Run until the user quits, a signal arrives or the engine stops.  Returns
+ * HL_OK, or an error (no terminal, curses failed) with err filled and the
+ * terminal left as it was. */
+hl_status app_run(engine *e, const app_options *opt, hl_err *err);
+
+/* The redraw rates `+`/`-` step through, and the next one in direction dir. */
+int app_next_redraw_hz(int hz, int dir);
+
+#endif
