@@ -2,6 +2,8 @@
 #include "lm.h"
 
 #include <cblas.h>
+#include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,98 @@ void lm_set_blas_threads(int n)
     openblas_set_num_threads(n);
 }
 
+/* Find a bundled data file: $HELENE_DATA_DIR, the source tree, pkgdatadir. */
+static bool bundled_path(char *out, size_t cap, const char *rel)
+{
+    const char *dirs[3] = {getenv("HELENE_DATA_DIR"), HELENE_SRCDATADIR, HELENE_DATADIR};
+    for (int i = 0; i < 3; i++) {
+        if (!dirs[i] || !dirs[i][0])
+            continue;
+        snprintf(out, cap, "%s/%s", dirs[i], rel);
+        if (access(out, R_OK) == 0)
+            return true;
+    }
+    return false;
+}
+
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* GPT-2's initialisation: N(0, 0.02) for matrices, 1 for norm weights, 0
+ * for biases; seeded, so "random:" models are the same everywhere. */
+static void init_random(model *m, uint64_t seed)
+{
+    uint64_t s = seed;
+    for (int i = 0; i < m->params.n_layers; i++) {
+        const param_layer *pl = &m->params.layers[i];
+        float *p = param_layer_data(&m->params, i);
+        bool norm = pl->ndim == 1 && (strstr(pl->name, "ln_") || strstr(pl->name, "norm"));
+        bool weight = strstr(pl->name, ".weight") != NULL;
+        for (size_t k = 0; k < pl->size; k += 2) {
+            double u1 = ((double)(splitmix(&s) >> 11) + 0.5) / 9007199254740992.0;
+            double u2 = (double)(splitmix(&s) >> 11) / 9007199254740992.0;
+            double r = sqrt(-2.0 * log(u1)), a = 6.283185307179586 * u2;
+            float z0 = (float)(r * cos(a)), z1 = (float)(r * sin(a));
+            for (int j = 0; j < 2 && k + (size_t)j < pl->size; j++) {
+                float z = j ? z1 : z0;
+                p[k + (size_t)j] = pl->ndim > 1 ? 0.02f * z : (norm && weight ? 1.0f : 0.0f);
+            }
+        }
+    }
+}
+
+/* "random:NAME": an untrained GPT-2-architecture model with the bundled
+ * GPT-2 tokenizer, for the workbench's default until a pretrained bundled
+ * model exists.  NAME: tiny (2 x 64), small (4 x 128). */
+static hl_status open_random(lm *l, const char *spec, hl_err *err)
+{
+    const char *name = spec + strlen(LM_RANDOM_PREFIX);
+    model_config c;
+    memset(&c, 0, sizeof c);
+    c.family = MODEL_FAMILY_GPT2;
+    if (!strcmp(name, "tiny")) {
+        c.n_layers = 2;
+        c.d_model = 64;
+        c.n_heads = 4;
+    } else if (!strcmp(name, "small") || !name[0]) {
+        c.n_layers = 4;
+        c.d_model = 128;
+        c.n_heads = 4;
+    } else
+        return hl_err_set(err, HL_ERR_INVALID, "%s: unknown random model (random:tiny or "
+                          "random:small)", spec);
+    c.d_ffn = 4 * c.d_model;
+    c.d_embed = c.d_model;
+    c.vocab = 50257;
+    c.max_pos = 512;
+    c.pre_ln = c.final_ln = c.ln_affine = c.bias = c.tied_head = true;
+    c.ln_eps = 1e-5f;
+    c.act = MODEL_ACT_GELU_TANH;
+    c.bos_id = c.eos_id = 50256;
+    c.pad_id = -1;
+    snprintf(c.torch_dtype, sizeof c.torch_dtype, "float32");
+    char vocab[4200], merges[4200];
+    if (!bundled_path(vocab, sizeof vocab, "gpt2/vocab.json") ||
+        !bundled_path(merges, sizeof merges, "gpt2/merges.txt"))
+        return hl_err_set(err, HL_ERR_IO, "the bundled GPT-2 vocabulary (gpt2/vocab.json, "
+                          "merges.txt) is not installed; set HELENE_DATA_DIR");
+    hl_status st = model_init_from_config(&l->model, &c, err);
+    if (st)
+        return st;
+    init_random(&l->model, 0x48454c454e45ull); /* "HELENE" */
+    snprintf(l->model.path, sizeof l->model.path, "%s", spec);
+    if ((st = bpe_load(&l->tok, vocab, merges, err))) {
+        model_free(&l->model);
+        return st;
+    }
+    return HL_OK;
+}
+
 hl_status lm_open(lm *l, const char *dir, int n_threads, hl_err *err)
 {
     memset(l, 0, sizeof *l);
@@ -21,6 +115,14 @@ hl_status lm_open(lm *l, const char *dir, int n_threads, hl_err *err)
         return st;
     l->n_threads = n_threads;
     lm_set_blas_threads(1); /* the pool splits every sgemm itself */
+    if (!strncmp(dir, LM_RANDOM_PREFIX, strlen(LM_RANDOM_PREFIX))) {
+        if ((st = open_random(l, dir, err))) {
+            pool_free(&l->pool);
+            return st;
+        }
+        model_set_pool(&l->model, &l->pool);
+        return HL_OK;
+    }
     char vocab[4200], merges[4200];
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {

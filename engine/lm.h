@@ -24,6 +24,13 @@ typedef struct lm {
     int n_threads;
 } lm;
 
+/* A model "folder" spelled random:tiny or random:small is an untrained
+ * GPT-2-architecture model (seeded, 2 x 64 or 4 x 128, 512 positions) with
+ * the bundled GPT-2 tokenizer: the workbench's default until a pretrained
+ * bundled model exists.  Nothing is downloaded or read besides the vocabulary. */
+#define LM_RANDOM_PREFIX "random:"
+#define LM_DEFAULT_MODEL "random:small"
+
 /* Start n_threads compute threads (the pool and OpenBLAS) and load DIR.
  * On failure everything is released and err names the file. */
 hl_status lm_open(lm *l, const char *dir, int n_threads, hl_err *err);

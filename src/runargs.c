@@ -11,6 +11,7 @@
 #include "checkpoint.h"
 #include "engine.h"
 #include "hparams.h"
+#include "lm.h"
 
 static bool flag_is(const char *name, size_t len, const char *want)
 {
@@ -165,12 +166,14 @@ int runargs_parse(runargs *ra, const char *cmd, int argc, char **argv)
             return 2;
         }
     }
-    if (!ra->cfg.model[0] && ra->cfg.objective == RUNCFG_OBJECTIVE_MODEL && !ra->print_config) {
-        fprintf(stderr,
-                "helene %s: give --model DIR (a Hugging Face folder), or --objective "
-                "quadratic|rosenbrock for an analytic objective\n",
-                cmd);
-        return 2;
+    if (!ra->cfg.model[0] && ra->cfg.objective == RUNCFG_OBJECTIVE_MODEL) {
+        /* no bundled pretrained model yet: an untrained one, and say so */
+        snprintf(ra->cfg.model, sizeof ra->cfg.model, "%s", LM_DEFAULT_MODEL);
+        if (!ra->print_config && strcmp(cmd, "tui"))
+            fprintf(stderr,
+                    "helene %s: no --model given: using %s, an UNTRAINED model (give --model "
+                    "DIR for a real one, or --objective quadratic|rosenbrock)\n",
+                    cmd, LM_DEFAULT_MODEL);
     }
     return 0;
 }
