@@ -101,7 +101,7 @@ hl_status cls_score(cls_scorer *s, double *losses, int32_t *pred, double *scores
         if (ex[i].n_prompt < 1 || ex[i].n_prompt > s->max_prompt)
             return hl_err_set(err, HL_ERR_INVALID, "example %d: prompt of %d tokens (1..%d)", i,
                               ex[i].n_prompt, s->max_prompt);
-        if (ex[i].label >= K)
+        if (ex[i].label >= K || ex[i].label < -1)
             return hl_err_set(err, HL_ERR_INVALID, "example %d: label %d of %d classes", i,
                               ex[i].label, K);
     }

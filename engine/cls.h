@@ -56,8 +56,9 @@ hl_status cls_scorer_init(cls_scorer *s, model *m, const int32_t *const *words,
 void cls_scorer_free(cls_scorer *s);
 
 /* Score n <= max_batch examples.  losses[i] (may be NULL): cross-entropy of
- * the gold class; pred[i] (may be NULL): argmax class; scores (may be NULL):
- * [n, n_classes] class log-probabilities (mean over continuation tokens). */
+ * the gold class (0 when the label is -1, unknown); pred[i] (may be NULL):
+ * argmax class; scores (may be NULL): [n, n_classes] log-probabilities of
+ * the classes normalised over the classes (score_y − logsumexp_y score). */
 hl_status cls_score(cls_scorer *s, double *losses, int32_t *pred, double *scores,
                     const cls_example *ex, int32_t n, hl_err *err);
 
