@@ -9,7 +9,8 @@
 # step, and in the header), checkpoints (c) and sees where, resizes to 60x20
 # (sees the too-small message) and back to 100x30 (sees the panels), quits
 # (q, confirmed with y) and checks that the program exited 0 and left the
-# terminal as it found it (stty settings, no alternate screen, cursor shown).
+# terminal as it found it (stty settings, no alternate screen, cursor shown);
+# then the same after Ctrl-C and after SIGTERM on fresh runs.
 #
 # Synchronisation is by polling capture-pane for expected text with a
 # timeout; the only sleeps are the 0.1 s polling interval and one short
@@ -87,19 +88,45 @@ keys() { tm send-keys -t tui "$@"; }
 text() { tm send-keys -t tui -l -- "$1"; }
 
 # The pane runs a small script: it records the terminal settings, runs the
-# workbench, then says how it ended and whether the settings came back.
+# workbench with the given flags, then says how it ended and whether the
+# settings came back.
 cat >"$WORK/run.sh" <<EOF
 #!/bin/sh
+trap : INT # like an interactive shell: Ctrl-C reaches helene, not this script
 before=\$(stty -g)
-LC_ALL=C.UTF-8 "$HELENE" tui --objective quadratic --optimizer helene --steps 100000 \\
-    --save "$WORK/ckpt" --threads 1 2>"$WORK/stderr"
+LC_ALL=C.UTF-8 "$HELENE" tui --objective quadratic --optimizer helene --threads 1 "\$@" \\
+    2>"$WORK/stderr"
 echo "HELENE-EXIT=\$?"
 if [ "\$(stty -g)" = "\$before" ]; then echo TTY-RESTORED; else echo TTY-CHANGED; fi
 exec sleep 600
 EOF
 chmod +x "$WORK/run.sh"
 
-tm new-session -d -s tui -x 100 -y 30 "$WORK/run.sh" || fail "cannot start tmux"
+# find_helene PID: the helene process among PID's descendants (the pane's
+# shell may or may not exec run.sh).
+find_helene() {
+    local c
+    for c in $(pgrep -P "$1"); do
+        if [ "$(ps -o comm= -p "$c")" = helene ]; then
+            echo "$c"
+            return 0
+        fi
+        find_helene "$c" && return 0
+    done
+    return 1
+}
+
+# terminal_restored: the pane's program ended and left the terminal as found
+terminal_restored() {
+    wait_for "TTY-" "the terminal check"
+    screen | grep -qF "TTY-RESTORED" || fail "the terminal settings (stty) were not restored"
+    local state
+    state=$(tm display-message -p -t tui '#{alternate_on} #{cursor_flag}')
+    [ "$state" = "0 1" ] || fail "terminal not restored: alternate screen/cursor flags are '$state'"
+}
+
+tm new-session -d -s tui -x 100 -y 30 "$WORK/run.sh --steps 100000 --save $WORK/ckpt" ||
+    fail "cannot start tmux"
 
 # 1. the header
 wait_for "objective quadratic" "the header"
@@ -163,13 +190,27 @@ wait_for "Quit anyway?" "the unsaved-progress question"
 keys y
 wait_for "HELENE-EXIT=" "the program to exit"
 screen | grep -qF "HELENE-EXIT=0" || fail "helene exited with $(screen | sed -n 's/.*HELENE-EXIT=//p')"
-wait_for "TTY-" "the terminal check"
-screen | grep -qF "TTY-RESTORED" || fail "the terminal settings (stty) were not restored"
-state=$(tm display-message -p -t tui '#{alternate_on} #{cursor_flag}')
-[ "$state" = "0 1" ] || fail "terminal not restored: alternate screen/cursor flags are '$state'"
+terminal_restored
 grep -q "stopped at step $((want + 1))" "$WORK/stderr" ||
     fail "no 'stopped at step $((want + 1))' summary on stderr"
 
+# 8. signals: Ctrl-C at the keyboard, and SIGTERM from outside, both leave
+#    through the main loop and restore the terminal
+for how in ctrl-c sigterm; do
+    tm respawn-pane -k -t tui "$WORK/run.sh --steps 1000 --paused" || fail "cannot respawn the pane"
+    wait_for "PAUSED (paused at start" "the header of a fresh run ($how)"
+    if [ "$how" = ctrl-c ]; then
+        keys C-c
+    else
+        pid=$(find_helene "$(tm display-message -p -t tui '#{pane_pid}')")
+        [ -n "$pid" ] || fail "cannot find the helene process under the pane"
+        kill -TERM "$pid"
+    fi
+    wait_for "HELENE-EXIT=" "the program to exit on $how"
+    terminal_restored
+done
+
 echo "PASS: header, pause, one step ($s0 -> $want), lr -1 refused then 0.001 applied," \
-    "checkpoint, 60x20 too small and back, quit with confirmation, terminal restored"
+    "checkpoint, 60x20 too small and back, quit with confirmation, Ctrl-C, SIGTERM;" \
+    "terminal restored every time"
 exit 0
