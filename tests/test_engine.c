@@ -497,6 +497,63 @@ static void test_short_finetune_lowers_loss(void)
     }
 }
 
+/* Rollback puts back the last checkpoint: step, θ and optimizer state. */
+static void test_rollback_restores_checkpoint(void)
+{
+    char dir[512], again[600];
+    snprintf(dir, sizeof dir, "%s/rollback", tmp);
+    snprintf(again, sizeof again, "%s/rollback-again", tmp);
+    runcfg c;
+    runcfg_init(&c);
+    set(&c, "objective", "quadratic");
+    set(&c, "optimizer", "helene");
+    set(&c, "steps", "100000");
+    set(&c, "eval_every", "0");
+    set(&c, "save", dir);
+    engine *e;
+    hl_err err;
+    CU_ASSERT_EQUAL_FATAL(engine_create(&e, &c, &err), HL_OK);
+    engine_telemetry t;
+    engine_snapshot_alloc(e, &t, &err);
+    CU_ASSERT_EQUAL_FATAL(engine_start(e, true, &err), HL_OK);
+    /* nothing to roll back to yet */
+    CU_ASSERT_EQUAL(wait_answer(e, post(e, ENGINE_CMD_ROLLBACK, NULL, NULL), NULL, 5000),
+                    ENGINE_EVENT_REJECTED);
+    for (int i = 0; i < 3; i++) {
+        uint64_t id = post(e, ENGINE_CMD_STEP_ONCE, NULL, NULL);
+        CU_ASSERT_EQUAL(wait_answer(e, id, NULL, 5000), ENGINE_EVENT_APPLIED);
+        for (int k = 0; k < 200 && current_step(e, &t) < (uint64_t)i + 1; k++)
+            sleep_ms(5);
+    }
+    CU_ASSERT_EQUAL(wait_answer(e, post(e, ENGINE_CMD_CHECKPOINT, NULL, ""), NULL, 5000),
+                    ENGINE_EVENT_APPLIED);
+    post(e, ENGINE_CMD_RESUME, NULL, NULL);
+    for (int k = 0; k < 400 && current_step(e, &t) < 50; k++)
+        sleep_ms(5);
+    CU_ASSERT(t.step >= 50);
+    CU_ASSERT_EQUAL(wait_answer(e, post(e, ENGINE_CMD_ROLLBACK, NULL, NULL), NULL, 5000),
+                    ENGINE_EVENT_APPLIED);
+    sleep_ms(60);
+    engine_snapshot(e, &t);
+    CU_ASSERT_EQUAL(t.step, 3);
+    CU_ASSERT_EQUAL(t.state, ENGINE_STATE_PAUSED);
+    /* the rolled-back state is the checkpoint's, byte for byte */
+    CU_ASSERT_EQUAL(wait_answer(e, post(e, ENGINE_CMD_CHECKPOINT, NULL, again), NULL, 5000),
+                    ENGINE_EVENT_APPLIED);
+    char pa[700], pb[700];
+    for (int f = 0; f < 2; f++) {
+        const char *name = f ? "optim.safetensors" : "params.safetensors";
+        snprintf(pa, sizeof pa, "%s/%s", dir, name);
+        snprintf(pb, sizeof pb, "%s/%s", again, name);
+        CU_ASSERT(same_file(pa, pb));
+    }
+    post(e, ENGINE_CMD_QUIT, NULL, NULL);
+    engine_join(e);
+    engine_snapshot_free(&t);
+    engine_free(e);
+    runcfg_free(&c);
+}
+
 static void register_engine(void)
 {
     CU_pSuite s = CU_add_suite("engine", suite_init, suite_clean);
@@ -505,6 +562,7 @@ static void register_engine(void)
     TEST_ADD(s, test_resume_bit_identical_model);
     TEST_ADD(s, test_bad_checkpoints_are_refused);
     TEST_ADD(s, test_checkpoint_survives_kill);
+    TEST_ADD(s, test_rollback_restores_checkpoint);
     TEST_ADD(s, test_short_finetune_lowers_loss);
 }
 

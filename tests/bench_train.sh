@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# bench_train.sh - one ZO training step on an OPT-125m-shaped model, helene beside
+# the PyTorch MeZO reference step (tests/ref/bench_mezo_step.py: per-parameter
+# torch.normal with a reseeded generator, HF-style full-vocabulary logits), and
+# the peak RSS of helene training with MeZO and HELENE.  Batch 16 x 64 tokens,
+# 2 threads.  Run from the build folder (make bench does).
+set -euo pipefail
+srcdir=${srcdir:-$(dirname "$0")/..}
+threads=${BENCH_THREADS:-2}
+steps=${BENCH_STEPS:-6}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+./mkmodel "$tmp/opt125" opt-125m F16 > /dev/null
+# 200 labelled sentences of ~62 tokens, so each prompt is 64 tokens with BOS
+awk 'BEGIN {
+  printf "sentence\tlabel\n";
+  for (i = 0; i < 200; i++) {
+    s = "";
+    for (w = 0; w < 56; w++) s = s sprintf("%s%s", w ? " " : "", (w * 7 + i) % 3 ? "the film" : "story");
+    printf "%s\t%d\n", s, i % 2;
+  }
+}' > "$tmp/long.tsv"
+
+weights_mib=$(awk 'BEGIN { printf "%.1f", 125239296 * 4 / 1048576 }')
+for opt in mezo helene; do
+  /usr/bin/time -v ./helene train --model "$tmp/opt125" --task sst2 --data "$tmp/long.tsv" \
+    --max-tokens 63 --batch-size 16 --optimizer "$opt" --steps "$steps" --eval-every 0 \
+    --threads "$threads" --log "$tmp/$opt.jsonl" --headless > /dev/null 2> "$tmp/$opt.time"
+  rss=$(awk -F: '/Maximum resident/ {gsub(/ /, "", $2); print $2 / 1024}' "$tmp/$opt.time")
+  # median step time over the steps after the first (warm caches)
+  awk -v opt="$opt" -v rss="$rss" -v w="$weights_mib" '
+    /"step":/ && !/"event"/ {
+      match($0, /"step":[0-9]+/); st = substr($0, RSTART + 7, RLENGTH - 7) + 0;
+      if (st < 2) next;
+      t = 0;
+      n = split("ms_perturb ms_forward ms_update", k, " ");
+      for (i = 1; i <= n; i++) { match($0, "\"" k[i] "\":[0-9.e+-]+"); t += substr($0, RSTART + length(k[i]) + 3, RLENGTH - length(k[i]) - 3) }
+      v[++m] = t; tok += 0;
+    }
+    END {
+      asort(v); med = m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2;
+      mult = opt == "mezo" ? 1.15 : 3.15;
+      printf "helene_%s_step_ms          %.0f\n", opt, med;
+      printf "helene_%s_peak_rss_mib     %.0f (goal <= %.2f x %.0f + 64 = %.0f)\n", opt, rss, mult, w, mult * w + 64;
+    }' "$tmp/$opt.jsonl"
+done
+
+if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+  echo "## PyTorch MeZO reference step"
+  /usr/bin/time -v /usr/bin/python3 "$srcdir/tests/ref/bench_mezo_step.py" --threads "$threads" 2> "$tmp/torch.time"
+  awk -F: '/Maximum resident/ {gsub(/ /, "", $2); printf "torch_mezo_peak_rss_mib     %.0f\n", $2 / 1024}' "$tmp/torch.time"
+else
+  echo "## PyTorch reference skipped: apt-get install python3-torch to compare"
+fi
