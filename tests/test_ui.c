@@ -681,6 +681,13 @@ static void test_panels_full_screen(void)
                 CU_ASSERT(all_ascii(&c));
             canvas_free(&c);
         }
+    /* the built-in random model is labelled as untrained */
+    canvas h;
+    CU_ASSERT_EQUAL_FATAL(canvas_init(&h, 100, 2, false, NULL), HL_OK);
+    snprintf(t->model_name, sizeof t->model_name, "random:small");
+    panels_header(&h, (ui_rect){0, 0, 100, 2}, t);
+    CU_ASSERT(canvas_contains(&h, "model random:small (untrained)  task sst2"));
+    canvas_free(&h);
     /* the schedule follows the hyperparameters: another T, another curve */
     canvas a, b;
     CU_ASSERT_EQUAL_FATAL(canvas_init(&a, 40, 6, true, NULL), HL_OK);

@@ -158,7 +158,9 @@ void panels_header(canvas *c, ui_rect r, const engine_telemetry *t)
         size_t base = len;
         while (base > 0 && m[base - 1] != '/')
             base--;
-        n = seg_add(s, n, 1, 0, "model %.*s", (int)(len - base), len ? m + base : "-");
+        /* the built-in "random:SIZE" models are untrained: say so */
+        n = seg_add(s, n, 1, 0, "model %.*s%s", (int)(len - base), len ? m + base : "-",
+                    strncmp(m, "random:", 7) ? "" : " (untrained)");
         n = seg_add(s, n, 2, 0, "task %s", t->task_name[0] ? t->task_name : "-");
     }
     n = seg_add(s, n, 0, CANVAS_ATTR_BOLD, "%s", optim_method_name(t->method));
