@@ -35,7 +35,10 @@ SOCK=helene-test-$$
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/helene-tui-test.XXXXXX")
 tm() { tmux -L "$SOCK" -f /dev/null "$@"; }
 cleanup() {
+    local sock
+    sock=$(tm display-message -p '#{socket_path}' 2>/dev/null)
     tm kill-server >/dev/null 2>&1
+    [ -n "$sock" ] && rm -f "$sock" # tmux leaves the socket file behind
     rm -rf "$WORK"
 }
 trap cleanup EXIT
