@@ -242,6 +242,7 @@ static void publish(engine *e, bool force)
     hparams_free(&w->hp);
     hparams_copy(&w->hp, optim_hparams(e->opt), NULL);
     w->method = w->hp.method;
+    w->method_step = optim_method_steps(e->opt);
     pthread_mutex_lock(&e->mu);
     telemetry_copy(&e->pub, w);
     e->shared_state = w->state;
@@ -449,6 +450,8 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
     if (e->cfg.log[0] && (st = journal_open(&e->jr, e->cfg.log, cut, err)))
         goto fail;
     e->work.step = e->step;
+    e->work.method_step = optim_method_steps(e->opt);
+    e->work.dev_is_accuracy = e->task != NULL;
     e->work.total_steps = e->cfg.steps;
     e->work.state = ENGINE_STATE_LOADING;
     publish(e, true);
@@ -741,6 +744,7 @@ static void record_step(engine *e, double seconds)
     const optim_step_stats *s = optim_last_stats(e->opt);
     w->last = *s;
     w->step = e->step;
+    w->method_step = optim_method_steps(e->opt);
     w->loss = 0.5 * (s->loss_plus + s->loss_minus);
     w->unsaved = true;
     e->step_ema_s = e->step_ema_s > 0 ? 0.9 * e->step_ema_s + 0.1 * seconds : seconds;
@@ -809,8 +813,14 @@ static void finish(engine *e)
         if (do_checkpoint(e, e->cfg.save, &err))
             emit(e, ENGINE_EVENT_ERROR, 0, 0, "final checkpoint failed: %s", err.msg);
     }
-    char why[128];
-    snprintf(why, sizeof why, "finished %llu steps", (unsigned long long)e->step);
+    char why[256];
+    if (isnan(e->work.best_dev_accuracy))
+        snprintf(why, sizeof why, "finished %llu steps", (unsigned long long)e->step);
+    else
+        snprintf(why, sizeof why, "finished %llu steps; best %s %.4g at step %llu",
+                 (unsigned long long)e->step, e->task ? "dev accuracy" : "exact loss",
+                 e->work.best_dev_accuracy, (unsigned long long)e->work.best_dev_step);
+    emit(e, ENGINE_EVENT_FINISHED, 0, e->work.best_dev_accuracy, "%s", why);
     set_state(e, ENGINE_STATE_FINISHED, why);
 }
 

@@ -74,6 +74,7 @@ typedef enum engine_event_kind {
     ENGINE_EVENT_WARNING,
     ENGINE_EVENT_ERROR,
     ENGINE_EVENT_INFO,
+    ENGINE_EVENT_FINISHED,    /* the run reached its total steps; text sums it up */
 } engine_event_kind;
 
 typedef struct engine_event {
@@ -121,6 +122,8 @@ typedef struct engine_telemetry {
     int32_t method;              /* optim_method */
     hparams hp;                  /* current hyperparameters (copy) */
     uint64_t step, total_steps;
+    uint64_t method_step;        /* steps of the current method (α_t's t; restarts on switch) */
+    bool dev_is_accuracy;        /* the DEV series: accuracy (models) or exact loss (analytic) */
     bool unsaved;                /* steps done since the last checkpoint */
 
     /* the last step */

@@ -659,6 +659,11 @@ const hparams *optim_hparams(const optim *o)
     return &o->hp;
 }
 
+uint64_t optim_method_steps(const optim *o)
+{
+    return o->t_local;
+}
+
 uint64_t optim_steps_done(const optim *o)
 {
     return o->t;

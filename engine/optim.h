@@ -90,6 +90,8 @@ const hparams *optim_hparams(const optim *o);
 hl_status optim_step(optim *o, const objective *obj, hl_err *err);
 
 uint64_t optim_steps_done(const optim *o);
+/* Steps done since the current method's state was created (HELENE's t). */
+uint64_t optim_method_steps(const optim *o);
 const optim_step_stats *optim_last_stats(const optim *o);
 const optim_layer_stats *optim_layer_stats_get(const optim *o); /* [ps->n_layers] */
 

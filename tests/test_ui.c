@@ -577,6 +577,7 @@ static engine_telemetry *fake_telemetry(void)
     t->state = ENGINE_STATE_PAUSED;
     snprintf(t->reason, sizeof t->reason, "paused by the user");
     snprintf(t->model_name, sizeof t->model_name, "tests/fixtures/models/opt-tiny-f32/");
+    t->dev_is_accuracy = true;
     snprintf(t->task_name, sizeof t->task_name, "sst2");
     t->method = OPTIM_METHOD_HELENE;
     t->step = 200;
@@ -685,6 +686,7 @@ static void test_panels_full_screen(void)
     canvas h;
     CU_ASSERT_EQUAL_FATAL(canvas_init(&h, 100, 2, false, NULL), HL_OK);
     snprintf(t->model_name, sizeof t->model_name, "random:small");
+    t->dev_is_accuracy = true;
     panels_header(&h, (ui_rect){0, 0, 100, 2}, t);
     CU_ASSERT(canvas_contains(&h, "model random:small (untrained)  task sst2"));
     canvas_free(&h);

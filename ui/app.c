@@ -341,6 +341,10 @@ static void handle_event(app *a, const engine_event *ev)
     case ENGINE_EVENT_INFO:
         ui_log_add(&a->log, 0, "%s%s", prefix, ev->text);
         break;
+    case ENGINE_EVENT_FINISHED:
+        /* logged with the state change below, which also covers ERROR */
+        app_flash(a, CANVAS_COLOR_GOOD, "%s", ev->text);
+        break;
     }
     a->dirty = true;
 }
@@ -358,8 +362,8 @@ static void poll_engine(app *a)
         a->have_t = true;
         a->dirty = true;
         if (a->t.state != a->last_state || strcmp(a->t.reason, a->last_reason) != 0) {
-            /* finishing and failing have no event of their own: log them
-             * here (pauses are answered by their commands' events) */
+            /* finishing and failing are logged here, once per change
+             * (pauses are answered by their commands' events) */
             if (a->t.state == ENGINE_STATE_FINISHED || a->t.state == ENGINE_STATE_ERROR)
                 ui_log_add(&a->log,
                            a->t.state == ENGINE_STATE_ERROR ? CANVAS_COLOR_BAD : CANVAS_COLOR_WARN,

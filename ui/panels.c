@@ -274,8 +274,7 @@ void panels_loss(canvas *c, ui_rect r, const engine_telemetry *t)
 
 bool panels_is_analytic(const engine_telemetry *t)
 {
-    /* the engine names an analytic objective as both model and task */
-    return t->model_name[0] && !strcmp(t->model_name, t->task_name);
+    return !t->dev_is_accuracy;
 }
 
 void panels_dev(canvas *c, ui_rect r, const engine_telemetry *t)
@@ -485,7 +484,10 @@ void panels_schedule(canvas *c, ui_rect r, const engine_telemetry *t)
             m = 2;
         for (int j = 0; j < m; j++) {
             xs[j] = 1 + (uint64_t)llround((double)j * (double)(total - 1) / (double)(m - 1));
-            ys[j] = (float)optim_helene_alpha(hp, xs[j]);
+            /* α_t counts the current method's steps: shift by the steps
+             * run before the last switch */
+            uint64_t off = t->step > t->method_step ? t->step - t->method_step : 0;
+            ys[j] = (float)optim_helene_alpha(hp, xs[j] > off ? xs[j] - off : 1);
         }
         chart_series s[2] = {{"alpha", m, xs, ys, CANVAS_COLOR_ALPHA | CANVAS_ATTR_BOLD, '*'},
                              {"lr", 0, NULL, NULL, CANVAS_COLOR_LR, 'e'}};
