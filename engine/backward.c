@@ -1,0 +1,1295 @@
+/* backward.c - see backward.h.
+ *
+ * Layout of the work: the training forward mirrors model_forward call for
+ * call (same kernels, same order, same bias-then-sgemm folding) but writes
+ * each layer's activations to their own slices instead of overwriting one
+ * residual buffer.  The backward pass walks the layers in reverse; per
+ * linear layer y = x W^T + b it computes dx = dy W (rows split in fixed
+ * chunks), dW += dy^T x (rows of dW split in fixed chunks, the sum over
+ * tokens inside one sgemm) and db += column sums of dy (columns split,
+ * tokens summed in order).  Layer-norm and activation outputs are
+ * recomputed from their saved inputs with the forward's own kernels.
+ */
+#include "backward.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+
+/* ------------------------------------------------------ fixed-chunk sgemm --- */
+
+/* As kernels.c: split points depend on the shapes alone, never on the
+ * number of threads, so every thread count makes the same sgemm calls. */
+#define MM_ROW_CHUNK 256
+#define MM_COL_CHUNK 1024
+#define MM_WROW_CHUNK 64  /* rows of a weight gradient per sgemm */
+#define MM_WCOL_CHUNK 256 /* columns, when a weight has too few rows to split */
+
+typedef struct mm_job {
+    bool trans_a;    /* C += A^T B (weight gradients) instead of C = beta C + A B */
+    float *c;
+    const float *a, *b;
+    int lda, ldb, ldc;
+    int M, N, K;     /* C is [M, N]; the reduction runs over K */
+    float beta;
+} mm_job;
+
+static void mm_fn(void *arg, int tid, int nt)
+{
+    mm_job *j = arg;
+    bool by_rows;
+    size_t chunk;
+    if (j->trans_a) {
+        by_rows = j->M >= 2 * MM_WROW_CHUNK || j->N < 2 * MM_WCOL_CHUNK;
+        chunk = by_rows ? MM_WROW_CHUNK : MM_WCOL_CHUNK;
+    } else {
+        by_rows = j->M >= 2 * MM_ROW_CHUNK || j->N < 2 * MM_COL_CHUNK;
+        chunk = by_rows ? MM_ROW_CHUNK : MM_COL_CHUNK;
+    }
+    const size_t total = by_rows ? (size_t)j->M : (size_t)j->N;
+    const size_t n_chunks = (total + chunk - 1) / chunk;
+    size_t c0, c1;
+    pool_range(n_chunks, tid, nt, 1, &c0, &c1);
+    for (size_t c = c0; c < c1; c++) {
+        size_t a0 = c * chunk, a1 = a0 + chunk < total ? a0 + chunk : total;
+        int len = (int)(a1 - a0);
+        if (j->trans_a) {
+            /* A is [K, M]: rows a0..a1 of A^T are its columns a0..a1 */
+            if (by_rows)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, len, j->N, j->K, 1.0f,
+                            j->a + a0, j->lda, j->b, j->ldb, 1.0f, j->c + a0 * (size_t)j->ldc,
+                            j->ldc);
+            else
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, j->M, len, j->K, 1.0f, j->a,
+                            j->lda, j->b + a0, j->ldb, 1.0f, j->c + a0, j->ldc);
+        } else {
+            if (by_rows)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, len, j->N, j->K, 1.0f,
+                            j->a + a0 * (size_t)j->lda, j->lda, j->b, j->ldb, j->beta,
+                            j->c + a0 * (size_t)j->ldc, j->ldc);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, j->M, len, j->K, 1.0f,
+                            j->a, j->lda, j->b + a0, j->ldb, j->beta, j->c + a0, j->ldc);
+        }
+    }
+}
+
+/* dx[N, K] (ldx) = beta * dx + dy[N, O] (ldy) · W[O, K]: the input gradient
+ * of y = x W^T. */
+static void mm_dx(pool *p, float *dx, size_t ldx, const float *dy, size_t ldy, const float *W,
+                  int N, int O, int K, float beta)
+{
+    if (N <= 0)
+        return;
+    mm_job j = {.trans_a = false, .c = dx, .a = dy, .b = W, .lda = (int)ldy, .ldb = K,
+                .ldc = (int)ldx, .M = N, .N = K, .K = O, .beta = beta};
+    pool_run(p, mm_fn, &j);
+}
+
+/* dW[O, K] += dy[N, O]^T (ldy) · x[N, K] (ldx): the weight gradient. */
+static void mm_dw(pool *p, float *dW, const float *dy, size_t ldy, const float *x, size_t ldx,
+                  int N, int O, int K)
+{
+    if (N <= 0)
+        return;
+    mm_job j = {.trans_a = true, .c = dW, .a = dy, .b = x, .lda = (int)ldy, .ldb = (int)ldx,
+                .ldc = K, .M = O, .N = K, .K = N, .beta = 1.0f};
+    pool_run(p, mm_fn, &j);
+}
+
+/* -------------------------------------------------------- elementwise --- */
+
+typedef struct colsum_job {
+    float *db;
+    const float *dy;
+    size_t rows, ld;
+    int n;
+} colsum_job;
+
+/* db[o] += sum over rows of dy[r, o]: columns split, rows summed in order. */
+static void colsum_fn(void *arg, int tid, int nt)
+{
+    colsum_job *j = arg;
+    size_t c0, c1;
+    pool_range((size_t)j->n, tid, nt, 16, &c0, &c1);
+    for (size_t r = 0; r < j->rows; r++) {
+        const float *d = j->dy + r * j->ld;
+        for (size_t c = c0; c < c1; c++)
+            j->db[c] += d[c];
+    }
+}
+
+static void par_colsum(pool *p, float *db, const float *dy, size_t rows, int n, size_t ld)
+{
+    if (!db)
+        return;
+    colsum_job j = {.db = db, .dy = dy, .rows = rows, .ld = ld, .n = n};
+    pool_run(p, colsum_fn, &j);
+}
+
+/* y = act(x) from a saved pre-activation: the forward's own kernel. */
+static void act_recompute(pool *p, float *y, const float *pre, size_t rows, int F, int act)
+{
+    memcpy(y, pre, rows * (size_t)F * sizeof(float));
+    kern_par_bias_act(p, y, NULL, rows, F, (size_t)F, act);
+}
+
+static int act_code(model_act a)
+{
+    switch (a) {
+    case MODEL_ACT_RELU:
+        return 1;
+    case MODEL_ACT_GELU_TANH:
+        return 2;
+    case MODEL_ACT_GELU_ERF:
+        return 3;
+    }
+    return 0;
+}
+
+typedef struct act_job {
+    float *d;
+    const float *pre;
+    size_t n;
+    model_act act;
+} act_job;
+
+/* d *= act'(pre).  tanh-GELU as kern_gelu_tanh writes it: x·s with
+ * s = 1/(1 + e^(−2u)), u = k(x + 0.044715x³), so the derivative is
+ * s + x·s(1−s)·2k(1 + 3·0.044715x²); s(1−s) is computed as a product so
+ * that e^(−2u) = inf gives 0, not inf/inf. */
+static void act_back_fn(void *arg, int tid, int nt)
+{
+    act_job *j = arg;
+    size_t i0, i1;
+    pool_range(j->n, tid, nt, 16, &i0, &i1);
+    float *d = j->d;
+    const float *x = j->pre;
+    switch (j->act) {
+    case MODEL_ACT_RELU:
+        for (size_t i = i0; i < i1; i++)
+            d[i] = x[i] > 0.0f ? d[i] : 0.0f;
+        break;
+    case MODEL_ACT_GELU_TANH: {
+        const float k2 = 1.5957691216057308f; /* 2·sqrt(2/pi) */
+        for (size_t i = i0; i < i1; i++) {
+            float xi = x[i], x2 = xi * xi;
+            float s = 1.0f / (1.0f + expf(-k2 * (xi + 0.044715f * x2 * xi)));
+            float g = s + xi * (s * (1.0f - s)) * k2 * (1.0f + 3.0f * 0.044715f * x2);
+            d[i] *= g;
+        }
+        break;
+    }
+    case MODEL_ACT_GELU_ERF:
+        for (size_t i = i0; i < i1; i++) {
+            float xi = x[i];
+            float g = 0.5f * (1.0f + erff(xi * 0.7071067811865476f)) +
+                      xi * 0.3989422804014327f * expf(-0.5f * xi * xi);
+            d[i] *= g;
+        }
+        break;
+    }
+}
+
+/* ------------------------------------------------------ layer norm back --- */
+
+typedef struct lnb_job {
+    float *dx;        /* [rows, C] output */
+    const float *acc; /* [rows, C] added to dx (may be dx itself, or NULL) */
+    const float *dy, *x, *w;
+    float *xhat;      /* [rows, C] scratch: normalised input, for the parameter pass */
+    float *dw, *db;
+    size_t rows;
+    int C;
+    float eps;
+} lnb_job;
+
+/* Per row: mean and rstd recomputed exactly as kern_layernorm does, then
+ * dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·w. */
+static void lnb_rows_fn(void *arg, int tid, int nt)
+{
+    lnb_job *j = arg;
+    const int C = j->C;
+    size_t r0, r1;
+    pool_range(j->rows, tid, nt, 1, &r0, &r1);
+    for (size_t r = r0; r < r1; r++) {
+        const float *xr = j->x + r * (size_t)C, *dy = j->dy + r * (size_t)C;
+        float *xh = j->xhat + r * (size_t)C, *dx = j->dx + r * (size_t)C;
+        float sum = 0.0f;
+        for (int i = 0; i < C; i++)
+            sum += xr[i];
+        float mean = sum / (float)C;
+        float var = 0.0f;
+        for (int i = 0; i < C; i++) {
+            float d = xr[i] - mean;
+            var += d * d;
+        }
+        float rstd = 1.0f / sqrtf(var / (float)C + j->eps);
+        double sg = 0, sgx = 0;
+        for (int i = 0; i < C; i++) {
+            xh[i] = (xr[i] - mean) * rstd;
+            float g = j->w ? dy[i] * j->w[i] : dy[i];
+            sg += g;
+            sgx += (double)g * xh[i];
+        }
+        float mg = (float)(sg / C), mgx = (float)(sgx / C);
+        const float *acc = j->acc ? j->acc + r * (size_t)C : NULL;
+        for (int i = 0; i < C; i++) {
+            float g = j->w ? dy[i] * j->w[i] : dy[i];
+            float v = rstd * (g - mg - xh[i] * mgx);
+            dx[i] = acc ? acc[i] + v : v;
+        }
+    }
+}
+
+static void lnb_params_fn(void *arg, int tid, int nt)
+{
+    lnb_job *j = arg;
+    const size_t C = (size_t)j->C;
+    size_t c0, c1;
+    pool_range(C, tid, nt, 16, &c0, &c1);
+    for (size_t r = 0; r < j->rows; r++) {
+        const float *dy = j->dy + r * C, *xh = j->xhat + r * C;
+        for (size_t c = c0; c < c1; c++) {
+            j->dw[c] += dy[c] * xh[c];
+            j->db[c] += dy[c];
+        }
+    }
+}
+
+/* dx = acc + d LN(x)/dx · dy; dw += Σ dy·x̂, db += Σ dy (w, dw, db may be
+ * NULL: no affine parameters).  xhat is [rows, C] scratch. */
+static void layernorm_back(pool *p, float *dx, const float *acc, const float *dy, const float *x,
+                           const float *w, float *dw, float *db, float *xhat, size_t rows, int C,
+                           float eps)
+{
+    lnb_job j = {.dx = dx, .acc = acc, .dy = dy, .x = x, .w = w, .xhat = xhat, .dw = dw,
+                 .db = db, .rows = rows, .C = C, .eps = eps};
+    pool_run(p, lnb_rows_fn, &j);
+    if (dw && db)
+        pool_run(p, lnb_params_fn, &j);
+}
+
+/* ---------------------------------------------------- attention back --- */
+
+typedef struct attb_job {
+    float *dqkv;             /* [N, 3C] */
+    const float *datt;       /* [N, C] */
+    const float *qkv;        /* [N, 3C] */
+    const int32_t *seq_start;
+    int B, C, NH, max_T;
+    float scale;
+    float *scratch;
+    size_t scratch_stride;
+} attb_job;
+
+/* One (sequence, head), rows in order: recompute p_i exactly as the forward
+ * does, then dv_t += p_it·do_i, ds_it = p_it(dp_it − Σ_t p_it dp_it),
+ * dq_i = scale·Σ_t ds_it k_t, dk_t += scale·ds_it q_i.  Each task writes
+ * only its own rows and head slice. */
+static void attention_back_task(const attb_job *j, int b, int h, float *scratch)
+{
+    const int C = j->C, HD = C / j->NH;
+    const size_t ld = 3 * (size_t)C;
+    const int32_t t0 = j->seq_start[b], T = j->seq_start[b + 1] - t0;
+    const float *q = j->qkv + (size_t)t0 * ld + (size_t)h * HD;
+    const float *k = q + C, *v = q + 2 * C;
+    float *dq = j->dqkv + (size_t)t0 * ld + (size_t)h * HD;
+    float *dk = dq + C, *dv = dq + 2 * C;
+    const float *dout = j->datt + (size_t)t0 * C + (size_t)h * HD;
+    float *s = scratch;                 /* [T] probabilities */
+    float *dp = scratch + j->max_T;     /* [T] */
+    float *kT = scratch + 2 * (size_t)j->max_T; /* [HD, T] */
+    for (int t = 0; t < T; t++)
+        for (int e = 0; e < HD; e++) {
+            kT[(size_t)e * T + t] = k[(size_t)t * ld + e];
+            dk[(size_t)t * ld + e] = 0.0f;
+            dv[(size_t)t * ld + e] = 0.0f;
+        }
+    for (int i = 0; i < T; i++) {
+        const float *qi = q + (size_t)i * ld;
+        const float *doi = dout + (size_t)i * C;
+        const int n = i + 1;
+        /* forward probabilities, as kernels.c's attention_task */
+        for (int t = 0; t < n; t++)
+            s[t] = 0.0f;
+        for (int e = 0; e < HD; e++) {
+            const float qe = qi[e] * j->scale;
+            const float *kr = kT + (size_t)e * T;
+            for (int t = 0; t < n; t++)
+                s[t] += qe * kr[t];
+        }
+        float mx = -INFINITY;
+        for (int t = 0; t < n; t++)
+            mx = s[t] > mx ? s[t] : mx;
+        float sum = 0.0f;
+        for (int t = 0; t < n; t++) {
+            s[t] = expf(s[t] - mx);
+            sum += s[t];
+        }
+        const float inv = 1.0f / sum;
+        double spd = 0;
+        for (int t = 0; t < n; t++) {
+            s[t] *= inv;
+            const float *vt = v + (size_t)t * ld;
+            float *dvt = dv + (size_t)t * ld;
+            float d = 0.0f;
+            for (int e = 0; e < HD; e++) {
+                d += doi[e] * vt[e];
+                dvt[e] += s[t] * doi[e];
+            }
+            dp[t] = d;
+            spd += (double)s[t] * d;
+        }
+        const float fspd = (float)spd;
+        float *dqi = dq + (size_t)i * ld;
+        for (int e = 0; e < HD; e++)
+            dqi[e] = 0.0f;
+        for (int t = 0; t < n; t++) {
+            const float ds = s[t] * (dp[t] - fspd) * j->scale;
+            const float *kt = k + (size_t)t * ld;
+            float *dkt = dk + (size_t)t * ld;
+            for (int e = 0; e < HD; e++) {
+                dqi[e] += ds * kt[e];
+                dkt[e] += ds * qi[e];
+            }
+        }
+    }
+}
+
+static void attention_back_fn(void *arg, int tid, int nt)
+{
+    attb_job *j = arg;
+    size_t n_tasks = (size_t)j->B * (size_t)j->NH, t0, t1;
+    pool_range(n_tasks, tid, nt, 1, &t0, &t1);
+    float *s = j->scratch + (size_t)tid * j->scratch_stride;
+    for (size_t t = t0; t < t1; t++)
+        attention_back_task(j, (int)(t / (size_t)j->NH), (int)(t % (size_t)j->NH), s);
+}
+
+static size_t attention_back_scratch(int max_T, int HD)
+{
+    return (size_t)max_T * (size_t)(HD + 2);
+}
+
+/* ------------------------------------------------------ embedding back --- */
+
+typedef struct scatter_job {
+    float *dtable;        /* [rows of the table, width] */
+    const float *d;       /* [n, width] */
+    const int32_t *index; /* [n] */
+    size_t n;
+    int width;
+} scatter_job;
+
+/* dtable[index[r]] += d[r] for r in order: columns split across threads so
+ * repeated tokens add up in the same order for any thread count. */
+static void scatter_fn(void *arg, int tid, int nt)
+{
+    scatter_job *j = arg;
+    size_t c0, c1;
+    pool_range((size_t)j->width, tid, nt, 16, &c0, &c1);
+    for (size_t r = 0; r < j->n; r++) {
+        float *dst = j->dtable + (size_t)j->index[r] * (size_t)j->width;
+        const float *src = j->d + r * (size_t)j->width;
+        for (size_t c = c0; c < c1; c++)
+            dst[c] += src[c];
+    }
+}
+
+static void par_scatter(pool *p, float *dtable, const float *d, const int32_t *index, size_t n,
+                        int width)
+{
+    scatter_job j = {.dtable = dtable, .d = d, .index = index, .n = n, .width = width};
+    pool_run(p, scatter_fn, &j);
+}
+
+/* ------------------------------------------------------- init and free --- */
+
+float *backward_grad_of(const backward *bw, const float *p)
+{
+    if (!p)
+        return NULL;
+    return bw->grad.data + (p - bw->m->params.data);
+}
+
+static void acts_release(backward *bw)
+{
+    free(bw->xs);
+    free(bw->qkv);
+    free(bw->att);
+    free(bw->mid);
+    free(bw->post2);
+    free(bw->pre_act);
+    free(bw->emb);
+    free(bw->fin);
+    free(bw->hidden);
+    free(bw->pos);
+    free(bw->dx);
+    free(bw->dmid);
+    free(bw->dc);
+    free(bw->dqkv);
+    free(bw->dffn);
+    free(bw->tmp_c);
+    free(bw->tmp_f);
+    free(bw->dhidden);
+    free(bw->demb);
+    free(bw->scratch);
+    bw->xs = bw->qkv = bw->att = bw->mid = bw->post2 = bw->pre_act = bw->emb = bw->fin = NULL;
+    bw->hidden = bw->dx = bw->dmid = bw->dc = bw->dqkv = bw->dffn = bw->tmp_c = NULL;
+    bw->tmp_f = bw->dhidden = bw->demb = bw->scratch = NULL;
+    bw->pos = NULL;
+    bw->cap_tokens = 0;
+    bw->cap_seq_len = 0;
+    bw->cap_threads = 0;
+}
+
+void backward_free(backward *bw)
+{
+    if (!bw)
+        return;
+    acts_release(bw);
+    free(bw->logits);
+    free(bw->hrows);
+    free(bw->drows);
+    free(bw->row_loss);
+    free(bw->cls_tokens);
+    free(bw->cls_starts);
+    free(bw->cls_rows);
+    free(bw->cls_targets);
+    free(bw->cls_coef);
+    free(bw->gw.blocks);
+    param_set_free(&bw->grad);
+    memset(bw, 0, sizeof *bw);
+}
+
+hl_status backward_init(backward *bw, model *m, hl_err *err)
+{
+    memset(bw, 0, sizeof *bw);
+    bw->m = m;
+    param_set_init(&bw->grad);
+    hl_status st = HL_OK;
+    for (int i = 0; i < m->params.n_layers && !st; i++) {
+        const param_layer *l = &m->params.layers[i];
+        st = param_set_add(&bw->grad, l->name, l->ndim, l->shape, l->decay, l->block, err);
+    }
+    if (!st)
+        st = param_set_alloc(&bw->grad, err);
+    if (st) {
+        backward_free(bw);
+        return st;
+    }
+    if (bw->grad.n != m->params.n) { /* same sizes and alignment rule: cannot happen */
+        backward_free(bw);
+        return hl_err_set(err, HL_ERR_INVALID, "gradient arena layout differs from the model's");
+    }
+    const model_config *c = &m->cfg;
+    const model_weights *w = &m->w;
+    model_weights *g = &bw->gw;
+    g->blocks = calloc((size_t)c->n_layers, sizeof *g->blocks);
+    const size_t V = (size_t)c->vocab, E = (size_t)c->d_embed, R = BACKWARD_LOGIT_ROWS;
+    bw->logits = malloc(R * V * sizeof(float));
+    bw->hrows = malloc(R * E * sizeof(float));
+    bw->drows = malloc(R * E * sizeof(float));
+    bw->row_loss = malloc(R * sizeof(double));
+    if (!g->blocks || !bw->logits || !bw->hrows || !bw->drows || !bw->row_loss) {
+        backward_free(bw);
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory for gradients");
+    }
+    g->wte = backward_grad_of(bw, w->wte);
+    g->wpe = backward_grad_of(bw, w->wpe);
+    g->proj_in = backward_grad_of(bw, w->proj_in);
+    g->proj_out = backward_grad_of(bw, w->proj_out);
+    g->lnf_w = backward_grad_of(bw, w->lnf_w);
+    g->lnf_b = backward_grad_of(bw, w->lnf_b);
+    g->head = backward_grad_of(bw, w->head);
+    for (int l = 0; l < c->n_layers; l++) {
+        const model_block *b = &w->blocks[l];
+        model_block *d = &g->blocks[l];
+        d->ln1_w = backward_grad_of(bw, b->ln1_w);
+        d->ln1_b = backward_grad_of(bw, b->ln1_b);
+        for (int k = 0; k < 3; k++) {
+            d->wqkv[k] = backward_grad_of(bw, b->wqkv[k]);
+            d->bqkv[k] = backward_grad_of(bw, b->bqkv[k]);
+        }
+        d->wo = backward_grad_of(bw, b->wo);
+        d->bo = backward_grad_of(bw, b->bo);
+        d->ln2_w = backward_grad_of(bw, b->ln2_w);
+        d->ln2_b = backward_grad_of(bw, b->ln2_b);
+        d->w1 = backward_grad_of(bw, b->w1);
+        d->b1 = backward_grad_of(bw, b->b1);
+        d->w2 = backward_grad_of(bw, b->w2);
+        d->b2 = backward_grad_of(bw, b->b2);
+    }
+    return HL_OK;
+}
+
+void backward_zero_grad(backward *bw)
+{
+    memset(bw->grad.data, 0, bw->grad.n * sizeof(float));
+}
+
+static hl_status acts_reserve(backward *bw, size_t n_tok, int max_T, hl_err *err)
+{
+    const model *m = bw->m;
+    int threads = pool_size(m->pool);
+    if (n_tok <= bw->cap_tokens && max_T <= bw->cap_seq_len && threads == bw->cap_threads)
+        return HL_OK;
+    size_t cap = n_tok > bw->cap_tokens ? n_tok : bw->cap_tokens;
+    int capT = max_T > bw->cap_seq_len ? max_T : bw->cap_seq_len;
+    acts_release(bw);
+    const model_config *c = &m->cfg;
+    const size_t C = (size_t)c->d_model, F = (size_t)c->d_ffn, E = (size_t)c->d_embed;
+    const size_t L = (size_t)c->n_layers, NC = cap * C;
+    bool ok = true;
+#define ALLOC(ptr, count)                                                                   \
+    do {                                                                                    \
+        (ptr) = malloc((count) * sizeof *(ptr));                                            \
+        ok = ok && (ptr);                                                                   \
+    } while (0)
+    ALLOC(bw->xs, (L + 1) * NC);
+    ALLOC(bw->qkv, L * 3 * NC);
+    ALLOC(bw->att, L * NC);
+    ALLOC(bw->mid, L * NC);
+    if (!c->pre_ln)
+        ALLOC(bw->post2, L * NC);
+    ALLOC(bw->pre_act, L * cap * F);
+    if (m->w.proj_in) {
+        ALLOC(bw->emb, cap * E);
+        ALLOC(bw->demb, cap * E);
+    }
+    ALLOC(bw->fin, NC);
+    ALLOC(bw->hidden, cap * E);
+    ALLOC(bw->pos, cap);
+    ALLOC(bw->dx, NC);
+    ALLOC(bw->dmid, NC);
+    ALLOC(bw->dc, NC);
+    ALLOC(bw->dqkv, 3 * NC);
+    ALLOC(bw->dffn, cap * F);
+    ALLOC(bw->tmp_c, NC);
+    ALLOC(bw->tmp_f, cap * F);
+    ALLOC(bw->dhidden, cap * E);
+    size_t HD = C / (size_t)c->n_heads;
+    ALLOC(bw->scratch, (size_t)threads * attention_back_scratch(capT, (int)HD));
+#undef ALLOC
+    if (!ok) {
+        acts_release(bw);
+        return hl_err_set(err, HL_ERR_NOMEM,
+                          "out of memory for the training activations of %zu tokens", cap);
+    }
+    bw->cap_tokens = cap;
+    bw->cap_seq_len = capT;
+    bw->cap_threads = threads;
+    return HL_OK;
+}
+
+/* ------------------------------------------------------ training forward --- */
+
+typedef struct embed_job {
+    backward *bw;
+    const int32_t *tokens;
+    size_t n;
+} embed_job;
+
+/* As model.c's embed_fn / add_pos_fn, into the saved buffers. */
+static void embed_fn(void *arg, int tid, int nt)
+{
+    embed_job *j = arg;
+    backward *bw = j->bw;
+    const model *m = bw->m;
+    const size_t C = (size_t)m->cfg.d_model, E = (size_t)m->cfg.d_embed;
+    size_t r0, r1;
+    pool_range(j->n, tid, nt, 1, &r0, &r1);
+    float *dst = m->w.proj_in ? bw->emb : bw->xs;
+    for (size_t r = r0; r < r1; r++)
+        memcpy(dst + r * E, m->w.wte + (size_t)j->tokens[r] * E, E * sizeof(float));
+    if (m->w.proj_in)
+        return;
+    for (size_t r = r0; r < r1; r++) {
+        const float *p = m->w.wpe + (size_t)bw->pos[r] * C;
+        float *x = bw->xs + r * C;
+        for (size_t i = 0; i < C; i++)
+            x[i] += p[i];
+    }
+}
+
+static void add_pos_fn(void *arg, int tid, int nt)
+{
+    embed_job *j = arg;
+    backward *bw = j->bw;
+    const size_t C = (size_t)bw->m->cfg.d_model;
+    size_t r0, r1;
+    pool_range(j->n, tid, nt, 1, &r0, &r1);
+    for (size_t r = r0; r < r1; r++) {
+        const float *p = bw->m->w.wpe + (size_t)bw->pos[r] * C;
+        float *x = bw->xs + r * C;
+        for (size_t i = 0; i < C; i++)
+            x[i] += p[i];
+    }
+}
+
+static void qkv_forward(backward *bw, const model_block *b, float *qkv, const float *in, size_t N)
+{
+    pool *p = bw->m->pool;
+    const int C = bw->m->cfg.d_model;
+    const size_t C3 = 3 * (size_t)C;
+    for (int k = 0; k < 3; k++)
+        kern_par_linear(p, qkv + (size_t)k * C, C3, in, (size_t)C, b->wqkv[k], (int)N, C, C, 0.0f);
+    if (b->bqkv[0]) {
+        if (b->bqkv[1] == b->bqkv[0] + C && b->bqkv[2] == b->bqkv[0] + 2 * C)
+            kern_par_add_rows(p, qkv, b->bqkv[0], N, 3 * C, C3);
+        else
+            for (int k = 0; k < 3; k++)
+                kern_par_add_rows(p, qkv + (size_t)k * C, b->bqkv[k], N, C, C3);
+    }
+}
+
+static void block_forward(backward *bw, int l)
+{
+    model *m = bw->m;
+    const model_config *c = &m->cfg;
+    const model_block *b = &m->w.blocks[l];
+    pool *p = m->pool;
+    const size_t N = bw->n_tokens, C = (size_t)c->d_model, F = (size_t)c->d_ffn;
+    const size_t NC = N * C;
+    const float *x = bw->xs + (size_t)l * NC;
+    float *xnext = bw->xs + (size_t)(l + 1) * NC;
+    float *qkv = bw->qkv + (size_t)l * 3 * NC, *att = bw->att + (size_t)l * NC;
+    float *mid = bw->mid + (size_t)l * NC, *pre = bw->pre_act + (size_t)l * N * F;
+    const int HD = c->d_model / c->n_heads;
+
+    /* attention sublayer */
+    const float *in = x;
+    if (c->pre_ln) {
+        kern_par_layernorm(p, bw->tmp_c, x, b->ln1_w, b->ln1_b, N, (int)C, c->ln_eps);
+        in = bw->tmp_c;
+    }
+    qkv_forward(bw, b, qkv, in, N);
+    kern_par_attention(p, att, qkv, bw->batch.seq_start, bw->batch.n_seq, (int)C, c->n_heads,
+                       1.0f / sqrtf((float)HD), bw->scratch, bw->max_T);
+    memcpy(mid, x, NC * sizeof(float));
+    if (b->bo)
+        kern_par_add_rows(p, mid, b->bo, N, (int)C, C);
+    kern_par_linear(p, mid, C, att, C, b->wo, (int)N, (int)C, (int)C, 1.0f);
+
+    /* FFN sublayer: its input is LN2(mid) (pre-LN) or LN1(mid) (post-LN) */
+    if (c->pre_ln)
+        kern_par_layernorm(p, bw->tmp_c, mid, b->ln2_w, b->ln2_b, N, (int)C, c->ln_eps);
+    else
+        kern_par_layernorm(p, bw->tmp_c, mid, b->ln1_w, b->ln1_b, N, (int)C, c->ln_eps);
+    kern_par_linear(p, pre, F, bw->tmp_c, C, b->w1, (int)N, (int)F, (int)C, 0.0f);
+    kern_par_add_rows(p, pre, b->b1, N, (int)F, F);
+    act_recompute(p, bw->tmp_f, pre, N, (int)F, act_code(c->act));
+    float *res = c->pre_ln ? xnext : bw->post2 + (size_t)l * NC;
+    memcpy(res, c->pre_ln ? mid : bw->tmp_c, NC * sizeof(float));
+    if (b->b2)
+        kern_par_add_rows(p, res, b->b2, N, (int)C, C);
+    kern_par_linear(p, res, C, bw->tmp_f, F, b->w2, (int)N, (int)C, (int)F, 1.0f);
+    if (!c->pre_ln)
+        kern_par_layernorm(p, xnext, res, b->ln2_w, b->ln2_b, N, (int)C, c->ln_eps);
+}
+
+/* The same checks as model_forward, then the forward with everything kept. */
+static hl_status train_forward(backward *bw, const model_batch *batch, hl_err *err)
+{
+    model *m = bw->m;
+    const model_config *c = &m->cfg;
+    if (batch->n_seq < 0 || batch->seq_start[0] != 0)
+        return hl_err_set(err, HL_ERR_INVALID, "batch: seq_start[0] must be 0");
+    int max_T = 1;
+    for (int32_t b = 0; b < batch->n_seq; b++) {
+        int32_t T = batch->seq_start[b + 1] - batch->seq_start[b];
+        if (T < 0)
+            return hl_err_set(err, HL_ERR_INVALID, "batch: sequence %d has negative length", b);
+        if (T > c->max_pos)
+            return hl_err_set(err, HL_ERR_INVALID,
+                              "sequence %d has %d tokens; the model takes at most %d", b, T,
+                              c->max_pos);
+        if (T > max_T)
+            max_T = T;
+    }
+    const size_t N = (size_t)batch->seq_start[batch->n_seq];
+    for (size_t i = 0; i < N; i++)
+        if (batch->tokens[i] < 0 || batch->tokens[i] >= c->vocab)
+            return hl_err_set(err, HL_ERR_INVALID, "token id %d at position %zu is outside the "
+                              "vocabulary (0..%d)", batch->tokens[i], i, c->vocab - 1);
+    hl_status st = acts_reserve(bw, N ? N : 1, max_T, err);
+    if (st)
+        return st;
+    bw->n_tokens = N;
+    bw->max_T = max_T;
+    bw->batch = *batch;
+    for (int32_t b = 0; b < batch->n_seq; b++)
+        for (int32_t t = batch->seq_start[b]; t < batch->seq_start[b + 1]; t++)
+            bw->pos[t] = t - batch->seq_start[b] + c->pos_offset;
+    if (N == 0)
+        return HL_OK;
+
+    const int C = c->d_model, E = c->d_embed;
+    embed_job ej = {.bw = bw, .tokens = batch->tokens, .n = N};
+    pool_run(m->pool, embed_fn, &ej);
+    if (m->w.proj_in) {
+        kern_par_linear(m->pool, bw->xs, (size_t)C, bw->emb, (size_t)E, m->w.proj_in, (int)N, C,
+                        E, 0.0f);
+        pool_run(m->pool, add_pos_fn, &ej);
+    }
+    for (int l = 0; l < c->n_layers; l++)
+        block_forward(bw, l);
+    const float *xl = bw->xs + (size_t)c->n_layers * N * C;
+    const float *h = xl;
+    if (c->final_ln) {
+        kern_par_layernorm(m->pool, bw->fin, xl, m->w.lnf_w, m->w.lnf_b, N, C, c->ln_eps);
+        h = bw->fin;
+    }
+    if (m->w.proj_out)
+        kern_par_linear(m->pool, bw->hidden, (size_t)E, h, (size_t)C, m->w.proj_out, (int)N, E,
+                        C, 0.0f);
+    else
+        memcpy(bw->hidden, h, N * (size_t)C * sizeof(float));
+    return HL_OK;
+}
+
+/* ----------------------------------------------------------- backward --- */
+
+/* q|k|v projections: dW, db and (beta = 0: write, 1: add) dx = Σ_k dq_k W_k. */
+static void qkv_back(backward *bw, const model_block *b, model_block *g, const float *in,
+                     float *dx, float beta)
+{
+    pool *p = bw->m->pool;
+    const size_t N = bw->n_tokens, C = (size_t)bw->m->cfg.d_model, C3 = 3 * C;
+    const float *dq = bw->dqkv;
+    bool packed = b->wqkv[1] == b->wqkv[0] + C * C && b->wqkv[2] == b->wqkv[0] + 2 * C * C;
+    if (packed) { /* GPT-2's c_attn: one [3C, C] weight */
+        mm_dw(p, g->wqkv[0], dq, C3, in, C, (int)N, (int)C3, (int)C);
+        mm_dx(p, dx, C, dq, C3, b->wqkv[0], (int)N, (int)C3, (int)C, beta);
+    } else {
+        for (int k = 0; k < 3; k++) {
+            mm_dw(p, g->wqkv[k], dq + (size_t)k * C, C3, in, C, (int)N, (int)C, (int)C);
+            mm_dx(p, dx, C, dq + (size_t)k * C, C3, b->wqkv[k], (int)N, (int)C, (int)C,
+                  k ? 1.0f : beta);
+        }
+    }
+    for (int k = 0; k < 3; k++)
+        par_colsum(p, g->bqkv[k], dq + (size_t)k * C, N, (int)C, C3);
+}
+
+static void attention_back(backward *bw, const float *datt, const float *qkv)
+{
+    const model_config *c = &bw->m->cfg;
+    const int HD = c->d_model / c->n_heads;
+    attb_job j = {.dqkv = bw->dqkv, .datt = datt, .qkv = qkv, .seq_start = bw->batch.seq_start,
+                  .B = bw->batch.n_seq, .C = c->d_model, .NH = c->n_heads, .max_T = bw->max_T,
+                  .scale = 1.0f / sqrtf((float)HD), .scratch = bw->scratch,
+                  .scratch_stride = attention_back_scratch(bw->max_T, HD)};
+    pool_run(bw->m->pool, attention_back_fn, &j);
+}
+
+/* FFN backward from dy (gradient of its output): dW2, db2, dW1, db1 and
+ * bw->dc = gradient of its input `in`. */
+static void ffn_back(backward *bw, const model_block *b, model_block *g, const float *dy,
+                     const float *pre, const float *in)
+{
+    model *m = bw->m;
+    pool *p = m->pool;
+    const size_t N = bw->n_tokens, C = (size_t)m->cfg.d_model, F = (size_t)m->cfg.d_ffn;
+    act_recompute(p, bw->tmp_f, pre, N, (int)F, act_code(m->cfg.act));
+    mm_dw(p, g->w2, dy, C, bw->tmp_f, F, (int)N, (int)C, (int)F);
+    par_colsum(p, g->b2, dy, N, (int)C, C);
+    mm_dx(p, bw->dffn, F, dy, C, b->w2, (int)N, (int)C, (int)F, 0.0f);
+    act_job aj = {.d = bw->dffn, .pre = pre, .n = N * F, .act = m->cfg.act};
+    pool_run(p, act_back_fn, &aj);
+    mm_dw(p, g->w1, bw->dffn, F, in, C, (int)N, (int)F, (int)C);
+    par_colsum(p, g->b1, bw->dffn, N, (int)F, F);
+    mm_dx(p, bw->dc, C, bw->dffn, F, b->w1, (int)N, (int)F, (int)C, 0.0f);
+}
+
+typedef struct add_job {
+    float *y;
+    const float *x;
+    size_t n;
+} add_job;
+
+static void add_fn(void *arg, int tid, int nt)
+{
+    add_job *j = arg;
+    size_t i0, i1;
+    pool_range(j->n, tid, nt, 16, &i0, &i1);
+    for (size_t i = i0; i < i1; i++)
+        j->y[i] += j->x[i];
+}
+
+/* On entry bw->dx = dL/d(output of block l); on exit dL/d(input of block l). */
+static void block_backward(backward *bw, int l)
+{
+    model *m = bw->m;
+    const model_config *c = &m->cfg;
+    const model_block *b = &m->w.blocks[l];
+    model_block *g = &bw->gw.blocks[l];
+    pool *p = m->pool;
+    const size_t N = bw->n_tokens, C = (size_t)c->d_model, F = (size_t)c->d_ffn, NC = N * C;
+    const float *x = bw->xs + (size_t)l * NC;
+    const float *qkv = bw->qkv + (size_t)l * 3 * NC, *att = bw->att + (size_t)l * NC;
+    const float *mid = bw->mid + (size_t)l * NC, *pre = bw->pre_act + (size_t)l * N * F;
+    const float eps = c->ln_eps;
+
+    if (c->pre_ln) {
+        /* x_out = mid + FFN(LN2(mid)); mid = x + Attn(LN1(x)) */
+        kern_par_layernorm(p, bw->tmp_c, mid, b->ln2_w, b->ln2_b, N, (int)C, eps);
+        ffn_back(bw, b, g, bw->dx, pre, bw->tmp_c);
+        layernorm_back(p, bw->dmid, bw->dx, bw->dc, mid, b->ln2_w, g->ln2_w, g->ln2_b, bw->tmp_c,
+                       N, (int)C, eps);
+        mm_dw(p, g->wo, bw->dmid, C, att, C, (int)N, (int)C, (int)C);
+        par_colsum(p, g->bo, bw->dmid, N, (int)C, C);
+        mm_dx(p, bw->dc, C, bw->dmid, C, b->wo, (int)N, (int)C, (int)C, 0.0f);
+        attention_back(bw, bw->dc, qkv);
+        kern_par_layernorm(p, bw->tmp_c, x, b->ln1_w, b->ln1_b, N, (int)C, eps);
+        qkv_back(bw, b, g, bw->tmp_c, bw->dc, 0.0f);
+        layernorm_back(p, bw->dx, bw->dmid, bw->dc, x, b->ln1_w, g->ln1_w, g->ln1_b, bw->tmp_c, N,
+                       (int)C, eps);
+    } else {
+        /* x_out = LN2(y2), y2 = h + FFN(h), h = LN1(mid), mid = x + Attn(x) */
+        const float *y2 = bw->post2 + (size_t)l * NC;
+        layernorm_back(p, bw->dmid, NULL, bw->dx, y2, b->ln2_w, g->ln2_w, g->ln2_b, bw->tmp_c, N,
+                       (int)C, eps);
+        kern_par_layernorm(p, bw->tmp_c, mid, b->ln1_w, b->ln1_b, N, (int)C, eps);
+        ffn_back(bw, b, g, bw->dmid, pre, bw->tmp_c);
+        add_job aj = {.y = bw->dc, .x = bw->dmid, .n = NC};
+        pool_run(p, add_fn, &aj);
+        layernorm_back(p, bw->dx, NULL, bw->dc, mid, b->ln1_w, g->ln1_w, g->ln1_b, bw->tmp_c, N,
+                       (int)C, eps);
+        /* bw->dx = dL/dmid: the residual passes it through to x */
+        mm_dw(p, g->wo, bw->dx, C, att, C, (int)N, (int)C, (int)C);
+        par_colsum(p, g->bo, bw->dx, N, (int)C, C);
+        mm_dx(p, bw->dc, C, bw->dx, C, b->wo, (int)N, (int)C, (int)C, 0.0f);
+        attention_back(bw, bw->dc, qkv);
+        qkv_back(bw, b, g, x, bw->dx, 1.0f);
+    }
+}
+
+/* From bw->dhidden (gradient of the head's input) down to the embeddings. */
+static void body_backward(backward *bw)
+{
+    model *m = bw->m;
+    const model_config *c = &m->cfg;
+    pool *p = m->pool;
+    const size_t N = bw->n_tokens, C = (size_t)c->d_model, E = (size_t)c->d_embed;
+    const float *xl = bw->xs + (size_t)c->n_layers * N * C;
+    const float *h = c->final_ln ? bw->fin : xl;
+    if (m->w.proj_out) {
+        mm_dw(p, bw->gw.proj_out, bw->dhidden, E, h, C, (int)N, (int)E, (int)C);
+        mm_dx(p, bw->dc, C, bw->dhidden, E, m->w.proj_out, (int)N, (int)E, (int)C, 0.0f);
+    } else {
+        memcpy(bw->dc, bw->dhidden, N * C * sizeof(float));
+    }
+    if (c->final_ln)
+        layernorm_back(p, bw->dx, NULL, bw->dc, xl, m->w.lnf_w, bw->gw.lnf_w, bw->gw.lnf_b,
+                       bw->tmp_c, N, (int)C, c->ln_eps);
+    else
+        memcpy(bw->dx, bw->dc, N * C * sizeof(float));
+    for (int l = c->n_layers - 1; l >= 0; l--)
+        block_backward(bw, l);
+    par_scatter(p, bw->gw.wpe, bw->dx, bw->pos, N, (int)C);
+    if (m->w.proj_in) {
+        mm_dw(p, bw->gw.proj_in, bw->dx, C, bw->emb, E, (int)N, (int)C, (int)E);
+        mm_dx(p, bw->demb, E, bw->dx, C, m->w.proj_in, (int)N, (int)C, (int)E, 0.0f);
+        par_scatter(p, bw->gw.wte, bw->demb, bw->batch.tokens, N, (int)E);
+    } else {
+        par_scatter(p, bw->gw.wte, bw->dx, bw->batch.tokens, N, (int)E);
+    }
+}
+
+/* ------------------------------------------------------- LM cross-entropy --- */
+
+typedef struct ce_job {
+    float *logits;          /* [R, V]: in logits, out dloss/dlogits */
+    const int32_t *targets; /* [R] */
+    double *loss;           /* [R] */
+    size_t R;
+    int V;
+    float scale;
+} ce_job;
+
+/* Per row: NLL = log Σ exp(l − max) + max − l[target] (the sum in double),
+ * then the row becomes scale·(softmax − onehot). */
+static void ce_fn(void *arg, int tid, int nt)
+{
+    ce_job *j = arg;
+    size_t r0, r1;
+    pool_range(j->R, tid, nt, 1, &r0, &r1);
+    const int V = j->V;
+    for (size_t r = r0; r < r1; r++) {
+        float *l = j->logits + r * (size_t)V;
+        float mx = l[0];
+        for (int v = 1; v < V; v++)
+            mx = l[v] > mx ? l[v] : mx;
+        const float lt = l[j->targets[r]];
+        double z = 0;
+        for (int v = 0; v < V; v++) {
+            l[v] = expf(l[v] - mx);
+            z += l[v];
+        }
+        j->loss[r] = log(z) + (double)mx - (double)lt;
+        const float k = (float)(1.0 / z) * j->scale;
+        for (int v = 0; v < V; v++)
+            l[v] *= k;
+        l[j->targets[r]] -= j->scale;
+    }
+}
+
+/* Gradient of a block of R head rows: drows = dl · head, dhead += dl^T · hrows,
+ * and dhidden[rows[r]] += drows[r]. */
+static void head_back(backward *bw, const float *dl, const float *hrows, const int32_t *rows,
+                      size_t R)
+{
+    model *m = bw->m;
+    pool *p = m->pool;
+    const int V = m->cfg.vocab, E = m->cfg.d_embed;
+    mm_dx(p, bw->drows, (size_t)E, dl, (size_t)V, m->w.head, (int)R, V, E, 0.0f);
+    mm_dw(p, bw->gw.head, dl, (size_t)V, hrows, (size_t)E, (int)R, V, E);
+    for (size_t r = 0; r < R; r++) {
+        float *dst = bw->dhidden + (size_t)rows[r] * E;
+        const float *src = bw->drows + r * (size_t)E;
+        for (int e = 0; e < E; e++)
+            dst[e] += src[e];
+    }
+}
+
+static double lm_chunk(backward *bw, const int32_t *rows, const int32_t *targets, size_t R,
+                       float scale)
+{
+    model *m = bw->m;
+    const int V = m->cfg.vocab, E = m->cfg.d_embed;
+    for (size_t r = 0; r < R; r++)
+        memcpy(bw->hrows + r * (size_t)E, bw->hidden + (size_t)rows[r] * E,
+               (size_t)E * sizeof(float));
+    kern_par_linear(m->pool, bw->logits, (size_t)V, bw->hrows, (size_t)E, m->w.head, (int)R, V, E,
+                    0.0f);
+    ce_job j = {.logits = bw->logits, .targets = targets, .loss = bw->row_loss, .R = R, .V = V,
+                .scale = scale};
+    pool_run(m->pool, ce_fn, &j);
+    double sum = 0;
+    for (size_t r = 0; r < R; r++)
+        sum += bw->row_loss[r];
+    head_back(bw, bw->logits, bw->hrows, rows, R);
+    return sum;
+}
+
+hl_status backward_lm(backward *bw, double *out_sum_nll, size_t *out_count,
+                      const model_batch *batch, int32_t first_pred, double weight, hl_err *err)
+{
+    if (first_pred < 1)
+        return hl_err_set(err, HL_ERR_INVALID, "first predicted position must be >= 1");
+    hl_status st = train_forward(bw, batch, err);
+    if (st)
+        return st;
+    size_t count = 0;
+    for (int32_t b = 0; b < batch->n_seq; b++) {
+        int32_t n = batch->seq_start[b + 1] - batch->seq_start[b] - first_pred;
+        count += n > 0 ? (size_t)n : 0;
+    }
+    *out_sum_nll = 0;
+    *out_count = count;
+    if (count == 0)
+        return HL_OK;
+    const size_t N = bw->n_tokens, E = (size_t)bw->m->cfg.d_embed;
+    memset(bw->dhidden, 0, N * E * sizeof(float));
+    const float scale = (float)(weight / (double)count);
+    int32_t rows[BACKWARD_LOGIT_ROWS], targets[BACKWARD_LOGIT_ROWS];
+    double sum = 0;
+    size_t n = 0;
+    for (int32_t b = 0; b < batch->n_seq; b++)
+        for (int32_t t = batch->seq_start[b] + first_pred; t < batch->seq_start[b + 1]; t++) {
+            rows[n] = t - 1;
+            targets[n] = batch->tokens[t];
+            if (++n == BACKWARD_LOGIT_ROWS) {
+                sum += lm_chunk(bw, rows, targets, n, scale);
+                n = 0;
+            }
+        }
+    if (n)
+        sum += lm_chunk(bw, rows, targets, n, scale);
+    body_backward(bw);
+    *out_sum_nll = sum;
+    return HL_OK;
+}
+
+/* ---------------------------------------------------- classification CE --- */
+
+static hl_status cls_reserve(backward *bw, size_t toks, size_t seqs, size_t rows, hl_err *err)
+{
+    if (toks > bw->cls_cap_tokens) {
+        free(bw->cls_tokens);
+        bw->cls_tokens = malloc(toks * sizeof *bw->cls_tokens);
+        bw->cls_cap_tokens = bw->cls_tokens ? toks : 0;
+    }
+    if (seqs + 1 > bw->cls_cap_seqs) {
+        free(bw->cls_starts);
+        bw->cls_starts = malloc((seqs + 1) * sizeof *bw->cls_starts);
+        bw->cls_cap_seqs = bw->cls_starts ? seqs + 1 : 0;
+    }
+    if (rows > bw->cls_cap_rows) {
+        free(bw->cls_rows);
+        free(bw->cls_targets);
+        free(bw->cls_coef);
+        bw->cls_rows = malloc(rows * sizeof *bw->cls_rows);
+        bw->cls_targets = malloc(rows * sizeof *bw->cls_targets);
+        bw->cls_coef = malloc(rows * sizeof *bw->cls_coef);
+        bw->cls_cap_rows = bw->cls_rows && bw->cls_targets && bw->cls_coef ? rows : 0;
+    }
+    if (!bw->cls_tokens || !bw->cls_starts || !bw->cls_rows || !bw->cls_targets ||
+        !bw->cls_coef)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory for classification gradients");
+    return HL_OK;
+}
+
+/* softmax over classes of one example: loss and d loss / d score. */
+static double class_softmax(double *dscore, const double *sc, int32_t K, int32_t label)
+{
+    double mx = sc[0];
+    for (int32_t c = 1; c < K; c++)
+        if (sc[c] > mx)
+            mx = sc[c];
+    double z = 0;
+    for (int32_t c = 0; c < K; c++)
+        z += exp(sc[c] - mx);
+    double lz = log(z) + mx;
+    for (int32_t c = 0; c < K; c++)
+        dscore[c] = label >= 0 ? exp(sc[c] - lz) - (c == label ? 1.0 : 0.0) : 0.0;
+    return label >= 0 ? lz - sc[label] : 0.0;
+}
+
+/* Every label word one token: score_c = hidden[last prompt row] · head[word_c]. */
+static void cls_single(backward *bw, double *losses, const cls_scorer *s, const cls_example *ex,
+                       int32_t n, double coef)
+{
+    const model *m = bw->m;
+    const size_t E = (size_t)m->cfg.d_embed;
+    const int32_t K = s->n_classes;
+    double sc[CLS_MAX_CLASSES], ds[CLS_MAX_CLASSES];
+    for (int32_t i = 0; i < n; i++) {
+        const float *h = bw->hidden + (size_t)bw->cls_rows[i] * E;
+        for (int32_t c = 0; c < K; c++) {
+            /* the same loop as model_logits_select, so the scores match cls_score's bits */
+            const float *w = m->w.head + (size_t)s->word[s->word_off[c]] * E;
+            float acc = 0.0f;
+            for (size_t e = 0; e < E; e++)
+                acc += h[e] * w[e];
+            sc[c] = acc;
+        }
+        double loss = class_softmax(ds, sc, K, ex[i].label);
+        if (losses)
+            losses[i] = loss;
+        if (ex[i].label < 0)
+            continue;
+        float *dh = bw->dhidden + (size_t)bw->cls_rows[i] * E;
+        for (int32_t c = 0; c < K; c++) {
+            const float g = (float)(ds[c] * coef);
+            const size_t id = (size_t)s->word[s->word_off[c]];
+            const float *w = m->w.head + id * E;
+            float *dw = bw->gw.head + id * E;
+            for (size_t e = 0; e < E; e++) {
+                dh[e] += g * w[e];
+                dw[e] += g * h[e];
+            }
+        }
+    }
+}
+
+typedef struct lsm_job {
+    float *logits;          /* [R, V]: in logits, out coef[r]·(onehot − softmax) */
+    const int32_t *targets;
+    const float *coef;
+    double *logp;           /* [R] log-softmax of the target, as cls.c computes it */
+    size_t R;
+    int V;
+} lsm_job;
+
+static void lsm_fn(void *arg, int tid, int nt)
+{
+    lsm_job *j = arg;
+    size_t r0, r1;
+    pool_range(j->R, tid, nt, 1, &r0, &r1);
+    const int V = j->V;
+    for (size_t r = r0; r < r1; r++) {
+        float *l = j->logits + r * (size_t)V;
+        float mx = l[0];
+        for (int v = 1; v < V; v++)
+            mx = l[v] > mx ? l[v] : mx;
+        double z = 0;
+        for (int v = 0; v < V; v++)
+            z += exp((double)(l[v] - mx));
+        j->logp[r] = (double)(l[j->targets[r]] - mx) - log(z);
+        const double k = j->coef[r];
+        for (int v = 0; v < V; v++)
+            l[v] = (float)(-k * exp((double)(l[v] - mx)) / z);
+        l[j->targets[r]] += (float)k;
+    }
+}
+
+typedef struct lsm_score_job {
+    float *logits;
+    const int32_t *targets;
+    double *logp;
+    size_t R;
+    int V;
+} lsm_score_job;
+
+static void lsm_score_fn(void *arg, int tid, int nt)
+{
+    lsm_score_job *j = arg;
+    size_t r0, r1;
+    pool_range(j->R, tid, nt, 1, &r0, &r1);
+    const int V = j->V;
+    for (size_t r = r0; r < r1; r++) {
+        const float *l = j->logits + r * (size_t)V;
+        float mx = l[0];
+        for (int v = 1; v < V; v++)
+            mx = l[v] > mx ? l[v] : mx;
+        double z = 0;
+        for (int v = 0; v < V; v++)
+            z += exp((double)(l[v] - mx));
+        j->logp[r] = (double)(l[j->targets[r]] - mx) - log(z);
+    }
+}
+
+/* Multi-token label words: each (example, class) is a sequence; score_c is
+ * the mean log-softmax of the word's tokens.  Two passes over chunks of
+ * rows: scores first (the class softmax needs them all), then gradients. */
+static hl_status cls_multi(backward *bw, double *losses, const cls_scorer *s,
+                           const cls_example *ex, int32_t n, double coef, int32_t nrows)
+{
+    model *m = bw->m;
+    const int V = m->cfg.vocab, E = m->cfg.d_embed;
+    const int32_t K = s->n_classes;
+    double *logp = malloc((size_t)nrows * sizeof *logp);
+    if (!logp)
+        return HL_ERR_NOMEM;
+    for (int32_t r0 = 0; r0 < nrows; r0 += BACKWARD_LOGIT_ROWS) {
+        size_t R = (size_t)(nrows - r0 < BACKWARD_LOGIT_ROWS ? nrows - r0 : BACKWARD_LOGIT_ROWS);
+        for (size_t r = 0; r < R; r++)
+            memcpy(bw->hrows + r * (size_t)E, bw->hidden + (size_t)bw->cls_rows[r0 + r] * E,
+                   (size_t)E * sizeof(float));
+        kern_par_linear(m->pool, bw->logits, (size_t)V, bw->hrows, (size_t)E, m->w.head, (int)R,
+                        V, E, 0.0f);
+        lsm_score_job j = {.logits = bw->logits, .targets = bw->cls_targets + r0,
+                           .logp = logp + r0, .R = R, .V = V};
+        pool_run(m->pool, lsm_score_fn, &j);
+    }
+    /* class scores, losses and each row's coefficient d loss / d logp_row */
+    double sc[CLS_MAX_CLASSES], ds[CLS_MAX_CLASSES];
+    int32_t r = 0;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t rstart = r;
+        for (int32_t c = 0; c < K; c++) {
+            int32_t wl = s->word_off[c + 1] - s->word_off[c];
+            double sum = 0;
+            for (int32_t jw = 0; jw < wl; jw++, r++)
+                sum += logp[r];
+            sc[c] = sum / wl;
+        }
+        double loss = class_softmax(ds, sc, K, ex[i].label);
+        if (losses)
+            losses[i] = loss;
+        r = rstart;
+        for (int32_t c = 0; c < K; c++) {
+            int32_t wl = s->word_off[c + 1] - s->word_off[c];
+            for (int32_t jw = 0; jw < wl; jw++, r++)
+                bw->cls_coef[r] = (float)(ds[c] * coef / wl);
+        }
+    }
+    free(logp);
+    double dummy[BACKWARD_LOGIT_ROWS];
+    for (int32_t r0 = 0; r0 < nrows; r0 += BACKWARD_LOGIT_ROWS) {
+        size_t R = (size_t)(nrows - r0 < BACKWARD_LOGIT_ROWS ? nrows - r0 : BACKWARD_LOGIT_ROWS);
+        for (size_t q = 0; q < R; q++)
+            memcpy(bw->hrows + q * (size_t)E, bw->hidden + (size_t)bw->cls_rows[r0 + q] * E,
+                   (size_t)E * sizeof(float));
+        kern_par_linear(m->pool, bw->logits, (size_t)V, bw->hrows, (size_t)E, m->w.head, (int)R,
+                        V, E, 0.0f);
+        /* d loss / d logit = coef·(onehot − softmax): lsm_fn with coef negated */
+        lsm_job j = {.logits = bw->logits, .targets = bw->cls_targets + r0,
+                     .coef = bw->cls_coef + r0, .logp = dummy, .R = R, .V = V};
+        pool_run(m->pool, lsm_fn, &j);
+        head_back(bw, bw->logits, bw->hrows, bw->cls_rows + r0, R);
+    }
+    return HL_OK;
+}
+
+hl_status backward_cls(backward *bw, double *losses, const cls_scorer *s, const cls_example *ex,
+                       int32_t n, double weight, hl_err *err)
+{
+    if (s->m != bw->m)
+        return hl_err_set(err, HL_ERR_INVALID, "the scorer belongs to another model");
+    if (n < 1 || n > s->max_batch)
+        return hl_err_set(err, HL_ERR_INVALID, "batch of %d examples (1..%d)", n, s->max_batch);
+    const int32_t K = s->n_classes;
+    size_t toks = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (ex[i].n_prompt < 1 || ex[i].n_prompt > s->max_prompt)
+            return hl_err_set(err, HL_ERR_INVALID, "example %d: prompt of %d tokens (1..%d)", i,
+                              ex[i].n_prompt, s->max_prompt);
+        if (ex[i].label >= K || ex[i].label < -1)
+            return hl_err_set(err, HL_ERR_INVALID, "example %d: label %d of %d classes", i,
+                              ex[i].label, K);
+        toks += s->single ? (size_t)ex[i].n_prompt
+                          : (size_t)K * (size_t)ex[i].n_prompt + (size_t)s->word_off[K];
+    }
+    size_t seqs = s->single ? (size_t)n : (size_t)n * (size_t)K;
+    size_t rows = s->single ? (size_t)n : (size_t)n * (size_t)s->word_off[K];
+    hl_status st = cls_reserve(bw, toks, seqs, rows, err);
+    if (st)
+        return st;
+    /* pack exactly as cls_score does */
+    int32_t at = 0, nseq = 0, nrows = 0;
+    bw->cls_starts[0] = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (s->single) {
+            memcpy(bw->cls_tokens + at, ex[i].prompt, (size_t)ex[i].n_prompt * sizeof(int32_t));
+            at += ex[i].n_prompt;
+            bw->cls_starts[++nseq] = at;
+            bw->cls_rows[nrows++] = at - 1;
+            continue;
+        }
+        for (int32_t c = 0; c < K; c++) {
+            int32_t wl = s->word_off[c + 1] - s->word_off[c];
+            memcpy(bw->cls_tokens + at, ex[i].prompt, (size_t)ex[i].n_prompt * sizeof(int32_t));
+            memcpy(bw->cls_tokens + at + ex[i].n_prompt, s->word + s->word_off[c],
+                   (size_t)wl * sizeof(int32_t));
+            for (int32_t j = 0; j < wl; j++) {
+                bw->cls_rows[nrows] = at + ex[i].n_prompt - 1 + j;
+                bw->cls_targets[nrows] = s->word[s->word_off[c] + j];
+                nrows++;
+            }
+            at += ex[i].n_prompt + wl;
+            bw->cls_starts[++nseq] = at;
+        }
+    }
+    model_batch b = {.tokens = bw->cls_tokens, .seq_start = bw->cls_starts, .n_seq = nseq};
+    if ((st = train_forward(bw, &b, err)))
+        return st;
+    memset(bw->dhidden, 0, bw->n_tokens * (size_t)bw->m->cfg.d_embed * sizeof(float));
+    const double coef = weight / (double)n;
+    if (s->single)
+        cls_single(bw, losses, s, ex, n, coef);
+    else if ((st = cls_multi(bw, losses, s, ex, n, coef, nrows)))
+        return hl_err_set(err, st, "out of memory for classification gradients");
+    body_backward(bw);
+    return HL_OK;
+}
+
+/* ------------------------------------------------------------- flops --- */
+
+double backward_flops(const model_config *cfg, double n_tok, double seq_len, double n_head_rows)
+{
+    /* body: dx and dW each cost what the forward's product did (attention's
+     * backward about twice its forward); head: logits, dhidden and dhead */
+    double body = model_flops_body(cfg, n_tok, seq_len);
+    double head = 2.0 * n_head_rows * (double)cfg->vocab * (double)cfg->d_embed;
+    double proj = 0;
+    if (cfg->d_embed != cfg->d_model)
+        proj = 2.0 * 2.0 * n_tok * (double)cfg->d_embed * (double)cfg->d_model;
+    return 3.0 * (body + head + proj);
+}

@@ -1,0 +1,146 @@
+/* backward.h - first-order gradients of OPT / GPT-2 by backpropagation.
+ *
+ * A training forward keeps what the backward pass needs (its own buffers:
+ * model_acts stays the lean inference path), then the backward pass
+ * differentiates every operation model.c runs: token + position embeddings,
+ * project_in / project_out, layer norm (affine or not), causal attention per
+ * (sequence, head), ReLU / tanh-GELU / erf-GELU MLP, residuals in pre-LN and
+ * post-LN order, the final layer norm and the tied or separate head.  Two
+ * losses start it:
+ *   - backward_lm:  causal-LM next-token cross-entropy, averaged over the
+ *                   predicted tokens (pretraining);
+ *   - backward_cls: the prompt-classification cross-entropy of cls.h (the
+ *                   loss the ZO optimizers evaluate; for FT baselines and the
+ *                   ZO-vs-true-gradient diagnostic).
+ * The training forward makes the same kernel calls in the same order as
+ * model_forward, so its hidden states - and the losses - are bit-identical
+ * to the inference path's.
+ *
+ * Determinism: every matmul is OpenBLAS sgemm over chunks whose boundaries
+ * depend on the shapes alone, and every reduction (weight and bias
+ * gradients, layer-norm parameters, embedding scatter-adds, the loss sum)
+ * runs in a fixed order; there are no atomics.  Gradients are therefore
+ * bit-identical for any pool size (OpenBLAS must run single-threaded, as
+ * lm_open sets it).
+ *
+ * Memory: per layer and token 6C + F floats (7C + F post-LN) are kept
+ * (block input, q|k|v, attention output, the mid-block residual, the FFN
+ * pre-activation); layer-norm outputs and activations are recomputed in the
+ * backward pass.  Logits are computed BACKWARD_LOGIT_ROWS rows at a time, so
+ * no [N, V] buffer exists.
+ *
+ * Legend as in model.h: N packed tokens, B sequences, T a sequence's length,
+ * C hidden, E word-embedding size, F FFN size, V vocabulary, L layers,
+ * NH heads, HD = C / NH.
+ *
+ * Leaves out: dropout, mixed precision, activation checkpointing beyond the
+ * recomputations above, RoBERTa / Llama (not in model.h yet).
+ *
+ * Ownership: backward_init borrows the model (it must outlive the backward
+ * and its layout must not change); the backward owns its gradient arena and
+ * all its buffers, which grow on demand and are reused across calls.
+ * Threads: one call at a time; the model's pool does the parallel work.
+ */
+#ifndef HELENE_BACKWARD_H
+#define HELENE_BACKWARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cls.h"
+#include "err.h"
+#include "model.h"
+#include "params.h"
+
+/* Rows of logits held at once by the cross-entropy heads. */
+#define BACKWARD_LOGIT_ROWS 64
+
+typedef struct backward {
+    model *m;          /* borrowed */
+    param_set grad;    /* owned: dLoss/dθ; same layer table, offsets and padding as
+                        * m->params, so grad.data[i] belongs to m->params.data[i] */
+    model_weights gw;  /* pointers into grad laid out like m->w (gw.head == gw.wte when
+                        * the head is tied; GPT-2's q|k|v rows of one tensor) */
+
+    /* ---- private: saved activations of the last training forward ---- */
+    size_t cap_tokens; /* buffers hold this many tokens */
+    int cap_seq_len;
+    int cap_threads;
+    size_t n_tokens;   /* N of the last forward */
+    int max_T;
+    model_batch batch; /* the last forward's batch (pointers borrowed from the caller) */
+    float *xs;         /* [L + 1, N, C] block inputs; xs[L] = output of the last block */
+    float *qkv;        /* [L, N, 3C] q | k | v with biases, q unscaled */
+    float *att;        /* [L, N, C] attention output before out_proj */
+    float *mid;        /* [L, N, C] pre-LN: residual after attention (input of LN2);
+                        * post-LN: residual before LN1 */
+    float *post2;      /* [L, N, C] post-LN only: residual before LN2; NULL for pre-LN */
+    float *pre_act;    /* [L, N, F] fc1 output + bias, before the activation */
+    float *emb;        /* [N, E] gathered word embeddings (input of project_in) or NULL */
+    float *fin;        /* [N, C] after the final layer norm (input of project_out) */
+    float *hidden;     /* [N, E] input of the head */
+    int32_t *pos;      /* [N] position row per token */
+    /* backward work space */
+    float *dx;         /* [N, C] gradient of the residual stream */
+    float *dmid;       /* [N, C] */
+    float *dc;         /* [N, C] gradient of a layer-norm output / attention output */
+    float *dqkv;       /* [N, 3C] */
+    float *dffn;       /* [N, F] */
+    float *tmp_c;      /* [N, C] recomputed layer-norm outputs */
+    float *tmp_f;      /* [N, F] recomputed activations */
+    float *dhidden;    /* [N, E] */
+    float *demb;       /* [N, E] or NULL */
+    float *scratch;    /* [threads, attention scratch] */
+    /* heads */
+    float *logits;     /* [BACKWARD_LOGIT_ROWS, V] */
+    float *hrows;      /* [BACKWARD_LOGIT_ROWS, E] gathered hidden rows */
+    float *drows;      /* [BACKWARD_LOGIT_ROWS, E] their gradient */
+    double *row_loss;  /* [BACKWARD_LOGIT_ROWS] */
+    /* classification packing (grown on demand) */
+    int32_t *cls_tokens, *cls_starts, *cls_rows, *cls_targets;
+    float *cls_coef;   /* [rows] dLoss/dscore_c / |word_c| per logit row */
+    size_t cls_cap_tokens, cls_cap_seqs, cls_cap_rows;
+} backward;
+
+/* Allocate the gradient arena (zeroed) for m.  The activation buffers are
+ * allocated by the first call that needs them.  On failure nothing is left
+ * allocated and backward_free is a no-op. */
+hl_status backward_init(backward *bw, model *m, hl_err *err);
+void backward_free(backward *bw);
+
+/* grad = 0 (every call below adds into grad, so batches can be accumulated). */
+void backward_zero_grad(backward *bw);
+
+/* Causal LM on a packed batch: in each sequence b, positions
+ * [first_pred, len_b) are predicted from their prefixes (first_pred >= 1).
+ * loss = (sum of the NLLs) / count, count = number of predicted tokens.
+ * Adds weight * dloss/dθ into bw->grad and returns the summed NLL (double)
+ * and count; count == 0 leaves grad unchanged.  The model's weights are
+ * read, never written.  weight = 1 for one batch, 1/k for the mean of k
+ * equally sized accumulated micro-batches. */
+hl_status backward_lm(backward *bw, double *out_sum_nll, size_t *out_count,
+                      const model_batch *batch, int32_t first_pred, double weight, hl_err *err);
+
+/* The classification objective of cls.h on n examples (n <= s->max_batch,
+ * s built on the same model as bw): loss = (1/n) * sum_i loss_i where loss_i
+ * is cls_score's cross-entropy of the gold class over the label words (0
+ * for label -1), i.e. exactly the mean the ZO optimizers estimate from
+ * cls_score losses.  Adds weight * dloss/dθ into bw->grad.  losses[i] (may
+ * be NULL) receives the per-example losses, bit-identical to cls_score's.
+ * Single-token label words take the fast path (label logits only); longer
+ * words are scored with a full log-softmax, as cls_score does.  Only the
+ * scorer's words and sizes are read; its buffers are not touched. */
+hl_status backward_cls(backward *bw, double *losses, const cls_scorer *s, const cls_example *ex,
+                       int32_t n, double weight, hl_err *err);
+
+/* The gradient slot of a weight: p points into m->params (e.g. m->w.blocks[0].w1);
+ * returns the matching pointer into bw->grad, NULL for NULL. */
+float *backward_grad_of(const backward *bw, const float *p);
+
+/* Floating-point operations of forward + backward over n_tok tokens in
+ * sequences of seq_len, with n_head_rows rows through the full head (for
+ * benchmarks; about 3x the forward). */
+double backward_flops(const model_config *cfg, double n_tok, double seq_len, double n_head_rows);
+
+#endif
