@@ -393,19 +393,33 @@ static void test_checkpoint_survives_kill(void)
     CU_ASSERT_EQUAL_FATAL(checkpoint_save(dir, &r, &ps, o, 1, "", 0, &err), HL_OK);
     int loaded_new = 0;
     for (int trial = 0; trial < 12; trial++) {
+        /* the child reports every completed write, so each kill lands at a
+         * known distance after one: no dependence on the machine's speed */
+        int fds[2];
+        CU_ASSERT_EQUAL_FATAL(pipe(fds), 0);
         pid_t pid = fork();
         if (pid == 0) {
+            close(fds[0]);
             for (uint64_t v = 2;; v++) { /* keep replacing the checkpoint */
                 for (size_t i = 0; i < ps.n; i++)
                     ps.data[i] = (float)v;
                 if (checkpoint_save(dir, &r, &ps, o, v, "", 0, NULL))
                     _exit(3);
+                if (write(fds[1], "w", 1) != 1)
+                    _exit(4);
             }
         }
-        sleep_ms(5 + trial * 25);
+        close(fds[1]);
+        char b;
+        int done = 0;
+        for (int k = 0; k < 1 + trial % 3; k++) /* wait for 1..3 completed writes */
+            done += read(fds[0], &b, 1) == 1;
+        CU_ASSERT(done > 0);
+        sleep_ms(trial * 3); /* then die somewhere in the next write */
         kill(pid, SIGKILL);
         int status;
         waitpid(pid, &status, 0);
+        close(fds[0]);
         CU_ASSERT(WIFSIGNALED(status));
         /* whatever instant it died at, the folder is a complete checkpoint */
         checkpoint_info ci;
