@@ -668,6 +668,7 @@ static void test_adamw_one_step_by_hand(void)
     adamw_free(&a);
 
     /* clipping to norm 1: the gradient is scaled by 1/‖g‖ before the moments */
+    param_set_free(&ps);
     five_params(&ps);
     c.clip_norm = 1.0;
     CU_ASSERT_EQUAL_FATAL(adamw_init(&a, &ps, &c, NULL, &err), HL_OK);
