@@ -77,8 +77,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "helene: no such command '%s'\n", argv[2]);
             return 2;
         }
-        fputs(c->usage, stdout);
-        return 0;
+        /* the command's own --help, so both spellings print the same */
+        char *help_argv[] = {argv[2], "--help", NULL};
+        return c->run(2, help_argv);
     }
     const command *c = find_command(cmd);
     if (!c) {

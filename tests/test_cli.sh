@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# test_cli.sh - the command line as a user meets it: every subcommand's help,
+# exit statuses, and clear messages for bad flags, files and values.
+# Run by `make check` from the build folder.
+set -u
+h=./helene
+fix=${srcdir:-.}/tests/fixtures
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+
+# expect STATUS PATTERN -- command...: status and a line of stderr+stdout matching
+expect() {
+  local want=$1 pat=$2
+  shift 3
+  local out rc
+  out=$("$@" 2>&1)
+  rc=$?
+  if [ "$rc" -ne "$want" ]; then
+    echo "FAIL: $* -> exit $rc, want $want"; echo "$out" | head -5; fail=$((fail + 1)); return
+  fi
+  if [ -n "$pat" ] && ! grep -qE -- "$pat" <<< "$out"; then
+    echo "FAIL: $* -> output lacks /$pat/"; echo "$out" | head -5; fail=$((fail + 1)); return
+  fi
+  pass=$((pass + 1))
+}
+
+expect 0 '^helene [0-9]' -- $h --version
+expect 0 'Commands:' -- $h --help
+for c in info score eval data train export tui; do
+  expect 0 "usage: helene $c" -- $h help "$c"
+  expect 0 "usage: helene $c" -- $h "$c" --help
+done
+expect 2 "no such command" -- $h help nope
+expect 2 "unknown command" -- $h frobnicate
+expect 0 'lr .*default' -- $h help train
+
+# info / score
+expect 2 "--model DIR is required" -- $h info
+expect 1 "no such model folder" -- $h info --model "$tmp/none"
+expect 2 "expects an integer" -- $h info --model "$fix/models/opt-tiny-f32" --threads two
+expect 2 "out of range" -- $h info --model "$fix/models/opt-tiny-f32" --threads 0
+expect 2 "unknown option" -- $h info --model "$fix/models/opt-tiny-f32" --jsn
+expect 0 '"n_params":54144' -- $h info --model "$fix/models/opt-tiny-f32" --json
+expect 2 "one text FILE" -- $h score --model "$fix/models/opt-tiny-f32"
+expect 1 "No such file" -- $h score --model "$fix/models/opt-tiny-f32" "$tmp/none.txt"
+: > "$tmp/empty.txt"
+expect 1 "no tokens to predict" -- $h score --model "$fix/models/gpt2-tiny-f32" "$tmp/empty.txt"
+expect 0 '"tokens":50' -- $h score --json --model "$fix/models/gpt2-tiny-f32" "$fix/score.txt"
+mkdir "$tmp/pickle" && : > "$tmp/pickle/pytorch_model.bin" && cp "$fix/models/opt-tiny-f32/"{config.json,vocab.json,merges.txt} "$tmp/pickle/"
+expect 1 "pytorch_model.bin" -- $h info --model "$tmp/pickle"
+
+# eval / data
+expect 2 "--split must be dev or test" -- $h eval --model "$fix/models/opt-tiny-f32" --split train
+expect 1 "unknown task" -- $h eval --model "$fix/models/opt-tiny-f32" --task nope
+printf 'sentence\tlabel\ngood film\t1\nbad film\t7\n' > "$tmp/bad.tsv"
+expect 1 "bad.tsv:3" -- $h eval --model "$fix/models/opt-tiny-f32" --task sst2 --data "$tmp/bad.tsv"
+expect 0 "examples  1" -- $h eval --model "$fix/models/opt-tiny-f32" --task sst2 --data "$tmp/bad.tsv" --skip-bad
+expect 0 '"n":20' -- $h eval --json --model "$fix/models/opt-tiny-f32" --task sst2 --data "$fix/tasks/sst2.tsv" --predictions "$tmp/pred.tsv"
+[ "$(wc -l < "$tmp/pred.tsv")" -eq 20 ] && pass=$((pass + 1)) || { echo "FAIL: predictions lines"; fail=$((fail + 1)); }
+expect 0 "train +600" -- $h data
+expect 0 "tokens:" -- $h data --task sst2 --data "$fix/tasks/sst2.tsv" --model "$fix/models/opt-tiny-f32"
+
+# train: flags, config files, resume
+expect 2 "lr: bad value" -- $h train --objective quadratic --lr -1 --headless
+expect 2 "unknown setting" -- $h train --objective quadratic --bogus 1 --headless
+expect 2 "not one of model, quadratic, rosenbrock" -- $h train --objective cubic --headless
+expect 2 "needs a value" -- $h train --objective quadratic --steps
+expect 2 "takes no value" -- $h train --objective quadratic --headless=yes
+expect 0 '"optimizer":[[:space:]]*"mezo"' -- $h train --objective quadratic --optimizer mezo --print-config
+echo '{"objective": "quadratic", "steps": "many"}' > "$tmp/bad.json"
+expect 1 "bad.json" -- $h train --config "$tmp/bad.json" --headless
+echo '[1, 2]' > "$tmp/arr.json"
+expect 1 "JSON object" -- $h train --config "$tmp/arr.json" --headless
+echo '{"objective": "quadratic", "optimizer": "zo-sign", "steps": 30, "eval_every": 0}' > "$tmp/ok.json"
+expect 0 "optimizer +zo-sign" -- $h train --config "$tmp/ok.json" --headless
+expect 0 "steps +40" -- $h train --config "$tmp/ok.json" --steps 40 --headless --save "$tmp/ck"
+expect 0 "steps +60" -- $h train --resume "$tmp/ck" --steps 60 --headless
+expect 1 "not a helene checkpoint|checkpoint.json" -- $h train --resume "$tmp" --headless
+expect 1 "analytic" -- $h export --checkpoint "$tmp/ck" --out "$tmp/exported"
+expect 2 "required" -- $h export --checkpoint "$tmp/ck"
+expect 2 "--dtype must be" -- $h export --checkpoint "$tmp/ck" --out "$tmp/x" --dtype F8
+
+# a model run, exported and loaded again
+expect 0 "saved" -- $h train --model "$fix/models/gpt2-tiny-f32" --task sst2 --data "$fix/tasks/sst2.tsv" --steps 4 --eval-every 2 --batch-size 4 --save "$tmp/m" --headless
+expect 0 "exported" -- $h export --checkpoint "$tmp/m" --out "$tmp/gpt2-tuned" --dtype BF16
+expect 0 "storage +BF16" -- $h info --model "$tmp/gpt2-tuned"
+expect 1 "already exists" -- $h export --checkpoint "$tmp/m" --out "$tmp/gpt2-tuned"
+
+# SIGINT: checkpoint and exit 130 with the resume command
+$h train --objective quadratic --steps 100000000 --eval-every 0 --save "$tmp/int" --headless > /dev/null 2> "$tmp/int.err" &
+pid=$!
+for _ in $(seq 100); do grep -q "step" "$tmp/int.err" 2>/dev/null && break; sleep 0.1; done
+kill -INT $pid
+wait $pid
+rc=$?
+if [ $rc -eq 130 ] && grep -q "helene train --resume $tmp/int" "$tmp/int.err" && [ -f "$tmp/int/checkpoint.json" ]; then
+  pass=$((pass + 1))
+else
+  echo "FAIL: SIGINT -> exit $rc"; cat "$tmp/int.err" | tail -3; fail=$((fail + 1))
+fi
+
+echo "cli: $pass passed, $fail failed"
+[ $fail -eq 0 ]
