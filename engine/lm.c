@@ -15,8 +15,7 @@ void lm_set_blas_threads(int n)
     openblas_set_num_threads(n);
 }
 
-/* Find a bundled data file: $HELENE_DATA_DIR, the source tree, pkgdatadir. */
-static bool bundled_path(char *out, size_t cap, const char *rel)
+bool lm_bundled_path(char *out, size_t cap, const char *rel)
 {
     const char *dirs[3] = {getenv("HELENE_DATA_DIR"), HELENE_SRCDATADIR, HELENE_DATADIR};
     for (int i = 0; i < 3; i++) {
@@ -91,8 +90,8 @@ static hl_status open_random(lm *l, const char *spec, hl_err *err)
     c.pad_id = -1;
     snprintf(c.torch_dtype, sizeof c.torch_dtype, "float32");
     char vocab[4200], merges[4200];
-    if (!bundled_path(vocab, sizeof vocab, "gpt2/vocab.json") ||
-        !bundled_path(merges, sizeof merges, "gpt2/merges.txt"))
+    if (!lm_bundled_path(vocab, sizeof vocab, "gpt2/vocab.json") ||
+        !lm_bundled_path(merges, sizeof merges, "gpt2/merges.txt"))
         return hl_err_set(err, HL_ERR_IO, "the bundled GPT-2 vocabulary (gpt2/vocab.json, "
                           "merges.txt) is not installed; set HELENE_DATA_DIR");
     hl_status st = model_init_from_config(&l->model, &c, err);

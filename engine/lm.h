@@ -9,6 +9,7 @@
 #ifndef HELENE_LM_H
 #define HELENE_LM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,6 +36,10 @@ typedef struct lm {
  * On failure everything is released and err names the file. */
 hl_status lm_open(lm *l, const char *dir, int n_threads, hl_err *err);
 void lm_close(lm *l);
+
+/* Find a bundled data file (e.g. "gpt2/vocab.json") in $HELENE_DATA_DIR,
+ * the source tree, then the installed pkgdatadir.  False if none has it. */
+bool lm_bundled_path(char *out, size_t cap, const char *rel);
 
 /* Set OpenBLAS's thread count (process-wide). */
 void lm_set_blas_threads(int n);

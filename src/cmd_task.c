@@ -161,20 +161,6 @@ done:
     return rc;
 }
 
-/* The bundled GPT-2 vocabulary, searched where tasks are. */
-static bool find_bundled(char *out, size_t cap, const char *rel)
-{
-    const char *dirs[3] = {getenv("HELENE_DATA_DIR"), HELENE_SRCDATADIR, HELENE_DATADIR};
-    for (int i = 0; i < 3; i++) {
-        if (!dirs[i] || !dirs[i][0])
-            continue;
-        snprintf(out, cap, "%s/%s", dirs[i], rel);
-        if (access(out, R_OK) == 0)
-            return true;
-    }
-    return false;
-}
-
 static int cmp_i32(const void *a, const void *b)
 {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
@@ -254,8 +240,8 @@ int cmd_data(int argc, char **argv)
         bos = mc.bos_id;
         max_pos = mc.max_pos;
         tok_name = model_dir;
-    } else if (!find_bundled(vocab, sizeof vocab, "gpt2/vocab.json") ||
-               !find_bundled(merges, sizeof merges, "gpt2/merges.txt")) {
+    } else if (!lm_bundled_path(vocab, sizeof vocab, "gpt2/vocab.json") ||
+               !lm_bundled_path(merges, sizeof merges, "gpt2/merges.txt")) {
         fprintf(stderr, "helene data: the bundled GPT-2 vocabulary is missing; give --model DIR "
                         "or set HELENE_DATA_DIR\n");
         runcfg_free(&cfg);
