@@ -17,6 +17,8 @@ void lm_set_blas_threads(int n)
 
 bool lm_bundled_path(char *out, size_t cap, const char *rel)
 {
+    if (!out || cap == 0)
+        return false;
     const char *dirs[3] = {getenv("HELENE_DATA_DIR"), HELENE_SRCDATADIR, HELENE_DATADIR};
     for (int i = 0; i < 3; i++) {
         if (!dirs[i] || !dirs[i][0])
