@@ -191,14 +191,16 @@ typedef struct attn_job {
     const float *qkv;
     const int32_t *seq_start;
     int B, C, NH, max_T;
+    int sgemm_min_T;
     float scale;
     float *scratch;
 } attn_job;
 
-/* One (sequence, head).  K is first copied transposed into scratch so both
- * inner loops are axpy-shaped (s[t] += q[e]·kT[e][t], o[e] += p[t]·v[t][e]):
- * they vectorise without reassociating a reduction, so the bits stay fixed. */
-static void attention_task(const attn_job *j, int b, int h, float *scratch)
+/* One (sequence, head) with direct loops.  K is first copied transposed
+ * into scratch so both inner loops are axpy-shaped (s[t] += q[e]·kT[e][t],
+ * o[e] += p[t]·v[t][e]): they vectorise without reassociating a reduction.
+ * Used for short sequences, where an sgemm call costs more than it saves. */
+static void attention_loops(const attn_job *j, int b, int h, float *scratch)
 {
     const int C = j->C, HD = C / j->NH;
     const size_t ld = 3 * (size_t)C;
@@ -244,6 +246,51 @@ static void attention_task(const attn_job *j, int b, int h, float *scratch)
     }
 }
 
+/* One (sequence, head) with two sgemm calls: S = scale·Q·Kᵀ [T, T], causal
+ * softmax row by row (only the lower triangle is read), O = P·V.  Each call's
+ * shape depends on the sequence alone, so the bits do not depend on which
+ * thread runs it.  Scratch: [T, T]. */
+static void attention_sgemm(const attn_job *j, int b, int h, float *S)
+{
+    const int C = j->C, HD = C / j->NH;
+    const int ld = 3 * C;
+    const int32_t t0 = j->seq_start[b], T = j->seq_start[b + 1] - t0;
+    const float *q = j->qkv + (size_t)t0 * (size_t)ld + (size_t)h * HD;
+    const float *k = q + C;
+    const float *v = q + 2 * C;
+    float *o = j->out + (size_t)t0 * C + (size_t)h * HD;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, j->scale, q, ld, k, ld, 0.0f,
+                S, T);
+    for (int i = 0; i < T; i++) {
+        float *s = S + (size_t)i * T;
+        const int n = i + 1;
+        float mx = -INFINITY;
+        for (int t = 0; t < n; t++)
+            mx = s[t] > mx ? s[t] : mx;
+        float sum = 0.0f;
+        for (int t = 0; t < n; t++) {
+            s[t] = expf(s[t] - mx);
+            sum += s[t];
+        }
+        const float inv = 1.0f / sum;
+        for (int t = 0; t < n; t++)
+            s[t] *= inv;
+        for (int t = n; t < T; t++)
+            s[t] = 0.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, S, T, v, ld, 0.0f, o,
+                C);
+}
+
+static void attention_task(const attn_job *j, int b, int h, float *scratch)
+{
+    const int32_t T = j->seq_start[b + 1] - j->seq_start[b];
+    if (T >= j->sgemm_min_T)
+        attention_sgemm(j, b, h, scratch);
+    else
+        attention_loops(j, b, h, scratch);
+}
+
 static void attention_fn(void *arg, int tid, int nt)
 {
     attn_job *j = arg;
@@ -256,13 +303,23 @@ static void attention_fn(void *arg, int tid, int nt)
 
 size_t kern_attention_scratch(int max_T, int HD)
 {
-    return (size_t)max_T * (size_t)(HD + 1);
+    size_t loops = (size_t)max_T * (size_t)(HD + 1), gemm = (size_t)max_T * (size_t)max_T;
+    return loops > gemm ? loops : gemm;
 }
 
 void kern_par_attention(pool *p, float *out, const float *qkv, const int32_t *seq_start, int B,
                         int C, int NH, float scale, float *scratch, int max_T)
 {
+    kern_par_attention_min(p, out, qkv, seq_start, B, C, NH, scale, scratch, max_T,
+                           KERN_ATTENTION_SGEMM_MIN_T);
+}
+
+void kern_par_attention_min(pool *p, float *out, const float *qkv, const int32_t *seq_start,
+                            int B, int C, int NH, float scale, float *scratch, int max_T,
+                            int sgemm_min_T)
+{
     attn_job j = {.out = out, .qkv = qkv, .seq_start = seq_start, .B = B, .C = C, .NH = NH,
-                  .max_T = max_T, .scale = scale, .scratch = scratch};
+                  .max_T = max_T, .sgemm_min_T = sgemm_min_T, .scale = scale,
+                  .scratch = scratch};
     pool_run(p, attention_fn, &j);
 }

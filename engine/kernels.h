@@ -46,8 +46,15 @@ void kern_par_add_rows(pool *p, float *y, const float *v, size_t rows, int n, si
  * seq_start [B+1]; scale multiplies q·k.  scratch: threads times
  * kern_attention_scratch(max_T, C / NH) floats. */
 size_t kern_attention_scratch(int max_T, int HD);
+/* Sequences of at least sgemm_min_T tokens use two sgemm calls per head
+ * (QKᵀ, then PV); shorter ones direct loops, cheaper than a call there. */
+#define KERN_ATTENTION_SGEMM_MIN_T 48
 void kern_par_attention(pool *p, float *out, const float *qkv, const int32_t *seq_start, int B,
                         int C, int NH, float scale, float *scratch, int max_T);
+/* The same with an explicit threshold (tests compare both paths). */
+void kern_par_attention_min(pool *p, float *out, const float *qkv, const int32_t *seq_start,
+                            int B, int C, int NH, float scale, float *scratch, int max_T,
+                            int sgemm_min_T);
 
 /* Scalar reference activations (exposed for tests). */
 float kern_gelu_tanh(float x);

@@ -486,6 +486,7 @@ hl_status model_init_from_config(model *m, const model_config *cfg, hl_err *err)
 {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
+    m->attn_sgemm_min_T = KERN_ATTENTION_SGEMM_MIN_T;
     param_set_init(&m->params);
     hl_status st;
     if ((st = declare_layers(&m->params, cfg, err)) || (st = param_set_alloc(&m->params, err)) ||
@@ -779,8 +780,8 @@ static void block_forward(model *m, const model_block *b, const model_batch *bat
             for (int k = 0; k < 3; k++)
                 kern_par_add_rows(p, a->qkv + (size_t)k * C, b->bqkv[k], N, C, C3);
     }
-    kern_par_attention(p, a->att, a->qkv, batch->seq_start, batch->n_seq, C, c->n_heads,
-                       1.0f / sqrtf((float)HD), a->scores, max_T);
+    kern_par_attention_min(p, a->att, a->qkv, batch->seq_start, batch->n_seq, C, c->n_heads,
+                       1.0f / sqrtf((float)HD), a->scores, max_T, m->attn_sgemm_min_T);
     /* x += att · Wo^T + bo (residual folded into sgemm's beta) */
     if (b->bo)
         kern_par_add_rows(p, a->x, b->bo, N, C, (size_t)C);

@@ -110,6 +110,7 @@ typedef struct model {
     char path[4096];
     char storage_dtype[8]; /* dtype found in the file(s): F32, F16, BF16 or mixed */
     int n_unused_tensors;  /* tensors in the file that no weight used (buffers etc.) */
+    int attn_sgemm_min_T;  /* attention uses sgemm from this sequence length on */
 } model;
 
 /* A batch of B sequences packed back to back: tokens[seq_start[b] ..

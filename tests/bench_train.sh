@@ -36,10 +36,11 @@ for opt in mezo helene; do
       t = 0;
       n = split("ms_perturb ms_forward ms_update", k, " ");
       for (i = 1; i <= n; i++) { match($0, "\"" k[i] "\":[0-9.e+-]+"); t += substr($0, RSTART + length(k[i]) + 3, RLENGTH - length(k[i]) - 3) }
-      v[++m] = t; tok += 0;
+      v[++m] = t;
     }
     END {
-      asort(v); med = m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2;
+      for (i = 2; i <= m; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+      med = m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2;
       mult = opt == "mezo" ? 1.15 : 3.15;
       printf "helene_%s_step_ms          %.0f\n", opt, med;
       printf "helene_%s_peak_rss_mib     %.0f (goal <= %.2f x %.0f + 64 = %.0f)\n", opt, rss, mult, w, mult * w + 64;

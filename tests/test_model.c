@@ -252,12 +252,15 @@ static void test_thread_count_does_not_change_bits(void)
 {
     /* 600 tokens: more than one fixed sgemm chunk, so the split matters */
     enum { NSEQ = 20, LEN = 30, NTOK = NSEQ * LEN };
-    for (int fam = 0; fam < 2; fam++) {
+    for (int variant = 0; variant < 4; variant++) {
+        int fam = variant % 2;
         model_config c = tiny_config((model_family)fam);
         model m;
         hl_err err;
         CU_ASSERT_EQUAL_FATAL(model_init_from_config(&m, &c, &err), HL_OK);
         randomise(&m);
+        if (variant >= 2)
+            m.attn_sgemm_min_T = 16; /* the sgemm attention path, from pool threads */
         static int32_t tok[NTOK];
         int32_t starts[NSEQ + 1];
         for (int i = 0; i < NTOK; i++)
@@ -334,6 +337,35 @@ static void test_packing_and_causality(void)
         free(two);
         model_free(&m);
     }
+}
+
+/* Long sequences take the sgemm attention path, short ones the loops: both
+ * must give the same result (within rounding) on the same batch. */
+static void test_attention_paths_agree(void)
+{
+    model_config c = tiny_config(MODEL_FAMILY_OPT);
+    c.max_pos = 200;
+    model m;
+    hl_err err;
+    CU_ASSERT_EQUAL_FATAL(model_init_from_config(&m, &c, &err), HL_OK);
+    randomise(&m);
+    enum { NTOK = 330 };
+    static int32_t tok[NTOK];
+    for (int i = 0; i < NTOK; i++)
+        tok[i] = (i * 13 + 7) % c.vocab;
+    int32_t starts[4] = {0, 200, 260, NTOK}; /* 200, 60 and 70 tokens */
+    m.attn_sgemm_min_T = 1 << 30;            /* loops everywhere */
+    float *loops = run_hidden(&m, tok, starts, 3);
+    m.attn_sgemm_min_T = 1;                  /* sgemm everywhere */
+    float *gemm = run_hidden(&m, tok, starts, 3);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(loops);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(gemm);
+    CU_ASSERT_EQUAL(test_close_floats("attention", gemm, loops, (size_t)NTOK * c.d_embed, 1e-4,
+                                      1e-5),
+                    0);
+    free(loops);
+    free(gemm);
+    model_free(&m);
 }
 
 static void test_forward_rejects_bad_batches(void)
@@ -541,6 +573,7 @@ static void register_model(void)
     TEST_ADD(s, test_fixtures_match_reference);
     TEST_ADD(s, test_thread_count_does_not_change_bits);
     TEST_ADD(s, test_packing_and_causality);
+    TEST_ADD(s, test_attention_paths_agree);
     TEST_ADD(s, test_forward_rejects_bad_batches);
     CU_pSuite bad = CU_add_suite("model_malformed", make_tmpdir, remove_tmpdir);
     TEST_ADD(bad, test_config_errors);
