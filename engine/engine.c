@@ -368,8 +368,16 @@ static void replay_visit(void *ctx, bool is_eval, uint64_t step, double loss, do
     engine_telemetry *w = &e->work;
     if (is_eval) {
         hist_push(&w->hist[ENGINE_SERIES_DEV], step, (float)dev);
+        w->dev_accuracy = dev;
         return;
     }
+    /* the last step before the checkpoint is what the header shows first */
+    w->loss = loss;
+    w->last.loss_plus = lp;
+    w->last.loss_minus = lmi;
+    w->last.proj_grad = c;
+    w->last.alpha = alpha;
+    w->last.lr = lr;
     engine_hist *lh = &w->hist[ENGINE_SERIES_LOSS];
     if (++e->hist_pending < (lh->stride ? lh->stride : 1))
         return;
@@ -418,7 +426,7 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
     e->pub.layers = e->ps->layers;
     e->work.dev_accuracy = e->work.best_dev_accuracy = NAN;
 
-    if ((st = optim_init(&e->opt, e->ps, e->workers, e->cfg.seed, err)))
+    if ((st = optim_init_hp(&e->opt, e->ps, e->workers, e->cfg.seed, &e->cfg.hp, err)))
         goto fail;
     /* apply the run's hyperparameters through the validated path */
     for (int i = 0; i < hparams_count(); i++) {

@@ -117,8 +117,13 @@ static bool method_needs_v(int32_t m)
     return m == OPTIM_METHOD_ZO_ADAM;
 }
 
+/* A zero arena comes from calloc: large blocks are fresh zero pages that
+ * take no memory until written, so creating state for a method (or for the
+ * default method before the run's own is set) does not raise peak RSS. */
 static float *arena_alloc(size_t n, float fill)
 {
+    if (fill == 0.0f)
+        return calloc(n ? n : 16, sizeof(float));
     void *mem = NULL;
     if (posix_memalign(&mem, 64, (n ? n : 16) * sizeof(float)) != 0)
         return NULL;
@@ -595,6 +600,12 @@ void optim_free(optim *o)
 
 hl_status optim_init(optim **out, param_set *ps, pool *workers, uint64_t run_seed, hl_err *err)
 {
+    return optim_init_hp(out, ps, workers, run_seed, NULL, err);
+}
+
+hl_status optim_init_hp(optim **out, param_set *ps, pool *workers, uint64_t run_seed,
+                        const hparams *hp, hl_err *err)
+{
     *out = NULL;
     if (!ps || !ps->data || ps->n_layers < 1)
         return hl_err_set(err, HL_ERR_INVALID, "optimizer needs an allocated param_set with layers");
@@ -605,6 +616,16 @@ hl_status optim_init(optim **out, param_set *ps, pool *workers, uint64_t run_see
     o->workers = workers;
     o->run_seed = run_seed;
     hparams_init(&o->hp);
+    if (hp) {
+        hparams tmp;
+        if (hparams_copy(&tmp, hp, err) != HL_OK) {
+            hparams_free(&o->hp);
+            free(o);
+            return err ? err->code : HL_ERR_NOMEM;
+        }
+        hparams_free(&o->hp);
+        o->hp = tmp;
+    }
     size_t L = (size_t)ps->n_layers;
     o->hhat_sum = calloc(L, sizeof(double));
     o->first_hhat = calloc(L, sizeof(double));

@@ -74,6 +74,10 @@ typedef struct optim optim;
  * workers may be NULL (single thread). */
 hl_status optim_init(optim **out, param_set *ps, pool *workers, uint64_t run_seed,
                      hl_err *err);
+/* The same, starting from hp (copied; its method's state is created) rather
+ * than the defaults, so no other method's state is ever allocated. */
+hl_status optim_init_hp(optim **out, param_set *ps, pool *workers, uint64_t run_seed,
+                        const hparams *hp, hl_err *err);
 void optim_free(optim *o);
 
 /* Change one hyperparameter (hparams.h keys) between steps.  Invalid values
