@@ -286,11 +286,12 @@ typedef struct attb_job {
     size_t scratch_stride;
 } attb_job;
 
-/* One (sequence, head), rows in order: recompute p_i exactly as the forward
- * does, then dv_t += p_it·do_i, ds_it = p_it(dp_it − Σ_t p_it dp_it),
- * dq_i = scale·Σ_t ds_it k_t, dk_t += scale·ds_it q_i.  Each task writes
- * only its own rows and head slice. */
-static void attention_back_task(const attb_job *j, int b, int h, float *scratch)
+/* One (sequence, head) with direct loops, rows in order: recompute p_i
+ * exactly as kernels.c's attention_loops does, then dv_t += p_it·do_i,
+ * ds_it = p_it(dp_it − Σ_t p_it dp_it), dq_i = scale·Σ_t ds_it k_t,
+ * dk_t += scale·ds_it q_i.  Each task writes only its own rows and head
+ * slice.  Scratch: [HD + 2, T]. */
+static void attention_back_loops(const attb_job *j, int b, int h, float *scratch)
 {
     const int C = j->C, HD = C / j->NH;
     const size_t ld = 3 * (size_t)C;
@@ -313,7 +314,6 @@ static void attention_back_task(const attb_job *j, int b, int h, float *scratch)
         const float *qi = q + (size_t)i * ld;
         const float *doi = dout + (size_t)i * C;
         const int n = i + 1;
-        /* forward probabilities, as kernels.c's attention_task */
         for (int t = 0; t < n; t++)
             s[t] = 0.0f;
         for (int e = 0; e < HD; e++) {
@@ -360,6 +360,71 @@ static void attention_back_task(const attb_job *j, int b, int h, float *scratch)
     }
 }
 
+/* One (sequence, head) with sgemm, for the sequences kernels.c's forward
+ * also runs through sgemm: P from the same call and softmax as the forward,
+ * dP = dO·Vᵀ, dV = Pᵀ·dO, dS = P ∘ (dP − rowsum(P ∘ dP)), dQ = scale·dS·K,
+ * dK = scale·dSᵀ·Q.  Shapes depend on the sequence alone.  Scratch: [2, T, T]. */
+static void attention_back_sgemm(const attb_job *j, int b, int h, float *scratch)
+{
+    const int C = j->C, HD = C / j->NH, ld = 3 * C;
+    const int32_t t0 = j->seq_start[b], T = j->seq_start[b + 1] - t0;
+    const float *q = j->qkv + (size_t)t0 * (size_t)ld + (size_t)h * HD;
+    const float *k = q + C, *v = q + 2 * C;
+    float *dq = j->dqkv + (size_t)t0 * (size_t)ld + (size_t)h * HD;
+    float *dk = dq + C, *dv = dq + 2 * C;
+    const float *dout = j->datt + (size_t)t0 * C + (size_t)h * HD;
+    float *P = scratch, *dP = scratch + (size_t)T * T;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, j->scale, q, ld, k, ld, 0.0f,
+                P, T);
+    for (int i = 0; i < T; i++) {
+        float *s = P + (size_t)i * T;
+        const int n = i + 1;
+        float mx = -INFINITY;
+        for (int t = 0; t < n; t++)
+            mx = s[t] > mx ? s[t] : mx;
+        float sum = 0.0f;
+        for (int t = 0; t < n; t++) {
+            s[t] = expf(s[t] - mx);
+            sum += s[t];
+        }
+        const float inv = 1.0f / sum;
+        for (int t = 0; t < n; t++)
+            s[t] *= inv;
+        for (int t = n; t < T; t++)
+            s[t] = 0.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, 1.0f, dout, C, v, ld, 0.0f, dP,
+                T);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, P, T, dout, C, 0.0f, dv,
+                ld);
+    for (int i = 0; i < T; i++) {
+        const float *p = P + (size_t)i * T;
+        float *d = dP + (size_t)i * T;
+        const int n = i + 1;
+        double spd = 0;
+        for (int t = 0; t < n; t++)
+            spd += (double)p[t] * d[t];
+        const float fspd = (float)spd;
+        for (int t = 0; t < n; t++)
+            d[t] = p[t] * (d[t] - fspd);
+        for (int t = n; t < T; t++)
+            d[t] = 0.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, j->scale, dP, T, k, ld, 0.0f,
+                dq, ld);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, j->scale, dP, T, q, ld, 0.0f,
+                dk, ld);
+}
+
+static void attention_back_task(const attb_job *j, int b, int h, float *scratch)
+{
+    const int32_t T = j->seq_start[b + 1] - j->seq_start[b];
+    if (T >= KERN_ATTENTION_SGEMM_MIN_T)
+        attention_back_sgemm(j, b, h, scratch);
+    else
+        attention_back_loops(j, b, h, scratch);
+}
+
 static void attention_back_fn(void *arg, int tid, int nt)
 {
     attb_job *j = arg;
@@ -370,9 +435,13 @@ static void attention_back_fn(void *arg, int tid, int nt)
         attention_back_task(j, (int)(t / (size_t)j->NH), (int)(t % (size_t)j->NH), s);
 }
 
+/* Per thread, enough for the forward's kernel and both backward paths. */
 static size_t attention_back_scratch(int max_T, int HD)
 {
-    return (size_t)max_T * (size_t)(HD + 2);
+    size_t loops = (size_t)max_T * (size_t)(HD + 2), gemm = 2 * (size_t)max_T * (size_t)max_T;
+    size_t fwd = kern_attention_scratch(max_T, HD);
+    size_t m = loops > gemm ? loops : gemm;
+    return m > fwd ? m : fwd;
 }
 
 /* ------------------------------------------------------ embedding back --- */

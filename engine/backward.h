@@ -25,8 +25,10 @@
  *
  * Memory: per layer and token 6C + F floats (7C + F post-LN) are kept
  * (block input, q|k|v, attention output, the mid-block residual, the FFN
- * pre-activation); layer-norm outputs and activations are recomputed in the
- * backward pass.  Logits are computed BACKWARD_LOGIT_ROWS rows at a time, so
+ * pre-activation); layer-norm outputs, activations and attention
+ * probabilities are recomputed in the backward pass with the forward's own
+ * arithmetic (attention: direct loops below KERN_ATTENTION_SGEMM_MIN_T
+ * tokens, sgemm per (sequence, head) from there, as kernels.c does).  Logits are computed BACKWARD_LOGIT_ROWS rows at a time, so
  * no [N, V] buffer exists.
  *
  * Legend as in model.h: N packed tokens, B sequences, T a sequence's length,

@@ -25,6 +25,7 @@
 #include "adamw.h"
 #include "backward.h"
 #include "cls.h"
+#include "kernels.h"
 #include "lm.h"
 #include "model.h"
 #include "safetensors.h"
@@ -236,30 +237,47 @@ static int fd_check(const char *what, model *m, const float *grad, loss_fn f, vo
     return bad;
 }
 
+static void fd_lm_one(int v, const int *lens, int B, const char *what)
+{
+    model_config c = variant_config(v);
+    int n = 0;
+    for (int b = 0; b < B; b++) {
+        n += lens[b];
+        c.max_pos = lens[b] > c.max_pos ? lens[b] : c.max_pos;
+    }
+    model m;
+    hl_err err;
+    CU_ASSERT_EQUAL_FATAL(model_init_from_config(&m, &c, &err), HL_OK);
+    randomise(&m);
+    backward bw;
+    CU_ASSERT_EQUAL_FATAL(backward_init(&bw, &m, &err), HL_OK);
+    int32_t *tok = malloc((size_t)n * sizeof *tok), starts[8];
+    make_batch(tok, starts, lens, B, m.cfg.vocab);
+    model_batch b = {.tokens = tok, .seq_start = starts, .n_seq = B};
+    double sum;
+    size_t count;
+    CU_ASSERT_EQUAL_FATAL(backward_lm(&bw, &sum, &count, &b, 1, 1.0, &err), HL_OK);
+    CU_ASSERT_EQUAL(count, (size_t)(n - B));
+    /* the loss is the inference path's, within float rounding */
+    double ref = lm_loss(&m, &b);
+    CU_ASSERT(fabs(sum / (double)count - ref) <= 1e-5 * fabs(ref));
+    fd_ctx ctx = {.m = &m, .batch = &b};
+    CU_ASSERT_EQUAL(fd_check(what, &m, bw.grad.data, fd_lm, &ctx), 0);
+    free(tok);
+    backward_free(&bw);
+    model_free(&m);
+}
+
 static void test_fd_lm(void)
 {
-    for (int v = 0; v < VAR_COUNT; v++) {
-        model m;
-        make_model(&m, v);
-        backward bw;
-        hl_err err;
-        CU_ASSERT_EQUAL_FATAL(backward_init(&bw, &m, &err), HL_OK);
-        int lens[3] = {11, 6, 2};
-        int32_t tok[19], starts[4];
-        make_batch(tok, starts, lens, 3, m.cfg.vocab);
-        model_batch b = {.tokens = tok, .seq_start = starts, .n_seq = 3};
-        double sum;
-        size_t count;
-        CU_ASSERT_EQUAL_FATAL(backward_lm(&bw, &sum, &count, &b, 1, 1.0, &err), HL_OK);
-        CU_ASSERT_EQUAL(count, 10 + 5 + 1);
-        /* the loss is the inference path's, within float rounding */
-        double ref = lm_loss(&m, &b);
-        CU_ASSERT(fabs(sum / (double)count - ref) <= 1e-5 * fabs(ref));
-        fd_ctx ctx = {.m = &m, .batch = &b};
-        CU_ASSERT_EQUAL(fd_check(var_name[v], &m, bw.grad.data, fd_lm, &ctx), 0);
-        backward_free(&bw);
-        model_free(&m);
-    }
+    const int short_lens[3] = {11, 6, 2};
+    for (int v = 0; v < VAR_COUNT; v++)
+        fd_lm_one(v, short_lens, 3, var_name[v]);
+    /* sequences of KERN_ATTENTION_SGEMM_MIN_T tokens or more take the sgemm
+     * attention path, forward and backward */
+    const int long_lens[3] = {KERN_ATTENTION_SGEMM_MIN_T + 13, KERN_ATTENTION_SGEMM_MIN_T, 5};
+    fd_lm_one(VAR_GPT2, long_lens, 3, "gpt2, sgemm attention");
+    fd_lm_one(VAR_OPT_POST, long_lens, 3, "opt post-LN, sgemm attention");
 }
 
 static void cls_fd_one(int v, bool single)
