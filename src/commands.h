@@ -15,5 +15,7 @@ extern const char cmd_info_usage[];
 extern const char cmd_eval_usage[];
 extern const char cmd_data_usage[];
 extern const char cmd_score_usage[];
+int cmd_pretrain(int argc, char **argv);
+extern const char cmd_pretrain_usage[];
 
 #endif

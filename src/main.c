@@ -28,6 +28,8 @@ static const command commands[] = {
      cmd_train_usage, cmd_train},
     {"export", "write a checkpoint as a Hugging Face model folder", cmd_export_usage,
      cmd_export},
+    {"pretrain", "train a causal LM from scratch (backpropagation, AdamW)", cmd_pretrain_usage,
+     cmd_pretrain},
     {"tui", "the workbench: train live, watch and steer (also: helene alone)", cmd_tui_usage,
      cmd_tui},
     {NULL, NULL, NULL, NULL},

@@ -1,0 +1,1736 @@
+/* pretrain.c - see pretrain.h.  Sections: options, tokenizer, corpus and
+ * batches, files and folders, the run. */
+#include "pretrain.h"
+
+#include <cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backward.h"
+#include "checkpoint.h"
+#include "lm.h"
+
+#define DIRBUF (PRETRAIN_PATH_MAX + 64) /* a folder given, or its ".tmp-PID" staging twin */
+#define FILEBUF (DIRBUF + 64)           /* a file inside such a folder */
+
+/* ------------------------------------------------------------- options --- */
+
+void pretrain_opts_default(pretrain_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->family = MODEL_FAMILY_OPT;
+    o->n_layers = 4;
+    o->d_model = 256;
+    o->n_heads = 4;
+    o->d_ffn = 0;
+    o->context = 128;
+    o->heldout_fraction = 0.01;
+    o->batch = 16;
+    o->micro_batch = 0;
+    o->steps = 1000;
+    o->adamw = adamw_config_default();
+    o->adamw.lr = 1e-3;
+    o->adamw.beta2 = 0.95;
+    o->adamw.weight_decay = 0.1;
+    o->adamw.clip_norm = 1.0;
+    o->adamw.warmup_steps = 100;
+    o->adamw.min_lr_ratio = 0.1;
+    o->seed = 1;
+    o->threads = 1;
+    o->log_every = 10;
+    o->out_dtype = ST_DTYPE_F32;
+}
+
+static hl_status parse_i64(const char *key, const char *v, int64_t lo, int64_t hi, int64_t *out,
+                           hl_err *err)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end)
+        return hl_err_set(err, HL_ERR_INVALID, "%s: expected an integer, got '%s'", key, v);
+    if (x < lo || x > hi)
+        return hl_err_set(err, HL_ERR_INVALID, "%s: %lld is out of range (%" PRId64 "..%" PRId64
+                          ")", key, x, lo, hi);
+    *out = x;
+    return HL_OK;
+}
+
+static hl_status parse_f64(const char *key, const char *v, double lo, double hi, bool open_lo,
+                           double *out, hl_err *err)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !isfinite(x))
+        return hl_err_set(err, HL_ERR_INVALID, "%s: expected a number, got '%s'", key, v);
+    if (x < lo || x > hi || (open_lo && x == lo))
+        return hl_err_set(err, HL_ERR_INVALID, "%s: %g is out of range (%s%g..%g]", key, x,
+                          open_lo ? "(" : "[", lo, hi);
+    *out = x;
+    return HL_OK;
+}
+
+static hl_status set_path(char *dst, const char *key, const char *v, hl_err *err)
+{
+    if (strlen(v) >= PRETRAIN_PATH_MAX)
+        return hl_err_set(err, HL_ERR_INVALID, "%s: path too long", key);
+    snprintf(dst, PRETRAIN_PATH_MAX, "%s", v);
+    return HL_OK;
+}
+
+hl_status pretrain_opts_set(pretrain_opts *o, const char *key, const char *v, hl_err *err)
+{
+    int64_t i;
+    double d;
+    hl_status st = HL_OK;
+#define INT_KEY(name, lo, hi, field)                                                        \
+    if (!strcmp(key, name)) {                                                               \
+        if (!(st = parse_i64(key, v, lo, hi, &i, err)))                                     \
+            field = i;                                                                      \
+        return st;                                                                          \
+    }
+#define F64_KEY(name, lo, hi, open, field)                                                  \
+    if (!strcmp(key, name)) {                                                               \
+        if (!(st = parse_f64(key, v, lo, hi, open, &d, err)))                               \
+            field = d;                                                                      \
+        return st;                                                                          \
+    }
+    if (!strcmp(key, "family")) {
+        if (!strcmp(v, "opt"))
+            o->family = MODEL_FAMILY_OPT;
+        else if (!strcmp(v, "gpt2"))
+            o->family = MODEL_FAMILY_GPT2;
+        else
+            return hl_err_set(err, HL_ERR_INVALID, "family: '%s' (opt or gpt2)", v);
+        return HL_OK;
+    }
+    INT_KEY("layers", 1, 1024, o->n_layers)
+    INT_KEY("hidden", 8, 65536, o->d_model)
+    INT_KEY("heads", 1, 1024, o->n_heads)
+    INT_KEY("ffn", 0, 1 << 20, o->d_ffn)
+    INT_KEY("context", 2, 1 << 16, o->context)
+    if (!strcmp(key, "vocab"))
+        return set_path(o->vocab, key, v, err);
+    if (!strcmp(key, "merges"))
+        return set_path(o->merges, key, v, err);
+    INT_KEY("max_merges", 0, 10000000, o->max_merges)
+    if (!strcmp(key, "corpus")) {
+        if (o->n_corpus >= PRETRAIN_MAX_FILES)
+            return hl_err_set(err, HL_ERR_INVALID, "corpus: at most %d files",
+                              PRETRAIN_MAX_FILES);
+        if ((st = set_path(o->corpus[o->n_corpus], key, v, err)))
+            return st;
+        o->n_corpus++;
+        return HL_OK;
+    }
+    if (!strcmp(key, "heldout"))
+        return set_path(o->heldout, key, v, err);
+    F64_KEY("heldout_fraction", 0.0, 0.5, true, o->heldout_fraction)
+    INT_KEY("batch", 1, 1 << 20, o->batch)
+    INT_KEY("micro_batch", 0, 1 << 20, o->micro_batch)
+    INT_KEY("steps", 1, INT64_C(1) << 40, o->steps)
+    F64_KEY("lr", 0.0, 10.0, true, o->adamw.lr)
+    F64_KEY("min_lr_ratio", 0.0, 1.0, false, o->adamw.min_lr_ratio)
+    INT_KEY("warmup", 0, INT64_C(1) << 40, o->adamw.warmup_steps)
+    F64_KEY("weight_decay", 0.0, 10.0, false, o->adamw.weight_decay)
+    F64_KEY("clip", 0.0, 1e9, false, o->adamw.clip_norm)
+    F64_KEY("beta1", 0.0, 0.999999, false, o->adamw.beta1)
+    F64_KEY("beta2", 0.0, 0.999999, false, o->adamw.beta2)
+    F64_KEY("eps", 0.0, 1.0, true, o->adamw.eps)
+    if (!strcmp(key, "seed")) {
+        char *end;
+        errno = 0;
+        unsigned long long x = strtoull(v, &end, 10);
+        if (errno || end == v || *end || v[0] == '-')
+            return hl_err_set(err, HL_ERR_INVALID, "seed: expected a non-negative integer, got "
+                              "'%s'", v);
+        o->seed = x;
+        return HL_OK;
+    }
+    INT_KEY("threads", 1, POOL_MAX_THREADS, o->threads)
+    INT_KEY("eval_every", 0, INT64_C(1) << 40, o->eval_every)
+    INT_KEY("eval_seqs", 0, INT64_C(1) << 40, o->eval_seqs)
+    INT_KEY("checkpoint_every", 0, INT64_C(1) << 40, o->checkpoint_every)
+    INT_KEY("log_every", 0, INT64_C(1) << 40, o->log_every)
+    INT_KEY("stop_at", 0, INT64_C(1) << 40, o->stop_at)
+    if (!strcmp(key, "save"))
+        return set_path(o->save, key, v, err);
+    if (!strcmp(key, "out"))
+        return set_path(o->out, key, v, err);
+    if (!strcmp(key, "dtype")) {
+        if (!strcmp(v, "F32"))
+            o->out_dtype = ST_DTYPE_F32;
+        else if (!strcmp(v, "F16"))
+            o->out_dtype = ST_DTYPE_F16;
+        else if (!strcmp(v, "BF16"))
+            o->out_dtype = ST_DTYPE_BF16;
+        else
+            return hl_err_set(err, HL_ERR_INVALID, "dtype: '%s' (F32, F16 or BF16)", v);
+        return HL_OK;
+    }
+#undef INT_KEY
+#undef F64_KEY
+    return hl_err_set(err, HL_ERR_INVALID, "unknown pretrain option '%s'", key);
+}
+
+bool pretrain_key_may_change_on_resume(const char *key)
+{
+    static const char *const keys[] = {"threads", "out", "save", "steps", "eval_every",
+                                       "eval_seqs", "checkpoint_every", "log_every", "dtype",
+                                       "stop_at", NULL};
+    for (const char *const *k = keys; *k; k++)
+        if (!strcmp(*k, key))
+            return true;
+    return false;
+}
+
+char *pretrain_opts_to_json(const pretrain_opts *o)
+{
+    cJSON *j = cJSON_CreateObject();
+    if (!j)
+        return NULL;
+    char num[64];
+#define NUM_RAW(name, fmt, val)                                                             \
+    do {                                                                                    \
+        snprintf(num, sizeof num, fmt, val);                                                \
+        cJSON_AddItemToObject(j, name, cJSON_CreateRaw(num));                               \
+    } while (0)
+    cJSON_AddStringToObject(j, "family", model_family_name(o->family));
+    NUM_RAW("layers", "%d", o->n_layers);
+    NUM_RAW("hidden", "%d", o->d_model);
+    NUM_RAW("heads", "%d", o->n_heads);
+    NUM_RAW("ffn", "%d", o->d_ffn);
+    NUM_RAW("context", "%d", o->context);
+    cJSON_AddStringToObject(j, "vocab", o->vocab);
+    cJSON_AddStringToObject(j, "merges", o->merges);
+    NUM_RAW("max_merges", "%d", o->max_merges);
+    cJSON *c = cJSON_AddArrayToObject(j, "corpus");
+    for (int i = 0; c && i < o->n_corpus; i++)
+        cJSON_AddItemToArray(c, cJSON_CreateString(o->corpus[i]));
+    cJSON_AddStringToObject(j, "heldout", o->heldout);
+    NUM_RAW("heldout_fraction", "%.17g", o->heldout_fraction);
+    NUM_RAW("batch", "%d", o->batch);
+    NUM_RAW("micro_batch", "%d", o->micro_batch);
+    NUM_RAW("steps", "%" PRId64, o->steps);
+    NUM_RAW("lr", "%.17g", o->adamw.lr);
+    NUM_RAW("min_lr_ratio", "%.17g", o->adamw.min_lr_ratio);
+    NUM_RAW("warmup", "%" PRId64, o->adamw.warmup_steps);
+    NUM_RAW("weight_decay", "%.17g", o->adamw.weight_decay);
+    NUM_RAW("clip", "%.17g", o->adamw.clip_norm);
+    NUM_RAW("beta1", "%.17g", o->adamw.beta1);
+    NUM_RAW("beta2", "%.17g", o->adamw.beta2);
+    NUM_RAW("eps", "%.17g", o->adamw.eps);
+    /* a string: JSON readers hold numbers as doubles, exact only to 2^53 */
+    snprintf(num, sizeof num, "%" PRIu64, o->seed);
+    cJSON_AddStringToObject(j, "seed", num);
+    NUM_RAW("threads", "%d", o->threads);
+    NUM_RAW("eval_every", "%" PRId64, o->eval_every);
+    NUM_RAW("eval_seqs", "%" PRId64, o->eval_seqs);
+    NUM_RAW("checkpoint_every", "%" PRId64, o->checkpoint_every);
+    NUM_RAW("log_every", "%" PRId64, o->log_every);
+    NUM_RAW("stop_at", "%" PRId64, o->stop_at);
+    cJSON_AddStringToObject(j, "save", o->save);
+    cJSON_AddStringToObject(j, "out", o->out);
+    cJSON_AddStringToObject(j, "dtype", st_dtype_name(o->out_dtype));
+#undef NUM_RAW
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    return text;
+}
+
+/* Apply the members of a parsed JSON object (replacing the corpus list
+ * when one is given). */
+static hl_status opts_apply_json(pretrain_opts *o, const cJSON *j, const char *where, hl_err *err)
+{
+    if (!cJSON_IsObject(j))
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: expected a JSON object", where);
+    hl_status st = HL_OK;
+    for (const cJSON *it = j->child; it && !st; it = it->next) {
+        char val[PRETRAIN_PATH_MAX];
+        if (!strcmp(it->string, "corpus")) {
+            o->n_corpus = 0;
+            if (cJSON_IsString(it)) {
+                st = pretrain_opts_set(o, "corpus", it->valuestring, err);
+            } else if (cJSON_IsArray(it)) {
+                for (const cJSON *e = it->child; e && !st; e = e->next)
+                    st = cJSON_IsString(e)
+                             ? pretrain_opts_set(o, "corpus", e->valuestring, err)
+                             : hl_err_set(err, HL_ERR_FORMAT, "corpus: expected file names");
+            } else {
+                st = hl_err_set(err, HL_ERR_FORMAT, "corpus: expected a file name or a list");
+            }
+            continue;
+        }
+        if (cJSON_IsString(it)) {
+            snprintf(val, sizeof val, "%s", it->valuestring);
+        } else if (cJSON_IsNumber(it)) {
+            char *t = cJSON_PrintUnformatted(it);
+            snprintf(val, sizeof val, "%s", t ? t : "");
+            free(t);
+        } else {
+            st = hl_err_set(err, HL_ERR_FORMAT, "%s: expected a string or a number", it->string);
+            continue;
+        }
+        st = pretrain_opts_set(o, it->string, val, err);
+    }
+    if (st)
+        hl_err_prefix(err, "%s", where);
+    return st;
+}
+
+static char *read_all(const char *path, size_t max, size_t *len, hl_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        hl_err_set(err, HL_ERR_IO, "%s: not a regular file", path);
+        return NULL;
+    }
+    if ((uint64_t)sb.st_size > max) {
+        fclose(f);
+        hl_err_set(err, HL_ERR_FORMAT, "%s: larger than %zu bytes", path, max);
+        return NULL;
+    }
+    size_t n = (size_t)sb.st_size;
+    char *buf = malloc(n + 1);
+    size_t got = buf ? fread(buf, 1, n, f) : 0;
+    int bad = ferror(f);
+    fclose(f);
+    if (!buf || got != n || bad) {
+        free(buf);
+        hl_err_set(err, buf ? HL_ERR_IO : HL_ERR_NOMEM, "%s: read error", path);
+        return NULL;
+    }
+    buf[n] = '\0';
+    if (len)
+        *len = n;
+    return buf;
+}
+
+hl_status pretrain_opts_load_json(pretrain_opts *o, const char *path, hl_err *err)
+{
+    char *text = read_all(path, 1 << 24, NULL, err);
+    if (!text)
+        return err ? err->code : HL_ERR_IO;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!j)
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: not valid JSON", path);
+    hl_status st = opts_apply_json(o, j, path, err);
+    cJSON_Delete(j);
+    return st;
+}
+
+hl_status pretrain_opts_check(const pretrain_opts *o, hl_err *err)
+{
+    if (o->n_corpus < 1)
+        return hl_err_set(err, HL_ERR_INVALID, "no corpus: give --corpus TEXT_FILE...");
+    if (o->d_model % o->n_heads)
+        return hl_err_set(err, HL_ERR_INVALID, "hidden %d is not a multiple of heads %d",
+                          o->d_model, o->n_heads);
+    if (o->vocab[0] && !o->merges[0])
+        return hl_err_set(err, HL_ERR_INVALID, "--vocab needs --merges (the pair is used as is)");
+    if (o->vocab[0] && o->max_merges > 0)
+        return hl_err_set(err, HL_ERR_INVALID,
+                          "--max-merges derives a vocabulary: give --merges without --vocab");
+    if (o->family == MODEL_FAMILY_OPT && o->context < 3)
+        return hl_err_set(err, HL_ERR_INVALID, "context must be >= 3 (OPT sequences start with "
+                          "BOS)");
+    if (!o->out[0])
+        return hl_err_set(err, HL_ERR_INVALID, "no output folder: give --out MODEL_DIR");
+    adamw_config a = o->adamw;
+    a.total_steps = o->steps;
+    adamw tmp;
+    param_set ps;
+    param_set_init(&ps);
+    hl_status st = adamw_init(&tmp, &ps, &a, NULL, err); /* validates the hyperparameters */
+    adamw_free(&tmp);
+    return st;
+}
+
+/* ----------------------------------------------------------- tokenizer --- */
+
+/* The tokenizer files of a run, held in memory and written into every
+ * checkpoint and the output folder. */
+typedef struct tok_files {
+    char *vocab;
+    size_t vocab_len;
+    char *merges;
+    size_t merges_len;
+} tok_files;
+
+static void tok_files_free(tok_files *t)
+{
+    free(t->vocab);
+    free(t->merges);
+    memset(t, 0, sizeof *t);
+}
+
+/* Growable text buffer. */
+typedef struct sbuf {
+    char *s;
+    size_t n, cap;
+    bool oom;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *p, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->n + n + 1)
+            cap *= 2;
+        char *ns = realloc(b->s, cap);
+        if (!ns) {
+            b->oom = true;
+            return;
+        }
+        b->s = ns;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->n, p, n);
+    b->n += n;
+    b->s[b->n] = '\0';
+}
+
+static void sb_str(sbuf *b, const char *s)
+{
+    sb_add(b, s, strlen(s));
+}
+
+/* A JSON string literal of UTF-8 text (byte-level tokens never hold
+ * control characters, but escape them anyway). */
+static void sb_json_string(sbuf *b, const char *s, size_t n)
+{
+    sb_add(b, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            sb_add(b, esc, 2);
+        } else if (c < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            sb_add(b, esc, 6);
+        } else {
+            sb_add(b, (const char *)&c, 1);
+        }
+    }
+    sb_add(b, "\"", 1);
+}
+
+/* GPT-2's byte -> code point map: printable Latin-1 bytes map to
+ * themselves, the other 68 to U+0100 upwards in byte order. */
+static int byte_to_codepoint(int b)
+{
+    static int map[256];
+    static bool ready;
+    if (!ready) {
+        int extra = 0;
+        for (int x = 0; x < 256; x++) {
+            bool keep = (x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE);
+            map[x] = keep ? x : 256 + extra++;
+        }
+        ready = true;
+    }
+    return map[b];
+}
+
+static size_t utf8_put(char *out, int cp)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    out[0] = (char)(0xC0 | (cp >> 6));
+    out[1] = (char)(0x80 | (cp & 0x3F));
+    return 2;
+}
+
+/* Open-addressing set of token strings (FNV-1a), for merge results. */
+typedef struct strset {
+    const char **key;
+    size_t *len;
+    size_t cap;
+} strset;
+
+static uint64_t fnv(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+/* true if inserted, false if already present (the table never fills: it
+ * is sized for every string the caller adds). */
+static bool strset_add(strset *t, const char *s, size_t n)
+{
+    size_t i = (size_t)fnv(s, n) & (t->cap - 1);
+    while (t->key[i]) {
+        if (t->len[i] == n && !memcmp(t->key[i], s, n))
+            return false;
+        i = (i + 1) & (t->cap - 1);
+    }
+    t->key[i] = s;
+    t->len[i] = n;
+    return true;
+}
+
+/* The derived vocabulary of (the first max_merges lines of) a merge list. */
+static hl_status tok_derive(tok_files *tf, model_family fam, const char *merges_path,
+                            int32_t max_merges, hl_err *err)
+{
+    size_t len;
+    char *text = read_all(merges_path, (size_t)1 << 28, &len, err);
+    if (!text)
+        return err ? err->code : HL_ERR_IO;
+    /* split into lines in place */
+    size_t n_lines = 0, cap_lines = 1024;
+    char **lines = malloc(cap_lines * sizeof *lines);
+    for (char *p = text, *e; lines && p < text + len; p = e + 1) {
+        e = memchr(p, '\n', (size_t)(text + len - p));
+        if (!e)
+            e = text + len;
+        *e = '\0';
+        size_t l = strlen(p);
+        if (l && p[l - 1] == '\r')
+            p[--l] = '\0';
+        if (!l || (n_lines == 0 && p == text && !strncmp(p, "#version", 8)))
+            continue;
+        if (max_merges > 0 && (int64_t)n_lines >= max_merges)
+            break;
+        if (n_lines == cap_lines) {
+            char **nl = realloc(lines, 2 * cap_lines * sizeof *lines);
+            if (!nl) {
+                free(lines);
+                lines = NULL;
+                break;
+            }
+            lines = nl;
+            cap_lines *= 2;
+        }
+        lines[n_lines++] = p;
+    }
+    if (!lines) {
+        free(text);
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory reading %s", merges_path);
+    }
+    if (max_merges > 0 && (int64_t)n_lines < max_merges) {
+        free(lines);
+        free(text);
+        return hl_err_set(err, HL_ERR_INVALID, "%s has %zu merges, fewer than --max-merges %d",
+                          merges_path, n_lines, max_merges);
+    }
+    sbuf v = {0}, mg = {0};
+    strset set = {0};
+    set.cap = 1;
+    while (set.cap < 2 * (n_lines + 300))
+        set.cap *= 2;
+    set.key = calloc(set.cap, sizeof *set.key);
+    set.len = calloc(set.cap, sizeof *set.len);
+    /* merged token strings live in one arena so the set can point at them */
+    char *arena = malloc(len + 1);
+    char bytes[256][2];
+    size_t blen[256];
+    hl_status st = HL_OK;
+    if (!set.key || !set.len || !arena) {
+        st = hl_err_set(err, HL_ERR_NOMEM, "out of memory deriving the vocabulary");
+        goto done;
+    }
+    int32_t id = 0;
+    char num[32];
+    sb_str(&v, "{");
+    static const char *const opt_special[4] = {"<s>", "<pad>", "</s>", "<unk>"};
+    if (fam == MODEL_FAMILY_OPT)
+        for (int k = 0; k < 4; k++) {
+            sb_json_string(&v, opt_special[k], strlen(opt_special[k]));
+            snprintf(num, sizeof num, ": %d, ", id++);
+            sb_str(&v, num);
+            strset_add(&set, opt_special[k], strlen(opt_special[k]));
+        }
+    for (int b = 0; b < 256; b++) {
+        blen[b] = utf8_put(bytes[b], byte_to_codepoint(b));
+        strset_add(&set, bytes[b], blen[b]);
+        sb_json_string(&v, bytes[b], blen[b]);
+        snprintf(num, sizeof num, ": %d, ", id++);
+        sb_str(&v, num);
+    }
+    sb_str(&mg, "#version: 0.2\n");
+    size_t at = 0;
+    for (size_t i = 0; i < n_lines; i++) {
+        const char *sp = strchr(lines[i], ' ');
+        if (!sp || strchr(sp + 1, ' ') || sp == lines[i] || !sp[1]) {
+            st = hl_err_set(err, HL_ERR_FORMAT, "%s: merge %zu is not two parts: '%.60s'",
+                            merges_path, i + 1, lines[i]);
+            goto done;
+        }
+        size_t la = (size_t)(sp - lines[i]), lb = strlen(sp + 1);
+        memcpy(arena + at, lines[i], la);
+        memcpy(arena + at + la, sp + 1, lb);
+        if (strset_add(&set, arena + at, la + lb)) {
+            sb_json_string(&v, arena + at, la + lb);
+            snprintf(num, sizeof num, ": %d, ", id++);
+            sb_str(&v, num);
+        }
+        at += la + lb;
+        sb_str(&mg, lines[i]);
+        sb_str(&mg, "\n");
+    }
+    if (fam == MODEL_FAMILY_GPT2) {
+        sb_json_string(&v, "<|endoftext|>", 13);
+        snprintf(num, sizeof num, ": %d", id++);
+        sb_str(&v, num);
+    } else {
+        v.n -= 2; /* the last ", " */
+    }
+    sb_str(&v, "}\n");
+    if (v.oom || mg.oom) {
+        st = hl_err_set(err, HL_ERR_NOMEM, "out of memory deriving the vocabulary");
+        goto done;
+    }
+    tf->vocab = v.s;
+    tf->vocab_len = v.n;
+    tf->merges = mg.s;
+    tf->merges_len = mg.n;
+    v.s = mg.s = NULL;
+done:
+    free(v.s);
+    free(mg.s);
+    free(set.key);
+    free(set.len);
+    free(arena);
+    free(lines);
+    free(text);
+    return st;
+}
+
+/* The run's tokenizer files, from the options. */
+static hl_status tok_prepare(tok_files *tf, const pretrain_opts *o, hl_err *err)
+{
+    memset(tf, 0, sizeof *tf);
+    char merges[FILEBUF], vocab[FILEBUF];
+    if (o->merges[0])
+        snprintf(merges, sizeof merges, "%s", o->merges);
+    else if (!lm_bundled_path(merges, sizeof merges, "gpt2/merges.txt"))
+        return hl_err_set(err, HL_ERR_IO, "the bundled GPT-2 merges (gpt2/merges.txt) are not "
+                          "installed; set HELENE_DATA_DIR or give --merges");
+    if ((o->merges[0] && !o->vocab[0]) || o->max_merges > 0)
+        return tok_derive(tf, o->family, merges, o->max_merges, err);
+    if (o->vocab[0])
+        snprintf(vocab, sizeof vocab, "%s", o->vocab);
+    else if (!lm_bundled_path(vocab, sizeof vocab, "gpt2/vocab.json"))
+        return hl_err_set(err, HL_ERR_IO, "the bundled GPT-2 vocabulary (gpt2/vocab.json) is not "
+                          "installed; set HELENE_DATA_DIR or give --vocab and --merges");
+    tf->vocab = read_all(vocab, (size_t)1 << 28, &tf->vocab_len, err);
+    if (tf->vocab)
+        tf->merges = read_all(merges, (size_t)1 << 28, &tf->merges_len, err);
+    if (!tf->vocab || !tf->merges) {
+        tok_files_free(tf);
+        return err ? err->code : HL_ERR_IO;
+    }
+    return HL_OK;
+}
+
+/* ------------------------------------------------------- files, folders --- */
+
+static hl_status write_bytes(const char *path, const char *data, size_t n, hl_err *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(fd, data + off, n - off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            close(fd);
+            return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+        }
+        off += (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0)
+        return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+    return HL_OK;
+}
+
+static hl_status write_text_in(const char *dir, const char *name, const char *text, hl_err *err)
+{
+    char p[FILEBUF];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return write_bytes(p, text, strlen(text), err);
+}
+
+static void remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            char p[FILEBUF + 300];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            struct stat sb;
+            if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
+                remove_tree(p);
+            else
+                unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static void fsync_parent(const char *path)
+{
+    char parent[FILEBUF];
+    snprintf(parent, sizeof parent, "%s", path);
+    char *slash = strrchr(parent, '/');
+    if (slash == parent)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        snprintf(parent, sizeof parent, ".");
+    int fd = open(parent, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+static bool folder_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return true;
+    struct dirent *e;
+    bool empty = true;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            empty = false;
+    closedir(d);
+    return empty;
+}
+
+/* A fresh DIR.tmp-PID next to dir (any old one removed). */
+static hl_status staging_dir(char *tmp, size_t cap, const char *dir, hl_err *err)
+{
+    snprintf(tmp, cap, "%s.tmp-%ld", dir, (long)getpid());
+    remove_tree(tmp);
+    if (mkdir(tmp, 0755) != 0)
+        return hl_err_set(err, HL_ERR_IO, "%s: %s", tmp, strerror(errno));
+    return HL_OK;
+}
+
+/* Move the finished staging folder to dir: one rename when dir is absent,
+ * else an atomic exchange (renameat2 RENAME_EXCHANGE) and removal of the
+ * old contents, so dir is at every instant either complete old or new. */
+static hl_status publish_dir(const char *tmp, const char *dir, hl_err *err)
+{
+    struct stat sb;
+    if (stat(dir, &sb) == 0) {
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) != 0)
+            return hl_err_set(err, HL_ERR_IO, "cannot replace %s: %s", dir, strerror(errno));
+        remove_tree(tmp);
+    } else if (rename(tmp, dir) != 0) {
+        return hl_err_set(err, HL_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
+    }
+    fsync_parent(dir);
+    return HL_OK;
+}
+
+/* ------------------------------------------------------ corpus, batches --- */
+
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static hl_status tokenize_file(int32_t **ids, size_t *n, const bpe *tok, const char *path,
+                               hl_err *err)
+{
+    size_t len;
+    char *text = read_all(path, (size_t)1 << 31, &len, err);
+    if (!text)
+        return err ? err->code : HL_ERR_IO;
+    hl_status st = bpe_encode_alloc(tok, text, len, ids, n, err);
+    free(text);
+    if (st)
+        hl_err_prefix(err, "%s", path);
+    return st;
+}
+
+void pretrain_corpus_free(pretrain_corpus *c)
+{
+    free(c->train);
+    free(c->heldout);
+    memset(c, 0, sizeof *c);
+}
+
+hl_status pretrain_corpus_load(pretrain_corpus *c, const bpe *tok,
+                               const char (*files)[PRETRAIN_PATH_MAX], int n,
+                               const char *heldout_file, double fraction, hl_err *err)
+{
+    memset(c, 0, sizeof *c);
+    hl_status st = HL_OK;
+    size_t total = 0, cap = 0;
+    int32_t *all = NULL;
+    for (int i = 0; i < n && !st; i++) {
+        int32_t *ids = NULL;
+        size_t k = 0;
+        if ((st = tokenize_file(&ids, &k, tok, files[i], err)))
+            break;
+        if (total + k > cap) {
+            size_t nc = cap ? cap : 1 << 16;
+            while (nc < total + k)
+                nc *= 2;
+            int32_t *na = realloc(all, nc * sizeof *na);
+            if (!na) {
+                free(ids);
+                st = hl_err_set(err, HL_ERR_NOMEM, "out of memory for the corpus tokens");
+                break;
+            }
+            all = na;
+            cap = nc;
+        }
+        if (k)
+            memcpy(all + total, ids, k * sizeof *ids);
+        total += k;
+        free(ids);
+    }
+    if (st) {
+        free(all);
+        return st;
+    }
+    if (heldout_file && heldout_file[0]) {
+        if ((st = tokenize_file(&c->heldout, &c->n_heldout, tok, heldout_file, err))) {
+            free(all);
+            return st;
+        }
+        c->train = all;
+        c->n_train = total;
+    } else {
+        size_t h = (size_t)floor((double)total * fraction);
+        c->n_train = total - h;
+        c->n_heldout = h;
+        c->train = all;
+        c->heldout = malloc((h ? h : 1) * sizeof *c->heldout);
+        if (!c->heldout) {
+            pretrain_corpus_free(c);
+            return hl_err_set(err, HL_ERR_NOMEM, "out of memory for the held-out tokens");
+        }
+        if (h)
+            memcpy(c->heldout, all + c->n_train, h * sizeof *all);
+    }
+    uint64_t hsh = 1469598103934665603ull;
+    for (size_t i = 0; i < c->n_train; i++)
+        hsh = (hsh ^ (uint64_t)(uint32_t)c->train[i]) * 1099511628211ull;
+    hsh = (hsh ^ 0xFFu) * 1099511628211ull;
+    for (size_t i = 0; i < c->n_heldout; i++)
+        hsh = (hsh ^ (uint64_t)(uint32_t)c->heldout[i]) * 1099511628211ull;
+    c->hash = hsh;
+    return HL_OK;
+}
+
+void pretrain_batch_indices(int64_t *out, int64_t *perm, int64_t *cached_epoch, uint64_t seed,
+                            int64_t step, int32_t batch, int64_t n_seqs)
+{
+    for (int32_t j = 0; j < batch; j++) {
+        int64_t k = (step - 1) * (int64_t)batch + j;
+        int64_t e = k / n_seqs, i = k % n_seqs;
+        if (e != *cached_epoch) {
+            uint64_t s = seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)e + 0x5851F42D4C957F2Dull);
+            for (int64_t q = 0; q < n_seqs; q++)
+                perm[q] = q;
+            for (int64_t q = n_seqs - 1; q > 0; q--) {
+                int64_t r = (int64_t)(splitmix(&s) % (uint64_t)(q + 1));
+                int64_t t = perm[q];
+                perm[q] = perm[r];
+                perm[r] = t;
+            }
+            *cached_epoch = e;
+        }
+        out[j] = perm[i];
+    }
+}
+
+/* -------------------------------------------------------------- model --- */
+
+static double normal01(uint64_t *s)
+{
+    double u1 = ((double)(splitmix(s) >> 11) + 0.5) / 9007199254740992.0;
+    double u2 = (double)(splitmix(s) >> 11) / 9007199254740992.0;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* GPT-2's initialisation, seeded. */
+static void init_weights(model *m, uint64_t seed)
+{
+    uint64_t s = seed ^ 0x70726574726169ull; /* "pretrai" */
+    const double resid = 0.02 / sqrt(2.0 * m->cfg.n_layers);
+    for (int i = 0; i < m->params.n_layers; i++) {
+        const param_layer *l = &m->params.layers[i];
+        float *p = param_layer_data(&m->params, i);
+        if (l->ndim == 1) {
+            bool norm_w = strstr(l->name, ".weight") != NULL;
+            for (size_t k = 0; k < l->size; k++)
+                p[k] = norm_w ? 1.0f : 0.0f;
+            continue;
+        }
+        bool is_resid = strstr(l->name, "out_proj.weight") || strstr(l->name, "fc2.weight") ||
+                        strstr(l->name, "c_proj.weight");
+        double sd = is_resid ? resid : 0.02;
+        for (size_t k = 0; k < l->size; k++)
+            p[k] = (float)(sd * normal01(&s));
+    }
+}
+
+static hl_status make_config(model_config *c, const pretrain_opts *o, const bpe *tok,
+                             hl_err *err)
+{
+    memset(c, 0, sizeof *c);
+    c->family = o->family;
+    c->n_layers = o->n_layers;
+    c->d_model = o->d_model;
+    c->n_heads = o->n_heads;
+    c->d_ffn = o->d_ffn > 0 ? o->d_ffn : 4 * o->d_model;
+    c->vocab = bpe_vocab_size(tok);
+    c->max_pos = o->context;
+    c->d_embed = o->d_model;
+    c->pos_offset = o->family == MODEL_FAMILY_OPT ? 2 : 0;
+    c->pre_ln = c->final_ln = c->ln_affine = c->bias = c->tied_head = true;
+    c->ln_eps = 1e-5f;
+    c->act = o->family == MODEL_FAMILY_OPT ? MODEL_ACT_RELU : MODEL_ACT_GELU_TANH;
+    int32_t eos_opt = tok->id_slash_s >= 0 ? tok->id_slash_s : tok->id_endoftext;
+    int32_t eos_gpt2 = tok->id_endoftext >= 0 ? tok->id_endoftext : tok->id_slash_s;
+    int32_t eos = o->family == MODEL_FAMILY_OPT ? eos_opt : eos_gpt2;
+    if (eos < 0)
+        return hl_err_set(err, HL_ERR_FORMAT, "the vocabulary has neither </s> nor "
+                          "<|endoftext|>: no BOS/EOS token");
+    c->bos_id = c->eos_id = eos;
+    c->pad_id = o->family == MODEL_FAMILY_OPT ? (tok->id_pad >= 0 ? tok->id_pad : eos) : -1;
+    c->add_bos = o->family == MODEL_FAMILY_OPT;
+    snprintf(c->torch_dtype, sizeof c->torch_dtype, "float32");
+    return HL_OK;
+}
+
+/* -------------------------------------------------- Hugging Face folder --- */
+
+static const char *token_name(const bpe *tok, int32_t id, char *buf, size_t cap)
+{
+    size_t n;
+    const char *s = bpe_id_to_token(tok, id, &n);
+    snprintf(buf, cap, "%.*s", s ? (int)n : 0, s ? s : "");
+    return buf;
+}
+
+static char *hf_config_json(const model_config *c, st_dtype dt)
+{
+    const char *td = dt == ST_DTYPE_F16 ? "float16" : dt == ST_DTYPE_BF16 ? "bfloat16" : "float32";
+    cJSON *j = cJSON_CreateObject();
+    if (!j)
+        return NULL;
+    if (c->family == MODEL_FAMILY_OPT) {
+        /* the keys OPTConfig writes (facebook/opt-125m), sorted */
+        cJSON_AddStringToObject(j, "_name_or_path", "helene-pretrain");
+        cJSON_AddFalseToObject(j, "_remove_final_layer_norm");
+        cJSON_AddNumberToObject(j, "activation_dropout", 0.0);
+        cJSON_AddStringToObject(j, "activation_function", "relu");
+        cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray(
+                                                      (const char *const[]){"OPTForCausalLM"}, 1));
+        cJSON_AddNumberToObject(j, "attention_dropout", 0.0);
+        cJSON_AddNumberToObject(j, "bos_token_id", c->bos_id);
+        cJSON_AddBoolToObject(j, "do_layer_norm_before", c->pre_ln);
+        cJSON_AddNumberToObject(j, "dropout", 0.0);
+        cJSON_AddBoolToObject(j, "enable_bias", c->bias);
+        cJSON_AddNumberToObject(j, "eos_token_id", c->eos_id);
+        cJSON_AddNumberToObject(j, "ffn_dim", c->d_ffn);
+        cJSON_AddNumberToObject(j, "hidden_size", c->d_model);
+        cJSON_AddNumberToObject(j, "init_std", 0.02);
+        cJSON_AddBoolToObject(j, "layer_norm_elementwise_affine", c->ln_affine);
+        cJSON_AddNumberToObject(j, "layerdrop", 0.0);
+        cJSON_AddNumberToObject(j, "max_position_embeddings", c->max_pos);
+        cJSON_AddStringToObject(j, "model_type", "opt");
+        cJSON_AddNumberToObject(j, "num_attention_heads", c->n_heads);
+        cJSON_AddNumberToObject(j, "num_hidden_layers", c->n_layers);
+        cJSON_AddNumberToObject(j, "pad_token_id", c->pad_id);
+        cJSON_AddStringToObject(j, "prefix", "</s>");
+        cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tied_head);
+        cJSON_AddStringToObject(j, "torch_dtype", td);
+        cJSON_AddStringToObject(j, "transformers_version", "4.36.2");
+        cJSON_AddTrueToObject(j, "use_cache");
+        cJSON_AddNumberToObject(j, "vocab_size", c->vocab);
+        cJSON_AddNumberToObject(j, "word_embed_proj_dim", c->d_embed);
+    } else {
+        /* the keys GPT2Config writes (gpt2), sorted */
+        cJSON_AddStringToObject(j, "activation_function", "gelu_new");
+        cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray(
+                                                      (const char *const[]){"GPT2LMHeadModel"}, 1));
+        cJSON_AddNumberToObject(j, "attn_pdrop", 0.0);
+        cJSON_AddNumberToObject(j, "bos_token_id", c->bos_id);
+        cJSON_AddNumberToObject(j, "embd_pdrop", 0.0);
+        cJSON_AddNumberToObject(j, "eos_token_id", c->eos_id);
+        cJSON_AddNumberToObject(j, "initializer_range", 0.02);
+        cJSON_AddNumberToObject(j, "layer_norm_epsilon", 1e-5);
+        cJSON_AddStringToObject(j, "model_type", "gpt2");
+        cJSON_AddNumberToObject(j, "n_ctx", c->max_pos);
+        cJSON_AddNumberToObject(j, "n_embd", c->d_model);
+        cJSON_AddNumberToObject(j, "n_head", c->n_heads);
+        cJSON_AddNumberToObject(j, "n_inner", c->d_ffn);
+        cJSON_AddNumberToObject(j, "n_layer", c->n_layers);
+        cJSON_AddNumberToObject(j, "n_positions", c->max_pos);
+        cJSON_AddFalseToObject(j, "reorder_and_upcast_attn");
+        cJSON_AddNumberToObject(j, "resid_pdrop", 0.0);
+        cJSON_AddFalseToObject(j, "scale_attn_by_inverse_layer_idx");
+        cJSON_AddTrueToObject(j, "scale_attn_weights");
+        cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tied_head);
+        cJSON_AddStringToObject(j, "torch_dtype", td);
+        cJSON_AddStringToObject(j, "transformers_version", "4.36.2");
+        cJSON_AddTrueToObject(j, "use_cache");
+        cJSON_AddNumberToObject(j, "vocab_size", c->vocab);
+    }
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    return text;
+}
+
+/* tokenizer_config.json (and special_tokens_map.json for OPT) text. */
+static char *hf_tokenizer_config(const model_config *c, const bpe *tok, bool special_map)
+{
+    char b[256];
+    cJSON *j = cJSON_CreateObject();
+    if (!j)
+        return NULL;
+    const char *eos = token_name(tok, c->eos_id, b, sizeof b);
+    if (!special_map) {
+        cJSON_AddBoolToObject(j, "add_bos_token", c->add_bos);
+        cJSON_AddFalseToObject(j, "add_prefix_space");
+    }
+    cJSON_AddStringToObject(j, "bos_token", eos);
+    cJSON_AddStringToObject(j, "eos_token", eos);
+    if (!special_map) {
+        cJSON_AddStringToObject(j, "errors", "replace");
+        cJSON_AddNumberToObject(j, "model_max_length", c->max_pos);
+    }
+    if (c->pad_id >= 0) {
+        char pb[256];
+        cJSON_AddStringToObject(j, "pad_token", token_name(tok, c->pad_id, pb, sizeof pb));
+    }
+    if (!special_map)
+        cJSON_AddStringToObject(j, "tokenizer_class", "GPT2Tokenizer");
+    cJSON_AddStringToObject(j, "unk_token", eos);
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    return text;
+}
+
+static hl_status write_tokenizer(const char *dir, const tok_files *tf, hl_err *err)
+{
+    char p[FILEBUF];
+    snprintf(p, sizeof p, "%s/vocab.json", dir);
+    hl_status st = write_bytes(p, tf->vocab, tf->vocab_len, err);
+    if (!st) {
+        snprintf(p, sizeof p, "%s/merges.txt", dir);
+        st = write_bytes(p, tf->merges, tf->merges_len, err);
+    }
+    return st;
+}
+
+/* model.safetensors under HF names: OPT "model." + name (tied head not
+ * stored), GPT-2 "transformer." + name with Conv1D weights back to [in, out]. */
+static hl_status write_hf_weights(const char *path, const model *m, st_dtype dt, hl_err *err)
+{
+    const param_set *ps = &m->params;
+    const int L = ps->n_layers;
+    st_write_tensor *ts = calloc((size_t)L, sizeof *ts);
+    float **tmp = calloc((size_t)L, sizeof *tmp);
+    char(*names)[PARAM_NAME_MAX + 16] = calloc((size_t)L, sizeof *names);
+    int64_t(*shapes)[2] = calloc((size_t)L, sizeof *shapes);
+    hl_status st = HL_OK;
+    if (!ts || !tmp || !names || !shapes) {
+        st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    const bool gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
+    for (int i = 0; i < L; i++) {
+        const param_layer *l = &ps->layers[i];
+        const float *src = param_layer_data(ps, i);
+        bool conv = gpt2 && l->ndim == 2 && !strncmp(l->name, "h.", 2);
+        snprintf(names[i], sizeof names[i], "%s%s",
+                 !strcmp(l->name, "lm_head.weight") ? "" : gpt2 ? "transformer." : "model.",
+                 l->name);
+        shapes[i][0] = conv ? l->shape[1] : l->shape[0];
+        shapes[i][1] = conv ? l->shape[0] : l->shape[1];
+        if (conv) {
+            if (!(tmp[i] = malloc(l->size * sizeof(float)))) {
+                st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+                goto done;
+            }
+            for (int64_t r = 0; r < l->shape[0]; r++)
+                for (int64_t c = 0; c < l->shape[1]; c++)
+                    tmp[i][c * l->shape[0] + r] = src[r * l->shape[1] + c];
+            src = tmp[i];
+        }
+        ts[i] = (st_write_tensor){.name = names[i], .dtype = dt, .src = ST_SRC_F32,
+                                  .ndim = l->ndim, .shape = shapes[i], .data = src};
+    }
+    const char *meta[4] = {"format", "pt", "written_by", "helene pretrain"};
+    st = st_write(path, ts, L, meta, 2, err);
+done:
+    for (int i = 0; tmp && i < L; i++)
+        free(tmp[i]);
+    free(tmp);
+    free(ts);
+    free(names);
+    free(shapes);
+    return st;
+}
+
+/* ---------------------------------------------------------------- run --- */
+
+typedef struct run {
+    pretrain_opts o;
+    tok_files tf;
+    bpe tok;
+    pretrain_corpus corpus;
+    model m;
+    backward bw;
+    adamw opt;
+    pool pool;
+    bool have_tok, have_model, have_bw, have_opt, have_pool;
+    int32_t bos;           /* 1 when sequences start with BOS (OPT) */
+    int32_t seq_content;   /* corpus tokens per sequence */
+    int64_t n_seqs;        /* training windows */
+    int64_t *perm, epoch;  /* batch permutation cache */
+    int64_t *idx;          /* [batch] */
+    int32_t *tokens, *starts;
+    int64_t step, tokens_seen;
+    double last_loss;
+    char tmpdir[64];       /* tokenizer files for bpe_load */
+} run;
+
+static void run_free(run *r)
+{
+    if (r->have_opt)
+        adamw_free(&r->opt);
+    if (r->have_bw)
+        backward_free(&r->bw);
+    if (r->have_model)
+        model_free(&r->m);
+    if (r->have_tok)
+        bpe_free(&r->tok);
+    if (r->have_pool)
+        pool_free(&r->pool);
+    pretrain_corpus_free(&r->corpus);
+    tok_files_free(&r->tf);
+    free(r->perm);
+    free(r->idx);
+    free(r->tokens);
+    free(r->starts);
+    if (r->tmpdir[0])
+        remove_tree(r->tmpdir);
+}
+
+static hl_status load_tokenizer(run *r, hl_err *err)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(r->tmpdir, sizeof r->tmpdir, "%.40s/helene-tok-XXXXXX", base && base[0] ? base : "/tmp");
+    if (!mkdtemp(r->tmpdir)) {
+        r->tmpdir[0] = '\0';
+        return hl_err_set(err, HL_ERR_IO, "cannot make a temporary folder: %s", strerror(errno));
+    }
+    hl_status st = write_tokenizer(r->tmpdir, &r->tf, err);
+    if (st)
+        return st;
+    char v[128], mg[128];
+    snprintf(v, sizeof v, "%s/vocab.json", r->tmpdir);
+    snprintf(mg, sizeof mg, "%s/merges.txt", r->tmpdir);
+    if ((st = bpe_load(&r->tok, v, mg, err)))
+        return hl_err_prefix(err, "tokenizer");
+    r->have_tok = true;
+    return HL_OK;
+}
+
+/* Mean NLL per predicted held-out token (NAN without held-out text). */
+static hl_status evaluate(run *r, double *nll, int64_t *n_tokens, hl_err *err)
+{
+    const pretrain_corpus *c = &r->corpus;
+    const int32_t S = r->seq_content, mb = r->o.micro_batch > 0 ? r->o.micro_batch : r->o.batch;
+    size_t at = 0;
+    int64_t seqs = 0;
+    double sum = 0;
+    size_t count = 0;
+    const size_t min_len = r->bos ? 1 : 2;
+    while (at < c->n_heldout && (r->o.eval_seqs == 0 || seqs < r->o.eval_seqs)) {
+        int32_t nb = 0, used = 0;
+        r->starts[0] = 0;
+        while (nb < mb && at < c->n_heldout && (r->o.eval_seqs == 0 || seqs < r->o.eval_seqs)) {
+            size_t take = c->n_heldout - at < (size_t)S ? c->n_heldout - at : (size_t)S;
+            if (take < min_len) {
+                at = c->n_heldout;
+                break;
+            }
+            if (r->bos)
+                r->tokens[used++] = r->m.cfg.bos_id;
+            memcpy(r->tokens + used, c->heldout + at, take * sizeof(int32_t));
+            used += (int32_t)take;
+            at += take;
+            r->starts[++nb] = used;
+            seqs++;
+        }
+        if (!nb)
+            break;
+        model_batch b = {.tokens = r->tokens, .seq_start = r->starts, .n_seq = nb};
+        double s;
+        size_t n;
+        hl_status st = model_nll(&r->m, &s, &n, &b, 1, err);
+        if (st)
+            return st;
+        sum += s;
+        count += n;
+    }
+    *nll = count ? sum / (double)count : NAN;
+    *n_tokens = (int64_t)count;
+    return HL_OK;
+}
+
+static char *state_json(const run *r, const pretrain_result *res)
+{
+    char *opts = pretrain_opts_to_json(&r->o);
+    cJSON *o = cJSON_CreateObject(), *oj = opts ? cJSON_Parse(opts) : NULL;
+    free(opts);
+    if (!o || !oj) {
+        cJSON_Delete(o);
+        cJSON_Delete(oj);
+        return NULL;
+    }
+    char num[64];
+    cJSON_AddStringToObject(o, "format", PRETRAIN_FORMAT);
+    cJSON_AddNumberToObject(o, "version", PRETRAIN_VERSION);
+    snprintf(num, sizeof num, "%" PRId64, r->step);
+    cJSON_AddItemToObject(o, "step", cJSON_CreateRaw(num));
+    snprintf(num, sizeof num, "%" PRId64, r->tokens_seen);
+    cJSON_AddItemToObject(o, "tokens_seen", cJSON_CreateRaw(num));
+    snprintf(num, sizeof num, "%.17g", r->last_loss);
+    cJSON_AddItemToObject(o, "train_loss", cJSON_CreateRaw(isfinite(r->last_loss) ? num : "null"));
+    cJSON_AddNumberToObject(o, "n_params", (double)param_set_count(&r->m.params));
+    cJSON_AddNumberToObject(o, "vocab_size", r->m.cfg.vocab);
+    cJSON *cj = cJSON_AddObjectToObject(o, "corpus");
+    snprintf(num, sizeof num, "%zu", r->corpus.n_train);
+    cJSON_AddItemToObject(cj, "train_tokens", cJSON_CreateRaw(num));
+    snprintf(num, sizeof num, "%zu", r->corpus.n_heldout);
+    cJSON_AddItemToObject(cj, "heldout_tokens", cJSON_CreateRaw(num));
+    snprintf(num, sizeof num, "%016" PRIx64, r->corpus.hash);
+    cJSON_AddStringToObject(cj, "hash", num);
+    snprintf(num, sizeof num, "%" PRId64, r->n_seqs);
+    cJSON_AddItemToObject(cj, "train_sequences", cJSON_CreateRaw(num));
+    if (res) {
+        cJSON *rj = cJSON_AddObjectToObject(o, "result");
+        if (isfinite(res->heldout_nll)) {
+            cJSON_AddNumberToObject(rj, "heldout_nll", res->heldout_nll);
+            cJSON_AddNumberToObject(rj, "heldout_ppl", res->heldout_ppl);
+            cJSON_AddNumberToObject(rj, "heldout_tokens", (double)res->heldout_tokens);
+        }
+        cJSON_AddNumberToObject(rj, "seconds", res->seconds);
+    }
+    cJSON_AddItemToObject(o, "options", oj);
+    char *text = cJSON_Print(o);
+    cJSON_Delete(o);
+    return text;
+}
+
+static hl_status save_checkpoint(run *r, hl_err *err)
+{
+    const char *dir = r->o.save;
+    struct stat sb;
+    char p[FILEBUF], tmp[DIRBUF];
+    if (stat(dir, &sb) == 0) {
+        snprintf(p, sizeof p, "%s/pretrain.json", dir);
+        if (!S_ISDIR(sb.st_mode))
+            return hl_err_set(err, HL_ERR_INVALID, "%s exists and is not a folder", dir);
+        if (!folder_empty(dir) && access(p, F_OK) != 0)
+            return hl_err_set(err, HL_ERR_INVALID, "%s is not empty and holds no pretraining "
+                              "checkpoint: refusing to replace it", dir);
+    }
+    hl_status st = staging_dir(tmp, sizeof tmp, dir, err);
+    if (st)
+        return st;
+    snprintf(p, sizeof p, "%s/params.safetensors", tmp);
+    if (!(st = checkpoint_write_params(p, &r->m.params, err))) {
+        snprintf(p, sizeof p, "%s/adamw.safetensors", tmp);
+        st = adamw_state_write(&r->opt, p, err);
+    }
+    if (!st)
+        st = write_tokenizer(tmp, &r->tf, err);
+    if (!st) {
+        char *text = state_json(r, NULL);
+        st = text ? write_text_in(tmp, "pretrain.json", text, err)
+                  : hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+        free(text);
+    }
+    if (!st) {
+        fsync_parent(p);
+        st = publish_dir(tmp, dir, err);
+    }
+    if (st)
+        remove_tree(tmp);
+    return st;
+}
+
+static cJSON *read_json_file(const char *path, hl_err *err)
+{
+    char *text = read_all(path, 1 << 24, NULL, err);
+    if (!text)
+        return NULL;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!j)
+        hl_err_set(err, HL_ERR_FORMAT, "%s: not valid JSON", path);
+    return j;
+}
+
+static cJSON *read_state(const char *dir, hl_err *err)
+{
+    char p[FILEBUF];
+    snprintf(p, sizeof p, "%s/pretrain.json", dir);
+    cJSON *j = read_json_file(p, err);
+    if (!j)
+        return NULL;
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "format");
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "version");
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step");
+    if (!cJSON_IsString(f) || strcmp(f->valuestring, PRETRAIN_FORMAT) || !cJSON_IsNumber(v) ||
+        v->valuedouble != PRETRAIN_VERSION || !cJSON_IsNumber(s) || s->valuedouble < 0 ||
+        !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "options")) ||
+        !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "corpus"))) {
+        cJSON_Delete(j);
+        hl_err_set(err, HL_ERR_FORMAT, "%s: not a helene pretraining checkpoint (format %s, "
+                   "version %d)", p, PRETRAIN_FORMAT, PRETRAIN_VERSION);
+        return NULL;
+    }
+    return j;
+}
+
+hl_status pretrain_checkpoint_opts(pretrain_opts *o, const char *dir, hl_err *err)
+{
+    cJSON *j = read_state(dir, err);
+    if (!j)
+        return err ? err->code : HL_ERR_FORMAT;
+    pretrain_opts_default(o);
+    char where[FILEBUF];
+    snprintf(where, sizeof where, "%s/pretrain.json", dir);
+    hl_status st = opts_apply_json(o, cJSON_GetObjectItemCaseSensitive(j, "options"), where, err);
+    cJSON_Delete(j);
+    return st;
+}
+
+/* The options of o and of the checkpoint must agree on every key that
+ * fixes the run; compare their JSON forms key by key. */
+static hl_status check_resume_opts(const pretrain_opts *o, const char *dir, hl_err *err)
+{
+    pretrain_opts stored;
+    hl_status st = pretrain_checkpoint_opts(&stored, dir, err);
+    if (st)
+        return st;
+    char *a = pretrain_opts_to_json(o), *b = pretrain_opts_to_json(&stored);
+    cJSON *ja = a ? cJSON_Parse(a) : NULL, *jb = b ? cJSON_Parse(b) : NULL;
+    free(a);
+    free(b);
+    if (!ja || !jb)
+        st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    for (const cJSON *it = ja ? ja->child : NULL; it && !st; it = it->next) {
+        if (pretrain_key_may_change_on_resume(it->string))
+            continue;
+        const cJSON *other = cJSON_GetObjectItemCaseSensitive(jb, it->string);
+        if (!other || !cJSON_Compare(it, other, true))
+            st = hl_err_set(err, HL_ERR_INVALID, "%s: '%s' is fixed by the checkpoint and "
+                            "cannot change on resume", dir, it->string);
+    }
+    cJSON_Delete(ja);
+    cJSON_Delete(jb);
+    return st;
+}
+
+/* Absolute paths for the inputs, so a checkpoint resumes from any folder. */
+static hl_status absolute_inputs(pretrain_opts *o, hl_err *err)
+{
+    char buf[PATH_MAX];
+    char *paths[PRETRAIN_MAX_FILES + 3];
+    int n = 0;
+    for (int i = 0; i < o->n_corpus; i++)
+        paths[n++] = o->corpus[i];
+    paths[n++] = o->heldout;
+    paths[n++] = o->vocab;
+    paths[n++] = o->merges;
+    for (int i = 0; i < n; i++) {
+        if (!paths[i][0])
+            continue;
+        if (!realpath(paths[i], buf))
+            return hl_err_set(err, HL_ERR_IO, "%s: %s", paths[i], strerror(errno));
+        if (strlen(buf) >= PRETRAIN_PATH_MAX)
+            return hl_err_set(err, HL_ERR_INVALID, "%s: path too long", buf);
+        snprintf(paths[i], PRETRAIN_PATH_MAX, "%s", buf);
+    }
+    return HL_OK;
+}
+
+static void format_duration(char *out, size_t cap, double s)
+{
+    if (s < 0 || !isfinite(s))
+        snprintf(out, cap, "?");
+    else if (s < 60)
+        snprintf(out, cap, "%.0fs", s);
+    else if (s < 3600)
+        snprintf(out, cap, "%dm%02ds", (int)(s / 60), (int)s % 60);
+    else
+        snprintf(out, cap, "%dh%02dm", (int)(s / 3600), ((int)s % 3600) / 60);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* One optimizer step: forward/backward over the micro-batches, AdamW. */
+static hl_status train_step(run *r, double *loss, adamw_stats *stats, hl_err *err)
+{
+    const int32_t B = r->o.batch, mb = r->o.micro_batch > 0 ? r->o.micro_batch : B;
+    const int32_t S = r->seq_content;
+    pretrain_batch_indices(r->idx, r->perm, &r->epoch, r->o.seed, r->step + 1, B, r->n_seqs);
+    backward_zero_grad(&r->bw);
+    double sum = 0;
+    size_t count = 0;
+    for (int32_t c0 = 0; c0 < B; c0 += mb) {
+        int32_t nb = B - c0 < mb ? B - c0 : mb, used = 0;
+        r->starts[0] = 0;
+        for (int32_t j = 0; j < nb; j++) {
+            if (r->bos)
+                r->tokens[used++] = r->m.cfg.bos_id;
+            memcpy(r->tokens + used, r->corpus.train + (size_t)r->idx[c0 + j] * (size_t)S,
+                   (size_t)S * sizeof(int32_t));
+            used += S;
+            r->starts[j + 1] = used;
+        }
+        model_batch b = {.tokens = r->tokens, .seq_start = r->starts, .n_seq = nb};
+        double s;
+        size_t n;
+        hl_status st = backward_lm(&r->bw, &s, &n, &b, 1, (double)nb / (double)B, err);
+        if (st)
+            return st;
+        sum += s;
+        count += n;
+        r->tokens_seen += used;
+    }
+    *loss = sum / (double)count;
+    if (!isfinite(*loss))
+        return hl_err_set(err, HL_ERR_NUMERIC, "the training loss is not finite at step %" PRId64,
+                          r->step + 1);
+    hl_status st = adamw_step(&r->opt, stats, r->bw.grad.data, err);
+    if (st)
+        return st;
+    r->step++;
+    return HL_OK;
+}
+
+static hl_status write_output(run *r, const pretrain_result *res, hl_err *err)
+{
+    const char *dir = r->o.out;
+    struct stat sb;
+    if (stat(dir, &sb) == 0)
+        return hl_err_set(err, HL_ERR_INVALID, "%s already exists; nothing written", dir);
+    char tmp[DIRBUF], p[FILEBUF];
+    hl_status st = staging_dir(tmp, sizeof tmp, dir, err);
+    if (st)
+        return st;
+    r->m.cfg.add_bos = r->o.family == MODEL_FAMILY_OPT;
+    char *cfg = hf_config_json(&r->m.cfg, r->o.out_dtype);
+    char *tcfg = hf_tokenizer_config(&r->m.cfg, &r->tok, false);
+    char *smap = hf_tokenizer_config(&r->m.cfg, &r->tok, true);
+    char *state = state_json(r, res);
+    if (!cfg || !tcfg || !smap || !state)
+        st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    if (!st)
+        st = write_text_in(tmp, "config.json", cfg, err);
+    if (!st)
+        st = write_text_in(tmp, "tokenizer_config.json", tcfg, err);
+    if (!st && r->o.family == MODEL_FAMILY_OPT)
+        st = write_text_in(tmp, "special_tokens_map.json", smap, err);
+    if (!st)
+        st = write_text_in(tmp, "pretrain.json", state, err);
+    if (!st)
+        st = write_tokenizer(tmp, &r->tf, err);
+    if (!st) {
+        snprintf(p, sizeof p, "%s/model.safetensors", tmp);
+        st = write_hf_weights(p, &r->m, r->o.out_dtype, err);
+    }
+    free(cfg);
+    free(tcfg);
+    free(smap);
+    free(state);
+    if (!st) {
+        fsync_parent(p);
+        if (stat(dir, &sb) == 0)
+            st = hl_err_set(err, HL_ERR_INVALID, "%s appeared while training; nothing written",
+                            dir);
+        else
+            st = publish_dir(tmp, dir, err);
+    }
+    if (st)
+        remove_tree(tmp);
+    return st;
+}
+
+static void say(FILE *log, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static void say(FILE *log, const char *fmt, ...)
+{
+    if (!log)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("pretrain: ", log);
+    vfprintf(log, fmt, ap);
+    fputc('\n', log);
+    va_end(ap);
+    fflush(log);
+}
+
+static hl_status run_setup(run *r, const char *resume_dir, hl_err *err)
+{
+    hl_status st;
+    if ((st = pretrain_opts_check(&r->o, err)))
+        return st;
+    struct stat sb;
+    if (stat(r->o.out, &sb) == 0)
+        return hl_err_set(err, HL_ERR_INVALID, "%s already exists: choose another --out",
+                          r->o.out);
+    if (resume_dir) {
+        if ((st = check_resume_opts(&r->o, resume_dir, err)))
+            return st;
+        char v[FILEBUF], mg[FILEBUF];
+        snprintf(v, sizeof v, "%s/vocab.json", resume_dir);
+        snprintf(mg, sizeof mg, "%s/merges.txt", resume_dir);
+        r->tf.vocab = read_all(v, (size_t)1 << 28, &r->tf.vocab_len, err);
+        if (!r->tf.vocab)
+            return err ? err->code : HL_ERR_IO;
+        r->tf.merges = read_all(mg, (size_t)1 << 28, &r->tf.merges_len, err);
+        if (!r->tf.merges)
+            return err ? err->code : HL_ERR_IO;
+    } else {
+        if ((st = absolute_inputs(&r->o, err)) || (st = tok_prepare(&r->tf, &r->o, err)))
+            return st;
+    }
+    if ((st = load_tokenizer(r, err)))
+        return st;
+    if ((st = pool_init(&r->pool, r->o.threads, err)))
+        return st;
+    r->have_pool = true;
+    lm_set_blas_threads(1); /* the pool splits every sgemm */
+    model_config c;
+    if ((st = make_config(&c, &r->o, &r->tok, err)))
+        return st;
+    if ((st = model_init_from_config(&r->m, &c, err)))
+        return st;
+    r->have_model = true;
+    model_set_pool(&r->m, &r->pool);
+    snprintf(r->m.path, sizeof r->m.path, "helene-pretrain");
+    init_weights(&r->m, r->o.seed);
+    if ((st = backward_init(&r->bw, &r->m, err)))
+        return st;
+    r->have_bw = true;
+    adamw_config ac = r->o.adamw;
+    ac.total_steps = r->o.steps;
+    if (ac.warmup_steps > r->o.steps)
+        ac.warmup_steps = r->o.steps;
+    if ((st = adamw_init(&r->opt, &r->m.params, &ac, &r->pool, err)))
+        return st;
+    r->have_opt = true;
+
+    if ((st = pretrain_corpus_load(&r->corpus, &r->tok, (const char(*)[PRETRAIN_PATH_MAX])r->o.corpus,
+                                   r->o.n_corpus, r->o.heldout, r->o.heldout_fraction, err)))
+        return st;
+    r->bos = r->o.family == MODEL_FAMILY_OPT ? 1 : 0;
+    r->seq_content = r->o.context - r->bos;
+    r->n_seqs = (int64_t)(r->corpus.n_train / (size_t)r->seq_content);
+    if (r->n_seqs < 1)
+        return hl_err_set(err, HL_ERR_INVALID, "the corpus has %zu training tokens: fewer than "
+                          "one sequence of %d", r->corpus.n_train, r->seq_content);
+    const int32_t mb = r->o.micro_batch > 0 && r->o.micro_batch < r->o.batch ? r->o.micro_batch
+                                                                               : r->o.batch;
+    r->perm = malloc((size_t)r->n_seqs * sizeof *r->perm);
+    r->idx = malloc((size_t)r->o.batch * sizeof *r->idx);
+    r->tokens = malloc((size_t)mb * (size_t)r->o.context * sizeof *r->tokens);
+    r->starts = malloc(((size_t)mb + 1) * sizeof *r->starts);
+    if (!r->perm || !r->idx || !r->tokens || !r->starts)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    r->epoch = -1;
+    r->last_loss = NAN;
+
+    if (resume_dir) {
+        cJSON *j = read_state(resume_dir, err);
+        if (!j)
+            return err ? err->code : HL_ERR_FORMAT;
+        const cJSON *cj = cJSON_GetObjectItemCaseSensitive(j, "corpus");
+        const cJSON *h = cJSON_GetObjectItemCaseSensitive(cj, "hash");
+        char want[32];
+        snprintf(want, sizeof want, "%016" PRIx64, r->corpus.hash);
+        r->step = (int64_t)cJSON_GetObjectItemCaseSensitive(j, "step")->valuedouble;
+        const cJSON *ts = cJSON_GetObjectItemCaseSensitive(j, "tokens_seen");
+        r->tokens_seen = cJSON_IsNumber(ts) ? (int64_t)ts->valuedouble : 0;
+        const cJSON *tl = cJSON_GetObjectItemCaseSensitive(j, "train_loss");
+        r->last_loss = cJSON_IsNumber(tl) ? tl->valuedouble : NAN;
+        bool same = cJSON_IsString(h) && !strcmp(h->valuestring, want);
+        cJSON_Delete(j);
+        if (!same)
+            return hl_err_set(err, HL_ERR_INVALID, "%s: the corpus files no longer give the token "
+                              "stream this checkpoint was trained on", resume_dir);
+        char p[FILEBUF];
+        snprintf(p, sizeof p, "%s/adamw.safetensors", resume_dir);
+        if ((st = adamw_state_read(&r->opt, p, err)))
+            return st;
+        if (r->opt.step != r->step)
+            return hl_err_set(err, HL_ERR_FORMAT, "%s: the optimizer state is at step %" PRId64
+                              ", the checkpoint at %" PRId64, resume_dir, r->opt.step, r->step);
+        snprintf(p, sizeof p, "%s/params.safetensors", resume_dir);
+        if ((st = checkpoint_read_params(p, &r->m.params, err)))
+            return st;
+    }
+    return HL_OK;
+}
+
+hl_status pretrain_run(const pretrain_opts *o, const char *resume_dir, pretrain_result *res,
+                       FILE *log, volatile sig_atomic_t *stop, hl_err *err)
+{
+    run *r = calloc(1, sizeof *r);
+    if (!r)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    memset(res, 0, sizeof *res);
+    res->heldout_nll = res->heldout_ppl = NAN;
+    r->o = *o;
+    const double t0 = now_s();
+    hl_status st = run_setup(r, resume_dir, err);
+    if (st)
+        goto done;
+    const pretrain_opts *po = &r->o;
+    say(log, "%s %d x %d (%d heads, FFN %d), context %d, vocabulary %d, %zu parameters",
+          model_family_name(po->family), po->n_layers, po->d_model, po->n_heads,
+          r->m.cfg.d_ffn, po->context, r->m.cfg.vocab, param_set_count(&r->m.params));
+    say(log, "corpus: %zu training tokens (%" PRId64 " sequences of %d), %zu held out%s",
+          r->corpus.n_train, r->n_seqs, r->seq_content, r->corpus.n_heldout,
+          po->heldout[0] ? " (--heldout)" : "");
+    if (resume_dir)
+        say(log, "resumed %s at step %" PRId64, resume_dir, r->step);
+    const double t_loop = now_s();
+    const int64_t step0 = r->step;
+    double win_loss = 0, win_gn = 0;
+    int64_t win_n = 0, win_tok0 = r->tokens_seen;
+    double win_t0 = t_loop;
+    while (r->step < po->steps) {
+        double loss;
+        adamw_stats as;
+        if ((st = train_step(r, &loss, &as, err)))
+            goto done;
+        win_loss += loss;
+        win_gn += as.grad_norm;
+        win_n++;
+        if ((po->log_every && r->step % po->log_every == 0) || r->step == po->steps) {
+            double tn = now_s(), rate = (double)(r->tokens_seen - win_tok0) / (tn - win_t0);
+            char eta[32];
+            format_duration(eta, sizeof eta,
+                            (tn - t_loop) / (double)(r->step - step0) *
+                                (double)(po->steps - r->step));
+            r->last_loss = win_loss / (double)win_n;
+            say(log, "step %" PRId64 "/%" PRId64 "  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  "
+                  "eta %s", r->step, po->steps, r->last_loss, as.lr, win_gn / (double)win_n, rate,
+                  eta);
+            win_loss = win_gn = 0;
+            win_n = 0;
+            win_tok0 = r->tokens_seen;
+            win_t0 = tn;
+        }
+        bool last = r->step == po->steps;
+        if (po->eval_every && r->step % po->eval_every == 0 && !last) {
+            double nll;
+            int64_t nt;
+            if ((st = evaluate(r, &nll, &nt, err)))
+                goto done;
+            if (nt)
+                say(log, "step %" PRId64 "  held-out loss %.4f  ppl %.2f  (%" PRId64 " tokens)",
+                      r->step, nll, exp(nll), nt);
+        }
+        bool interrupted = (stop && *stop) || (po->stop_at && r->step == po->stop_at);
+        if (interrupted && !po->save[0]) /* never lose the work: OUT.interrupted */
+            snprintf(r->o.save, sizeof r->o.save, "%.1000s.interrupted", po->out);
+        if (po->save[0] && (last || interrupted ||
+                            (po->checkpoint_every && r->step % po->checkpoint_every == 0))) {
+            if ((st = save_checkpoint(r, err)))
+                goto done;
+            say(log, "checkpoint at step %" PRId64 " -> %s", r->step, po->save);
+            snprintf(res->save_dir, sizeof res->save_dir, "%s", po->save);
+        }
+        if (interrupted && !last) {
+            res->interrupted = true;
+            say(log, "stopped at step %" PRId64 "; resume with --resume %s", r->step, po->save);
+            break;
+        }
+    }
+    if (!win_n && !isfinite(r->last_loss))
+        r->last_loss = NAN;
+    else if (win_n)
+        r->last_loss = win_loss / (double)win_n;
+    res->steps_done = r->step;
+    res->tokens_seen = r->tokens_seen;
+    res->n_params = param_set_count(&r->m.params);
+    res->vocab_size = r->m.cfg.vocab;
+    res->train_loss = r->last_loss;
+    if (!res->interrupted) {
+        double nll;
+        int64_t nt;
+        if ((st = evaluate(r, &nll, &nt, err)))
+            goto done;
+        res->heldout_nll = nll;
+        res->heldout_ppl = exp(nll);
+        res->heldout_tokens = nt;
+        if (nt)
+            say(log, "held-out loss %.4f  perplexity %.2f  (%" PRId64 " tokens)", nll, exp(nll),
+                  nt);
+        res->seconds = now_s() - t0;
+        if ((st = write_output(r, res, err)))
+            goto done;
+        say(log, "wrote %s (%s)", po->out, st_dtype_name(po->out_dtype));
+    }
+    res->seconds = now_s() - t0;
+done:
+    run_free(r);
+    free(r);
+    return st;
+}
