@@ -1349,6 +1349,65 @@ hl_status backward_cls(backward *bw, double *losses, const cls_scorer *s, const 
     return HL_OK;
 }
 
+/* ------------------------------------------------------------ cosine --- */
+
+#define COS_PIECE 16384
+
+typedef struct cos_job {
+    const param_set *ps;
+    const float *a, *b;
+    size_t n_pieces;
+    double *sums; /* [n_pieces, 3]: a·b, a·a, b·b */
+} cos_job;
+
+/* Pieces of COS_PIECE floats numbered over the layers in order (padding
+ * between layers is never read). */
+static void cos_fn(void *arg, int tid, int nt)
+{
+    cos_job *j = arg;
+    size_t p0, p1, k = 0;
+    pool_range(j->n_pieces, tid, nt, 1, &p0, &p1);
+    for (int l = 0; l < j->ps->n_layers && k < p1; l++) {
+        const param_layer *pl = &j->ps->layers[l];
+        for (size_t i0 = 0; i0 < pl->size; i0 += COS_PIECE, k++) {
+            if (k < p0 || k >= p1)
+                continue;
+            size_t i1 = i0 + COS_PIECE < pl->size ? i0 + COS_PIECE : pl->size;
+            const float *a = j->a + pl->offset, *b = j->b + pl->offset;
+            double ab = 0, aa = 0, bb = 0;
+            for (size_t i = i0; i < i1; i++) {
+                ab += (double)a[i] * b[i];
+                aa += (double)a[i] * a[i];
+                bb += (double)b[i] * b[i];
+            }
+            j->sums[3 * k] = ab;
+            j->sums[3 * k + 1] = aa;
+            j->sums[3 * k + 2] = bb;
+        }
+    }
+}
+
+double backward_cosine(const backward *bw, const float *other)
+{
+    size_t n_pieces = 0;
+    for (int l = 0; l < bw->grad.n_layers; l++)
+        n_pieces += (bw->grad.layers[l].size + COS_PIECE - 1) / COS_PIECE;
+    double *sums = calloc(3 * (n_pieces ? n_pieces : 1), sizeof *sums);
+    if (!sums)
+        return NAN;
+    cos_job j = {.ps = &bw->grad, .a = bw->grad.data, .b = other, .n_pieces = n_pieces,
+                 .sums = sums};
+    pool_run(bw->m->pool, cos_fn, &j);
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t q = 0; q < n_pieces; q++) {
+        ab += sums[3 * q];
+        aa += sums[3 * q + 1];
+        bb += sums[3 * q + 2];
+    }
+    free(sums);
+    return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0.0;
+}
+
 /* ------------------------------------------------------------- flops --- */
 
 double backward_flops(const model_config *cfg, double n_tok, double seq_len, double n_head_rows)

@@ -136,6 +136,13 @@ hl_status backward_lm(backward *bw, double *out_sum_nll, size_t *out_count,
 hl_status backward_cls(backward *bw, double *losses, const cls_scorer *s, const cls_example *ex,
                        int32_t n, double weight, hl_err *err);
 
+/* Cosine similarity between bw->grad and another arena laid out like the
+ * model's parameters (e.g. a ZO estimate c·z materialised for the
+ * gradient-alignment diagnostic).  Dot product and norms are summed in
+ * double over fixed pieces, added in order: the same value for any pool
+ * size.  Returns 0 when either arena is all zeros. */
+double backward_cosine(const backward *bw, const float *other);
+
 /* The gradient slot of a weight: p points into m->params (e.g. m->w.blocks[0].w1);
  * returns the matching pointer into bw->grad, NULL for NULL. */
 float *backward_grad_of(const backward *bw, const float *p);

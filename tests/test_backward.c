@@ -619,6 +619,93 @@ static void test_accumulation_and_weight(void)
     model_free(&m);
 }
 
+/* The cosine of the gradient-alignment diagnostic: exact cases, padding
+ * ignored, and the mean of K two-point ZO estimates along Gaussian z
+ * (what MeZO's projected gradient c·z averages to) aligning with the true
+ * gradient as K grows: E[cos] ≈ sqrt(K / (K + d)). */
+static double gauss(void)
+{
+    double u1 = urand() + 1e-300, u2 = urand();
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+static void test_cosine_and_zo_alignment(void)
+{
+    model_config c = variant_config(VAR_GPT2);
+    c.d_model = c.d_embed = 8;
+    c.d_ffn = 12;
+    c.n_layers = 1;
+    c.vocab = 23;
+    model m;
+    hl_err err;
+    CU_ASSERT_EQUAL_FATAL(model_init_from_config(&m, &c, &err), HL_OK);
+    randomise(&m);
+    backward bw;
+    CU_ASSERT_EQUAL_FATAL(backward_init(&bw, &m, &err), HL_OK);
+    int32_t w0[1] = {3}, w1[1] = {17};
+    const int32_t *words[2] = {w0, w1};
+    int32_t nw[2] = {1, 1};
+    cls_scorer s;
+    CU_ASSERT_EQUAL_FATAL(cls_scorer_init(&s, &m, words, nw, 2, 4, 10, &err), HL_OK);
+    int32_t p[4][10];
+    cls_example ex[4];
+    for (int i = 0; i < 4; i++) {
+        for (int t = 0; t < 10; t++)
+            p[i][t] = (int32_t)(urand() * c.vocab);
+        ex[i] = (cls_example){.prompt = p[i], .n_prompt = 6 + i, .label = i % 2};
+    }
+    CU_ASSERT_EQUAL_FATAL(backward_cls(&bw, NULL, &s, ex, 4, 1.0, &err), HL_OK);
+    const size_t n = bw.grad.n, d = param_set_count(&m.params);
+    float *o = calloc(n, sizeof *o);
+    for (size_t i = 0; i < n; i++)
+        o[i] = -2.0f * bw.grad.data[i];
+    CU_ASSERT_DOUBLE_EQUAL(backward_cosine(&bw, bw.grad.data), 1.0, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(backward_cosine(&bw, o), -1.0, 1e-12);
+    /* padding between layers is not read */
+    for (int l = 0; l + 1 < m.params.n_layers; l++) {
+        const param_layer *pl = &m.params.layers[l];
+        for (size_t i = pl->offset + pl->size; i < m.params.layers[l + 1].offset; i++)
+            o[i] = 1e6f;
+    }
+    CU_ASSERT_DOUBLE_EQUAL(backward_cosine(&bw, o), -1.0, 1e-12);
+
+    /* averaged ZO estimates */
+    float *z = malloc(n * sizeof *z), *keep = malloc(n * sizeof *keep);
+    memcpy(keep, m.params.data, n * sizeof *keep);
+    memset(o, 0, n * sizeof *o);
+    const float eps = 1e-3f;
+    double cos_small = 0;
+    const int K = 4 * (int)d;
+    for (int k = 1; k <= K; k++) {
+        for (size_t i = 0; i < n; i++)
+            z[i] = (float)gauss();
+        for (size_t i = 0; i < n; i++)
+            m.params.data[i] = keep[i] + eps * z[i];
+        double lp = cls_loss(&s, ex, 4);
+        for (size_t i = 0; i < n; i++)
+            m.params.data[i] = keep[i] - eps * z[i];
+        double lminus = cls_loss(&s, ex, 4);
+        float proj = (float)((lp - lminus) / (2.0 * eps));
+        for (size_t i = 0; i < n; i++)
+            o[i] += proj * z[i];
+        if (k == 50)
+            cos_small = backward_cosine(&bw, o);
+    }
+    memcpy(m.params.data, keep, n * sizeof *keep);
+    double cos_big = backward_cosine(&bw, o);
+    fprintf(stderr, "\n  d = %zu: cosine(mean ZO estimate, gradient) %.3f after 50 probes "
+            "(expected ~%.2f), %.3f after %d (~%.2f)", d, cos_small, sqrt(50.0 / (50.0 + d)),
+            cos_big, K, sqrt((double)K / (K + d)));
+    CU_ASSERT(cos_small > 0.05 && cos_small < 0.6);
+    CU_ASSERT(cos_big > 0.8);
+    free(z);
+    free(keep);
+    free(o);
+    cls_scorer_free(&s);
+    backward_free(&bw);
+    model_free(&m);
+}
+
 /* --------------------------------------------------------------- AdamW --- */
 
 /* Two layers: "w" (decay) = 3 elements, "b" (no decay) = 2. */
@@ -789,6 +876,56 @@ static void test_adamw_resume_is_bit_identical(void)
     pool_free(&p);
 }
 
+/* Bits of θ, m and v after 3 steps do not depend on the pool size (layers
+ * larger than one norm piece, clipping active). */
+static void test_adamw_thread_count_does_not_change_bits(void)
+{
+    float *ref = NULL;
+    size_t n = 0;
+    for (int threads = 1; threads <= 3; threads++) {
+        param_set ps;
+        param_set_init(&ps);
+        hl_err err;
+        int64_t s1[2] = {200, 301}, s2[1] = {7};
+        CU_ASSERT_EQUAL_FATAL(param_set_add(&ps, "w", 2, s1, true, 0, &err), HL_OK);
+        CU_ASSERT_EQUAL_FATAL(param_set_add(&ps, "b", 1, s2, false, 0, &err), HL_OK);
+        CU_ASSERT_EQUAL_FATAL(param_set_alloc(&ps, &err), HL_OK);
+        n = ps.n;
+        float *g = calloc(n, sizeof *g);
+        for (size_t i = 0; i < n; i++)
+            ps.data[i] = (float)sin(0.1 * (double)i);
+        pool p;
+        CU_ASSERT_EQUAL_FATAL(pool_init(&p, threads, &err), HL_OK);
+        adamw_config c = adamw_config_default();
+        c.clip_norm = 1.0;
+        c.warmup_steps = 2;
+        c.total_steps = 3;
+        adamw a;
+        CU_ASSERT_EQUAL_FATAL(adamw_init(&a, &ps, &c, &p, &err), HL_OK);
+        for (int t = 0; t < 3; t++) {
+            for (int l = 0; l < ps.n_layers; l++)
+                for (size_t i = 0; i < ps.layers[l].size; i++)
+                    g[ps.layers[l].offset + i] = (float)cos((double)(i * 3 + (size_t)t));
+            CU_ASSERT_EQUAL_FATAL(adamw_step(&a, NULL, g, &err), HL_OK);
+        }
+        float *all = malloc(3 * n * sizeof *all);
+        memcpy(all, ps.data, n * sizeof *all);
+        memcpy(all + n, a.m, n * sizeof *all);
+        memcpy(all + 2 * n, a.v, n * sizeof *all);
+        if (!ref)
+            ref = all;
+        else {
+            CU_ASSERT(memcmp(ref, all, 3 * n * sizeof *all) == 0);
+            free(all);
+        }
+        adamw_free(&a);
+        pool_free(&p);
+        free(g);
+        param_set_free(&ps);
+    }
+    free(ref);
+}
+
 /* ---------------------------------------------------------- register --- */
 
 static void register_tests(void)
@@ -799,9 +936,11 @@ static void register_tests(void)
     TEST_ADD(s, test_reference_gradients);
     TEST_ADD(s, test_thread_count_does_not_change_gradients);
     TEST_ADD(s, test_accumulation_and_weight);
+    TEST_ADD(s, test_cosine_and_zo_alignment);
     CU_pSuite a = CU_add_suite("adamw", NULL, NULL);
     TEST_ADD(a, test_adamw_one_step_by_hand);
     TEST_ADD(a, test_adamw_schedule);
+    TEST_ADD(a, test_adamw_thread_count_does_not_change_bits);
     TEST_ADD(a, test_adamw_resume_is_bit_identical);
 }
 
