@@ -38,6 +38,18 @@
  * Leaves out: dropout, mixed precision, activation checkpointing beyond the
  * recomputations above, RoBERTa / Llama (not in model.h yet).
  *
+ * For the engine (`--optimizer ft-adam`, the gradient-alignment diagnostic):
+ *     backward bw;  adamw opt;                          once per run
+ *     backward_init(&bw, &lm->model, &err);
+ *     adamw_init(&opt, &lm->model.params, &cfg, &lm->pool, &err);
+ *     backward_zero_grad(&bw);                          every step
+ *     backward_cls(&bw, losses, &scorer, batch, n, 1.0, &err);
+ *     adamw_step(&opt, &stats, bw.grad.data, &err);
+ * The alignment diagnostic materialises the ZO estimate c·z in an arena laid
+ * out like model->params and calls backward_cosine(&bw, estimate) after
+ * backward_cls on the same batch.  Memory on top of the weights: the
+ * gradient arena (1x), AdamW's m and v (2x) and the activations above.
+ *
  * Ownership: backward_init borrows the model (it must outlive the backward
  * and its layout must not change); the backward owns its gradient arena and
  * all its buffers, which grow on demand and are reused across calls.

@@ -354,6 +354,8 @@ hl_status pretrain_opts_check(const pretrain_opts *o, hl_err *err)
                           "BOS)");
     if (!o->out[0])
         return hl_err_set(err, HL_ERR_INVALID, "no output folder: give --out MODEL_DIR");
+    if (!strcmp(o->out, o->save))
+        return hl_err_set(err, HL_ERR_INVALID, "--save and --out must be different folders");
     adamw_config a = o->adamw;
     a.total_steps = o->steps;
     adamw tmp;

@@ -309,6 +309,9 @@ static void test_options(void)
     CU_ASSERT_EQUAL(pretrain_opts_check(&o, &err), HL_ERR_INVALID);
     pretrain_opts_set(&o, "out", "x", &err);
     CU_ASSERT_EQUAL(pretrain_opts_check(&o, &err), HL_OK);
+    pretrain_opts_set(&o, "save", "x", &err);
+    CU_ASSERT_EQUAL(pretrain_opts_check(&o, &err), HL_ERR_INVALID);
+    pretrain_opts_set(&o, "save", "", &err);
     pretrain_opts_set(&o, "heads", "3", &err);
     CU_ASSERT_EQUAL(pretrain_opts_check(&o, &err), HL_ERR_INVALID);
     pretrain_opts_set(&o, "heads", "8", &err);
