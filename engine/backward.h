@@ -141,7 +141,9 @@ hl_status backward_lm(backward *bw, double *out_sum_nll, size_t *out_count,
  * is cls_score's cross-entropy of the gold class over the label words (0
  * for label -1), i.e. exactly the mean the ZO optimizers estimate from
  * cls_score losses.  Adds weight * dloss/dθ into bw->grad.  losses[i] (may
- * be NULL) receives the per-example losses, bit-identical to cls_score's.
+ * be NULL) receives the per-example losses: bit-identical to cls_score's
+ * for single-token words, within float rounding (~1e-7) for longer ones,
+ * whose head logits are computed BACKWARD_LOGIT_ROWS rows at a time.
  * Single-token label words take the fast path (label logits only); longer
  * words are scored with a full log-softmax, as cls_score does.  Only the
  * scorer's words and sizes are read; its buffers are not touched. */
