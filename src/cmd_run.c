@@ -256,8 +256,10 @@ int cmd_train(int argc, char **argv)
     }
     runargs ra;
     int rc = runargs_parse(&ra, "train", argc, argv);
-    if (rc)
+    if (rc) {
+        runargs_free(&ra); /* parsing may have filled part of it */
         return rc;
+    }
     if (ra.print_config) {
         char *j = runcfg_to_json(&ra.cfg);
         puts(j ? j : "{}");
