@@ -147,6 +147,15 @@ hl_status checkpoint_save(const char *dir, const runcfg *cfg, const param_set *p
                           const optim *opt, uint64_t step, const char *journal_path,
                           uint64_t journal_offset, hl_err *err)
 {
+    return checkpoint_save_with(dir, cfg, ps, opt, step, journal_path, journal_offset, NULL, NULL,
+                                err);
+}
+
+hl_status checkpoint_save_with(const char *dir, const runcfg *cfg, const param_set *ps,
+                               const optim *opt, uint64_t step, const char *journal_path,
+                               uint64_t journal_offset, checkpoint_extra_fn extra,
+                               void *extra_ctx, hl_err *err)
+{
     size_t dl = strlen(dir);
     while (dl > 1 && dir[dl - 1] == '/')
         dl--;
@@ -187,6 +196,8 @@ hl_status checkpoint_save(const char *dir, const runcfg *cfg, const param_set *p
         goto fail;
     snprintf(p, sizeof p, "%s/optim.safetensors", tmp);
     if ((st = optim_state_write(opt, p, err)))
+        goto fail;
+    if (extra && (st = extra(extra_ctx, tmp, err)))
         goto fail;
 
     cJSON *o = cJSON_CreateObject();

@@ -36,9 +36,17 @@ typedef struct checkpoint_info {
     char journal_path[RUNCFG_PATH_MAX];
 } checkpoint_info;
 
+/* Writes more files into the folder before it is swapped in (e.g. the
+ * first-order optimizer's state); tmp_dir is the folder being built. */
+typedef hl_status (*checkpoint_extra_fn)(void *ctx, const char *tmp_dir, hl_err *err);
+
 hl_status checkpoint_save(const char *dir, const runcfg *cfg, const param_set *ps,
                           const optim *opt, uint64_t step, const char *journal_path,
                           uint64_t journal_offset, hl_err *err);
+hl_status checkpoint_save_with(const char *dir, const runcfg *cfg, const param_set *ps,
+                               const optim *opt, uint64_t step, const char *journal_path,
+                               uint64_t journal_offset, checkpoint_extra_fn extra,
+                               void *extra_ctx, hl_err *err);
 
 /* Read the run configuration stored in DIR/checkpoint.json into cfg (which
  * must be initialised; its previous contents are replaced). */

@@ -19,7 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "adamw.h"
 #include "analytic.h"
+#include "backward.h"
 #include "checkpoint.h"
 #include "journal.h"
 #include "lm.h"
@@ -45,6 +47,14 @@ struct engine {
     pool *workers;
     optim *opt;
     journal jr;
+    /* ft-adam, the first-order comparator: made when the method is chosen,
+     * freed when another is, so ZO runs never hold gradients */
+    bool fo_ready;
+    backward bw;
+    adamw aw;
+    double *fo_losses;        /* [obj.max_batch] */
+    optim_step_stats fo_stats;
+    optim_layer_stats *no_layer_stats; /* [n_layers] zeros: ft-adam has no curvature */
 
     /* thread and shared state (mu) */
     pthread_t thread;
@@ -337,8 +347,142 @@ static hl_status build_objective(engine *e, hl_err *err)
     return HL_OK;
 }
 
+static void fo_release(engine *e)
+{
+    if (!e->fo_ready)
+        return;
+    backward_free(&e->bw);
+    adamw_free(&e->aw);
+    free(e->fo_losses);
+    e->fo_losses = NULL;
+    e->fo_ready = false;
+}
+
+static bool method_is_fo(const engine *e)
+{
+    return optim_hparams(e->opt)->method == OPTIM_METHOD_FT_ADAM;
+}
+
+/* AdamW's settings follow the run's hyperparameters (lr, zo-adam's betas and
+ * eps, weight decay), so the edit form and SET work for ft-adam too. */
+static void fo_sync_config(engine *e)
+{
+    const hparams *hp = optim_hparams(e->opt);
+    e->aw.cfg.lr = hp->lr;
+    e->aw.cfg.beta1 = hp->adam_beta1;
+    e->aw.cfg.beta2 = hp->adam_beta2;
+    e->aw.cfg.eps = hp->adam_eps;
+    e->aw.cfg.weight_decay = hp->weight_decay;
+}
+
+static hl_status fo_prepare(engine *e, hl_err *err)
+{
+    if (e->fo_ready)
+        return HL_OK;
+    if (!e->task)
+        return hl_err_set(err, HL_ERR_INVALID,
+                          "ft-adam needs a model (backpropagation); analytic objectives run "
+                          "the zeroth-order methods");
+    hl_status st = backward_init(&e->bw, &e->lm.model, err);
+    if (st)
+        return st;
+    adamw_config ac = adamw_config_default();
+    const hparams *hp = optim_hparams(e->opt);
+    ac.lr = hp->lr;
+    ac.beta1 = hp->adam_beta1;
+    ac.beta2 = hp->adam_beta2;
+    ac.eps = hp->adam_eps;
+    ac.weight_decay = hp->weight_decay;
+    if ((st = adamw_init(&e->aw, e->ps, &ac, e->workers, err))) {
+        backward_free(&e->bw);
+        return st;
+    }
+    e->fo_losses = calloc((size_t)e->obj.max_batch, sizeof *e->fo_losses);
+    if (!e->fo_losses) {
+        backward_free(&e->bw);
+        adamw_free(&e->aw);
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    }
+    e->fo_ready = true;
+    return HL_OK;
+}
+
+/* One first-order step on the same batch a ZO step would draw.  The loss is
+ * checked before AdamW moves θ, so a non-finite loss changes nothing. */
+static hl_status fo_step(engine *e, hl_err *err)
+{
+    hl_status st = fo_prepare(e, err);
+    if (st)
+        return st;
+    fo_sync_config(e);
+    struct timespec a, b, c;
+    int32_t B;
+    if ((st = objective_select_batch(&e->obj, &B, e->step + 1, err)))
+        return st;
+    int32_t n;
+    const cls_example *ex = taskobj_batch(e->task, &n);
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    backward_zero_grad(&e->bw);
+    if ((st = backward_cls(&e->bw, e->fo_losses, taskobj_scorer(e->task), ex, n, 1.0, err)))
+        return st;
+    double mean = 0;
+    for (int32_t i = 0; i < n; i++)
+        mean += e->fo_losses[i];
+    mean = n ? mean / n : 0;
+    if (!isfinite(mean))
+        return hl_err_set(err, HL_ERR_NUMERIC, "step %llu: non-finite loss %g",
+                          (unsigned long long)e->step + 1, mean);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    adamw_stats as;
+    if ((st = adamw_step(&e->aw, &as, e->bw.grad.data, err)))
+        return st;
+    clock_gettime(CLOCK_MONOTONIC, &c);
+    optim_step_stats *S = &e->fo_stats;
+    uint64_t total = S->forwards_total;
+    memset(S, 0, sizeof *S);
+    S->step = e->step + 1;
+    S->method = OPTIM_METHOD_FT_ADAM;
+    S->batch = n;
+    S->loss_plus = S->loss_minus = mean;
+    S->loss0 = S->proj_grad = S->q = S->alpha = NAN;
+    S->lr = as.lr;
+    S->forwards = 1; /* and one backward */
+    S->forwards_total = total + 1;
+    S->seed = e->cfg.seed;
+    S->ms_forward = ((double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec)) * 1e3;
+    S->ms_update = ((double)(c.tv_sec - b.tv_sec) + 1e-9 * (double)(c.tv_nsec - b.tv_nsec)) * 1e3;
+    return HL_OK;
+}
+
+static hl_status fo_write_state(void *ctx, const char *tmp_dir, hl_err *err)
+{
+    engine *e = ctx;
+    if (!e->fo_ready)
+        return HL_OK;
+    char p[RUNCFG_PATH_MAX + 128];
+    snprintf(p, sizeof p, "%s/adamw.safetensors", tmp_dir);
+    return adamw_state_write(&e->aw, p, err);
+}
+
+/* After θ and the ZO state were loaded from dir: ft-adam's own state. */
+static hl_status fo_read_state(engine *e, const char *dir, hl_err *err)
+{
+    if (!method_is_fo(e)) {
+        fo_release(e);
+        return HL_OK;
+    }
+    hl_status st = fo_prepare(e, err);
+    if (st)
+        return st;
+    char p[RUNCFG_PATH_MAX + 128];
+    snprintf(p, sizeof p, "%s/adamw.safetensors", dir);
+    return adamw_state_read(&e->aw, p, err);
+}
+
 static void engine_release(engine *e)
 {
+    fo_release(e);
+    free(e->no_layer_stats);
     if (e->opt)
         optim_free(e->opt);
     if (e->have_obj)
@@ -441,10 +585,18 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
             goto fail;
         }
     }
+    e->no_layer_stats = calloc((size_t)e->ps->n_layers, sizeof *e->no_layer_stats);
+    if (!e->no_layer_stats) {
+        st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if (method_is_fo(e) && (st = fo_prepare(e, err)))
+        goto fail;
     uint64_t cut = 0;
     if (e->cfg.resume[0]) {
         checkpoint_info ci;
-        if ((st = checkpoint_load(e->cfg.resume, e->ps, e->opt, &ci, err)))
+        if ((st = checkpoint_load(e->cfg.resume, e->ps, e->opt, &ci, err)) ||
+            (st = fo_read_state(e, e->cfg.resume, err)))
             goto fail;
         e->step = ci.step;
         snprintf(e->last_ckpt, sizeof e->last_ckpt, "%s", e->cfg.resume);
@@ -590,6 +742,8 @@ static void apply_command(engine *e, const engine_cmd *c, uint64_t id)
                     runcfg_free(&tmp);
             } else if (!st)
                 runcfg_free(&tmp);
+        } else if (!strcmp(key, "optimizer")) {
+            st = hl_err_set(&err, HL_ERR_INVALID, "use the switch command to change optimizer");
         } else {
             st = optim_set(e->opt, key, c->value, &err);
             if (!st)
@@ -606,7 +760,18 @@ static void apply_command(engine *e, const engine_cmd *c, uint64_t id)
         break;
     }
     case ENGINE_CMD_SWITCH: {
-        hl_status st = optim_set(e->opt, "optimizer", c->value, &err);
+        hl_status st = HL_OK;
+        if (!strcmp(c->value, "ft-adam") && !e->task)
+            st = hl_err_set(&err, HL_ERR_INVALID,
+                            "ft-adam needs a model (backpropagation); analytic objectives run "
+                            "the zeroth-order methods");
+        if (!st)
+            st = optim_set(e->opt, "optimizer", c->value, &err);
+        if (!st && method_is_fo(e)) {
+            fo_release(e); /* a switch starts the method's state fresh */
+            st = fo_prepare(e, &err);
+        } else if (!st)
+            fo_release(e);
         if (!st)
             runcfg_set(&e->cfg, "optimizer", c->value, NULL);
         if (st)
@@ -646,7 +811,8 @@ static void apply_command(engine *e, const engine_cmd *c, uint64_t id)
             break;
         }
         checkpoint_info ci;
-        if (checkpoint_load(e->last_ckpt, e->ps, e->opt, &ci, &err)) {
+        if (checkpoint_load(e->last_ckpt, e->ps, e->opt, &ci, &err) ||
+            fo_read_state(e, e->last_ckpt, &err)) {
             emit(e, ENGINE_EVENT_REJECTED, id, 0, "rollback failed: %s", err.msg);
             break;
         }
@@ -718,7 +884,8 @@ static hl_status do_eval(engine *e, hl_err *err)
 static hl_status do_checkpoint(engine *e, const char *dir, hl_err *err)
 {
     uint64_t off = journal_offset(&e->jr);
-    hl_status st = checkpoint_save(dir, &e->cfg, e->ps, e->opt, e->step, e->cfg.log, off, err);
+    hl_status st = checkpoint_save_with(dir, &e->cfg, e->ps, e->opt, e->step, e->cfg.log, off,
+                                        fo_write_state, e, err);
     if (st)
         return st;
     snprintf(e->last_ckpt, sizeof e->last_ckpt, "%s", dir);
@@ -749,7 +916,8 @@ static void periodic_checkpoint(engine *e)
 static void record_step(engine *e, double seconds)
 {
     engine_telemetry *w = &e->work;
-    const optim_step_stats *s = optim_last_stats(e->opt);
+    const bool fo = method_is_fo(e);
+    const optim_step_stats *s = fo ? &e->fo_stats : optim_last_stats(e->opt);
     w->last = *s;
     w->step = e->step;
     w->method_step = optim_method_steps(e->opt);
@@ -763,7 +931,7 @@ static void record_step(engine *e, double seconds)
         w->tokens_per_s = e->tokens_ema * w->steps_per_s;
     }
     w->eta_s = w->total_steps > e->step ? (double)(w->total_steps - e->step) * e->step_ema_s : 0;
-    const optim_layer_stats *ls = optim_layer_stats_get(e->opt);
+    const optim_layer_stats *ls = fo ? e->no_layer_stats : optim_layer_stats_get(e->opt);
     memcpy(w->layer, ls, (size_t)w->n_layers * sizeof *ls);
     if (s->refresh) {
         if (w->n_refresh == ENGINE_HIST_CAP) {
@@ -870,7 +1038,7 @@ static void *engine_main(void *arg)
         double t0 = now_s();
         hl_err err;
         hl_err_clear(&err);
-        hl_status st = optim_step(e->opt, &e->obj, &err);
+        hl_status st = method_is_fo(e) ? fo_step(e, &err) : optim_step(e->opt, &e->obj, &err);
         if (st) {
             char why[ENGINE_TEXT_MAX];
             snprintf(why, sizeof why, "step %llu failed: %.400s%s",

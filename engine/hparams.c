@@ -20,7 +20,7 @@ typedef struct hparam_entry {
 
 static const hparam_entry table[] = {
     {{"optimizer", HPARAM_TYPE_ENUM, 0, 0, false, false,
-      "mezo|zo-sgd-mmt|zo-sign|zo-adam|hizoo|helene", "helene", "all",
+      "mezo|zo-sgd-mmt|zo-sign|zo-adam|hizoo|helene|ft-adam", "helene", "all",
       "method; switching keeps the parameters and starts its state fresh"},
      F(method)},
     {{"lr", HPARAM_TYPE_FLOAT, 0, 1e6, true, false, NULL, "per method", "all",
@@ -41,13 +41,13 @@ static const hparam_entry table[] = {
     {{"momentum", HPARAM_TYPE_FLOAT, 0, 1, false, true, NULL, "0.9", "zo-sgd-mmt",
       "heavy-ball momentum mu: b <- mu b + c z"},
      F(momentum)},
-    {{"adam_beta1", HPARAM_TYPE_FLOAT, 0, 1, false, true, NULL, "0.9", "zo-adam",
+    {{"adam_beta1", HPARAM_TYPE_FLOAT, 0, 1, false, true, NULL, "0.9", "zo-adam ft-adam",
       "Adam first-moment decay"},
      F(adam_beta1)},
-    {{"adam_beta2", HPARAM_TYPE_FLOAT, 0, 1, false, true, NULL, "0.999", "zo-adam",
+    {{"adam_beta2", HPARAM_TYPE_FLOAT, 0, 1, false, true, NULL, "0.999", "zo-adam ft-adam",
       "Adam second-moment decay"},
      F(adam_beta2)},
-    {{"adam_eps", HPARAM_TYPE_FLOAT, 0, 1, true, false, NULL, "1e-8", "zo-adam",
+    {{"adam_eps", HPARAM_TYPE_FLOAT, 0, 1, true, false, NULL, "1e-8", "zo-adam ft-adam",
       "Adam denominator constant"},
      F(adam_eps)},
     {{"hizoo_alpha", HPARAM_TYPE_FLOAT, 0, 1, false, false, NULL, "1e-8", "hizoo",
@@ -108,24 +108,24 @@ static const hparam_entry table[] = {
 };
 #define TABLE_N ((int)(sizeof table / sizeof table[0]))
 
-static const char *const method_names[OPTIM_METHOD_COUNT] = {"mezo",    "zo-sgd-mmt", "zo-sign",
-                                                             "zo-adam", "hizoo",      "helene"};
+static const char *const method_names[OPTIM_METHOD_ALL] = {
+    "mezo", "zo-sgd-mmt", "zo-sign", "zo-adam", "hizoo", "helene", "ft-adam"};
 
 const char *optim_method_name(int32_t method)
 {
-    return method >= 0 && method < OPTIM_METHOD_COUNT ? method_names[method] : "?";
+    return method >= 0 && method < OPTIM_METHOD_ALL ? method_names[method] : "?";
 }
 
 hl_status optim_method_parse(int32_t *method, const char *name, hl_err *err)
 {
-    for (int i = 0; i < OPTIM_METHOD_COUNT; i++)
+    for (int i = 0; i < OPTIM_METHOD_ALL; i++)
         if (!strcmp(name, method_names[i])) {
             *method = i;
             return HL_OK;
         }
     return hl_err_set(err, HL_ERR_INVALID,
                       "optimizer: unknown method '%s' (allowed: mezo|zo-sgd-mmt|zo-sign|"
-                      "zo-adam|hizoo|helene)",
+                      "zo-adam|hizoo|helene|ft-adam)",
                       name);
 }
 
@@ -137,6 +137,7 @@ double hparams_default_lr(int32_t method)
     case OPTIM_METHOD_ZO_SIGN: return 1e-7;
     case OPTIM_METHOD_ZO_ADAM: return 1e-5;
     case OPTIM_METHOD_HIZOO: return 1e-6;
+    case OPTIM_METHOD_FT_ADAM: return 1e-5;
     default: return 1e-4;
     }
 }

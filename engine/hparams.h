@@ -27,7 +27,10 @@ typedef enum optim_method {
     OPTIM_METHOD_ZO_ADAM,
     OPTIM_METHOD_HIZOO,
     OPTIM_METHOD_HELENE,
-    OPTIM_METHOD_COUNT
+    OPTIM_METHOD_COUNT,                   /* the zeroth-order methods above */
+    OPTIM_METHOD_FT_ADAM = OPTIM_METHOD_COUNT, /* first-order comparator: backprop +
+                                           * AdamW, run by the engine on models */
+    OPTIM_METHOD_ALL                      /* every method a run may use */
 } optim_method;
 
 typedef enum momentum_form { MOMENTUM_FORM_HEAVY_BALL = 0, MOMENTUM_FORM_EMA } momentum_form;

@@ -296,6 +296,12 @@ static void perturb_piece(const pass_job *j, const piece *pc, double *zsq_out)
     const optim *o = j->o;
     float *th = param_layer_data(o->ps, pc->layer);
     const float *H = j->hizoo_scale ? o->h + o->ps->layers[pc->layer].offset : NULL;
+    if (!H && !zsq_out) {
+        /* the common pass: normals straight from registers into θ */
+        rng_normal_axpy(th + pc->begin, j->scale, j->seed, (uint32_t)pc->layer, pc->begin,
+                        pc->end - pc->begin);
+        return;
+    }
     float z[SUB];
     double zsq = 0;
     for (size_t i0 = pc->begin; i0 < pc->end; i0 += SUB) {
@@ -792,6 +798,11 @@ hl_status optim_step(optim *o, const objective *obj, hl_err *err)
     const bool blockwise = helene && refresh && hp->hess_probe == HESS_PROBE_BLOCKWISE;
     const bool hizoo = method == OPTIM_METHOD_HIZOO;
 
+    if (method >= OPTIM_METHOD_COUNT)
+        return hl_err_set(err, HL_ERR_INVALID,
+                          "%s is a first-order method: the engine runs it with "
+                          "backpropagation, not optim_step",
+                          optim_method_name(method));
     optim_step_stats *S = &o->stats;
     memset(S, 0, sizeof *S);
     S->step = t;

@@ -480,6 +480,17 @@ const char *taskobj_task_name(const taskobj *t)
     return t->name;
 }
 
+const cls_scorer *taskobj_scorer(const taskobj *t)
+{
+    return &t->scorer;
+}
+
+const cls_example *taskobj_batch(const taskobj *t, int32_t *n)
+{
+    *n = t->n_batch;
+    return t->batch;
+}
+
 int64_t taskobj_batch_tokens(const taskobj *t)
 {
     return t->batch_tokens;

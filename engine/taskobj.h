@@ -68,6 +68,11 @@ int32_t taskobj_split_size(const taskobj *t, taskobj_split split);
  * is copied to first[0, cap). */
 int64_t taskobj_bad_lines(const taskobj *t, char *first, size_t cap);
 const char *taskobj_task_name(const taskobj *t);
+/* The scorer and the batch selected last: what a first-order step
+ * differentiates (backward_cls). */
+const cls_scorer *taskobj_scorer(const taskobj *t);
+const cls_example *taskobj_batch(const taskobj *t, int32_t *n);
+
 /* Tokens in the batch selected last (for tokens/s). */
 int64_t taskobj_batch_tokens(const taskobj *t);
 

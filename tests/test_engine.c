@@ -172,6 +172,9 @@ static void test_command_queue_semantics(void)
                     ENGINE_EVENT_APPLIED);
     CU_ASSERT_EQUAL(wait_answer(e, post(e, ENGINE_CMD_SWITCH, NULL, "sgd"), &ev, 5000),
                     ENGINE_EVENT_REJECTED);
+    CU_ASSERT_EQUAL(wait_answer(e, post(e, ENGINE_CMD_SWITCH, NULL, "ft-adam"), &ev, 5000),
+                    ENGINE_EVENT_REJECTED);
+    CU_ASSERT(strstr(ev.text, "needs a model") != NULL);
     sleep_ms(60);
     engine_snapshot(e, &t);
     CU_ASSERT_STRING_EQUAL(optim_method_name(t.method), "mezo");
@@ -276,10 +279,13 @@ static void resume_case(const char *obj_name, const char *method, const char *mo
     set(&r, "save", cdir);
     CU_ASSERT_EQUAL(run_headless(&r), ENGINE_STATE_FINISHED);
     char pa[600], pc[600];
-    for (int f = 0; f < 2; f++) {
-        const char *name = f ? "optim.safetensors" : "params.safetensors";
+    for (int f = 0; f < 3; f++) {
+        const char *name = f == 0 ? "params.safetensors" : f == 1 ? "optim.safetensors"
+                                                                  : "adamw.safetensors";
         snprintf(pa, sizeof pa, "%s/%s", a, name);
         snprintf(pc, sizeof pc, "%s/%s", cdir, name);
+        if (f == 2 && strcmp(method, "ft-adam"))
+            continue;
         if (!same_file(pa, pc)) {
             fprintf(stderr, "\n  %s %s: %s differs after resume", obj_name, method, name);
             CU_FAIL("resume is not bit-identical");
@@ -303,6 +309,9 @@ static void test_resume_bit_identical_model(void)
     resume_case("model", "helene", HELENE_TESTDIR "/fixtures/models/opt-tiny-f32",
                 HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 6);
     resume_case("model", "mezo", HELENE_TESTDIR "/fixtures/models/gpt2-tiny-f32",
+                HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 6);
+    /* the first-order comparator resumes bit-identically too (AdamW's m, v, step) */
+    resume_case("model", "ft-adam", HELENE_TESTDIR "/fixtures/models/opt350-tiny-f32",
                 HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 6);
 }
 

@@ -439,13 +439,14 @@ static int chooser_rows(const app *a, int n)
     return n < rows ? n : rows < 1 ? 1 : rows;
 }
 
-static const char *const method_items[OPTIM_METHOD_COUNT] = {
+static const char *const method_items[OPTIM_METHOD_ALL] = {
     "mezo        MeZO: SPSA with SGD",
     "zo-sgd-mmt  ZO-SGD with heavy-ball momentum",
     "zo-sign     ZO-SGD on the sign of the projected gradient",
     "zo-adam     ZO-Adam",
     "hizoo       HiZOO: diagonal Hessian from extra forwards",
     "helene      HELENE: annealed momentum, clipped A-GNB curvature",
+    "ft-adam     first-order AdamW by backprop (models; more memory)",
 };
 
 /* ================================================================ keys */
@@ -493,7 +494,7 @@ static void key_main(app *a, int k)
     case 'k': a->toggle_flips[2]++; break;
     case 'o':
         a->mode = APP_MODE_OPTIMIZER;
-        a->chooser_sel = a->t.method >= 0 && a->t.method < OPTIM_METHOD_COUNT ? a->t.method : 0;
+        a->chooser_sel = a->t.method >= 0 && a->t.method < OPTIM_METHOD_ALL ? a->t.method : 0;
         a->chooser_scroll = 0;
         break;
     case 'v':
@@ -643,7 +644,7 @@ static void handle_key(app *a, int k)
     case APP_MODE_MAIN: key_main(a, k); break;
     case APP_MODE_HELP: a->mode = APP_MODE_MAIN; break;
     case APP_MODE_FORM: key_form(a, k); break;
-    case APP_MODE_OPTIMIZER: key_chooser(a, k, OPTIM_METHOD_COUNT); break;
+    case APP_MODE_OPTIMIZER: key_chooser(a, k, OPTIM_METHOD_ALL); break;
     case APP_MODE_LAYER: key_chooser(a, k, a->t.n_layers); break;
     case APP_MODE_CONFIRM_QUIT: key_confirm_quit(a, k); break;
     }
@@ -699,9 +700,9 @@ static void draw(app *a)
         case APP_MODE_HELP: panels_help(c, screen); break;
         case APP_MODE_FORM: form_draw(c, screen, &a->form); break;
         case APP_MODE_OPTIMIZER:
-            list_scroll_clamp(&a->chooser_sel, &a->chooser_scroll, OPTIM_METHOD_COUNT,
-                              chooser_rows(a, OPTIM_METHOD_COUNT));
-            widgets_list(c, screen, "Switch optimizer", method_items, OPTIM_METHOD_COUNT,
+            list_scroll_clamp(&a->chooser_sel, &a->chooser_scroll, OPTIM_METHOD_ALL,
+                              chooser_rows(a, OPTIM_METHOD_ALL));
+            widgets_list(c, screen, "Switch optimizer", method_items, OPTIM_METHOD_ALL,
                          a->chooser_sel, a->chooser_scroll,
                          "Enter switch (parameters kept, fresh state)  Esc cancel");
             break;
