@@ -31,6 +31,8 @@ typedef struct lm {
  * bundled model exists.  Nothing is downloaded or read besides the vocabulary. */
 #define LM_RANDOM_PREFIX "random:"
 #define LM_DEFAULT_MODEL "random:small"
+/* The bundled pretrained model's folder, relative to the data folders. */
+#define LM_BUNDLED_MODEL "default-model"
 
 /* Start n_threads compute threads (the pool and OpenBLAS) and load DIR.
  * On failure everything is released and err names the file. */

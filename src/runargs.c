@@ -167,13 +167,20 @@ int runargs_parse(runargs *ra, const char *cmd, int argc, char **argv)
         }
     }
     if (!ra->cfg.model[0] && ra->cfg.objective == RUNCFG_OBJECTIVE_MODEL) {
-        /* no bundled pretrained model yet: an untrained one, and say so */
-        snprintf(ra->cfg.model, sizeof ra->cfg.model, "%s", LM_DEFAULT_MODEL);
-        if (!ra->print_config && strcmp(cmd, "tui"))
-            fprintf(stderr,
-                    "helene %s: no --model given: using %s, an UNTRAINED model (give --model "
-                    "DIR for a real one, or --objective quadratic|rosenbrock)\n",
-                    cmd, LM_DEFAULT_MODEL);
+        /* the bundled pretrained model, or an untrained one (and say so) */
+        char bundled[RUNCFG_PATH_MAX];
+        if (lm_bundled_path(bundled, sizeof bundled, LM_BUNDLED_MODEL "/config.json")) {
+            bundled[strlen(bundled) - strlen("/config.json")] = '\0';
+            snprintf(ra->cfg.model, sizeof ra->cfg.model, "%s", bundled);
+        } else {
+            snprintf(ra->cfg.model, sizeof ra->cfg.model, "%s", LM_DEFAULT_MODEL);
+            if (!ra->print_config && strcmp(cmd, "tui"))
+                fprintf(stderr,
+                        "helene %s: no --model given and no bundled model installed: using "
+                        "%s, an UNTRAINED model (give --model DIR, or --objective "
+                        "quadratic|rosenbrock)\n",
+                        cmd, LM_DEFAULT_MODEL);
+        }
     }
     return 0;
 }
