@@ -25,6 +25,7 @@
 #include "checkpoint.h"
 #include "journal.h"
 #include "lm.h"
+#include "rng.h"
 #include "taskobj.h"
 
 #define ENGINE_QUEUE_CAP 64
@@ -55,6 +56,12 @@ struct engine {
     double *fo_losses;        /* [obj.max_batch] */
     optim_step_stats fo_stats;
     optim_layer_stats *no_layer_stats; /* [n_layers] zeros: ft-adam has no curvature */
+    /* --grad-alignment: the true gradient (bw) and the ZO estimate c·z */
+    bool align_ready;
+    float *align_est;                  /* [ps->n] */
+    double *align_losses;
+    double cos_ring[ENGINE_COSINE_WINDOW];
+    int cos_n, cos_at;
 
     /* thread and shared state (mu) */
     pthread_t thread;
@@ -351,7 +358,8 @@ static void fo_release(engine *e)
 {
     if (!e->fo_ready)
         return;
-    backward_free(&e->bw);
+    if (!e->align_ready) /* the alignment diagnostic shares the backward */
+        backward_free(&e->bw);
     adamw_free(&e->aw);
     free(e->fo_losses);
     e->fo_losses = NULL;
@@ -383,8 +391,8 @@ static hl_status fo_prepare(engine *e, hl_err *err)
         return hl_err_set(err, HL_ERR_INVALID,
                           "ft-adam needs a model (backpropagation); analytic objectives run "
                           "the zeroth-order methods");
-    hl_status st = backward_init(&e->bw, &e->lm.model, err);
-    if (st)
+    hl_status st;
+    if (!e->align_ready && (st = backward_init(&e->bw, &e->lm.model, err)))
         return st;
     adamw_config ac = adamw_config_default();
     const hparams *hp = optim_hparams(e->opt);
@@ -394,12 +402,14 @@ static hl_status fo_prepare(engine *e, hl_err *err)
     ac.eps = hp->adam_eps;
     ac.weight_decay = hp->weight_decay;
     if ((st = adamw_init(&e->aw, e->ps, &ac, e->workers, err))) {
-        backward_free(&e->bw);
+        if (!e->align_ready)
+            backward_free(&e->bw);
         return st;
     }
     e->fo_losses = calloc((size_t)e->obj.max_batch, sizeof *e->fo_losses);
     if (!e->fo_losses) {
-        backward_free(&e->bw);
+        if (!e->align_ready)
+            backward_free(&e->bw);
         adamw_free(&e->aw);
         return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
     }
@@ -479,8 +489,76 @@ static hl_status fo_read_state(engine *e, const char *dir, hl_err *err)
     return adamw_state_read(&e->aw, p, err);
 }
 
+/* ---------------------------------------------- gradient alignment --- */
+
+static hl_status align_prepare(engine *e, hl_err *err)
+{
+    if (e->align_ready)
+        return HL_OK;
+    if (!e->task)
+        return hl_err_set(err, HL_ERR_INVALID,
+                          "grad_alignment needs a model (backpropagation gives the true gradient)");
+    hl_status st;
+    if (!e->fo_ready && (st = backward_init(&e->bw, &e->lm.model, err)))
+        return st;
+    e->align_est = calloc(e->ps->n ? e->ps->n : 1, sizeof *e->align_est);
+    e->align_losses = calloc((size_t)e->obj.max_batch, sizeof *e->align_losses);
+    if (!e->align_est || !e->align_losses) {
+        free(e->align_est);
+        free(e->align_losses);
+        if (!e->fo_ready)
+            backward_free(&e->bw);
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory for the alignment diagnostic");
+    }
+    e->align_ready = true;
+    return HL_OK;
+}
+
+static void align_release(engine *e)
+{
+    if (!e->align_ready)
+        return;
+    free(e->align_est);
+    free(e->align_losses);
+    e->align_est = NULL;
+    e->align_losses = NULL;
+    if (!e->fo_ready)
+        backward_free(&e->bw);
+    e->align_ready = false;
+}
+
+/* The true gradient at θ_t on step t's batch (drawn again by the step:
+ * batches are a pure function of the step). */
+static hl_status align_before(engine *e, hl_err *err)
+{
+    int32_t B, n;
+    hl_status st = objective_select_batch(&e->obj, &B, e->step + 1, err);
+    if (st)
+        return st;
+    const cls_example *ex = taskobj_batch(e->task, &n);
+    backward_zero_grad(&e->bw);
+    return backward_cls(&e->bw, e->align_losses, taskobj_scorer(e->task), ex, n, 1.0, err);
+}
+
+/* cos(c·z, ∇L) with z regenerated exactly as the optimizer drew it:
+ * z(seed_t, layer, i) for every element i of every layer. */
+static double align_after(engine *e)
+{
+    const optim_step_stats *s = optim_last_stats(e->opt);
+    const param_set *ps = e->ps;
+    for (int l = 0; l < ps->n_layers; l++) {
+        float *z = e->align_est + ps->layers[l].offset;
+        rng_normal_fill(z, s->seed, (uint32_t)l, 0, ps->layers[l].size);
+        const float c = (float)s->proj_grad;
+        for (size_t i = 0; i < ps->layers[l].size; i++)
+            z[i] *= c;
+    }
+    return backward_cosine(&e->bw, e->align_est);
+}
+
 static void engine_release(engine *e)
 {
+    align_release(e);
     fo_release(e);
     free(e->no_layer_stats);
     if (e->opt)
@@ -592,6 +670,9 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
     }
     if (method_is_fo(e) && (st = fo_prepare(e, err)))
         goto fail;
+    if (e->cfg.grad_alignment && (st = align_prepare(e, err)))
+        goto fail;
+    e->work.grad_cosine = e->work.grad_cosine_avg = NAN;
     uint64_t cut = 0;
     if (e->cfg.resume[0]) {
         checkpoint_info ci;
@@ -954,7 +1035,7 @@ static void record_step(engine *e, double seconds)
         hist_push(&w->hist[ENGINE_SERIES_ALPHA], e->step, (float)s->alpha);
         hist_push(&w->hist[ENGINE_SERIES_LR], e->step, (float)s->lr);
     }
-    journal_step(&e->jr, s, w->loss);
+    journal_step(&e->jr, s, w->loss, w->grad_cosine);
 }
 
 static void finish(engine *e)
@@ -1038,7 +1119,24 @@ static void *engine_main(void *arg)
         double t0 = now_s();
         hl_err err;
         hl_err_clear(&err);
-        hl_status st = method_is_fo(e) ? fo_step(e, &err) : optim_step(e->opt, &e->obj, &err);
+        const bool align = e->align_ready && !method_is_fo(e) &&
+                           optim_hparams(e->opt)->n_probes == 1;
+        hl_status st = align ? align_before(e, &err) : HL_OK;
+        if (!st)
+            st = method_is_fo(e) ? fo_step(e, &err) : optim_step(e->opt, &e->obj, &err);
+        double cosine = NAN;
+        if (!st && align) {
+            cosine = align_after(e);
+            e->cos_ring[e->cos_at] = cosine;
+            e->cos_at = (e->cos_at + 1) % ENGINE_COSINE_WINDOW;
+            if (e->cos_n < ENGINE_COSINE_WINDOW)
+                e->cos_n++;
+            double sum = 0;
+            for (int i = 0; i < e->cos_n; i++)
+                sum += e->cos_ring[i];
+            e->work.grad_cosine_avg = sum / e->cos_n;
+        }
+        e->work.grad_cosine = cosine;
         if (st) {
             char why[ENGINE_TEXT_MAX];
             snprintf(why, sizeof why, "step %llu failed: %.400s%s",

@@ -90,6 +90,7 @@ typedef struct engine_event {
  * other point is dropped and the stride doubles, so a series always spans
  * the whole run with bounded memory. */
 #define ENGINE_HIST_CAP 1024
+#define ENGINE_COSINE_WINDOW 50
 
 typedef enum engine_series {
     ENGINE_SERIES_LOSS = 0,   /* (L+ + L−) / 2, or the objective's full loss */
@@ -133,6 +134,8 @@ typedef struct engine_telemetry {
     double dev_accuracy, best_dev_accuracy; /* NAN until the first eval */
     uint64_t best_dev_step;
     double rss_mib;
+    double grad_cosine;          /* --grad-alignment: cos(c·z, ∇L) of the last step, else NAN */
+    double grad_cosine_avg;      /* its mean over the last ENGINE_COSINE_WINDOW steps */
 
     /* per layer: names from the layer table, stats from the optimizer */
     int32_t n_layers;

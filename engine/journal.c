@@ -72,7 +72,7 @@ static void end_line(journal *j, bool flush)
         journal_flush(j);
 }
 
-void journal_step(journal *j, const optim_step_stats *s, double loss)
+void journal_step(journal *j, const optim_step_stats *s, double loss, double grad_cosine)
 {
     if (!j->f)
         return;
@@ -91,6 +91,8 @@ void journal_step(journal *j, const optim_step_stats *s, double loss)
     put_num(j->f, "ms_perturb", s->ms_perturb);
     put_num(j->f, "ms_forward", s->ms_forward);
     put_num(j->f, "ms_update", s->ms_update);
+    if (!isnan(grad_cosine))
+        put_num(j->f, "grad_cosine", grad_cosine);
     end_line(j, false);
 }
 

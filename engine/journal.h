@@ -36,7 +36,8 @@ void journal_flush(journal *j);
 /* Byte offset of the end of the journal (flushes first); 0 when closed. */
 uint64_t journal_offset(journal *j);
 
-void journal_step(journal *j, const optim_step_stats *s, double loss);
+/* grad_cosine: the alignment diagnostic, or NAN (omitted). */
+void journal_step(journal *j, const optim_step_stats *s, double loss, double grad_cosine);
 void journal_event(journal *j, uint64_t step, const char *event, const char *key,
                    const char *value);
 void journal_eval(journal *j, uint64_t step, double accuracy_or_exact, double loss,

@@ -37,6 +37,7 @@ typedef struct runcfg {
     int32_t batch_size;           /* B */
     int32_t max_tokens;           /* prompt token limit (0 = the task's / model's) */
     bool skip_bad;                /* skip and count bad data lines instead of failing */
+    bool grad_alignment;          /* diagnostic: cosine of c·z with the true gradient */
     uint64_t steps;               /* total steps of the run (resume counts from its step) */
     uint64_t seed;                /* run seed: perturbations and batch order */
     uint64_t data_seed;           /* sampling and splits */

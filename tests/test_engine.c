@@ -9,6 +9,7 @@
  * load.  A short fine-tuning of a tiny fixture model must lower the loss on
  * its data.
  */
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -577,6 +578,49 @@ static void test_rollback_restores_checkpoint(void)
     runcfg_free(&c);
 }
 
+/* --grad-alignment: each step's cos(c·z, ∇L) is >= 0 up to the finite
+ * difference's error (c ≈ z·∇L, so c·z·∇L ≈ (z·∇L)² >= 0), and on average
+ * near the single-probe expectation sqrt(2 / (pi d)); a flipped sign or a z
+ * that is not the optimizer's would break both. */
+static void test_grad_alignment_diagnostic(void)
+{
+    char log[512];
+    snprintf(log, sizeof log, "%s/align.jsonl", tmp);
+    runcfg c;
+    runcfg_init(&c);
+    set(&c, "model", HELENE_TESTDIR "/fixtures/models/opt-tiny-f32");
+    set(&c, "task", "sst2");
+    set(&c, "data", HELENE_TESTDIR "/fixtures/tasks/sst2.tsv");
+    set(&c, "optimizer", "mezo");
+    set(&c, "lr", "1e-4");
+    set(&c, "steps", "60");
+    set(&c, "eval_every", "0");
+    set(&c, "grad_alignment", "true");
+    set(&c, "log", log);
+    CU_ASSERT_EQUAL(run_headless(&c), ENGINE_STATE_FINISHED);
+    FILE *f = fopen(log, "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    char line[4096];
+    int n = 0, negative = 0;
+    double sum = 0;
+    while (fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "\"grad_cosine\":");
+        if (!p)
+            continue;
+        double v = atof(p + 14);
+        sum += v;
+        negative += v < -1e-3;
+        n++;
+    }
+    fclose(f);
+    CU_ASSERT_EQUAL(n, 60);
+    CU_ASSERT_EQUAL(negative, 0);
+    double d = 54144, expect = sqrt(2.0 / (3.141592653589793 * d));
+    fprintf(stderr, "\n  mean cos %.5f, expected about %.5f", sum / n, expect);
+    CU_ASSERT(sum / n > expect / 3 && sum / n < expect * 3);
+    runcfg_free(&c);
+}
+
 static void register_engine(void)
 {
     CU_pSuite s = CU_add_suite("engine", suite_init, suite_clean);
@@ -586,6 +630,7 @@ static void register_engine(void)
     TEST_ADD(s, test_bad_checkpoints_are_refused);
     TEST_ADD(s, test_checkpoint_survives_kill);
     TEST_ADD(s, test_rollback_restores_checkpoint);
+    TEST_ADD(s, test_grad_alignment_diagnostic);
     TEST_ADD(s, test_short_finetune_lowers_loss);
 }
 

@@ -228,6 +228,9 @@ void panels_header(canvas *c, ui_rect r, const engine_telemetry *t)
     widgets_fmt_duration(a, sizeof a, t->eta_s);
     n = seg_add(s, n, 2, 0, "ETA %s", a);
     n = seg_add(s, n, 3, 0, "RSS %.0f MiB", t->rss_mib);
+    if (!isnan(t->grad_cosine_avg))
+        n = seg_add(s, n, 3, 0, "cos(%s,%s) %.3f", canvas_sym(c, "ĝ", "g_zo"),
+                    canvas_sym(c, "∇", "grad"), t->grad_cosine_avg);
     if (t->unsaved)
         n = seg_add(s, n, 5, CANVAS_ATTR_DIM, "unsaved");
     int sw = canvas_text_width(state);
