@@ -22,8 +22,10 @@
  *   i = 0..7) = -1.96544516 -0.238914177 -0.765912294 -0.681370795
  *   -0.837502301 0.648462594 0.925497115 -0.510516942 (exact hex below).
  *
- * Speed: the block kernel is branch-free over 16 lanes; gcc vectorises it,
- * and on x86-64 a copy compiled for AVX2 / AVX-512 is chosen at run time.
+ * Speed: the block kernel is branch-free over 16 lanes; gcc vectorises the
+ * generic copy, and on x86-64 hand-vectorised AVX2 / AVX-512 copies (same
+ * bits) are chosen at run time: ~0.44 ns per normal with AVX-512 on Zen 5.
+ * rng_normal_axpy adds the normals to an array straight from registers.
  * Leaves out: other distributions, streams longer than 2^64 per layer.
  */
 #ifndef HELENE_RNG_H
@@ -57,6 +59,11 @@ uint64_t rng_step_seed(uint64_t run_seed, uint64_t t, uint32_t probe);
 /* out[k] = z(seed, layer, i0 + k) for k in [0, n). */
 void rng_normal_fill(float *out, uint64_t seed, uint32_t layer, uint64_t i0, size_t n);
 
+/* th[k] += scale * z(seed, layer, i0 + k) for k in [0, n): the perturbation
+ * pass, with the normals kept in registers instead of a buffer.  Same bits
+ * as rng_normal_fill into a buffer followed by th[k] += scale * buf[k]. */
+void rng_normal_axpy(float *th, float scale, uint64_t seed, uint32_t layer, uint64_t i0, size_t n);
+
 /* One element, for tests and reference computations (slow). */
 float rng_normal_at(uint64_t seed, uint32_t layer, uint64_t i);
 
@@ -68,5 +75,7 @@ int rng_kernel_level(void);
  * CPU supports); lets the tests check that every copy gives the same bits. */
 void rng_normal_fill_level(float *out, uint64_t seed, uint32_t layer, uint64_t i0, size_t n,
                            int level);
+void rng_normal_axpy_level(float *th, float scale, uint64_t seed, uint32_t layer, uint64_t i0,
+                           size_t n, int level);
 
 #endif
