@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "safetensors.h"
 
 /* ------------------------------------------------------------ params --- */
@@ -269,29 +270,13 @@ static cJSON *read_meta(const char *dir, hl_err *err)
 {
     char p[RUNCFG_PATH_MAX + 64];
     snprintf(p, sizeof p, "%s/checkpoint.json", dir);
-    FILE *f = fopen(p, "rb");
-    if (!f) {
-        hl_err_set(err, HL_ERR_IO, "%s: %s (not a helene checkpoint folder?)", p,
-                   strerror(errno));
+    char *text = file_read_all(p, 1 << 24, NULL, err);
+    if (!text) {
+        if (err && err->code == HL_ERR_IO)
+            hl_err_set(err, HL_ERR_IO, "%s: cannot read it (not a helene checkpoint folder?)",
+                       p);
         return NULL;
     }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (n < 0 || n > (1 << 24)) {
-        fclose(f);
-        hl_err_set(err, HL_ERR_FORMAT, "%s: unreasonable size", p);
-        return NULL;
-    }
-    char *text = malloc((size_t)n + 1);
-    size_t got = text ? fread(text, 1, (size_t)n, f) : 0;
-    fclose(f);
-    if (!text || got != (size_t)n) {
-        free(text);
-        hl_err_set(err, HL_ERR_IO, "%s: read error", p);
-        return NULL;
-    }
-    text[n] = '\0';
     cJSON *o = cJSON_Parse(text);
     free(text);
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(o, "format");

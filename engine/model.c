@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "kernels.h"
 #include "safetensors.h"
 
@@ -34,52 +35,6 @@ const char *model_family_name(model_family f)
         return "gpt2";
     }
     return "?";
-}
-
-static char *read_text_file(const char *path, size_t max, hl_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n + 1 >= cap) {
-            if (cap >= max) {
-                free(buf);
-                fclose(f);
-                hl_err_set(err, HL_ERR_FORMAT, "%s: larger than %zu bytes", path, max);
-                return NULL;
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - 1 - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!buf) {
-        hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
-        return NULL;
-    }
-    if (bad) {
-        free(buf);
-        hl_err_set(err, HL_ERR_IO, "%s: read error", path);
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
 }
 
 /* Integer field: absent -> def (or error when def < -1 marks it required). */
@@ -242,7 +197,7 @@ hl_status model_config_load(model_config *cfg, const char *dir, hl_err *err)
     memset(cfg, 0, sizeof *cfg);
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    char *text = read_text_file(path, 1 << 20, err);
+    char *text = file_read_all(path, 1 << 20, NULL, err);
     if (!text)
         return err ? err->code : HL_ERR_IO;
     cJSON *j = cJSON_Parse(text);
@@ -294,7 +249,7 @@ done:
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
     if (access(path, F_OK) == 0) {
         hl_err terr;
-        char *tt = read_text_file(path, 1 << 24, &terr);
+        char *tt = file_read_all(path, 1 << 24, NULL, &terr);
         if (!tt)
             return hl_err_set(err, terr.code, "%s", terr.msg);
         cJSON *tj = cJSON_Parse(tt);

@@ -2,6 +2,8 @@
  * batches, files and folders, the run. */
 #include "pretrain.h"
 
+#include "fileio.h"
+
 #include <cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -289,43 +291,9 @@ static hl_status opts_apply_json(pretrain_opts *o, const cJSON *j, const char *w
     return st;
 }
 
-static char *read_all(const char *path, size_t max, size_t *len, hl_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        hl_err_set(err, HL_ERR_IO, "%s: not a regular file", path);
-        return NULL;
-    }
-    if ((uint64_t)sb.st_size > max) {
-        fclose(f);
-        hl_err_set(err, HL_ERR_FORMAT, "%s: larger than %zu bytes", path, max);
-        return NULL;
-    }
-    size_t n = (size_t)sb.st_size;
-    char *buf = malloc(n + 1);
-    size_t got = buf ? fread(buf, 1, n, f) : 0;
-    int bad = ferror(f);
-    fclose(f);
-    if (!buf || got != n || bad) {
-        free(buf);
-        hl_err_set(err, buf ? HL_ERR_IO : HL_ERR_NOMEM, "%s: read error", path);
-        return NULL;
-    }
-    buf[n] = '\0';
-    if (len)
-        *len = n;
-    return buf;
-}
-
 hl_status pretrain_opts_load_json(pretrain_opts *o, const char *path, hl_err *err)
 {
-    char *text = read_all(path, 1 << 24, NULL, err);
+    char *text = file_read_all(path, 1 << 24, NULL, err);
     if (!text)
         return err ? err->code : HL_ERR_IO;
     cJSON *j = cJSON_Parse(text);
@@ -502,7 +470,7 @@ static hl_status tok_derive(tok_files *tf, model_family fam, const char *merges_
                             int32_t max_merges, hl_err *err)
 {
     size_t len;
-    char *text = read_all(merges_path, (size_t)1 << 28, &len, err);
+    char *text = file_read_all(merges_path, (size_t)1 << 28, &len, err);
     if (!text)
         return err ? err->code : HL_ERR_IO;
     /* split into lines in place */
@@ -642,9 +610,9 @@ static hl_status tok_prepare(tok_files *tf, const pretrain_opts *o, hl_err *err)
     else if (!lm_bundled_path(vocab, sizeof vocab, "gpt2/vocab.json"))
         return hl_err_set(err, HL_ERR_IO, "the bundled GPT-2 vocabulary (gpt2/vocab.json) is not "
                           "installed; set HELENE_DATA_DIR or give --vocab and --merges");
-    tf->vocab = read_all(vocab, (size_t)1 << 28, &tf->vocab_len, err);
+    tf->vocab = file_read_all(vocab, (size_t)1 << 28, &tf->vocab_len, err);
     if (tf->vocab)
-        tf->merges = read_all(merges, (size_t)1 << 28, &tf->merges_len, err);
+        tf->merges = file_read_all(merges, (size_t)1 << 28, &tf->merges_len, err);
     if (!tf->vocab || !tf->merges) {
         tok_files_free(tf);
         return err ? err->code : HL_ERR_IO;
@@ -776,7 +744,7 @@ static hl_status tokenize_file(int32_t **ids, size_t *n, const bpe *tok, const c
                                hl_err *err)
 {
     size_t len;
-    char *text = read_all(path, (size_t)1 << 31, &len, err);
+    char *text = file_read_all(path, (size_t)1 << 31, &len, err);
     if (!text)
         return err ? err->code : HL_ERR_IO;
     hl_status st = bpe_encode_alloc(tok, text, len, ids, n, err);
@@ -1305,7 +1273,7 @@ static hl_status save_checkpoint(run *r, hl_err *err)
 
 static cJSON *read_json_file(const char *path, hl_err *err)
 {
-    char *text = read_all(path, 1 << 24, NULL, err);
+    char *text = file_read_all(path, 1 << 24, NULL, err);
     if (!text)
         return NULL;
     cJSON *j = cJSON_Parse(text);
@@ -1541,10 +1509,10 @@ static hl_status run_setup(run *r, const char *resume_dir, hl_err *err)
         char v[FILEBUF], mg[FILEBUF];
         snprintf(v, sizeof v, "%s/vocab.json", resume_dir);
         snprintf(mg, sizeof mg, "%s/merges.txt", resume_dir);
-        r->tf.vocab = read_all(v, (size_t)1 << 28, &r->tf.vocab_len, err);
+        r->tf.vocab = file_read_all(v, (size_t)1 << 28, &r->tf.vocab_len, err);
         if (!r->tf.vocab)
             return err ? err->code : HL_ERR_IO;
-        r->tf.merges = read_all(mg, (size_t)1 << 28, &r->tf.merges_len, err);
+        r->tf.merges = file_read_all(mg, (size_t)1 << 28, &r->tf.merges_len, err);
         if (!r->tf.merges)
             return err ? err->code : HL_ERR_IO;
     } else {

@@ -2,6 +2,8 @@
  * and help, so the three never disagree. */
 #include "runcfg.h"
 
+#include "fileio.h"
+
 #include <cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -204,34 +206,9 @@ hl_status runcfg_set(runcfg *c, const char *key_in, const char *value, hl_err *e
 
 hl_status runcfg_load_json(runcfg *c, const char *path, hl_err *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
-    char *text = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            if (cap > (1u << 24)) {
-                free(text);
-                fclose(f);
-                return hl_err_set(err, HL_ERR_FORMAT, "%s: larger than 16 MiB", path);
-            }
-            char *nt = realloc(text, cap);
-            if (!nt) {
-                free(text);
-                fclose(f);
-                return hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
-            }
-            text = nt;
-        }
-        size_t got = fread(text + n, 1, 4096, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    fclose(f);
-    text[n] = '\0';
+    char *text = file_read_all(path, 1 << 24, NULL, err);
+    if (!text)
+        return err ? err->code : HL_ERR_IO;
     cJSON *j = cJSON_Parse(text);
     free(text);
     if (!j || !cJSON_IsObject(j)) {

@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "fileio.h"
 #include "lm.h"
 
 const char cmd_info_usage[] =
@@ -121,39 +122,6 @@ int cmd_info(int argc, char **argv)
     return 0;
 }
 
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f)
-        return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n == cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        if (got == 0)
-            break;
-        n += got;
-    }
-    if (buf && ferror(f)) {
-        free(buf);
-        buf = NULL;
-    }
-    if (f != stdin)
-        fclose(f);
-    *len = n;
-    return buf;
-}
-
 int cmd_score(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
@@ -178,10 +146,10 @@ int cmd_score(int argc, char **argv)
         return 2;
     }
     size_t len = 0;
-    errno = 0;
-    char *text = read_all(pos[0], &len);
+    hl_err rerr;
+    char *text = file_read_all(pos[0], (size_t)1 << 31, &len, &rerr);
     if (!text) {
-        fprintf(stderr, "helene score: %s: %s\n", pos[0], errno ? strerror(errno) : "read error");
+        fprintf(stderr, "helene score: %s\n", rerr.msg);
         return 1;
     }
     lm l;

@@ -1,0 +1,68 @@
+/* fileio.c - see fileio.h. */
+#include "fileio.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+char *file_read_all(const char *path, size_t max, size_t *len, hl_err *err)
+{
+    bool std_in = !strcmp(path, "-");
+    FILE *f = std_in ? stdin : fopen(path, "rb");
+    if (!f) {
+        hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        if (!std_in)
+            fclose(f);
+        hl_err_set(err, HL_ERR_IO, "%s: is a folder, not a file", path);
+        return NULL;
+    }
+    size_t cap = 1 << 12, n = 0;
+    char *buf = malloc(cap);
+    hl_status st = buf ? HL_OK : HL_ERR_NOMEM;
+    while (st == HL_OK) {
+        if (n + 1 >= cap) {
+            if (cap > max) {
+                st = HL_ERR_FORMAT;
+                break;
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                st = HL_ERR_NOMEM;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - 1 - n, f);
+        n += got;
+        if (n > max)
+            st = HL_ERR_FORMAT;
+        if (got == 0) {
+            if (ferror(f))
+                st = HL_ERR_IO;
+            break;
+        }
+    }
+    if (!std_in)
+        fclose(f);
+    if (st) {
+        free(buf);
+        if (st == HL_ERR_FORMAT)
+            hl_err_set(err, st, "%s: larger than %zu bytes", path, max);
+        else
+            hl_err_set(err, st, "%s: %s", path, st == HL_ERR_NOMEM ? "out of memory"
+                                                                  : "read error");
+        return NULL;
+    }
+    buf[n] = '\0';
+    if (len)
+        *len = n;
+    return buf;
+}

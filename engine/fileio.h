@@ -1,0 +1,21 @@
+/* fileio.h - reading a whole small file (configs, JSON, text to score).
+ *
+ * One function instead of a loop in every module: it reads regular files,
+ * pipes and standard input ("-") alike, refuses anything larger than the
+ * caller's limit (a config is never a gigabyte), and names the file in every
+ * error.  Leaves out: mmap (large model files use safetensors.h).
+ */
+#ifndef HELENE_FILEIO_H
+#define HELENE_FILEIO_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+/* The bytes of path ("-" = standard input) plus a terminating NUL, malloc'ed
+ * and owned by the caller; *len (may be NULL) gets the byte count.  NULL on
+ * error, with err naming the file: HL_ERR_IO (cannot open or read, or a
+ * folder), HL_ERR_FORMAT (larger than max bytes), HL_ERR_NOMEM. */
+char *file_read_all(const char *path, size_t max, size_t *len, hl_err *err);
+
+#endif
