@@ -103,6 +103,35 @@ static void test_kernel_levels_identical(void)
     fprintf(stderr, "  (kernel level on this CPU: %d)\n", rng_kernel_level());
 }
 
+/* rng_normal_axpy (the perturbation pass) == fill + th += scale z, bit for
+ * bit, at every kernel level, for ranges starting and ending mid-block. */
+static void test_axpy_matches_fill(void)
+{
+    enum { N = 3000 };
+    static float z[N], want[N], got[N], th0[N];
+    uint64_t seed = rng_step_seed(11, 4, 0);
+    const float scale = -2e-3f;
+    for (int i = 0; i < N; i++)
+        th0[i] = 0.01f * (float)(i % 97) - 0.3f;
+    static const size_t starts[] = {0, 5, 64, 77, 1000003}, lens[] = {N, 1, 63, 130, 2049};
+    for (int level = 0; level <= rng_kernel_level(); level++)
+        for (size_t c = 0; c < sizeof starts / sizeof starts[0]; c++) {
+            size_t n = lens[c];
+            rng_normal_fill(z, seed, 3, starts[c], n);
+            for (size_t i = 0; i < n; i++)
+                want[i] = th0[i] + scale * z[i];
+            memcpy(got, th0, n * sizeof *got);
+            rng_normal_axpy_level(got, scale, seed, 3, starts[c], n, level);
+            CU_ASSERT_EQUAL(memcmp(got, want, n * sizeof *got), 0);
+        }
+    memcpy(got, th0, sizeof got);
+    rng_normal_axpy(got, scale, seed, 3, 77, N);
+    rng_normal_fill(z, seed, 3, 77, N);
+    for (int i = 0; i < N; i++)
+        want[i] = th0[i] + scale * z[i];
+    CU_ASSERT_EQUAL(memcmp(got, want, sizeof got), 0);
+}
+
 static void test_statistics(void)
 {
     enum { N = 1 << 20 };
@@ -161,6 +190,7 @@ static void register_rng(void)
     TEST_ADD(s, test_reference_vector);
     TEST_ADD(s, test_split_independence);
     TEST_ADD(s, test_kernel_levels_identical);
+    TEST_ADD(s, test_axpy_matches_fill);
     TEST_ADD(s, test_statistics);
     TEST_ADD(s, test_streams_differ);
 }
