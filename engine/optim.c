@@ -4,14 +4,15 @@
  *
  * Why pieces: a pass must give the same bits for any thread count, and so
  * must its reductions.  The arena is cut at multiples of PIECE_FLOATS and at
- * layer boundaries; threads take contiguous runs of pieces (pool_range), each
- * piece writes its partial sums to its own slot, and the caller adds the
- * slots in piece order.  Inside a piece, sums go to 16 lane accumulators
- * (element i to lane i % 16), again a fixed order.
+ * layer boundaries; threads claim short runs of pieces from a shared counter
+ * (whichever thread is free), each piece writes its partial sums to its own
+ * slot, and the caller adds the slots in piece order.  Inside a piece, sums
+ * go to 16 lane accumulators (element i to lane i % 16), again a fixed order.
  */
 #include "optim.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,6 +274,7 @@ typedef struct pass_job {
     bool want_zsq;
     /* update */
     const upd_scalars *u;
+    atomic_size_t next; /* first id not yet claimed by a thread */
 } pass_job;
 
 /* out[i] = sqrtf(x[i]).  Square roots are exact IEEE operations, so the
@@ -517,19 +519,38 @@ static void update_piece(const pass_job *j, const piece *pc, piece_acc *out)
     *out = r;
 }
 
+/* Threads claim runs of CLAIM_PIECES pieces (256 KiB of θ) from a shared
+ * counter instead of taking fixed shares: when another process holds one of
+ * the cores, or a worker wakes late, a fixed split waits for the slowest
+ * thread while claims let the others take more of the pass.  Which thread
+ * runs a piece changes nothing: each piece writes only its own elements and
+ * its own slot. */
+#define CLAIM_PIECES 4
+
 static void pass_thread(void *arg, int tid, int nth)
 {
-    const pass_job *j = arg;
-    size_t b, e;
-    pool_range(j->n_ids, tid, nth, 1, &b, &e);
-    for (size_t k = b; k < e; k++) {
-        uint32_t p = j->ids[k];
-        const piece *pc = &j->o->pieces[p];
-        if (j->kind == PASS_KIND_PERTURB)
-            perturb_piece(j, pc, j->want_zsq ? &j->o->piece_zsq[p] : NULL);
-        else
-            update_piece(j, pc, &j->o->piece_acc[p]);
+    pass_job *j = arg;
+    (void)tid, (void)nth;
+    for (;;) {
+        size_t b = atomic_fetch_add_explicit(&j->next, CLAIM_PIECES, memory_order_relaxed);
+        if (b >= j->n_ids)
+            break;
+        size_t e = j->n_ids - b < CLAIM_PIECES ? j->n_ids : b + CLAIM_PIECES;
+        for (size_t k = b; k < e; k++) {
+            uint32_t p = j->ids[k];
+            const piece *pc = &j->o->pieces[p];
+            if (j->kind == PASS_KIND_PERTURB)
+                perturb_piece(j, pc, j->want_zsq ? &j->o->piece_zsq[p] : NULL);
+            else
+                update_piece(j, pc, &j->o->piece_acc[p]);
+        }
     }
+}
+
+static void run_pass(optim *o, pass_job *j)
+{
+    atomic_init(&j->next, 0);
+    pool_run(o->workers, pass_thread, j);
 }
 
 /* ---- perturbation bookkeeping (for restore on failure) ----------------- */
@@ -549,7 +570,7 @@ static void run_perturb(optim *o, perturb_state *ps_, const uint32_t *ids, size_
     double t0 = now_ms();
     pass_job j = {.o = o, .kind = PASS_KIND_PERTURB, .ids = ids, .n_ids = n_ids, .seed = seed,
                   .scale = (float)scale, .hizoo_scale = hizoo, .want_zsq = want_zsq};
-    pool_run(o->workers, pass_thread, &j);
+    run_pass(o, &j);
     if (!ps_->active || ps_->seed != seed || ps_->ids != ids) {
         ps_->active = true;
         ps_->seed = seed;
@@ -574,7 +595,7 @@ static void restore_perturb(optim *o, perturb_state *ps_, double *ms)
     double t0 = now_ms();
     pass_job j = {.o = o, .kind = PASS_KIND_PERTURB, .ids = ps_->ids, .n_ids = ps_->n_ids,
                   .seed = ps_->seed, .scale = (float)(-ps_->offset), .hizoo_scale = ps_->hizoo};
-    pool_run(o->workers, pass_thread, &j);
+    run_pass(o, &j);
     ps_->active = false;
     *ms += now_ms() - t0;
 }
@@ -1043,7 +1064,7 @@ hl_status optim_step(optim *o, const objective *obj, hl_err *err)
         double t0 = now_ms();
         pass_job j = {.o = o, .kind = PASS_KIND_UPDATE, .ids = o->all_ids, .n_ids = o->n_pieces,
                       .u = &u};
-        pool_run(o->workers, pass_thread, &j);
+        run_pass(o, &j);
         S->ms_update = now_ms() - t0;
     }
     free(block_q);

@@ -6,16 +6,25 @@
  * a += c b (the memory's practical limit), the Gaussian generator alone, one
  * perturbation pass, and each method's fused restore + update pass, timed
  * through optim_step on an objective that costs nothing (ms_perturb / 2 and
- * ms_update of the step stats).  Median of 3.
+ * ms_update of the step stats).  Median of 5; the plain pass is timed again
+ * right before each perturbation, so load from other processes hits both
+ * sides of the ratio alike.  State arenas are touched before timing (zero
+ * arenas are fresh calloc pages: the first pass would time page faults).
+ * Without --threads, part 1 runs with 1 thread and then with every online
+ * CPU (the engine's default): the plain pass is memory-bound and hardly
+ * scales, the generator is compute-bound and does.
  * Part 2 (convergence): for each method (and HELENE's options), the best lr
  * of a log grid around the scenario preset, by the number of steps until the
  * noise-free loss is <= 1% of its start (capped at --max-steps).
  *
  * usage: bench_optim [--floats N] [--threads N] [--max-steps N] [--passes-only]
  *                    [--convergence-only] [--only LABEL-SUBSTRING]
+ * (--threads 0, the default: part 1 with 1 thread and with every online CPU;
+ * part 2 always runs single-threaded.)
  * Leaves out: models (their forward dominates a real step; see bench_forward).
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,13 +50,16 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static double median3(double *v)
+#define REPS 5
+
+static double median(double *v)
 {
-    qsort(v, 3, sizeof *v, cmp_double);
-    return v[1];
+    qsort(v, REPS, sizeof *v, cmp_double);
+    return v[REPS / 2];
 }
 
-static void print_machine(int threads)
+/* threads 0: part 1 runs with 1 and with nmax threads. */
+static void print_machine(int threads, int nmax)
 {
     struct utsname u;
     char cpu[256] = "unknown";
@@ -65,48 +77,71 @@ static void print_machine(int threads)
     if (f)
         fclose(f);
     uname(&u);
-    printf("machine: %s %s %s; cpu: %s; %ld online cpus; threads used: %d; rng kernel: %s\n",
-           u.sysname, u.release, u.machine, cpu, sysconf(_SC_NPROCESSORS_ONLN), threads,
+    char used[32];
+    if (threads || nmax == 1)
+        snprintf(used, sizeof used, "%d", threads ? threads : 1);
+    else
+        snprintf(used, sizeof used, "1 and %d", nmax);
+    printf("machine: %s %s %s; cpu: %s; %ld online cpus; threads used: %s; rng kernel: %s\n",
+           u.sysname, u.release, u.machine, cpu, sysconf(_SC_NPROCESSORS_ONLN), used,
            rng_kernel_level() == 2 ? "avx512" : rng_kernel_level() == 1 ? "avx2" : "generic");
 }
 
 /* ---- part 1: passes ---------------------------------------------------- */
+
+/* Threads claim CLAIM floats at a time from a shared counter, as the
+ * optimizer's passes claim runs of pieces (4 x 16384 floats), so both sides of
+ * the ratio share out the work the same way. */
+#define CLAIM 65536
+
+static int claim(atomic_size_t *next, size_t n, size_t *b, size_t *e)
+{
+    *b = atomic_fetch_add_explicit(next, CLAIM, memory_order_relaxed);
+    if (*b >= n)
+        return 0;
+    *e = n - *b < CLAIM ? n : *b + CLAIM;
+    return 1;
+}
 
 typedef struct plain_job {
     float *a;
     const float *b;
     size_t n;
     float c;
+    atomic_size_t next;
 } plain_job;
 
 static void plain_fn(void *arg, int tid, int nth)
 {
     plain_job *j = arg;
-    size_t b, e;
-    pool_range(j->n, tid, nth, 16, &b, &e);
+    (void)tid, (void)nth;
     float *restrict a = j->a;
     const float *restrict x = j->b;
-    for (size_t i = b; i < e; i++)
-        a[i] += j->c * x[i];
+    size_t b, e;
+    while (claim(&j->next, j->n, &b, &e))
+        for (size_t i = b; i < e; i++)
+            a[i] += j->c * x[i];
 }
 
 typedef struct rng_job {
     size_t n;
+    atomic_size_t next;
     float sink[64];
 } rng_job;
 
 static void rng_fn(void *arg, int tid, int nth)
 {
     rng_job *j = arg;
-    size_t b, e;
-    pool_range(j->n, tid, nth, 4096, &b, &e);
+    (void)nth;
     float buf[4096];
     float s = 0;
-    for (size_t i = b; i < e; i += 4096) {
-        size_t m = e - i < 4096 ? e - i : 4096;
-        rng_normal_fill(buf, 77, 0, i, m);
-        s += buf[0];
-    }
+    size_t b, e;
+    while (claim(&j->next, j->n, &b, &e))
+        for (size_t i = b; i < e; i += 4096) {
+            size_t m = e - i < 4096 ? e - i : 4096;
+            rng_normal_fill(buf, 77, 0, i, m);
+            s += buf[0];
+        }
     j->sink[tid % 64] = s;
 }
 
@@ -124,7 +159,28 @@ static hl_status null_eval(void *ctx, double *losses, const param_set *ps, pool 
     return HL_OK;
 }
 
-static void bench_passes(size_t n_floats, int threads)
+/* Write every page of the method's state arenas once, outside the timing. */
+static void touch_state(optim *o, size_t n)
+{
+    for (int i = 0; i < 4; i++) {
+        const char *name;
+        volatile float *a = optim_state_arena(o, i, &name);
+        for (size_t k = 0; a && k < n; k += 1024)
+            a[k] = a[k];
+    }
+}
+
+static void plain_pass(pool *p, float *a, const float *b, size_t n, double *t)
+{
+    plain_job j = {.a = a, .b = b, .n = n, .c = 1e-3f};
+    atomic_init(&j.next, 0);
+    double t0 = now_s();
+    pool_run(p, plain_fn, &j);
+    *t = now_s() - t0;
+}
+
+/* Returns perturbation / plain. */
+static double bench_passes(size_t n_floats, int threads)
 {
     hl_err err;
     pool p;
@@ -153,27 +209,18 @@ static void bench_passes(size_t n_floats, int threads)
     }
     for (size_t i = 0; i < n; i++)
         b[i] = (float)(i % 7) * 0.1f, ps.data[i] = 1.0f;
-    printf("\n== passes over %zu floats (%.0f MB per arena), %d threads, median of 3\n", n,
-           n * 4.0 / 1e6, threads);
+    printf("\n== passes over %zu floats (%.0f MB per arena), %d thread%s, median of %d\n", n,
+           n * 4.0 / 1e6, threads, threads == 1 ? "" : "s", REPS);
 
-    double t[3];
-    for (int r = 0; r < 3; r++) {
-        plain_job j = {ps.data, b, n, 1e-3f};
-        double t0 = now_s();
-        pool_run(&p, plain_fn, &j);
-        t[r] = now_s() - t0;
-    }
-    double plain = median3(t);
-    printf("%-34s %8.1f ms  %6.1f GB/s\n", "plain a += c*b (rw a, r b)", plain * 1e3,
-           12.0 * n / plain / 1e9);
-    free(b);
-    for (int r = 0; r < 3; r++) {
+    double t[REPS], tplain[REPS];
+    for (int r = 0; r < REPS; r++) {
         rng_job j = {.n = n};
+        atomic_init(&j.next, 0);
         double t0 = now_s();
         pool_run(&p, rng_fn, &j);
         t[r] = now_s() - t0;
     }
-    double gen = median3(t);
+    double gen = median(t);
     printf("%-34s %8.1f ms  %6.0f M samples/s\n", "gaussian generator alone", gen * 1e3,
            n / gen / 1e6);
 
@@ -182,7 +229,7 @@ static void bench_passes(size_t n_floats, int threads)
     static const char *methods[] = {"mezo", "zo-sgd-mmt", "zo-sign", "zo-adam", "hizoo",
                                     "helene"};
     static const double state_arenas[] = {0, 1, 0, 2, 1, 2};
-    double perturb = 0;
+    double perturb = 0, plain = 0;
     for (int m = 0; m < 6; m++) {
         optim *o;
         if (optim_init(&o, &ps, &p, 1, &err) != HL_OK ||
@@ -190,8 +237,11 @@ static void bench_passes(size_t n_floats, int threads)
             fprintf(stderr, "%s\n", err.msg);
             exit(1);
         }
-        double tu[3], tp[3], tu2[3];
-        for (int r = 0; r < 3; r++) {
+        double tu[REPS], tp[REPS], tu2[REPS];
+        for (int r = 0; r < REPS; r++) {
+            touch_state(o, n);
+            if (m == 0)
+                plain_pass(&p, ps.data, b, n, &tplain[r]);
             optim_step(o, &obj, &err); /* HELENE: a refresh step (h updated) */
             tu[r] = optim_last_stats(o)->ms_update / 1e3;
             tp[r] = optim_last_stats(o)->ms_perturb / 2e3;
@@ -202,9 +252,12 @@ static void bench_passes(size_t n_floats, int threads)
             optim_set(o, "optimizer", "mezo", &err); /* fresh state: next is a refresh */
             optim_set(o, "optimizer", methods[m], &err);
         }
-        double upd = median3(tu), per = median3(tp);
+        double upd = median(tu), per = median(tp);
         if (m == 0) {
+            plain = median(tplain);
             perturb = per;
+            printf("%-34s %8.1f ms  %6.1f GB/s\n", "plain a += c*b (rw a, r b)", plain * 1e3,
+                   12.0 * n / plain / 1e9);
             printf("%-34s %8.1f ms  %6.1f GB/s  %6.0f M samples/s  = %.2f x plain\n",
                    "perturbation pass (rw theta)", per * 1e3, 8.0 * n / per / 1e9, n / per / 1e6,
                    per / plain);
@@ -216,7 +269,7 @@ static void bench_passes(size_t n_floats, int threads)
         printf("%-34s %8.1f ms  %6.1f GB/s  %6.0f M samples/s  = %.2f x plain\n", label,
                upd * 1e3, bytes / upd / 1e9, n / upd / 1e6, upd / plain);
         if (!strcmp(methods[m], "helene")) {
-            double u2 = median3(tu2);
+            double u2 = median(tu2);
             printf("%-34s %8.1f ms  %6.1f GB/s  %6.0f M samples/s  = %.2f x plain\n",
                    "update pass helene (no refresh)", u2 * 1e3, bytes / u2 / 1e9, n / u2 / 1e6,
                    u2 / plain);
@@ -225,8 +278,10 @@ static void bench_passes(size_t n_floats, int threads)
     }
     printf("goal: perturbation pass <= 3 x plain pass: %s (%.2f x)\n",
            perturb <= 3 * plain ? "met" : "NOT met", perturb / plain);
+    free(b);
     param_set_free(&ps);
     pool_free(&p);
+    return perturb / plain;
 }
 
 /* ---- part 2: convergence ------------------------------------------------- */
@@ -354,7 +409,7 @@ static void bench_convergence(long max_steps, const char *only)
 int main(int argc, char **argv)
 {
     size_t n_floats = 125000000;
-    int threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN), threads = 0; /* 0: 1 and ncpu */
     long max_steps = 60000;
     int passes = 1, conv = 1;
     const char *only = NULL;
@@ -377,13 +432,19 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (threads < 1 || threads > POOL_MAX_THREADS || n_floats < 1200 || max_steps < 1) {
+    if (threads < 0 || threads > POOL_MAX_THREADS || n_floats < 1200 || max_steps < 1) {
         fprintf(stderr, "bench_optim: bad arguments\n");
         return 2;
     }
-    print_machine(threads);
-    if (passes)
+    int nmax = ncpu < POOL_MAX_THREADS ? ncpu : POOL_MAX_THREADS;
+    print_machine(threads, nmax);
+    if (passes && threads) {
         bench_passes(n_floats, threads);
+    } else if (passes) {
+        double r1 = bench_passes(n_floats, 1), rn = nmax > 1 ? bench_passes(n_floats, nmax) : r1;
+        printf("\nperturbation / plain: %.2f x with 1 thread, %.2f x with %d threads\n", r1, rn,
+               nmax);
+    }
     if (conv)
         bench_convergence(max_steps, only);
     return 0;
