@@ -89,45 +89,6 @@ static hl_status write_text(const char *path, const char *text, hl_err *err)
     return HL_OK;
 }
 
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                continue;
-            char p[RUNCFG_PATH_MAX + 300];
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            struct stat sb;
-            if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-                remove_tree(p);
-            else
-                unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
-static void fsync_parent(const char *path)
-{
-    char parent[RUNCFG_PATH_MAX + 300];
-    snprintf(parent, sizeof parent, "%s", path);
-    char *slash = strrchr(parent, '/');
-    if (slash == parent)
-        slash[1] = '\0';
-    else if (slash)
-        *slash = '\0';
-    else
-        snprintf(parent, sizeof parent, ".");
-    int fd = open(parent, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 /* Make dir's parent folders (mkdir -p), so --save a/b/c works. */
 static hl_status make_parents(const char *dir, hl_err *err)
 {
@@ -188,7 +149,7 @@ hl_status checkpoint_save_with(const char *dir, const runcfg *cfg, const param_s
     if (st)
         return st;
     snprintf(tmp, sizeof tmp, "%s.tmp-%ld", target, (long)getpid());
-    remove_tree(tmp);
+    file_remove_tree(tmp);
     if (mkdir(tmp, 0755) != 0)
         return hl_err_set(err, HL_ERR_IO, "%s: %s", tmp, strerror(errno));
 
@@ -231,7 +192,7 @@ hl_status checkpoint_save_with(const char *dir, const runcfg *cfg, const param_s
     free(text);
     if (st)
         goto fail;
-    fsync_parent(p);
+    file_fsync_parent(p);
 
     /* swap into place */
     if (stat(target, &sb) == 0) {
@@ -252,15 +213,15 @@ hl_status checkpoint_save_with(const char *dir, const runcfg *cfg, const param_s
         }
         if (d)
             closedir(d);
-        remove_tree(tmp);
+        file_remove_tree(tmp);
     } else if (rename(tmp, target) != 0) {
         st = hl_err_set(err, HL_ERR_IO, "cannot create %s: %s", target, strerror(errno));
         goto fail;
     }
-    fsync_parent(target);
+    file_fsync_parent(target);
     return HL_OK;
 fail:
-    remove_tree(tmp);
+    file_remove_tree(tmp);
     return st;
 }
 
@@ -413,6 +374,6 @@ void checkpoint_prune(const char *save_dir, int keep_last)
     for (int i = 0; i + keep_last < n; i++) {
         char p[RUNCFG_PATH_MAX + 64];
         snprintf(p, sizeof p, "%s/step-%llu", save_dir, (unsigned long long)steps[i]);
-        remove_tree(p);
+        file_remove_tree(p);
     }
 }

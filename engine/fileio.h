@@ -18,4 +18,11 @@
  * folder), HL_ERR_FORMAT (larger than max bytes), HL_ERR_NOMEM. */
 char *file_read_all(const char *path, size_t max, size_t *len, hl_err *err);
 
+/* Remove a folder and everything below it (best effort; symlinks are
+ * removed, never followed). */
+void file_remove_tree(const char *dir);
+
+/* fsync the folder holding path, so a rename into it is durable. */
+void file_fsync_parent(const char *path);
+
 #endif

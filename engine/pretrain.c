@@ -650,45 +650,6 @@ static hl_status write_text_in(const char *dir, const char *name, const char *te
     return write_bytes(p, text, strlen(text), err);
 }
 
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                continue;
-            char p[FILEBUF + 300];
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            struct stat sb;
-            if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-                remove_tree(p);
-            else
-                unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
-static void fsync_parent(const char *path)
-{
-    char parent[FILEBUF];
-    snprintf(parent, sizeof parent, "%s", path);
-    char *slash = strrchr(parent, '/');
-    if (slash == parent)
-        slash[1] = '\0';
-    else if (slash)
-        *slash = '\0';
-    else
-        snprintf(parent, sizeof parent, ".");
-    int fd = open(parent, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 static bool folder_empty(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -707,7 +668,7 @@ static bool folder_empty(const char *dir)
 static hl_status staging_dir(char *tmp, size_t cap, const char *dir, hl_err *err)
 {
     snprintf(tmp, cap, "%s.tmp-%ld", dir, (long)getpid());
-    remove_tree(tmp);
+    file_remove_tree(tmp);
     if (mkdir(tmp, 0755) != 0)
         return hl_err_set(err, HL_ERR_IO, "%s: %s", tmp, strerror(errno));
     return HL_OK;
@@ -722,11 +683,11 @@ static hl_status publish_dir(const char *tmp, const char *dir, hl_err *err)
     if (stat(dir, &sb) == 0) {
         if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) != 0)
             return hl_err_set(err, HL_ERR_IO, "cannot replace %s: %s", dir, strerror(errno));
-        remove_tree(tmp);
+        file_remove_tree(tmp);
     } else if (rename(tmp, dir) != 0) {
         return hl_err_set(err, HL_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
     }
-    fsync_parent(dir);
+    file_fsync_parent(dir);
     return HL_OK;
 }
 
@@ -1122,7 +1083,7 @@ static void run_free(run *r)
     free(r->tokens);
     free(r->starts);
     if (r->tmpdir[0])
-        remove_tree(r->tmpdir);
+        file_remove_tree(r->tmpdir);
 }
 
 static hl_status load_tokenizer(run *r, hl_err *err)
@@ -1263,11 +1224,11 @@ static hl_status save_checkpoint(run *r, hl_err *err)
         free(text);
     }
     if (!st) {
-        fsync_parent(p);
+        file_fsync_parent(p);
         st = publish_dir(tmp, dir, err);
     }
     if (st)
-        remove_tree(tmp);
+        file_remove_tree(tmp);
     return st;
 }
 
@@ -1464,7 +1425,7 @@ static hl_status write_output(run *r, const pretrain_result *res, hl_err *err)
     free(smap);
     free(state);
     if (!st) {
-        fsync_parent(p);
+        file_fsync_parent(p);
         if (stat(dir, &sb) == 0)
             st = hl_err_set(err, HL_ERR_INVALID, "%s appeared while training; nothing written",
                             dir);
@@ -1472,7 +1433,7 @@ static hl_status write_output(run *r, const pretrain_result *res, hl_err *err)
             st = publish_dir(tmp, dir, err);
     }
     if (st)
-        remove_tree(tmp);
+        file_remove_tree(tmp);
     return st;
 }
 
