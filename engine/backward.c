@@ -1295,47 +1295,21 @@ hl_status backward_cls(backward *bw, double *losses, const cls_scorer *s, const 
     if (n < 1 || n > s->max_batch)
         return hl_err_set(err, HL_ERR_INVALID, "batch of %d examples (1..%d)", n, s->max_batch);
     const int32_t K = s->n_classes;
-    size_t toks = 0;
-    for (int32_t i = 0; i < n; i++) {
-        if (ex[i].n_prompt < 1 || ex[i].n_prompt > s->max_prompt)
-            return hl_err_set(err, HL_ERR_INVALID, "example %d: prompt of %d tokens (1..%d)", i,
-                              ex[i].n_prompt, s->max_prompt);
-        if (ex[i].label >= K || ex[i].label < -1)
-            return hl_err_set(err, HL_ERR_INVALID, "example %d: label %d of %d classes", i,
-                              ex[i].label, K);
-        toks += s->single ? (size_t)ex[i].n_prompt
-                          : (size_t)K * (size_t)ex[i].n_prompt + (size_t)s->word_off[K];
-    }
-    size_t seqs = s->single ? (size_t)n : (size_t)n * (size_t)K;
-    size_t rows = s->single ? (size_t)n : (size_t)n * (size_t)s->word_off[K];
-    hl_status st = cls_reserve(bw, toks, seqs, rows, err);
+    hl_status st = cls_check_examples(s, ex, n, err);
     if (st)
         return st;
-    /* pack exactly as cls_score does */
-    int32_t at = 0, nseq = 0, nrows = 0;
-    bw->cls_starts[0] = 0;
-    for (int32_t i = 0; i < n; i++) {
-        if (s->single) {
-            memcpy(bw->cls_tokens + at, ex[i].prompt, (size_t)ex[i].n_prompt * sizeof(int32_t));
-            at += ex[i].n_prompt;
-            bw->cls_starts[++nseq] = at;
-            bw->cls_rows[nrows++] = at - 1;
-            continue;
-        }
-        for (int32_t c = 0; c < K; c++) {
-            int32_t wl = s->word_off[c + 1] - s->word_off[c];
-            memcpy(bw->cls_tokens + at, ex[i].prompt, (size_t)ex[i].n_prompt * sizeof(int32_t));
-            memcpy(bw->cls_tokens + at + ex[i].n_prompt, s->word + s->word_off[c],
-                   (size_t)wl * sizeof(int32_t));
-            for (int32_t j = 0; j < wl; j++) {
-                bw->cls_rows[nrows] = at + ex[i].n_prompt - 1 + j;
-                bw->cls_targets[nrows] = s->word[s->word_off[c] + j];
-                nrows++;
-            }
-            at += ex[i].n_prompt + wl;
-            bw->cls_starts[++nseq] = at;
-        }
-    }
+    size_t toks = 0;
+    for (int32_t i = 0; i < n; i++)
+        toks += s->single ? (size_t)ex[i].n_prompt
+                          : (size_t)K * (size_t)ex[i].n_prompt + (size_t)s->word_off[K];
+    size_t seqs = s->single ? (size_t)n : (size_t)n * (size_t)K;
+    size_t rows = s->single ? (size_t)n : (size_t)n * (size_t)s->word_off[K];
+    if ((st = cls_reserve(bw, toks, seqs, rows, err)))
+        return st;
+    /* the layout cls_score uses */
+    int32_t nseq, nrows;
+    cls_pack(s, ex, n, bw->cls_tokens, bw->cls_starts, bw->cls_rows, bw->cls_targets, &nseq,
+             &nrows);
     model_batch b = {.tokens = bw->cls_tokens, .seq_start = bw->cls_starts, .n_seq = nseq};
     if ((st = train_forward(bw, &b, err)))
         return st;

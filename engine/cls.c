@@ -90,6 +90,51 @@ static double log_prob(const float *l, int32_t V, int32_t target)
     return (double)(l[target] - mx) - log(z);
 }
 
+hl_status cls_check_examples(const cls_scorer *s, const cls_example *ex, int32_t n, hl_err *err)
+{
+    for (int32_t i = 0; i < n; i++) {
+        if (ex[i].n_prompt < 1 || ex[i].n_prompt > s->max_prompt)
+            return hl_err_set(err, HL_ERR_INVALID, "example %d: prompt of %d tokens (1..%d)", i,
+                              ex[i].n_prompt, s->max_prompt);
+        if (ex[i].label >= s->n_classes || ex[i].label < -1)
+            return hl_err_set(err, HL_ERR_INVALID, "example %d: label %d of %d classes", i,
+                              ex[i].label, s->n_classes);
+    }
+    return HL_OK;
+}
+
+void cls_pack(const cls_scorer *s, const cls_example *ex, int32_t n, int32_t *tokens,
+              int32_t *starts, int32_t *rows, int32_t *targets, int32_t *n_seq,
+              int32_t *n_rows)
+{
+    int32_t at = 0, nseq = 0, nrows = 0;
+    starts[0] = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (s->single) {
+            memcpy(tokens + at, ex[i].prompt, (size_t)ex[i].n_prompt * sizeof(int32_t));
+            at += ex[i].n_prompt;
+            starts[++nseq] = at;
+            rows[nrows++] = at - 1;
+            continue;
+        }
+        for (int32_t c = 0; c < s->n_classes; c++) {
+            int32_t wl = s->word_off[c + 1] - s->word_off[c];
+            memcpy(tokens + at, ex[i].prompt, (size_t)ex[i].n_prompt * sizeof(int32_t));
+            memcpy(tokens + at + ex[i].n_prompt, s->word + s->word_off[c],
+                   (size_t)wl * sizeof(int32_t));
+            for (int32_t j = 0; j < wl; j++) {
+                rows[nrows] = at + ex[i].n_prompt - 1 + j;
+                targets[nrows] = s->word[s->word_off[c] + j];
+                nrows++;
+            }
+            at += ex[i].n_prompt + wl;
+            starts[++nseq] = at;
+        }
+    }
+    *n_seq = nseq;
+    *n_rows = nrows;
+}
+
 hl_status cls_score(cls_scorer *s, double *losses, int32_t *pred, double *scores,
                     const cls_example *ex, int32_t n, hl_err *err)
 {
@@ -97,27 +142,15 @@ hl_status cls_score(cls_scorer *s, double *losses, int32_t *pred, double *scores
         return hl_err_set(err, HL_ERR_INVALID, "batch of %d examples (at most %d)", n,
                           s->max_batch);
     const int32_t K = s->n_classes;
-    for (int32_t i = 0; i < n; i++) {
-        if (ex[i].n_prompt < 1 || ex[i].n_prompt > s->max_prompt)
-            return hl_err_set(err, HL_ERR_INVALID, "example %d: prompt of %d tokens (1..%d)", i,
-                              ex[i].n_prompt, s->max_prompt);
-        if (ex[i].label >= K || ex[i].label < -1)
-            return hl_err_set(err, HL_ERR_INVALID, "example %d: label %d of %d classes", i,
-                              ex[i].label, K);
-    }
-    hl_status st;
-    int32_t at = 0;
-    s->starts[0] = 0;
+    hl_status st = cls_check_examples(s, ex, n, err);
+    if (st)
+        return st;
+    int32_t nseq, nrows;
+    cls_pack(s, ex, n, s->tokens, s->starts, s->rows, s->targets, &nseq, &nrows);
+    model_batch b = {.tokens = s->tokens, .seq_start = s->starts, .n_seq = nseq};
+    if ((st = model_forward(s->m, &b, err)))
+        return st;
     if (s->single) {
-        for (int32_t i = 0; i < n; i++) {
-            memcpy(s->tokens + at, ex[i].prompt, (size_t)ex[i].n_prompt * sizeof(int32_t));
-            at += ex[i].n_prompt;
-            s->starts[i + 1] = at;
-            s->rows[i] = at - 1;
-        }
-        model_batch b = {.tokens = s->tokens, .seq_start = s->starts, .n_seq = n};
-        if ((st = model_forward(s->m, &b, err)))
-            return st;
         int32_t ids[CLS_MAX_CLASSES];
         for (int32_t c = 0; c < K; c++)
             ids[c] = s->word[s->word_off[c]];
@@ -126,24 +159,6 @@ hl_status cls_score(cls_scorer *s, double *losses, int32_t *pred, double *scores
             for (int32_t c = 0; c < K; c++)
                 s->cls_scores[(size_t)i * K + c] = s->logits[(size_t)i * K + c];
     } else {
-        int32_t nseq = 0, nrows = 0;
-        for (int32_t i = 0; i < n; i++)
-            for (int32_t c = 0; c < K; c++) {
-                int32_t wl = s->word_off[c + 1] - s->word_off[c];
-                memcpy(s->tokens + at, ex[i].prompt, (size_t)ex[i].n_prompt * sizeof(int32_t));
-                memcpy(s->tokens + at + ex[i].n_prompt, s->word + s->word_off[c],
-                       (size_t)wl * sizeof(int32_t));
-                for (int32_t j = 0; j < wl; j++) {
-                    s->rows[nrows] = at + ex[i].n_prompt - 1 + j;
-                    s->targets[nrows] = s->word[s->word_off[c] + j];
-                    nrows++;
-                }
-                at += ex[i].n_prompt + wl;
-                s->starts[++nseq] = at;
-            }
-        model_batch b = {.tokens = s->tokens, .seq_start = s->starts, .n_seq = nseq};
-        if ((st = model_forward(s->m, &b, err)))
-            return st;
         const int32_t V = s->m->cfg.vocab;
         model_logits_rows(s->m, s->logits, s->rows, (size_t)nrows);
         int32_t r = 0;

@@ -55,6 +55,20 @@ hl_status cls_scorer_init(cls_scorer *s, model *m, const int32_t *const *words,
                           int32_t max_prompt, hl_err *err);
 void cls_scorer_free(cls_scorer *s);
 
+/* Check each example's prompt length and label against s. */
+hl_status cls_check_examples(const cls_scorer *s, const cls_example *ex, int32_t n, hl_err *err);
+
+/* The batch layout shared by the loss (cls_score) and its gradient
+ * (backward_cls), so the two cannot drift apart.  Single-token words: one
+ * sequence per example, rows[i] = its last prompt position.  Otherwise one
+ * sequence per (example, class) = prompt + the class's word, and one
+ * (row, target) per word token: row = the position that predicts it.
+ * Buffers are the caller's, large enough for the batch; targets may be NULL
+ * for single-token words.  Writes the counts of sequences and rows. */
+void cls_pack(const cls_scorer *s, const cls_example *ex, int32_t n, int32_t *tokens,
+              int32_t *starts, int32_t *rows, int32_t *targets, int32_t *n_seq,
+              int32_t *n_rows);
+
 /* Score n <= max_batch examples.  losses[i] (may be NULL): cross-entropy of
  * the gold class (0 when the label is -1, unknown); pred[i] (may be NULL):
  * argmax class; scores (may be NULL): [n, n_classes] log-probabilities of
