@@ -86,11 +86,19 @@ struct engine {
     char last_ckpt[RUNCFG_PATH_MAX];
     double last_publish;
     double step_ema_s;       /* smoothed seconds per step */
+    double run_s;            /* running time of this run: steps, evaluations, checkpoints */
     double tokens_ema;
     uint64_t hist_pending;   /* steps accumulated into the next history point */
     char best_path[RUNCFG_PATH_MAX + 64]; /* θ of the best dev evaluation */
     char tmp_dir[RUNCFG_PATH_MAX];
 };
+
+/* The run ends at its step count or when its running time reaches the
+ * time limit, whichever comes first. */
+static bool run_is_over(const engine *e)
+{
+    return e->step >= e->cfg.steps || (e->cfg.time_limit > 0 && e->run_s >= e->cfg.time_limit);
+}
 
 const char *engine_state_name(engine_state s)
 {
@@ -694,6 +702,7 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
     e->work.method_step = optim_method_steps(e->opt);
     e->work.dev_is_accuracy = e->task != NULL;
     e->work.total_steps = e->cfg.steps;
+    e->work.time_limit = e->cfg.time_limit;
     e->work.state = ENGINE_STATE_LOADING;
     publish(e, true);
     *out = e;
@@ -807,7 +816,7 @@ static void apply_command(engine *e, const engine_cmd *c, uint64_t id)
                 *p = '_';
         hl_status st;
         if (!strcmp(key, "steps") || !strcmp(key, "eval_every") ||
-            !strcmp(key, "checkpoint_every")) {
+            !strcmp(key, "checkpoint_every") || !strcmp(key, "time_limit")) {
             runcfg tmp;
             st = runcfg_copy(&tmp, &e->cfg, &err);
             if (!st && !(st = runcfg_set(&tmp, key, c->value, &err))) {
@@ -817,8 +826,11 @@ static void apply_command(engine *e, const engine_cmd *c, uint64_t id)
                     runcfg_free(&e->cfg);
                     e->cfg = tmp;
                     e->work.total_steps = e->cfg.steps;
-                    if (e->work.state == ENGINE_STATE_FINISHED && e->step < e->cfg.steps)
-                        set_state(e, ENGINE_STATE_PAUSED, "more steps added");
+                    e->work.time_limit = e->cfg.time_limit;
+                    if (e->work.state == ENGINE_STATE_FINISHED && !run_is_over(e))
+                        set_state(e, ENGINE_STATE_PAUSED,
+                                  !strcmp(key, "time_limit") ? "more time added"
+                                                             : "more steps added");
                 } else
                     runcfg_free(&tmp);
             } else if (!st)
@@ -1012,6 +1024,8 @@ static void record_step(engine *e, double seconds)
         w->tokens_per_s = e->tokens_ema * w->steps_per_s;
     }
     w->eta_s = w->total_steps > e->step ? (double)(w->total_steps - e->step) * e->step_ema_s : 0;
+    if (e->cfg.time_limit > 0 && e->cfg.time_limit - e->run_s < w->eta_s)
+        w->eta_s = e->cfg.time_limit > e->run_s ? e->cfg.time_limit - e->run_s : 0;
     const optim_layer_stats *ls = fo ? e->no_layer_stats : optim_layer_stats_get(e->opt);
     memcpy(w->layer, ls, (size_t)w->n_layers * sizeof *ls);
     if (s->refresh) {
@@ -1041,6 +1055,7 @@ static void record_step(engine *e, double seconds)
 static void finish(engine *e)
 {
     hl_err err;
+    const bool timed_out = e->step < e->cfg.steps;
     if (do_eval(e, &err))
         emit(e, ENGINE_EVENT_WARNING, 0, 0, "final evaluation failed: %s", err.msg);
     if (e->task && taskobj_split_size(e->task, TASKOBJ_SPLIT_TEST) > 0) {
@@ -1070,12 +1085,15 @@ static void finish(engine *e)
         if (do_checkpoint(e, e->cfg.save, &err))
             emit(e, ENGINE_EVENT_ERROR, 0, 0, "final checkpoint failed: %s", err.msg);
     }
-    char why[256];
+    char why[256], limit[96] = "";
+    if (timed_out)
+        snprintf(limit, sizeof limit, " (time limit of %.0f s reached after %.0f s)",
+                 e->cfg.time_limit, e->run_s);
     if (isnan(e->work.best_dev_accuracy))
-        snprintf(why, sizeof why, "finished %llu steps", (unsigned long long)e->step);
+        snprintf(why, sizeof why, "finished %llu steps%s", (unsigned long long)e->step, limit);
     else
-        snprintf(why, sizeof why, "finished %llu steps; best %s %.4g at step %llu",
-                 (unsigned long long)e->step, e->task ? "dev accuracy" : "exact loss",
+        snprintf(why, sizeof why, "finished %llu steps%s; best %s %.4g at step %llu",
+                 (unsigned long long)e->step, limit, e->task ? "dev accuracy" : "exact loss",
                  e->work.best_dev_accuracy, (unsigned long long)e->work.best_dev_step);
     emit(e, ENGINE_EVENT_FINISHED, 0, e->work.best_dev_accuracy, "%s", why);
     set_state(e, ENGINE_STATE_FINISHED, why);
@@ -1095,7 +1113,7 @@ static void *engine_main(void *arg)
             break;
         engine_state s = e->work.state;
         bool want_step = (s == ENGINE_STATE_RUNNING) || (s == ENGINE_STATE_PAUSED && e->step_once);
-        if (want_step && e->step >= e->cfg.steps) {
+        if (want_step && run_is_over(e)) {
             e->step_once = false;
             finish(e);
             continue;
@@ -1150,16 +1168,21 @@ static void *engine_main(void *arg)
             continue;
         }
         e->step++;
+        e->run_s += now_s() - t0;
         record_step(e, now_s() - t0);
         if (e->step_once) {
             e->step_once = false;
             publish(e, true);
         }
-        if (e->cfg.eval_every && e->step % e->cfg.eval_every == 0 && e->step < e->cfg.steps) {
+        double t1 = now_s();
+        /* the final evaluation is finish()'s */
+        if (e->cfg.eval_every && e->step % e->cfg.eval_every == 0 && !run_is_over(e)) {
             if (do_eval(e, &err))
                 emit(e, ENGINE_EVENT_WARNING, 0, 0, "evaluation failed: %s", err.msg);
         }
         periodic_checkpoint(e);
+        e->run_s += now_s() - t1;
+        e->work.run_s = e->run_s;
         publish(e, false);
     }
     journal_flush(&e->jr);

@@ -123,6 +123,7 @@ typedef struct engine_telemetry {
     int32_t method;              /* optim_method */
     hparams hp;                  /* current hyperparameters (copy) */
     uint64_t step, total_steps;
+    double run_s, time_limit;    /* running time so far (pauses excluded); limit, 0 = none */
     uint64_t method_step;        /* steps of the current method (α_t's t; restarts on switch) */
     bool dev_is_accuracy;        /* the DEV series: accuracy (models) or exact loss (analytic) */
     bool unsaved;                /* steps done since the last checkpoint */

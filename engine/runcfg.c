@@ -11,7 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum key_kind { KEY_STR, KEY_I32, KEY_U64, KEY_BOOL, KEY_F64, KEY_OBJECTIVE } key_kind;
+typedef enum key_kind {
+    KEY_STR,
+    KEY_I32,
+    KEY_U64,
+    KEY_BOOL,
+    KEY_F64,
+    KEY_DURATION, /* seconds, written as 90, 90s, 10m, 1.5h or 1h30m */
+    KEY_OBJECTIVE,
+} key_kind;
 
 typedef struct key_def {
     runcfg_key pub;
@@ -41,6 +49,10 @@ static const key_def keys[] = {
       "every ZO step also backpropagates to report cos(c·z, true gradient) (models, n_probes 1)"},
      KEY_BOOL, OFF(grad_alignment), 0, 0},
     {{"steps", "total steps of the run"}, KEY_U64, OFF(steps), 0, 1e12},
+    {{"time_limit",
+      "stop after this much running time (90, 90s, 10m, 1.5h, 1h30m; 0 = none; pauses and "
+      "loading do not count; a resumed run starts a new count)"},
+     KEY_DURATION, OFF(time_limit), 0, 1e7},
     {{"seed", "run seed: perturbations and batch order"}, KEY_U64, OFF(seed), 0, 1.8e19},
     {{"data_seed", "seed for sampling and splitting data"}, KEY_U64, OFF(data_seed), 0, 1.8e19},
     {{"eval_every", "evaluate on dev every N steps (0 = at the end only)"}, KEY_U64,
@@ -107,6 +119,45 @@ static const key_def *find_key(const char *k)
     return NULL;
 }
 
+/* "90", "90s", "10m", "1.5h", "1h30m": a sum of numbers, each with an
+ * optional unit s, m or h (seconds without one). */
+static hl_status parse_duration(double *out, const key_def *d, const char *v, hl_err *err)
+{
+    double total = 0;
+    const char *p = v;
+    if (!*p)
+        goto bad;
+    while (*p) {
+        if (!(*p >= '0' && *p <= '9') && *p != '.')
+            goto bad;
+        char *end;
+        errno = 0;
+        double x = strtod(p, &end);
+        if (errno || end == p || !isfinite(x))
+            goto bad;
+        p = end;
+        double unit = 1;
+        if (*p == 's')
+            p++;
+        else if (*p == 'm')
+            unit = 60, p++;
+        else if (*p == 'h')
+            unit = 3600, p++;
+        else if (*p)
+            goto bad;
+        total += x * unit;
+    }
+    if (total < d->lo || total > d->hi)
+        return hl_err_set(err, HL_ERR_INVALID, "%s: '%s' is out of range (0 to %.0f seconds)",
+                          d->pub.key, v, d->hi);
+    *out = total;
+    return HL_OK;
+bad:
+    return hl_err_set(err, HL_ERR_INVALID,
+                      "%s: expected a duration such as 600, 90s, 10m, 1.5h or 1h30m, got '%s'",
+                      d->pub.key, v);
+}
+
 static hl_status parse_number(double *out, const key_def *d, const char *v, hl_err *err)
 {
     char *end;
@@ -152,6 +203,8 @@ hl_status runcfg_set(runcfg *c, const char *key_in, const char *value, hl_err *e
         *(double *)field = x;
         return HL_OK;
     }
+    case KEY_DURATION:
+        return parse_duration((double *)field, d, value, err);
     case KEY_BOOL:
         if (!strcmp(value, "true") || !strcmp(value, "on") || !strcmp(value, "1"))
             *(bool *)field = true;
@@ -285,7 +338,8 @@ char *runcfg_to_json(const runcfg *c)
         case KEY_BOOL:
             cJSON_AddBoolToObject(o, d->pub.key, *(const bool *)field);
             break;
-        case KEY_F64: {
+        case KEY_F64:
+        case KEY_DURATION: {
             char buf[40];
             snprintf(buf, sizeof buf, "%.17g", *(const double *)field);
             cJSON_AddItemToObject(o, d->pub.key, cJSON_CreateRaw(buf));

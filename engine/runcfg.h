@@ -39,6 +39,7 @@ typedef struct runcfg {
     bool skip_bad;                /* skip and count bad data lines instead of failing */
     bool grad_alignment;          /* diagnostic: cosine of c·z with the true gradient */
     uint64_t steps;               /* total steps of the run (resume counts from its step) */
+    double time_limit;            /* seconds of running time before the run ends (0 = none) */
     uint64_t seed;                /* run seed: perturbations and batch order */
     uint64_t data_seed;           /* sampling and splits */
     uint64_t eval_every;          /* 0 = only at the end */

@@ -28,7 +28,8 @@
 
 const char cmd_train_usage[] =
     "usage: helene train [--model DIR --task NAME|FILE [--data PATH] | --objective NAME]\n"
-    "                    [--optimizer NAME] [--steps N] [--seed S] [--KEY VALUE ...]\n"
+    "                    [--optimizer NAME] [--steps N] [--time-limit D] [--seed S]\n"
+    "                    [--KEY VALUE ...]\n"
     "                    [--eval-every N] [--save DIR] [--checkpoint-every N]\n"
     "                    [--resume DIR] [--log FILE.jsonl] [--config RUN.json]\n"
     "                    [--print-config] [--threads N] [--headless]\n"
@@ -54,6 +55,12 @@ const char cmd_train_usage[] =
     "  --optimizer NAME     helene (default), mezo, zo-sgd-mmt, zo-sign, zo-adam, hizoo\n"
     "  --steps N            total steps (default 1000); resuming a checkpoint taken at\n"
     "                       step N with --steps 2N runs N more steps\n"
+    "  --time-limit D       also stop after D of running time: 600, 90s, 10m, 1.5h,\n"
+    "                       1h30m (default 0 = none); steps, evaluations and\n"
+    "                       checkpoints count, loading and pauses do not, and a\n"
+    "                       resumed run starts a new count.  The run ends at --steps\n"
+    "                       or D, whichever comes first, with the usual final\n"
+    "                       evaluation, test accuracy and --save checkpoint\n"
     "  --batch-size B       examples per step (default 16)\n"
     "  --seed S             run seed: perturbations and batch order (default 42)\n"
     "  --data-seed S        sampling and splits (default 13)\n"
@@ -233,6 +240,8 @@ static int run_headless(engine *e, const runcfg *cfg)
     }
     if (rc == 0) {
         printf("steps          %llu\n", (unsigned long long)t.step);
+        printf("running time   %.1f s%s\n", t.run_s,
+               t.time_limit > 0 && t.step < t.total_steps ? " (stopped by --time-limit)" : "");
         printf("optimizer      %s\n", optim_method_name(t.method));
         printf("final loss     %.6g (mean of L+ and L- of the last step)\n", t.loss);
         if (!isnan(t.best_dev_accuracy))

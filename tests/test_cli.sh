@@ -69,6 +69,8 @@ expect 2 "not one of model, quadratic, rosenbrock" -- $h train --objective cubic
 expect 2 "needs a value" -- $h train --objective quadratic --steps
 expect 2 "takes no value" -- $h train --objective quadratic --headless=yes
 expect 0 '"optimizer":[[:space:]]*"mezo"' -- $h train --objective quadratic --optimizer mezo --print-config
+expect 2 "time_limit: expected a duration" -- $h train --objective quadratic --time-limit 10x --headless
+expect 0 'stopped by --time-limit' -- $h train --objective quadratic --optimizer mezo --steps 1000000000 --time-limit 0.5s --eval-every 0 --threads 1 --headless
 echo '{"objective": "quadratic", "steps": "many"}' > "$tmp/bad.json"
 expect 1 "bad.json" -- $h train --config "$tmp/bad.json" --headless
 echo '[1, 2]' > "$tmp/arr.json"

@@ -621,10 +621,105 @@ static void test_grad_alignment_diagnostic(void)
     runcfg_free(&c);
 }
 
+/* ------------------------------------------------------ time limit --- */
+
+static void test_time_limit_parsing(void)
+{
+    static const struct {
+        const char *text;
+        double seconds;
+    } ok[] = {{"0", 0},        {"600", 600},    {"90s", 90},    {"10m", 600},
+              {"1.5h", 5400},  {"1h30m", 5400}, {"2m30s", 150}, {"0.25s", 0.25}};
+    static const char *const bad[] = {"", "-5", "10x", "m", "1h-5m", "nan", "inf",
+                                      "1e9", "10 m", "3d"};
+    runcfg c;
+    runcfg_init(&c);
+    hl_err err;
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        CU_ASSERT_EQUAL(runcfg_set(&c, "time-limit", ok[i].text, &err), HL_OK);
+        CU_ASSERT_DOUBLE_EQUAL(c.time_limit, ok[i].seconds, 1e-12);
+    }
+    runcfg_set(&c, "time_limit", "42", &err);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CU_ASSERT_NOT_EQUAL(runcfg_set(&c, "time_limit", bad[i], &err), HL_OK);
+        CU_ASSERT(strstr(err.msg, "time_limit") != NULL);
+        CU_ASSERT_DOUBLE_EQUAL(c.time_limit, 42, 0); /* unchanged */
+    }
+    /* it round-trips through the JSON form checkpoints and --config use */
+    char *j = runcfg_to_json(&c);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    const char *at = strstr(j, "\"time_limit\":");
+    double back = -1;
+    CU_ASSERT(at && sscanf(at + strlen("\"time_limit\":"), " %lf", &back) == 1 && back == 42);
+    free(j);
+    runcfg_free(&c);
+}
+
+/* A run ends at its time limit with the usual finish (final checkpoint,
+ * FINISHED with the reason); raising the limit lets it continue. */
+static void test_time_limit_ends_run(void)
+{
+    char save[512];
+    snprintf(save, sizeof save, "%s/timed", tmp);
+    runcfg c;
+    runcfg_init(&c);
+    set(&c, "objective", "quadratic");
+    set(&c, "optimizer", "mezo");
+    set(&c, "steps", "1000000000");
+    set(&c, "time_limit", "0.3s");
+    set(&c, "eval_every", "0");
+    set(&c, "threads", "1");
+    set(&c, "save", save);
+    engine *e;
+    hl_err err;
+    CU_ASSERT_EQUAL_FATAL(engine_create(&e, &c, &err), HL_OK);
+    engine_telemetry t;
+    CU_ASSERT_EQUAL_FATAL(engine_snapshot_alloc(e, &t, &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(engine_start(e, false, &err), HL_OK);
+    engine_state s = ENGINE_STATE_RUNNING;
+    for (int i = 0; i < 600 && s != ENGINE_STATE_FINISHED; i++)
+        s = engine_wait(e, s, 100);
+    engine_snapshot(e, &t);
+    CU_ASSERT_EQUAL_FATAL(t.state, ENGINE_STATE_FINISHED);
+    CU_ASSERT(t.step > 0 && t.step < 1000000000);
+    CU_ASSERT(t.run_s >= 0.3);
+    CU_ASSERT(strstr(t.reason, "time limit") != NULL);
+    char p[600];
+    snprintf(p, sizeof p, "%s/params.safetensors", save);
+    CU_ASSERT_EQUAL(access(p, F_OK), 0);
+    uint64_t first = t.step;
+
+    /* more time: paused with the reason, then runs to the new limit */
+    engine_event ev;
+    CU_ASSERT_EQUAL(wait_answer(e, post(e, ENGINE_CMD_SET, "time_limit", "0.6"), &ev, 5000),
+                    ENGINE_EVENT_APPLIED);
+    sleep_ms(50);
+    engine_snapshot(e, &t);
+    CU_ASSERT_EQUAL(t.state, ENGINE_STATE_PAUSED);
+    CU_ASSERT(strstr(t.reason, "more time") != NULL);
+    CU_ASSERT_DOUBLE_EQUAL(t.time_limit, 0.6, 0);
+    CU_ASSERT_EQUAL(wait_answer(e, post(e, ENGINE_CMD_RESUME, NULL, NULL), NULL, 5000),
+                    ENGINE_EVENT_APPLIED);
+    s = ENGINE_STATE_RUNNING;
+    for (int i = 0; i < 600 && s != ENGINE_STATE_FINISHED; i++)
+        s = engine_wait(e, s, 100);
+    engine_snapshot(e, &t);
+    CU_ASSERT_EQUAL(t.state, ENGINE_STATE_FINISHED);
+    CU_ASSERT(t.step > first);
+    CU_ASSERT(t.run_s >= 0.6);
+    post(e, ENGINE_CMD_QUIT, NULL, NULL);
+    engine_join(e);
+    engine_snapshot_free(&t);
+    engine_free(e);
+    runcfg_free(&c);
+}
+
 static void register_engine(void)
 {
     CU_pSuite s = CU_add_suite("engine", suite_init, suite_clean);
     TEST_ADD(s, test_command_queue_semantics);
+    TEST_ADD(s, test_time_limit_parsing);
+    TEST_ADD(s, test_time_limit_ends_run);
     TEST_ADD(s, test_resume_bit_identical_every_method);
     TEST_ADD(s, test_resume_bit_identical_model);
     TEST_ADD(s, test_bad_checkpoints_are_refused);

@@ -227,6 +227,11 @@ void panels_header(canvas *c, ui_rect r, const engine_telemetry *t)
         n = seg_add(s, n, 4, 0, "%.0f tok/s", t->tokens_per_s);
     widgets_fmt_duration(a, sizeof a, t->eta_s);
     n = seg_add(s, n, 2, 0, "ETA %s", a);
+    if (t->time_limit > 0) {
+        widgets_fmt_duration(a, sizeof a, t->run_s);
+        widgets_fmt_duration(b, sizeof b, t->time_limit);
+        n = seg_add(s, n, 3, 0, "time %s/%s", a, b);
+    }
     n = seg_add(s, n, 3, 0, "RSS %.0f MiB", t->rss_mib);
     if (!isnan(t->grad_cosine_avg))
         n = seg_add(s, n, 3, 0, "cos(%s,%s) %.3f", canvas_sym(c, "ĝ", "g_zo"),
