@@ -116,6 +116,10 @@ static void norm_fn(void *arg, int tid, int nt)
         for (size_t q = 0; q < np; q++, k++) {
             if (k < p0 || k >= p1)
                 continue;
+            if (l->frozen) { /* not tuned: not part of the gradient either */
+                j->sums[k] = 0;
+                continue;
+            }
             size_t a = q * NORM_PIECE, b = a + NORM_PIECE < l->size ? a + NORM_PIECE : l->size;
             const float *g = j->g + l->offset;
             double s = 0;
@@ -134,7 +138,7 @@ double adamw_grad_norm(const param_set *ps, const float *grad, pool *p)
         double s = 0;
         for (int i = 0; i < ps->n_layers; i++) {
             const param_layer *l = &ps->layers[i];
-            for (size_t a = 0; a < l->size; a += NORM_PIECE) {
+            for (size_t a = 0; a < l->size && !l->frozen; a += NORM_PIECE) {
                 size_t b = a + NORM_PIECE < l->size ? a + NORM_PIECE : l->size;
                 double ps_ = 0;
                 for (size_t e = a; e < b; e++)
@@ -176,7 +180,7 @@ static void update_fn(void *arg, int tid, int nt)
         const param_layer *l = &ps->layers[i];
         size_t lo = l->offset > a0 ? l->offset : a0;
         size_t hi = l->offset + l->size < a1 ? l->offset + l->size : a1;
-        if (lo >= hi)
+        if (lo >= hi || l->frozen)
             continue;
         float *th = ps->data, *m = j->a->m, *v = j->a->v;
         const float *g = j->g;

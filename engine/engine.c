@@ -556,6 +556,11 @@ static double align_after(engine *e)
     const param_set *ps = e->ps;
     for (int l = 0; l < ps->n_layers; l++) {
         float *z = e->align_est + ps->layers[l].offset;
+        if (ps->layers[l].frozen) { /* neither estimated nor tuned */
+            memset(z, 0, ps->layers[l].size * sizeof *z);
+            memset(e->bw.grad.data + ps->layers[l].offset, 0, ps->layers[l].size * sizeof *z);
+            continue;
+        }
         rng_normal_fill(z, s->seed, (uint32_t)l, 0, ps->layers[l].size);
         const float c = (float)s->proj_grad;
         for (size_t i = 0; i < ps->layers[l].size; i++)
@@ -643,6 +648,8 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
      * configuration (checkpoint_read_config) plus the flags given now. */
     if ((st = build_objective(e, err)))
         goto fail;
+    if ((st = param_set_select(e->ps, e->cfg.trainable, err)))
+        goto fail;
     hparams_free(&e->work.hp);
     hparams_free(&e->pub.hp);
     if ((st = telemetry_alloc(&e->work, e->ps->n_layers, err)) ||
@@ -670,6 +677,15 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
             hl_err_prefix(err, "hyperparameter %s", h->key);
             goto fail;
         }
+    }
+    if (e->cfg.trainable[0]) {
+        int k;
+        size_t tuned = param_set_count_trainable(e->ps, &k), all = param_set_count(e->ps);
+        emit(e, ENGINE_EVENT_INFO, 0, 0,
+             "tuning %zu of %zu parameters (%.2f%%) in %d of %d tensors (trainable '%.200s'); "
+             "the rest is frozen",
+             tuned, all, 100.0 * (double)tuned / (double)(all ? all : 1), k, e->ps->n_layers,
+             e->cfg.trainable);
     }
     e->no_layer_stats = calloc((size_t)e->ps->n_layers, sizeof *e->no_layer_stats);
     if (!e->no_layer_stats) {

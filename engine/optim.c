@@ -59,7 +59,9 @@ struct optim {
     int32_t state_method; /* method the state arenas belong to */
     uint64_t t;           /* steps done (global) */
     uint64_t t_local;     /* steps done with the current state */
-    float *m, *h, *v;     /* [ps->n] or NULL */
+    float *m, *h, *v;     /* [n_state] or NULL */
+    size_t *soff;         /* [n_layers] offset of a layer's state: tuned layers only */
+    size_t n_state;       /* floats per state arena */
 
     piece *pieces;
     size_t n_pieces;
@@ -143,8 +145,17 @@ static hl_status build_pieces(optim *o, hl_err *err)
 {
     const param_set *ps = o->ps;
     size_t n = 0;
+    o->soff = malloc((size_t)ps->n_layers * sizeof *o->soff);
+    if (!o->soff)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory for the optimizer work split");
+    o->n_state = 0;
     for (int l = 0; l < ps->n_layers; l++) {
         size_t off = ps->layers[l].offset, size = ps->layers[l].size;
+        /* frozen layers get neither pieces nor state: no pass ever sees them */
+        o->soff[l] = o->n_state;
+        if (ps->layers[l].frozen)
+            continue;
+        o->n_state += (size + 15) / 16 * 16;
         size_t first = off / PIECE_FLOATS, last = (off + size - 1) / PIECE_FLOATS;
         n += last - first + 1;
     }
@@ -157,6 +168,8 @@ static hl_status build_pieces(optim *o, hl_err *err)
     size_t k = 0;
     for (int l = 0; l < ps->n_layers; l++) {
         size_t off = ps->layers[l].offset, size = ps->layers[l].size;
+        if (ps->layers[l].frozen)
+            continue;
         for (size_t i = 0; i < size;) {
             size_t pos = off + i;
             size_t bound = (pos / PIECE_FLOATS + 1) * PIECE_FLOATS;
@@ -231,7 +244,7 @@ static double group_mean(const optim *o, const grouping *g, const double *X, int
 {
     double s = 0, n = 0;
     for (int l = 0; l < o->ps->n_layers; l++)
-        if (g->group_of_layer[l] == group) {
+        if (g->group_of_layer[l] == group && !o->ps->layers[l].frozen) {
             s += X[l];
             n += (double)o->ps->layers[l].size;
         }
@@ -318,7 +331,7 @@ static void perturb_piece(const pass_job *j, const piece *pc, double *zsq_out)
 {
     const optim *o = j->o;
     float *th = param_layer_data(o->ps, pc->layer);
-    const float *H = j->hizoo_scale ? o->h + o->ps->layers[pc->layer].offset : NULL;
+    const float *H = j->hizoo_scale ? o->h + o->soff[pc->layer] : NULL;
     if (!H && !zsq_out) {
         /* the common pass: normals straight from registers into θ */
         rng_normal_axpy(th + pc->begin, j->scale, j->seed, (uint32_t)pc->layer, pc->begin,
@@ -497,9 +510,10 @@ static void update_piece(const pass_job *j, const piece *pc, piece_acc *out)
     const upd_scalars *u = j->u;
     const param_layer *L = &o->ps->layers[pc->layer];
     float *th = param_layer_data(o->ps, pc->layer);
-    float *m = o->m ? o->m + L->offset : NULL;
-    float *h = o->h ? o->h + L->offset : NULL;
-    float *v = o->v ? o->v + L->offset : NULL;
+    const size_t so = o->soff[pc->layer];
+    float *m = o->m ? o->m + so : NULL;
+    float *h = o->h ? o->h + so : NULL;
+    float *v = o->v ? o->v + so : NULL;
     double acc_state[ACC_LANES] = {0}, acc_clip[ACC_LANES] = {0}, acc_du2[ACC_LANES] = {0};
     float acc_max[ACC_LANES];
     for (int k = 0; k < ACC_LANES; k++)
@@ -613,7 +627,7 @@ static void free_state(optim *o)
 /* Allocate fresh state for `method`; on failure the old state is kept. */
 static hl_status reset_state(optim *o, int32_t method, hl_err *err)
 {
-    size_t n = o->ps->n;
+    size_t n = o->n_state ? o->n_state : 16;
     float *m = NULL, *h = NULL, *v = NULL;
     if (method_needs_m(method) && !(m = arena_alloc(n, 0.0f)))
         goto nomem;
@@ -633,7 +647,7 @@ static hl_status reset_state(optim *o, int32_t method, hl_err *err)
     }
     if (h && method == OPTIM_METHOD_HIZOO)
         for (int l = 0; l < L; l++)
-            o->h_sum[l] = (double)o->ps->layers[l].size;
+            o->h_sum[l] = o->ps->layers[l].frozen ? 0.0 : (double)o->ps->layers[l].size;
     return HL_OK;
 nomem:
     free(m);
@@ -651,6 +665,7 @@ void optim_free(optim *o)
     hparams_free(&o->hp);
     free(o->pieces);
     free(o->all_ids);
+    free(o->soff);
     for (int g = 0; g < 2; g++) {
         free(o->groups[g].group_of_layer);
         free(o->groups[g].start);
@@ -788,6 +803,16 @@ float *optim_state_arena(const optim *o, int i, const char **name)
     return NULL;
 }
 
+size_t optim_state_offset(const optim *o, int layer)
+{
+    return o->soff[layer];
+}
+
+size_t optim_state_size(const optim *o)
+{
+    return o->n_state;
+}
+
 /* ---- the step ------------------------------------------------------------ */
 
 static hl_status ensure_batch(optim *o, int32_t B, hl_err *err)
@@ -922,6 +947,11 @@ hl_status optim_step(optim *o, const objective *obj, hl_err *err)
         for (int32_t g = 0; g < grp->n_groups; g++) {
             const uint32_t *ids = grp->ids + grp->start[g];
             size_t nid = grp->start[g + 1] - grp->start[g];
+            if (nid == 0) { /* every layer of the group is frozen */
+                block_seeds[g] = 0;
+                block_q[g] = 0;
+                continue;
+            }
             uint64_t seed = rng_step_seed(o->run_seed, t, PROBE_BLOCK_BASE + (uint32_t)g);
             block_seeds[g] = seed;
             run_perturb(o, &pst, ids, nid, seed, eps, false, true, &S->ms_perturb);
@@ -1126,7 +1156,7 @@ fail:
 hl_status optim_state_write(const optim *o, const char *path, hl_err *err)
 {
     const param_set *ps = o->ps;
-    int64_t n = (int64_t)ps->n, L = ps->n_layers;
+    int64_t n = (int64_t)o->n_state, L = ps->n_layers;
     st_write_tensor ts[8];
     int k = 0;
     const float *arenas[3] = {o->m, o->h, o->v};
@@ -1179,8 +1209,9 @@ static const st_tensor *state_tensor(const st_file *f, const char *name, st_dtyp
     }
     if (t->dtype != dt || t->ndim != 1 || t->shape[0] != n) {
         *st = hl_err_set(err, HL_ERR_FORMAT,
-                         "%s: optimizer state \"%s\" has the wrong size for this model", f->path,
-                         name);
+                         "%s: optimizer state \"%s\" has the wrong size for this model and "
+                         "trainable set",
+                         f->path, name);
         return NULL;
     }
     return t;
@@ -1210,7 +1241,7 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err)
         st = meta_u64(&fw, &f, "forwards_total", err);
     if (!st)
         st = meta_u64(&hf, &f, "have_first", err);
-    const int64_t n = (int64_t)o->ps->n, L = o->ps->n_layers;
+    const int64_t n = (int64_t)o->n_state, L = o->ps->n_layers;
     float *arenas[3] = {o->m, o->h, o->v};
     static const char *const names[3] = {"m", "h", "v"};
     const st_tensor *at[3] = {NULL, NULL, NULL};

@@ -99,9 +99,14 @@ uint64_t optim_method_steps(const optim *o);
 const optim_step_stats *optim_last_stats(const optim *o);
 const optim_layer_stats *optim_layer_stats_get(const optim *o); /* [ps->n_layers] */
 
-/* State arena i (0..): its name ("m", "h", "v") and data [ps->n], or NULL
- * when there is no arena i for the current method. */
+/* State arena i (0..): its name ("m", "h", "v") and data, or NULL when
+ * there is no arena i for the current method.  Only tuned (not frozen)
+ * layers have state: layer l's starts at optim_state_offset(o, l), and the
+ * arena holds optim_state_size(o) floats (= ps->n when nothing is frozen,
+ * with the same offsets as θ). */
 float *optim_state_arena(const optim *o, int i, const char **name);
+size_t optim_state_offset(const optim *o, int layer);
+size_t optim_state_size(const optim *o);
 
 /* Checkpoint support: write everything a resumed run needs besides θ and
  * the hyperparameters (state arenas, step counters, HELENE's floor

@@ -1,6 +1,7 @@
 /* params.c - see params.h. */
 #include "params.h"
 
+#include <regex.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,4 +86,51 @@ size_t param_set_count(const param_set *ps)
     for (int i = 0; i < ps->n_layers; i++)
         n += ps->layers[i].size;
     return n;
+}
+
+size_t param_set_count_trainable(const param_set *ps, int *n_layers)
+{
+    size_t n = 0;
+    int k = 0;
+    for (int i = 0; i < ps->n_layers; i++)
+        if (!ps->layers[i].frozen) {
+            n += ps->layers[i].size;
+            k++;
+        }
+    if (n_layers)
+        *n_layers = k;
+    return n;
+}
+
+hl_status param_set_select(param_set *ps, const char *pattern, hl_err *err)
+{
+    if (!pattern || !*pattern) {
+        for (int i = 0; i < ps->n_layers; i++)
+            ps->layers[i].frozen = false;
+        return HL_OK;
+    }
+    regex_t re;
+    int rc = regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB);
+    if (rc) {
+        char why[128];
+        regerror(rc, &re, why, sizeof why);
+        return hl_err_set(err, HL_ERR_INVALID,
+                          "trainable: '%.200s' is not a valid regular expression (%s)", pattern,
+                          why);
+    }
+    int matched = 0;
+    for (int i = 0; i < ps->n_layers; i++)
+        if (regexec(&re, ps->layers[i].name, 0, NULL, 0) == 0)
+            matched++;
+    if (matched == 0) {
+        regfree(&re);
+        return hl_err_set(err, HL_ERR_INVALID,
+                          "trainable: '%.200s' matches none of the %d tensor names (they look "
+                          "like '%s'; helene info --tensors lists them)",
+                          pattern, ps->n_layers, ps->n_layers ? ps->layers[0].name : "");
+    }
+    for (int i = 0; i < ps->n_layers; i++)
+        ps->layers[i].frozen = regexec(&re, ps->layers[i].name, 0, NULL, 0) != 0;
+    regfree(&re);
+    return HL_OK;
 }

@@ -30,6 +30,7 @@ typedef struct param_layer {
     size_t size;               /* number of floats = prod(shape) */
     bool decay;                /* weight decay applies (false for bias and norms) */
     int32_t block;             /* transformer block index, -1 for embeddings/head */
+    bool frozen;               /* not tuned: optimizers neither perturb nor update it */
 } param_layer;
 
 typedef struct param_set {
@@ -61,7 +62,16 @@ static inline float *param_layer_data(const param_set *ps, int i)
     return ps->data + ps->layers[i].offset;
 }
 
-/* Number of trainable floats (excluding padding). */
+/* Number of floats in all layers (excluding padding). */
 size_t param_set_count(const param_set *ps);
+
+/* Floats and layers that are not frozen. */
+size_t param_set_count_trainable(const param_set *ps, int *n_layers);
+
+/* Freeze every layer whose name does not match pattern, a POSIX extended
+ * regular expression searched anywhere in the name ("" or NULL: tune all).
+ * A pattern that does not compile or matches no layer is an error that
+ * names it, and changes nothing. */
+hl_status param_set_select(param_set *ps, const char *pattern, hl_err *err);
 
 #endif

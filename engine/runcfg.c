@@ -38,6 +38,10 @@ static const key_def keys[] = {
      KEY_STR, OFF(task), 0, 0},
     {{"data", "data file or folder (default: the task's bundled data)"}, KEY_STR, OFF(data), 0,
      0},
+    {{"trainable",
+      "POSIX extended regex: tune only tensors whose name matches it, freeze the rest "
+      "(\"\" = all; helene info --tensors lists the names)"},
+     KEY_STR, OFF(trainable), 0, 0},
     {{"train_size", "training examples to draw (0 = all)"}, KEY_I32, OFF(train_size), 0, 1e8},
     {{"dev_size", "dev examples to evaluate on (0 = all)"}, KEY_I32, OFF(dev_size), 0, 1e8},
     {{"batch_size", "examples per step (B)"}, KEY_I32, OFF(batch_size), 1, 4096},
@@ -172,6 +176,14 @@ static hl_status parse_number(double *out, const key_def *d, const char *v, hl_e
                           d->pub.key, x, d->lo, d->hi);
     *out = (double)x;
     return HL_OK;
+}
+
+bool runcfg_key_is_bool(const char *key_in)
+{
+    char key[128];
+    normalise_key(key, sizeof key, key_in);
+    const key_def *d = find_key(key);
+    return d && d->kind == KEY_BOOL;
 }
 
 hl_status runcfg_set(runcfg *c, const char *key_in, const char *value, hl_err *err)

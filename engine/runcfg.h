@@ -32,6 +32,7 @@ typedef struct runcfg {
     char model[RUNCFG_PATH_MAX];  /* model folder ("" = none) */
     char task[RUNCFG_PATH_MAX];   /* built-in name or FILE.json ("" = default) */
     char data[RUNCFG_PATH_MAX];   /* data file or folder ("" = the task's bundled data) */
+    char trainable[RUNCFG_PATH_MAX]; /* regex of tuned tensor names ("" = all) */
     int32_t train_size;           /* examples drawn for training (0 = all) */
     int32_t dev_size;             /* examples for dev evaluation (0 = all of dev) */
     int32_t batch_size;           /* B */
@@ -61,6 +62,10 @@ hl_status runcfg_copy(runcfg *dst, const runcfg *src, hl_err *err);
 /* Set one key from text.  Unknown key, bad or out-of-range value -> error
  * naming the key, the value and what is allowed; c is unchanged. */
 hl_status runcfg_set(runcfg *c, const char *key, const char *value, hl_err *err);
+
+/* True for on/off settings (skip_bad, grad_alignment), which command lines
+ * may give as a bare --flag. */
+bool runcfg_key_is_bool(const char *key);
 
 /* Apply a JSON object of key: value pairs (numbers, strings, booleans). */
 hl_status runcfg_load_json(runcfg *c, const char *path, hl_err *err);

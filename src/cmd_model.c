@@ -12,7 +12,8 @@
 #include "lm.h"
 
 const char cmd_info_usage[] =
-    "usage: helene info --model DIR [--json] [--threads N]\n"
+    "usage: helene info --model DIR [--tensors] [--trainable REGEX] [--json]\n"
+    "                   [--threads N]\n"
     "\n"
     "Load a Hugging Face model folder (config.json, model.safetensors or shards,\n"
     "vocab.json + merges.txt), check every tensor, and print its architecture:\n"
@@ -20,7 +21,12 @@ const char cmd_info_usage[] =
     "the fp32 memory the weights take once loaded.\n"
     "\n"
     "  --model DIR   the model folder (required)\n"
-    "  --json        print one JSON object (keys: family, n_layers, n_params, ...)\n"
+    "  --tensors     also list every tensor: name, shape, parameters\n"
+    "  --trainable REGEX\n"
+    "                mark which tensors `helene train --trainable REGEX` would tune\n"
+    "                (POSIX extended regex searched in the name) and count them\n"
+    "  --json        print one JSON object (keys: family, n_layers, n_params, ...;\n"
+    "                with --tensors or --trainable also \"tensors\")\n"
     "  --threads N   compute threads (default: all online CPUs)\n";
 
 const char cmd_score_usage[] =
@@ -57,11 +63,13 @@ int cmd_info(int argc, char **argv)
         fputs(cmd_info_usage, stdout);
         return 0;
     }
-    const char *dir = NULL;
-    bool json = false;
+    const char *dir = NULL, *trainable = NULL;
+    bool json = false, tensors = false;
     long threads = cli_default_threads();
     cli_flag flags[] = {
         {"model", CLI_KIND_STRING, &dir, 0, 0, false},
+        {"tensors", CLI_KIND_BOOL, &tensors, 0, 0, false},
+        {"trainable", CLI_KIND_STRING, &trainable, 0, 0, false},
         {"json", CLI_KIND_BOOL, &json, 0, 0, false},
         {"threads", CLI_KIND_INT, &threads, 1, POOL_MAX_THREADS, false},
         {NULL, CLI_KIND_BOOL, NULL, 0, 0, false},
@@ -74,6 +82,18 @@ int cmd_info(int argc, char **argv)
     int rc = open_model(&l, "info", dir, threads);
     if (rc)
         return rc;
+    param_set *ps = &l.model.params;
+    if (trainable) {
+        hl_err err;
+        if (param_set_select(ps, trainable, &err)) {
+            fprintf(stderr, "helene info: %s\n", err.msg);
+            lm_close(&l);
+            return 2;
+        }
+        tensors = true;
+    }
+    int n_tuned_layers = 0;
+    size_t n_tuned = param_set_count_trainable(ps, &n_tuned_layers);
     const model_config *c = &l.model.cfg;
     size_t n_params = param_set_count(&l.model.params);
     double mib = (double)n_params * 4.0 / (1024.0 * 1024.0);
@@ -95,6 +115,21 @@ int cmd_info(int argc, char **argv)
         cJSON_AddBoolToObject(o, "pre_layer_norm", c->pre_ln);
         cJSON_AddBoolToObject(o, "tied_head", c->tied_head);
         cJSON_AddBoolToObject(o, "adds_bos", c->add_bos);
+        if (tensors) {
+            cJSON *arr = cJSON_AddArrayToObject(o, "tensors");
+            for (int i = 0; i < ps->n_layers; i++) {
+                const param_layer *pl = &ps->layers[i];
+                cJSON *t = cJSON_CreateObject();
+                cJSON_AddStringToObject(t, "name", pl->name);
+                cJSON *sh = cJSON_AddArrayToObject(t, "shape");
+                for (int d = 0; d < pl->ndim; d++)
+                    cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)pl->shape[d]));
+                cJSON_AddNumberToObject(t, "n_params", (double)pl->size);
+                cJSON_AddBoolToObject(t, "tuned", !pl->frozen);
+                cJSON_AddItemToArray(arr, t);
+            }
+            cJSON_AddNumberToObject(o, "n_params_tuned", (double)n_tuned);
+        }
         char *s = cJSON_PrintUnformatted(o);
         puts(s);
         free(s);
@@ -117,6 +152,24 @@ int cmd_info(int argc, char **argv)
         if (l.model.n_unused_tensors)
             printf("note         %d tensor(s) in the file are not used by this architecture\n",
                    l.model.n_unused_tensors);
+        if (trainable)
+            printf("tuned        %zu parameters (%.2f%%) in %d of %d tensors (--trainable '%s')\n",
+                   n_tuned, 100.0 * (double)n_tuned / (double)(n_params ? n_params : 1),
+                   n_tuned_layers, ps->n_layers, trainable);
+        if (tensors) {
+            printf("\n%-48s %-14s %12s%s\n", "tensor", "shape", "parameters",
+                   trainable ? "  tuned" : "");
+            for (int i = 0; i < ps->n_layers; i++) {
+                const param_layer *pl = &ps->layers[i];
+                char shape[64];
+                int at = 0;
+                for (int d = 0; d < pl->ndim && at < (int)sizeof shape; d++)
+                    at += snprintf(shape + at, sizeof shape - (size_t)at, "%s%lld",
+                                   d ? "x" : "", (long long)pl->shape[d]);
+                printf("%-48s %-14s %12zu%s\n", pl->name, shape, pl->size,
+                       trainable ? (pl->frozen ? "  -" : "  yes") : "");
+            }
+        }
     }
     lm_close(&l);
     return 0;

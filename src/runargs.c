@@ -61,6 +61,17 @@ static bool is_switch(const char *name, size_t len, runargs *ra, bool apply)
     return false;
 }
 
+/* --skip-bad or --grad-alignment without a value (none follows, or the next
+ * argument is another flag): true. */
+static bool bare_bool(const char *name, size_t len, bool has_eq, int i, int argc, char **argv)
+{
+    if (has_eq || (i + 1 < argc && strncmp(argv[i + 1], "--", 2)))
+        return false;
+    char key[128];
+    snprintf(key, sizeof key, "%.*s", (int)(len < sizeof key ? len : sizeof key - 1), name);
+    return runcfg_key_is_bool(key);
+}
+
 static hl_status apply_preset(runcfg *c, const char *preset, hl_err *err)
 {
     char buf[512];
@@ -118,7 +129,7 @@ int runargs_parse(runargs *ra, const char *cmd, int argc, char **argv)
             }
             continue;
         }
-        if (!eq)
+        if (!eq && !bare_bool(name, len, false, i, argc, argv))
             i++;
     }
     const char *obj_name = find_value(argc, argv, "objective", &missing);
@@ -149,7 +160,10 @@ int runargs_parse(runargs *ra, const char *cmd, int argc, char **argv)
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
         if (is_switch(name, len, ra, false))
             continue;
-        const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        const char *value = eq                                           ? eq + 1
+                            : bare_bool(name, len, false, i, argc, argv) ? "true"
+                            : i + 1 < argc                               ? argv[++i]
+                                                                         : NULL;
         if (!value) {
             fprintf(stderr, "helene %s: --%.*s needs a value\n", cmd, (int)len, name);
             return 2;

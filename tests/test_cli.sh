@@ -86,6 +86,14 @@ expect 2 "--dtype must be" -- $h export --checkpoint "$tmp/ck" --out "$tmp/x" --
 
 # a model run, exported and loaded again
 expect 0 "saved" -- $h train --model "$fix/models/gpt2-tiny-f32" --task sst2 --data "$fix/tasks/sst2.tsv" --steps 4 --eval-every 2 --batch-size 4 --save "$tmp/m" --headless
+expect 0 "tuning .* in 8 of 37 tensors" -- $h train --model "$fix/models/opt-tiny-f32" --task sst2 --data "$fix/tasks/sst2.tsv" --trainable 'fc[12]' --steps 2 --batch-size 4 --headless
+expect 1 "trainable: 'nomatch' matches none" -- $h train --model "$fix/models/opt-tiny-f32" --task sst2 --data "$fix/tasks/sst2.tsv" --trainable nomatch --steps 2 --headless
+expect 1 "not a valid regular expression" -- $h train --model "$fix/models/opt-tiny-f32" --task sst2 --data "$fix/tasks/sst2.tsv" --trainable 'fc(' --steps 2 --headless
+expect 0 "tuned .* in 4 of 37" -- $h info --model "$fix/models/opt-tiny-f32" --trainable 'fc1'
+expect 0 '"tuned":false' -- $h info --json --model "$fix/models/opt-tiny-f32" --tensors --trainable 'fc1'
+expect 2 "matches none" -- $h info --model "$fix/models/opt-tiny-f32" --trainable nomatch
+expect 0 '"grad_alignment":[[:space:]]*true' -- $h train --objective quadratic --grad-alignment --print-config
+expect 0 '"skip_bad":[[:space:]]*false' -- $h train --objective quadratic --skip-bad false --print-config
 expect 0 "exported" -- $h export --checkpoint "$tmp/m" --out "$tmp/gpt2-tuned" --dtype BF16
 expect 0 "storage +BF16" -- $h info --model "$tmp/gpt2-tuned"
 expect 1 "already exists" -- $h export --checkpoint "$tmp/m" --out "$tmp/gpt2-tuned"

@@ -22,6 +22,7 @@
 #include "analytic.h"
 #include "checkpoint.h"
 #include "engine.h"
+#include "model.h"
 #include "safetensors.h"
 #include "testutil.h"
 
@@ -240,7 +241,10 @@ static bool same_file(const char *a, const char *b)
     return same;
 }
 
-static void resume_case(const char *obj_name, const char *method, const char *model,
+/* --trainable for the next resume_case runs (NULL: tune everything) */
+static const char *resume_trainable;
+
+static void resume_case(const char *obj_name, const char *method, const char *model_dir,
                         const char *task_data, int n)
 {
     char a[512], b[512], cdir[512], steps[32], steps2[32];
@@ -252,13 +256,15 @@ static void resume_case(const char *obj_name, const char *method, const char *mo
     runcfg c;
     runcfg_init(&c);
     set(&c, "objective", obj_name);
-    if (model) {
-        set(&c, "model", model);
+    if (model_dir) {
+        set(&c, "model", model_dir);
         set(&c, "task", "sst2");
         set(&c, "data", task_data);
         set(&c, "batch_size", "4");
     }
     set(&c, "optimizer", method);
+    if (resume_trainable)
+        set(&c, "trainable", resume_trainable);
     set(&c, "anneal_horizon", "7"); /* else T follows the total steps */
     set(&c, "eval_every", "5");
     set(&c, "threads", "2");
@@ -314,6 +320,48 @@ static void test_resume_bit_identical_model(void)
     /* the first-order comparator resumes bit-identically too (AdamW's m, v, step) */
     resume_case("model", "ft-adam", HELENE_TESTDIR "/fixtures/models/opt350-tiny-f32",
                 HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 6);
+}
+
+/* Frozen tensors end bit-identical to the model's, tuned ones move, and a
+ * run with frozen layers still resumes bit-identically (its optimizer state
+ * holds only the tuned layers). */
+static void frozen_case(const char *method, const char *dir, const char *pattern)
+{
+    resume_trainable = pattern;
+    resume_case("model", method, dir, HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 6);
+    resume_trainable = NULL;
+    model before, after;
+    hl_err err;
+    CU_ASSERT_EQUAL_FATAL(model_load(&before, dir, &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(model_load(&after, dir, &err), HL_OK);
+    char p[600];
+    snprintf(p, sizeof p, "%s/model-%s-a/params.safetensors", tmp, method);
+    CU_ASSERT_EQUAL_FATAL(checkpoint_read_params(p, &after.params, &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(param_set_select(&after.params, pattern, &err), HL_OK);
+    int moved = 0, frozen = 0;
+    for (int l = 0; l < after.params.n_layers; l++) {
+        const param_layer *pl = &after.params.layers[l];
+        bool same = !memcmp(param_layer_data(&before.params, l),
+                            param_layer_data(&after.params, l), pl->size * sizeof(float));
+        if (pl->frozen) {
+            frozen++;
+            if (!same)
+                fprintf(stderr, "\n  %s: frozen %s changed", method, pl->name);
+            CU_ASSERT(same);
+        } else
+            moved += !same;
+    }
+    CU_ASSERT(frozen > 0);
+    CU_ASSERT(moved > 0);
+    model_free(&before);
+    model_free(&after);
+}
+
+static void test_trainable_subset(void)
+{
+    frozen_case("helene", HELENE_TESTDIR "/fixtures/models/opt-tiny-f32", "fc1|embed_tokens");
+    frozen_case("zo-adam", HELENE_TESTDIR "/fixtures/models/gpt2-tiny-f32", "attn|ln_f");
+    frozen_case("ft-adam", HELENE_TESTDIR "/fixtures/models/opt350-tiny-f32", "q_proj|v_proj");
 }
 
 static void test_bad_checkpoints_are_refused(void)
@@ -722,6 +770,7 @@ static void register_engine(void)
     TEST_ADD(s, test_time_limit_ends_run);
     TEST_ADD(s, test_resume_bit_identical_every_method);
     TEST_ADD(s, test_resume_bit_identical_model);
+    TEST_ADD(s, test_trainable_subset);
     TEST_ADD(s, test_bad_checkpoints_are_refused);
     TEST_ADD(s, test_checkpoint_survives_kill);
     TEST_ADD(s, test_rollback_restores_checkpoint);

@@ -309,11 +309,16 @@ static void hand_probe(double *c, double *q, double *Lp, double *Lm, const float
     }
 }
 
+/* Layer the hand computations treat as frozen (-1: none): its z is 0. */
+static int hand_frozen = -1;
+
 static void hand_z(float z[NT], uint64_t t, uint32_t probe)
 {
     uint64_t seed = rng_step_seed(RUN_SEED, t, probe);
     for (int k = 0; k < NT; k++)
-        z[k] = rng_normal_at(seed, (uint32_t)toy_layer[k], (uint64_t)toy_index[k]);
+        z[k] = toy_layer[k] == hand_frozen
+                   ? 0.0f
+                   : rng_normal_at(seed, (uint32_t)toy_layer[k], (uint64_t)toy_index[k]);
 }
 
 /* Expected θ after step t of `method` from θ (the optimizer's, as float). */
@@ -382,15 +387,24 @@ static void check_state(const char *what, const optim *o, int arena, const doubl
     float *a = optim_state_arena(o, arena, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     float got[NT], w[NT];
-    /* arena layout: layer 0 at 0, layer 1 at 16 */
+    int n = 0;
+    /* arena layout: the tuned layers only, each padded to 16 floats */
     for (int k = 0; k < NT; k++) {
-        got[k] = a[toy_layer[k] * 16 + toy_index[k]];
-        w[k] = (float)want[k];
+        if (toy_layer[k] == hand_frozen)
+            continue;
+        CU_ASSERT_EQUAL(optim_state_offset(o, toy_layer[k]),
+                        hand_frozen >= 0 ? 0 : (size_t)toy_layer[k] * 16);
+        got[n] = a[optim_state_offset(o, toy_layer[k]) + (size_t)toy_index[k]];
+        w[n++] = (float)want[k];
     }
-    CU_ASSERT_EQUAL(test_close_floats(what, got, w, NT, 1e-4, 1e-7), 0);
+    CU_ASSERT_EQUAL(optim_state_size(o), hand_frozen >= 0 ? 16u : 32u);
+    CU_ASSERT_EQUAL(test_close_floats(what, got, w, n, 1e-4, 1e-7), 0);
 }
 
-static void test_hand_computed_steps(void)
+/* Every method against hand computations; with frozen >= 0 that layer of
+ * the toy is frozen: its z is 0, its θ (even with weight decay) and state
+ * never change, and the other layer steps exactly as the formulas say. */
+static void hand_computed_steps(int frozen)
 {
     static const struct {
         const char *method;
@@ -410,8 +424,14 @@ static void test_hand_computed_steps(void)
         objective obj;
         toy t;
         toy_make(&obj, &ps, &t);
-        optim *o = make_optim(&ps, NULL, NULL);
         hl_err err;
+        hand_frozen = frozen;
+        CU_ASSERT_EQUAL_FATAL(param_set_select(&ps, frozen == 0   ? "^b$"
+                                                    : frozen == 1 ? "^w$"
+                                                                  : "",
+                                               &err),
+                              HL_OK);
+        optim *o = make_optim(&ps, NULL, NULL);
         char lr[32], wd[32];
         snprintf(lr, sizeof lr, "%g", cases[c].lr);
         snprintf(wd, sizeof wd, "%g", cases[c].wd);
@@ -433,10 +453,16 @@ static void test_hand_computed_steps(void)
             hand_step(expect, &H, cases[c].method, step, th, cases[c].lr, eps, cases[c].wd);
             CU_ASSERT_EQUAL_FATAL(optim_step(o, &obj, &err), HL_OK);
             toy_gather(got, &ps);
-            for (int k = 0; k < NT; k++)
+            for (int k = 0; k < NT; k++) {
                 want[k] = (float)expect[k];
+                if (toy_layer[k] == frozen) { /* bit for bit where it was */
+                    CU_ASSERT_EQUAL(memcmp(&got[k], &th[k], sizeof got[k]), 0);
+                    want[k] = th[k];
+                }
+            }
             char what[64];
-            snprintf(what, sizeof what, "%s step %d", cases[c].method, (int)step);
+            snprintf(what, sizeof what, "%s step %d frozen %d", cases[c].method, (int)step,
+                     frozen);
             CU_ASSERT_EQUAL(test_close_floats(what, got, want, NT, 1e-5, 1e-6), 0);
             /* the step really moved θ (else the check above proves nothing) */
             double moved = 0;
@@ -452,6 +478,35 @@ static void test_hand_computed_steps(void)
         optim_free(o);
         param_set_free(&ps);
     }
+    hand_frozen = -1;
+}
+
+static void test_hand_computed_steps(void)
+{
+    hand_computed_steps(-1);
+}
+
+static void test_frozen_layers(void)
+{
+    hand_computed_steps(0); /* "w", which has weight decay */
+    hand_computed_steps(1);
+    /* patterns that do not compile or match nothing change nothing */
+    param_set ps;
+    objective obj;
+    toy t;
+    toy_make(&obj, &ps, &t);
+    hl_err err;
+    CU_ASSERT_EQUAL(param_set_select(&ps, "^w$", &err), HL_OK);
+    CU_ASSERT_NOT_EQUAL(param_set_select(&ps, "w(", &err), HL_OK);
+    CU_ASSERT(strstr(err.msg, "not a valid regular expression") != NULL);
+    CU_ASSERT_NOT_EQUAL(param_set_select(&ps, "^lm_head", &err), HL_OK);
+    CU_ASSERT(strstr(err.msg, "matches none") != NULL);
+    int k;
+    CU_ASSERT_EQUAL(param_set_count_trainable(&ps, &k), 3u);
+    CU_ASSERT_EQUAL(k, 1);
+    CU_ASSERT_EQUAL(param_set_select(&ps, NULL, &err), HL_OK);
+    CU_ASSERT_EQUAL(param_set_count_trainable(&ps, &k), 5u);
+    param_set_free(&ps);
 }
 
 /* n_probes = 2: g = (c1 z1 + c2 z2) / 2, the second probe at the restored θ. */
@@ -860,6 +915,7 @@ static void register_optim(void)
     TEST_ADD(s, test_restore_on_failure);
     TEST_ADD(s, test_bitwise_across_threads);
     TEST_ADD(s, test_hand_computed_steps);
+    TEST_ADD(s, test_frozen_layers);
     TEST_ADD(s, test_hand_two_probes);
     TEST_ADD(s, test_hand_blockwise_curvature);
     TEST_ADD(s, test_helene_schedule);

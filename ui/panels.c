@@ -342,8 +342,13 @@ int panels_layers(canvas *c, ui_rect r, const engine_telemetry *t, layers_view *
                   int heat_layer, bool focused)
 {
     int n = t->n_layers > 0 && t->layers && t->layer ? t->n_layers : 0;
-    char title[128];
-    snprintf(title, sizeof title, "Layers %d  sort %s%s", n, layers_sort_name(v->sort),
+    char title[128], tuned[32] = "";
+    int n_tuned = 0;
+    for (int i = 0; i < n; i++)
+        n_tuned += !t->layers[i].frozen;
+    if (n_tuned < n)
+        snprintf(tuned, sizeof tuned, " (%d tuned)", n_tuned);
+    snprintf(title, sizeof title, "Layers %d%s  sort %s%s", n, tuned, layers_sort_name(v->sort),
              v->sort == LAYERS_SORT_MODEL || v->sort == LAYERS_SORT_NAME
                  ? (v->reverse ? canvas_sym(c, " ↑", " (rev)") : "")
                  : (v->reverse ? canvas_sym(c, " ↑", " (asc)") : canvas_sym(c, " ↓", "")));

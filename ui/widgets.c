@@ -697,9 +697,16 @@ static void layers_cell(canvas *c, int x, int y, int w, int row, int col, void *
         canvas_put(c, x, y, mark ? canvas_sym(c, "▸", ">") : " ", CANVAS_COLOR_MARKER);
         char shortname[PARAM_NAME_MAX];
         widgets_short_layer_name(shortname, sizeof shortname, ctx->layers[li].name);
-        draw_name(c, x + 1, y, w - 1, shortname, 0);
+        draw_name(c, x + 1, y, w - 1, shortname, ctx->layers[li].frozen ? CANVAS_ATTR_DIM : 0);
         return;
     }
+    }
+    if (ctx->layers[li].frozen) { /* --trainable left it out: no numbers to show */
+        if (col == 1)
+            canvas_text_right(c, x + w, y, w, CANVAS_ATTR_DIM, "frozen");
+        return;
+    }
+    switch (col) {
     case 1: v = s->state_mean; break;
     case 2: v = s->state_max; break;
     case 3: v = s->lambda; break;
