@@ -28,8 +28,8 @@
 
 const char cmd_train_usage[] =
     "usage: helene train [--model DIR --task NAME|FILE [--data PATH] | --objective NAME]\n"
-    "                    [--optimizer NAME] [--steps N] [--time-limit D] [--seed S]\n"
-    "                    [--KEY VALUE ...]\n"
+    "                    [--trainable REGEX] [--optimizer NAME] [--steps N]\n"
+    "                    [--time-limit D] [--seed S] [--KEY VALUE ...]\n"
     "                    [--eval-every N] [--save DIR] [--checkpoint-every N]\n"
     "                    [--resume DIR] [--log FILE.jsonl] [--config RUN.json]\n"
     "                    [--print-config] [--threads N] [--headless]\n"
