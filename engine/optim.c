@@ -1153,6 +1153,32 @@ fail:
  * state arenas, the step counters and HELENE's per-layer floor
  * bookkeeping.  Scratch buffers are not saved: they are rewritten before
  * being read in every step. */
+/* Which layers are tuned, as hex digits of a bit mask (bit l of the whole
+ * string = layer l is frozen; "" when nothing is): a checkpoint's state is
+ * only valid for the same set. */
+static char *frozen_mask(const param_set *ps)
+{
+    int nd = (ps->n_layers + 3) / 4;
+    char *s = calloc((size_t)nd + 1, 1);
+    if (!s)
+        return NULL;
+    bool any = false;
+    for (int d = 0; d < nd; d++) {
+        int v = 0;
+        for (int b = 0; b < 4; b++) {
+            int l = d * 4 + b;
+            if (l < ps->n_layers && ps->layers[l].frozen) {
+                v |= 1 << b;
+                any = true;
+            }
+        }
+        s[d] = "0123456789abcdef"[v];
+    }
+    if (!any)
+        s[0] = '\0';
+    return s;
+}
+
 hl_status optim_state_write(const optim *o, const char *path, hl_err *err)
 {
     const param_set *ps = o->ps;
@@ -1178,10 +1204,17 @@ hl_status optim_state_write(const optim *o, const char *path, hl_err *err)
     snprintf(t, sizeof t, "%llu", (unsigned long long)o->t);
     snprintf(tl, sizeof tl, "%llu", (unsigned long long)o->t_local);
     snprintf(fw, sizeof fw, "%llu", (unsigned long long)o->forwards_total);
+    char *fm = frozen_mask(ps);
+    if (!fm)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
     const char *meta[] = {"format", "helene-optim-state", "method",
                           optim_method_name(o->state_method), "t", t, "t_local", tl,
-                          "forwards_total", fw, "have_first", o->have_first ? "1" : "0"};
-    return st_write(path, ts, k, meta, (int)(sizeof meta / sizeof meta[0] / 2), err);
+                          "forwards_total", fw, "have_first", o->have_first ? "1" : "0",
+                          "frozen_layers", fm};
+    int n_meta = (int)(sizeof meta / sizeof meta[0] / 2) - (fm[0] ? 0 : 1);
+    hl_status st = st_write(path, ts, k, meta, n_meta, err);
+    free(fm);
+    return st;
 }
 
 static hl_status meta_u64(uint64_t *out, const st_file *f, const char *key, hl_err *err)
@@ -1241,6 +1274,18 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err)
         st = meta_u64(&fw, &f, "forwards_total", err);
     if (!st)
         st = meta_u64(&hf, &f, "have_first", err);
+    if (!st) {
+        const char *theirs = st_file_meta(&f, "frozen_layers");
+        char *ours = frozen_mask(o->ps);
+        if (!ours)
+            st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+        else if (strcmp(theirs ? theirs : "", ours))
+            st = hl_err_set(err, HL_ERR_FORMAT,
+                            "%s: the checkpoint tuned a different set of tensors (--trainable); "
+                            "resume with the run's own --trainable",
+                            path);
+        free(ours);
+    }
     const int64_t n = (int64_t)o->n_state, L = o->ps->n_layers;
     float *arenas[3] = {o->m, o->h, o->v};
     static const char *const names[3] = {"m", "h", "v"};
