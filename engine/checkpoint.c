@@ -68,27 +68,6 @@ hl_status checkpoint_read_params(const char *path, param_set *ps, hl_err *err)
 
 /* ------------------------------------------------------- folder swap --- */
 
-static hl_status write_text(const char *path, const char *text, hl_err *err)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-        return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
-    size_t n = strlen(text), off = 0;
-    while (off < n) {
-        ssize_t w = write(fd, text + off, n - off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            close(fd);
-            return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0)
-        return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
-    return HL_OK;
-}
-
 /* Make dir's parent folders (mkdir -p), so --save a/b/c works. */
 static hl_status make_parents(const char *dir, hl_err *err)
 {
@@ -188,7 +167,7 @@ hl_status checkpoint_save_with(const char *dir, const runcfg *cfg, const param_s
     char *text = cJSON_Print(o);
     cJSON_Delete(o);
     snprintf(p, sizeof p, "%s/checkpoint.json", tmp);
-    st = text ? write_text(p, text, err) : hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    st = text ? file_write_all(p, text, strlen(text), err) : hl_err_set(err, HL_ERR_NOMEM, "out of memory");
     free(text);
     if (st)
         goto fail;

@@ -108,3 +108,24 @@ void file_fsync_parent(const char *path)
         close(fd);
     }
 }
+
+hl_status file_write_all(const char *path, const void *data, size_t n, hl_err *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(fd, (const char *)data + off, n - off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            close(fd);
+            return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+        }
+        off += (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0)
+        return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+    return HL_OK;
+}

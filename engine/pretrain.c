@@ -622,32 +622,11 @@ static hl_status tok_prepare(tok_files *tf, const pretrain_opts *o, hl_err *err)
 
 /* ------------------------------------------------------- files, folders --- */
 
-static hl_status write_bytes(const char *path, const char *data, size_t n, hl_err *err)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-        return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
-    size_t off = 0;
-    while (off < n) {
-        ssize_t w = write(fd, data + off, n - off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            close(fd);
-            return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0)
-        return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
-    return HL_OK;
-}
-
 static hl_status write_text_in(const char *dir, const char *name, const char *text, hl_err *err)
 {
     char p[FILEBUF];
     snprintf(p, sizeof p, "%s/%s", dir, name);
-    return write_bytes(p, text, strlen(text), err);
+    return file_write_all(p, text, strlen(text), err);
 }
 
 static bool folder_empty(const char *dir)
@@ -983,10 +962,10 @@ static hl_status write_tokenizer(const char *dir, const tok_files *tf, hl_err *e
 {
     char p[FILEBUF];
     snprintf(p, sizeof p, "%s/vocab.json", dir);
-    hl_status st = write_bytes(p, tf->vocab, tf->vocab_len, err);
+    hl_status st = file_write_all(p, tf->vocab, tf->vocab_len, err);
     if (!st) {
         snprintf(p, sizeof p, "%s/merges.txt", dir);
-        st = write_bytes(p, tf->merges, tf->merges_len, err);
+        st = file_write_all(p, tf->merges, tf->merges_len, err);
     }
     return st;
 }
