@@ -1184,8 +1184,9 @@ static void *engine_main(void *arg)
             continue;
         }
         e->step++;
-        e->run_s += now_s() - t0;
-        record_step(e, now_s() - t0);
+        const double step_s = now_s() - t0;
+        e->run_s += step_s;
+        record_step(e, step_s);
         if (e->step_once) {
             e->step_once = false;
             publish(e, true);

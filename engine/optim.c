@@ -155,7 +155,7 @@ static hl_status build_pieces(optim *o, hl_err *err)
         o->soff[l] = o->n_state;
         if (ps->layers[l].frozen)
             continue;
-        o->n_state += (size + 15) / 16 * 16;
+        o->n_state += param_padded_size(size); /* = ps->n when nothing is frozen */
         size_t first = off / PIECE_FLOATS, last = (off + size - 1) / PIECE_FLOATS;
         n += last - first + 1;
     }
@@ -1149,10 +1149,6 @@ fail:
 
 /* ------------------------------------------------ checkpoint state --- */
 
-/* Everything a resumed run needs besides θ and the hyperparameters: the
- * state arenas, the step counters and HELENE's per-layer floor
- * bookkeeping.  Scratch buffers are not saved: they are rewritten before
- * being read in every step. */
 /* Which layers are tuned, as hex digits of a bit mask (bit l of the whole
  * string = layer l is frozen; "" when nothing is): a checkpoint's state is
  * only valid for the same set. */
@@ -1179,6 +1175,10 @@ static char *frozen_mask(const param_set *ps)
     return s;
 }
 
+/* Everything a resumed run needs besides θ and the hyperparameters: the
+ * state arenas, the step counters and HELENE's per-layer floor
+ * bookkeeping.  Scratch buffers are not saved: they are rewritten before
+ * being read in every step. */
 hl_status optim_state_write(const optim *o, const char *path, hl_err *err)
 {
     const param_set *ps = o->ps;

@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PARAM_ALIGN_FLOATS 16
-
 void param_set_init(param_set *ps)
 {
     memset(ps, 0, sizeof *ps);
@@ -54,8 +52,7 @@ hl_status param_set_add(param_set *ps, const char *name, int32_t ndim, const int
     l->size = size;
     l->decay = decay;
     l->block = block;
-    size_t padded = (size + PARAM_ALIGN_FLOATS - 1) / PARAM_ALIGN_FLOATS * PARAM_ALIGN_FLOATS;
-    ps->n += padded;
+    ps->n += param_padded_size(size);
     return HL_OK;
 }
 

@@ -56,6 +56,14 @@ hl_status param_set_alloc(param_set *ps, hl_err *err);
 /* Index of the layer with this name, or -1. */
 int param_set_find(const param_set *ps, const char *name);
 
+/* Floats a layer of `size` occupies in an arena: padded to 16 (64 bytes),
+ * so every layer starts on a cache line.  State arenas use the same rule. */
+#define PARAM_ALIGN_FLOATS 16
+static inline size_t param_padded_size(size_t size)
+{
+    return (size + PARAM_ALIGN_FLOATS - 1) / PARAM_ALIGN_FLOATS * PARAM_ALIGN_FLOATS;
+}
+
 /* Pointer to a layer's first float. */
 static inline float *param_layer_data(const param_set *ps, int i)
 {
