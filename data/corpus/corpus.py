@@ -48,6 +48,7 @@ import unicodedata
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rdata  # noqa: E402
+import source_task  # noqa: E402
 
 BLOCK_BYTES = 4096
 
@@ -328,6 +329,9 @@ def main():
                     help="JSON: source key -> {package, version, sha256}")
     ap.add_argument("--heldout-per-mille", type=int, default=10)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--task-out",
+                    help="also write the `source` task (TSV + SOURCES.md) "
+                    "from the held-out documents into this folder")
     a = ap.parse_args()
     if not 0 <= a.heldout_per_mille <= 1000:
         ap.error("--heldout-per-mille must be in 0..1000")
@@ -429,6 +433,19 @@ def main():
     print("corpus.py: %d train documents (%d bytes, %d words), "
           "%d heldout (%d bytes, %d words)"
           % (tot[0], tot[2], tot[4], tot[1], tot[3], tot[5]))
+
+    if a.task_out:
+        heldout_by_key = {key: ho for (key, *_), (_, ho)
+                          in zip(sources, per_source)}
+        titles = {key: (title, "%s %s %s" % (versions[key]["kind"],
+                                             versions[key]["package"],
+                                             versions[key]["version"]),
+                        licence)
+                  for key, title, _, licence, _ in sources}
+        for value, n_docs, tr, dv, te in source_task.write(
+                a.task_out, heldout_by_key, sentences, titles):
+            print("corpus.py: source task %-6s %4d documents -> "
+                  "train %d, dev %d, test %d" % (value, n_docs, tr, dv, te))
 
 
 if __name__ == "__main__":
