@@ -462,7 +462,7 @@ static hl_status fo_step(engine *e, hl_err *err)
     S->method = OPTIM_METHOD_FT_ADAM;
     S->batch = n;
     S->loss_plus = S->loss_minus = mean;
-    S->loss0 = S->proj_grad = S->q = S->alpha = NAN;
+    S->loss0 = S->proj_grad = S->q = S->alpha = S->h_scale = S->clip_rate = NAN;
     S->lr = as.lr;
     S->forwards = 1; /* and one backward */
     S->forwards_total = total + 1;
@@ -1118,8 +1118,17 @@ static void finish(engine *e)
 static void *engine_main(void *arg)
 {
     engine *e = arg;
-    double last_wait = now_s();
-    (void)last_wait;
+    /* The zero-shot point: a fresh run evaluates dev before its first step,
+     * so every dev chart and journal starts where fine-tuning started. */
+    if (e->step == 0 && e->cfg.eval_every > 0) {
+        hl_err err;
+        hl_err_clear(&err);
+        double t0 = now_s();
+        if (do_eval(e, &err))
+            emit(e, ENGINE_EVENT_WARNING, 0, 0, "zero-shot evaluation failed: %s", err.msg);
+        e->run_s += now_s() - t0;
+        e->work.run_s = e->run_s;
+    }
     while (!e->quit) {
         engine_cmd cmd;
         uint64_t id;

@@ -75,6 +75,7 @@ typedef struct hparams {
     int32_t lambda_mode;     /* lambda_mode */
     int32_t layer_granularity; /* layer_granularity */
     bool anneal, precondition, clip, update_clip;
+    bool hess_debias; /* h / (1 - β2^r) in the denominator and the floor's comparison */
     double *lambda_abs;      /* [n_lambda_abs] absolute floors, 1 or one per layer */
     int32_t n_lambda_abs;
     bool lr_explicit;        /* lr was set by the user: keep it across method switches */

@@ -86,6 +86,10 @@ void journal_step(journal *j, const optim_step_stats *s, double loss, double gra
     put_num(j->f, "lr", s->lr);
     if (!isnan(s->alpha))
         put_num(j->f, "alpha", s->alpha);
+    if (!isnan(s->clip_rate)) {
+        put_num(j->f, "clip_rate", s->clip_rate);
+        put_num(j->f, "h_scale", s->h_scale);
+    }
     fprintf(j->f, ",\"method\":\"%s\",\"refresh\":%s,\"forwards\":%d,\"batch\":%d",
             optim_method_name(s->method), s->refresh ? "true" : "false", s->forwards, s->batch);
     put_num(j->f, "ms_perturb", s->ms_perturb);

@@ -76,6 +76,7 @@ struct optim {
     double *hhat_sum;     /* Σ over the layer of this step's raw ĥ */
     double *first_hhat;   /* Σ of the first raw ĥ after the state was created */
     bool have_first;
+    uint64_t n_refresh;   /* curvature refreshes into h since the state was created */
     double *h_sum;        /* Σ h after the last update pass */
     double *rel_mean;     /* group mean of h at the last refresh (× κ = relative λ) */
     float *lam;           /* λ_l used this step */
@@ -272,7 +273,8 @@ typedef struct upd_scalars {
     const float *block_q;                /* [n_groups] */
     const int32_t *group_of_layer;
     const float *lam;                    /* [n_layers] */
-    float pg, pd, uclip;                 /* den = pg max(h, λ) + pd; |u| <= uclip */
+    float hb;                            /* helene: h's bias correction 1/(1-β2^r), or 1 */
+    float pg, pd, uclip;                 /* den = pg max(hb h, λ) + pd; |u| <= uclip */
 } upd_scalars;
 
 typedef struct pass_job {
@@ -466,7 +468,8 @@ WIDE_CLONES static void update_span(const upd_scalars *u, int32_t layer, bool de
             float t0 = th[i] + er * zl[i];
             float mm = u->b1 * m[i] + u->ma * g[i];
             m[i] = mm;
-            float hc = h[i] > lam ? h[i] : lam;
+            float hh = h[i] * u->hb;
+            float hc = hh > lam ? hh : lam;
             float q = mm / (u->pg * hc + u->pd);
             q = q > u->uclip ? u->uclip : q;
             q = q < -u->uclip ? -u->uclip : q;
@@ -481,6 +484,7 @@ WIDE_CLONES static void update_span(const upd_scalars *u, int32_t layer, bool de
     /* telemetry: element i0 + i goes to lane (i0 + i) % 16 = i % 16, since
      * pieces start at multiples of 16; whole rows of 16 vectorise */
     const float *st = u->method == OPTIM_METHOD_ZO_ADAM ? v : h;
+    const float hb = u->method == OPTIM_METHOD_HELENE ? u->hb : 1.0f; /* clip compares hb h */
     size_t full = n / ACC_LANES * ACC_LANES;
     for (size_t i = 0; i < full; i += ACC_LANES)
         for (int k = 0; k < ACC_LANES; k++)
@@ -494,13 +498,13 @@ WIDE_CLONES static void update_span(const upd_scalars *u, int32_t layer, bool de
             float x = st[i + k];
             acc_state[k] += x;
             acc_max[k] = x > acc_max[k] ? x : acc_max[k];
-            acc_clip[k] += x < lam ? 1.0 : 0.0;
+            acc_clip[k] += x * hb < lam ? 1.0 : 0.0;
         }
     for (size_t i = full; i < n; i++) {
         size_t k = i % ACC_LANES;
         acc_state[k] += st[i];
         acc_max[k] = st[i] > acc_max[k] ? st[i] : acc_max[k];
-        acc_clip[k] += st[i] < lam ? 1.0 : 0.0;
+        acc_clip[k] += st[i] * hb < lam ? 1.0 : 0.0;
     }
 }
 
@@ -640,6 +644,7 @@ static hl_status reset_state(optim *o, int32_t method, hl_err *err)
     o->state_method = method;
     o->t_local = 0;
     o->have_first = false;
+    o->n_refresh = 0;
     int L = o->ps->n_layers;
     for (int l = 0; l < L; l++) {
         o->first_hhat[l] = o->h_sum[l] = o->rel_mean[l] = 0;
@@ -899,6 +904,7 @@ hl_status optim_step(optim *o, const objective *obj, hl_err *err)
     S->method = method;
     S->lr = hp->lr;
     S->alpha = helene ? optim_helene_alpha(hp, tl) : NAN;
+    S->h_scale = S->clip_rate = NAN;
     S->loss0 = NAN;
     S->refresh = refresh;
     S->seed = rng_step_seed(o->run_seed, t, 0);
@@ -1057,6 +1063,12 @@ hl_status optim_step(optim *o, const objective *obj, hl_err *err)
         u.pg = hp->precondition ? (float)hp->gamma : 0.0f;
         u.pd = hp->precondition ? (float)hp->delta : 1.0f;
         u.uclip = hp->update_clip ? 1.0f : INFINITY;
+        if (refresh)
+            o->n_refresh++;
+        u.hb = hp->hess_debias && o->n_refresh > 0
+                   ? (float)(1.0 / (1.0 - pow(hp->beta2, (double)o->n_refresh)))
+                   : 1.0f;
+        S->h_scale = u.hb;
         if (refresh) {
             if (!o->have_first) {
                 memcpy(o->first_hhat, o->hhat_sum, (size_t)L * sizeof(double));
@@ -1068,7 +1080,7 @@ hl_status optim_step(optim *o, const objective *obj, hl_err *err)
             for (int l = 0; l < L; l++)
                 pred[l] = hp->beta2 * o->h_sum[l] + (1.0 - hp->beta2) * o->hhat_sum[l];
             for (int l = 0; l < L; l++)
-                o->rel_mean[l] = group_mean(o, grp, pred, grp->group_of_layer[l]);
+                o->rel_mean[l] = u.hb * group_mean(o, grp, pred, grp->group_of_layer[l]);
         }
         for (int l = 0; l < L; l++) {
             double lam = 0;
@@ -1128,9 +1140,22 @@ hl_status optim_step(optim *o, const objective *obj, hl_err *err)
         ls->state_mean = has_state ? (float)(o->h_sum[l] / n) : 0.0f;
         if (!has_state)
             ls->state_max = 0;
+        if (helene) { /* h as the update sees it: bias-corrected when hess_debias is on */
+            ls->state_mean *= u.hb;
+            ls->state_max *= u.hb;
+        }
         ls->clip_rate = helene ? (float)(clip[l] / n) : 0.0f;
         ls->lambda = helene ? o->lam[l] : 0.0f;
         ls->update_rms = (float)sqrt(du2[l] / n);
+    }
+    if (helene) {
+        double clipped = 0, n_tuned = 0;
+        for (int l = 0; l < L; l++)
+            if (!o->ps->layers[l].frozen) {
+                clipped += clip[l];
+                n_tuned += (double)o->ps->layers[l].size;
+            }
+        S->clip_rate = n_tuned > 0 ? clipped / n_tuned : 0.0;
     }
     if (method == OPTIM_METHOD_ZO_ADAM) /* h_sum tracks h (HELENE) and H (HiZOO) only */
         for (int l = 0; l < L; l++)
@@ -1200,7 +1225,8 @@ hl_status optim_state_write(const optim *o, const char *path, hl_err *err)
                                 .ndim = 1, .shape = &L, .data = o->h_sum};
     ts[k++] = (st_write_tensor){.name = "lam", .dtype = ST_DTYPE_F32, .src = ST_SRC_RAW,
                                 .ndim = 1, .shape = &L, .data = o->lam};
-    char t[32], tl[32], fw[32];
+    char t[32], tl[32], fw[32], nr[32];
+    snprintf(nr, sizeof nr, "%llu", (unsigned long long)o->n_refresh);
     snprintf(t, sizeof t, "%llu", (unsigned long long)o->t);
     snprintf(tl, sizeof tl, "%llu", (unsigned long long)o->t_local);
     snprintf(fw, sizeof fw, "%llu", (unsigned long long)o->forwards_total);
@@ -1210,7 +1236,7 @@ hl_status optim_state_write(const optim *o, const char *path, hl_err *err)
     const char *meta[] = {"format", "helene-optim-state", "method",
                           optim_method_name(o->state_method), "t", t, "t_local", tl,
                           "forwards_total", fw, "have_first", o->have_first ? "1" : "0",
-                          "frozen_layers", fm};
+                          "n_refresh", nr, "frozen_layers", fm};
     int n_meta = (int)(sizeof meta / sizeof meta[0] / 2) - (fm[0] ? 0 : 1);
     hl_status st = st_write(path, ts, k, meta, n_meta, err);
     free(fm);
@@ -1274,6 +1300,11 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err)
         st = meta_u64(&fw, &f, "forwards_total", err);
     if (!st)
         st = meta_u64(&hf, &f, "have_first", err);
+    /* n_refresh came with hess_debias; a state written before has none and
+     * its h was never corrected, so it resumes as if long warmed up */
+    uint64_t nr = UINT64_MAX / 2;
+    if (!st && st_file_meta(&f, "n_refresh"))
+        st = meta_u64(&nr, &f, "n_refresh", err);
     if (!st) {
         const char *theirs = st_file_meta(&f, "frozen_layers");
         char *ours = frozen_mask(o->ps);
@@ -1314,6 +1345,7 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err)
         o->t_local = tl;
         o->forwards_total = fw;
         o->have_first = hf != 0;
+        o->n_refresh = nr;
     }
     st_file_close(&f);
     return st;

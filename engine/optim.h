@@ -49,6 +49,11 @@ typedef struct optim_step_stats {
     double alpha;           /* α_t (HELENE), NAN otherwise */
     double lr;              /* η used */
     bool refresh;           /* HELENE curvature refreshed this step */
+    double h_scale;         /* HELENE: factor on h in its denominator and clip test,
+                               1/(1 - β2^r) after r refreshes (hess_debias), else 1;
+                               NAN for other methods */
+    double clip_rate;       /* HELENE: fraction of all tuned elements whose h_scale·h is
+                               below their layer's λ; NAN for other methods */
     int32_t forwards;       /* forward passes this step */
     uint64_t forwards_total;/* since optim_init */
     uint64_t seed;          /* step seed of probe 0 */
@@ -60,10 +65,11 @@ typedef struct optim_step_stats {
 /* Per-layer telemetry, one per layer of the param_set, filled by the update
  * pass.  "state" is h for HELENE, H for HiZOO, v for zo-adam, else 0. */
 typedef struct optim_layer_stats {
-    float state_mean;       /* mean over the layer of h (after this step) */
+    float state_mean;       /* mean over the layer of h (after this step; HELENE:
+                               times h_scale, the h its update divides by) */
     float state_max;
     float lambda;           /* λ_l used this step (HELENE; 0 otherwise) */
-    float clip_rate;        /* fraction of elements with h < λ_l */
+    float clip_rate;        /* fraction of elements with h_scale·h < λ_l */
     float update_rms;       /* sqrt(mean (θ_new − θ_old)²) */
 } optim_layer_stats;
 

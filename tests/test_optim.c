@@ -291,6 +291,9 @@ typedef struct hand {
     double m[NT], h[NT], v[NT]; /* state as the spec defines it */
     double first_hhat_mean[2];  /* HELENE calibrated floors, per layer */
     bool have_first;
+    int n_refresh;              /* HELENE: refreshes so far (hess_debias) */
+    bool raw_h;                 /* HELENE with hess_debias off: the paper's raw EMA */
+    int interval;               /* HELENE refresh interval k (0: the default 10) */
 } hand;
 
 /* One SPSA probe at θ (float) with scaled direction zs: c, q, L+, L−. */
@@ -362,7 +365,7 @@ static void hand_step(double out[NT], hand *H, const char *method, uint64_t t, c
         return;
     /* HELENE with beta1 0.9, beta2 0.99, T = 5, k = 10, gamma 2, delta 1e-8, kappa 0.5 */
     double alpha = 0.9 + 0.1 * exp(-(double)t / 5.0);
-    bool refresh = (t - 1) % 10 == 0;
+    bool refresh = (t - 1) % (uint64_t)(H->interval ? H->interval : 10) == 0;
     if (refresh && !H->have_first) {
         double s[2] = {0, 0}, n[2] = {3, 2};
         for (int k = 0; k < NT; k++)
@@ -371,12 +374,15 @@ static void hand_step(double out[NT], hand *H, const char *method, uint64_t t, c
         H->first_hhat_mean[1] = s[1] / n[1];
         H->have_first = true;
     }
+    if (refresh)
+        H->n_refresh++;
+    double hb = H->raw_h ? 1.0 : 1.0 / (1.0 - pow(0.99, H->n_refresh));
     for (int k = 0; k < NT; k++) {
         if (refresh)
             H->h[k] = 0.99 * H->h[k] + 0.01 * q * z[k] * z[k];
         H->m[k] = 0.9 * H->m[k] + alpha * c * z[k];
-        double lam = 0.5 * H->first_hhat_mean[toy_layer[k]];
-        double den = 2.0 * (H->h[k] > lam ? H->h[k] : lam) + 1e-8;
+        double lam = 0.5 * H->first_hhat_mean[toy_layer[k]], hh = hb * H->h[k];
+        double den = 2.0 * (hh > lam ? hh : lam) + 1e-8;
         double decay = toy_layer[k] == 0 ? wd : 0.0;
         out[k] = th[k] * (1 - lr * decay) - lr * H->m[k] / den;
     }
@@ -417,6 +423,13 @@ static void hand_computed_steps(int frozen)
         {"zo-adam", 0.01, 0, {NULL}},
         {"hizoo", 0.05, 0, {"hizoo_alpha", "0.25", NULL}},
         {"helene", 0.001, 0.1, {"anneal_horizon", "5", "gamma", "2", "kappa", "0.5", NULL}},
+        /* every step refreshes: the bias correction 1/(1 - 0.99^r) for r = 1, 2, 3 */
+        {"helene", 0.001, 0.1,
+         {"anneal_horizon", "5", "gamma", "2", "kappa", "0.5", "hess_interval", "1", NULL}},
+        /* the same with the paper's raw EMA (hess_debias off) */
+        {"helene", 0.001, 0.1,
+         {"anneal_horizon", "5", "gamma", "2", "kappa", "0.5", "hess_interval", "1",
+          "hess_debias", "off", NULL}},
     };
     const double eps = 1e-2;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -443,6 +456,12 @@ static void hand_computed_steps(int frozen)
             CU_ASSERT_EQUAL(optim_set(o, cases[c].extra[i], cases[c].extra[i + 1], &err), HL_OK);
         hand H;
         memset(&H, 0, sizeof H);
+        for (int i = 0; cases[c].extra[i]; i += 2) {
+            if (!strcmp(cases[c].extra[i], "hess_interval"))
+                H.interval = atoi(cases[c].extra[i + 1]);
+            if (!strcmp(cases[c].extra[i], "hess_debias"))
+                H.raw_h = !strcmp(cases[c].extra[i + 1], "off");
+        }
         if (!strcmp(cases[c].method, "hizoo"))
             for (int k = 0; k < NT; k++)
                 H.h[k] = 1.0;
@@ -618,12 +637,13 @@ static void check_clip_rates(const optim *o, const param_set *ps)
 {
     const optim_layer_stats *ls = optim_layer_stats_get(o);
     float *h = optim_state_arena(o, 1, NULL);
+    float hs = (float)optim_last_stats(o)->h_scale; /* the bias correction (hess_debias) */
     for (int l = 0; l < ps->n_layers; l++) {
         size_t below = 0;
         double s = 0;
         for (size_t i = 0; i < ps->layers[l].size; i++) {
-            below += h[ps->layers[l].offset + i] < ls[l].lambda;
-            s += h[ps->layers[l].offset + i];
+            below += h[ps->layers[l].offset + i] * hs < ls[l].lambda;
+            s += (double)h[ps->layers[l].offset + i] * hs;
         }
         CU_ASSERT_DOUBLE_EQUAL(ls[l].clip_rate, (double)below / ps->layers[l].size, 1e-6);
         CU_ASSERT_DOUBLE_EQUAL(ls[l].state_mean, s / ps->layers[l].size,
@@ -667,6 +687,10 @@ static void test_helene_floors(void)
                     continue;
                 CU_ASSERT_DOUBLE_EQUAL(ls[l].lambda, want, 1e-5 * want);
             }
+            /* h is bias-corrected by 1/(1 − β2^r) after r refreshes (hess_debias on) */
+            double r = (double)((s - 1) / 3 + 1);
+            CU_ASSERT_DOUBLE_EQUAL(optim_last_stats(o)->h_scale, 1.0 / (1.0 - pow(0.99, r)),
+                                   1e-5 / (1.0 - pow(0.99, r)));
             check_clip_rates(o, &ps);
         }
         /* clip off: λ = 0, clip rate 0 */
