@@ -80,6 +80,17 @@ struct optim {
     double *h_sum;        /* Σ h after the last update pass */
     double *rel_mean;     /* group mean of h at the last refresh (× κ = relative λ) */
     float *lam;           /* λ_l used this step */
+    float *lam_on;        /* λ_l as it would be with clip on (what a clip toggle restores) */
+    /* Ablations (precondition, clip) keep the update size: the update pass
+     * multiplies layer l's update by ablate_scale[l], set when a toggle takes
+     * effect so the layer's update RMS is what it was just before, and 1 when
+     * both are on (the paper's method).  eff_* are the settings the update
+     * pass uses: a fresh state's first step runs with both on, to have a
+     * size to keep. */
+    float *ablate_scale;
+    bool eff_precondition, eff_clip;
+    float last_hb;        /* h_scale of the last step */
+    double ablate_rms_before, ablate_rms_raw, ablate_rms_after; /* of the last toggle */
     double *zsq_layer;    /* scratch: Σ z² per layer */
 
     double *loss_buf; /* [2 * HPARAMS_MAX_PROBES * cap_batch + 3 * cap_batch] */
@@ -274,6 +285,7 @@ typedef struct upd_scalars {
     const int32_t *group_of_layer;
     const float *lam;                    /* [n_layers] */
     float hb;                            /* helene: h's bias correction 1/(1-β2^r), or 1 */
+    const float *ascale;                 /* helene: [n_layers] ablation scale, or NULL */
     float pg, pd, uclip;                 /* den = pg max(hb h, λ) + pd; |u| <= uclip */
 } upd_scalars;
 
@@ -453,7 +465,8 @@ WIDE_CLONES static void update_span(const upd_scalars *u, int32_t layer, bool de
             th[i] = t1;
         }
         break;
-    case OPTIM_METHOD_HELENE:
+    case OPTIM_METHOD_HELENE: {
+        const float as = u->ascale ? u->ascale[layer] : 1.0f;
         if (u->refresh && u->blockwise) {
             int32_t grp = u->group_of_layer[layer];
             rng_normal_fill(z, u->block_seeds[grp], (uint32_t)layer, i0, n);
@@ -470,7 +483,7 @@ WIDE_CLONES static void update_span(const upd_scalars *u, int32_t layer, bool de
             m[i] = mm;
             float hh = h[i] * u->hb;
             float hc = hh > lam ? hh : lam;
-            float q = mm / (u->pg * hc + u->pd);
+            float q = mm / (u->pg * hc + u->pd) * as;
             q = q > u->uclip ? u->uclip : q;
             q = q < -u->uclip ? -u->uclip : q;
             float t1 = t0 * keep - lr * q;
@@ -478,6 +491,7 @@ WIDE_CLONES static void update_span(const upd_scalars *u, int32_t layer, bool de
             th[i] = t1;
         }
         break;
+    }
     default:
         break;
     }
@@ -645,10 +659,13 @@ static hl_status reset_state(optim *o, int32_t method, hl_err *err)
     o->t_local = 0;
     o->have_first = false;
     o->n_refresh = 0;
+    o->eff_precondition = o->eff_clip = true;
+    o->last_hb = 1.0f;
     int L = o->ps->n_layers;
     for (int l = 0; l < L; l++) {
         o->first_hhat[l] = o->h_sum[l] = o->rel_mean[l] = 0;
-        o->lam[l] = 0;
+        o->lam[l] = o->lam_on[l] = 0;
+        o->ablate_scale[l] = 1.0f;
     }
     if (h && method == OPTIM_METHOD_HIZOO)
         for (int l = 0; l < L; l++)
@@ -683,6 +700,8 @@ void optim_free(optim *o)
     free(o->h_sum);
     free(o->rel_mean);
     free(o->lam);
+    free(o->lam_on);
+    free(o->ablate_scale);
     free(o->zsq_layer);
     free(o->loss_buf);
     free(o->lstats);
@@ -724,10 +743,12 @@ hl_status optim_init_hp(optim **out, param_set *ps, pool *workers, uint64_t run_
     o->rel_mean = calloc(L, sizeof(double));
     o->zsq_layer = calloc(L, sizeof(double));
     o->lam = calloc(L, sizeof(float));
+    o->lam_on = calloc(L, sizeof(float));
+    o->ablate_scale = calloc(L, sizeof(float));
     o->lstats = calloc(L, sizeof *o->lstats);
     hl_status st = HL_OK;
     if (!o->hhat_sum || !o->first_hhat || !o->h_sum || !o->rel_mean || !o->zsq_layer ||
-        !o->lam || !o->lstats)
+        !o->lam || !o->lam_on || !o->ablate_scale || !o->lstats)
         st = hl_err_set(err, HL_ERR_NOMEM, "out of memory for the optimizer");
     if (st == HL_OK)
         st = build_pieces(o, err);
@@ -739,8 +760,67 @@ hl_status optim_init_hp(optim **out, param_set *ps, pool *workers, uint64_t run_
     }
     o->stats.alpha = NAN;
     o->stats.loss0 = NAN;
+    o->ablate_rms_before = NAN;
     *out = o;
     return HL_OK;
+}
+
+/* A HELENE ablation toggle takes effect: per layer, the update m / den with
+ * the new precondition/clip settings is rescaled so its RMS over the layer,
+ * from the current m, h and λ, is what the settings in force gave (scale 1
+ * when both are on again: the paper's method exactly).  Records the RMS over
+ * all tuned elements before, without the scale, and after. */
+static void ablate_apply(optim *o)
+{
+    const hparams *hp = &o->hp;
+    const bool p_new = hp->precondition, k_new = hp->clip;
+    double all_old = 0, all_raw = 0, all_new = 0, n_all = 0;
+    for (int l = 0; l < o->ps->n_layers; l++) {
+        const param_layer *ly = &o->ps->layers[l];
+        if (ly->frozen || !o->m || !o->h)
+            continue;
+        const float *m = o->m + o->soff[l], *h = o->h + o->soff[l];
+        const float hb = o->last_hb;
+        const float lam_old = o->eff_clip ? o->lam_on[l] : 0.0f;
+        const float lam_new = k_new ? o->lam_on[l] : 0.0f;
+        const float g_old = o->eff_precondition ? (float)hp->gamma : 0.0f;
+        const float d_old = o->eff_precondition ? (float)hp->delta : 1.0f;
+        const float g_new = p_new ? (float)hp->gamma : 0.0f;
+        const float d_new = p_new ? (float)hp->delta : 1.0f;
+        double so = 0, sn = 0;
+        for (size_t i = 0; i < ly->size; i++) {
+            float hh = h[i] * hb;
+            double uo = m[i] / (g_old * (hh > lam_old ? hh : lam_old) + d_old);
+            double un = m[i] / (g_new * (hh > lam_new ? hh : lam_new) + d_new);
+            so += uo * uo;
+            sn += un * un;
+        }
+        so *= (double)o->ablate_scale[l] * o->ablate_scale[l];
+        double sc = 1.0;
+        if (!(p_new && k_new) && sn > 0 && isfinite(sn) && so > 0 && isfinite(so))
+            sc = sqrt(so / sn);
+        o->ablate_scale[l] = (float)sc;
+        all_old += so;
+        all_raw += sn;
+        all_new += sc * sc * sn;
+        n_all += (double)ly->size;
+    }
+    n_all = n_all > 0 ? n_all : 1;
+    o->ablate_rms_before = sqrt(all_old / n_all) * hp->lr;
+    o->ablate_rms_raw = sqrt(all_raw / n_all) * hp->lr;
+    o->ablate_rms_after = sqrt(all_new / n_all) * hp->lr;
+    o->eff_precondition = p_new;
+    o->eff_clip = k_new;
+}
+
+bool optim_ablation_report(const optim *o, double *before, double *raw, double *after)
+{
+    if (o->state_method != OPTIM_METHOD_HELENE || isnan(o->ablate_rms_before))
+        return false;
+    *before = o->ablate_rms_before;
+    *raw = o->ablate_rms_raw;
+    *after = o->ablate_rms_after;
+    return true;
 }
 
 hl_status optim_set(optim *o, const char *key, const char *value, hl_err *err)
@@ -758,6 +838,10 @@ hl_status optim_set(optim *o, const char *key, const char *value, hl_err *err)
     }
     hparams_free(&o->hp);
     o->hp = tmp;
+    o->ablate_rms_before = NAN;
+    if (o->state_method == OPTIM_METHOD_HELENE && o->t_local > 0 &&
+        (o->hp.precondition != o->eff_precondition || o->hp.clip != o->eff_clip))
+        ablate_apply(o);
     return HL_OK;
 }
 
@@ -1060,8 +1144,16 @@ hl_status optim_step(optim *o, const objective *obj, hl_err *err)
         u.b2 = (float)hp->beta2;
         double a = S->alpha;
         u.ma = (float)(hp->momentum_form == MOMENTUM_FORM_EMA ? (1.0 - hp->beta1) * a : a);
-        u.pg = hp->precondition ? (float)hp->gamma : 0.0f;
-        u.pd = hp->precondition ? (float)hp->delta : 1.0f;
+        /* ablations: a fresh state's first step runs the full method, so a
+         * toggle given from the start has an update size to keep (below) */
+        if (tl == 1) {
+            o->eff_precondition = o->eff_clip = true;
+            for (int l = 0; l < L; l++)
+                o->ablate_scale[l] = 1.0f;
+        }
+        u.pg = o->eff_precondition ? (float)hp->gamma : 0.0f;
+        u.pd = o->eff_precondition ? (float)hp->delta : 1.0f;
+        u.ascale = o->ablate_scale;
         u.uclip = hp->update_clip ? 1.0f : INFINITY;
         if (refresh)
             o->n_refresh++;
@@ -1084,15 +1176,14 @@ hl_status optim_step(optim *o, const objective *obj, hl_err *err)
         }
         for (int l = 0; l < L; l++) {
             double lam = 0;
-            if (!hp->clip)
-                lam = 0;
-            else if (hp->lambda_mode == LAMBDA_MODE_CALIBRATED)
+            if (hp->lambda_mode == LAMBDA_MODE_CALIBRATED)
                 lam = hp->kappa * group_mean(o, grp, o->first_hhat, grp->group_of_layer[l]);
             else if (hp->lambda_mode == LAMBDA_MODE_RELATIVE)
                 lam = hp->kappa * o->rel_mean[l];
             else if (hp->n_lambda_abs > 0)
                 lam = hp->lambda_abs[hp->n_lambda_abs == L ? l : 0];
-            o->lam[l] = (float)lam;
+            o->lam_on[l] = (float)lam;
+            o->lam[l] = o->eff_clip ? (float)lam : 0.0f;
         }
         u.lam = o->lam;
         break;
@@ -1149,6 +1240,9 @@ hl_status optim_step(optim *o, const objective *obj, hl_err *err)
         ls->update_rms = (float)sqrt(du2[l] / n);
     }
     if (helene) {
+        o->last_hb = u.hb;
+        if (hp->precondition != o->eff_precondition || hp->clip != o->eff_clip)
+            ablate_apply(o); /* toggled off from the start: calibrated on this step */
         double clipped = 0, n_tuned = 0;
         for (int l = 0; l < L; l++)
             if (!o->ps->layers[l].frozen) {
@@ -1208,7 +1302,7 @@ hl_status optim_state_write(const optim *o, const char *path, hl_err *err)
 {
     const param_set *ps = o->ps;
     int64_t n = (int64_t)o->n_state, L = ps->n_layers;
-    st_write_tensor ts[8];
+    st_write_tensor ts[10];
     int k = 0;
     const float *arenas[3] = {o->m, o->h, o->v};
     static const char *const names[3] = {"m", "h", "v"};
@@ -1225,7 +1319,13 @@ hl_status optim_state_write(const optim *o, const char *path, hl_err *err)
                                 .ndim = 1, .shape = &L, .data = o->h_sum};
     ts[k++] = (st_write_tensor){.name = "lam", .dtype = ST_DTYPE_F32, .src = ST_SRC_RAW,
                                 .ndim = 1, .shape = &L, .data = o->lam};
-    char t[32], tl[32], fw[32], nr[32];
+    ts[k++] = (st_write_tensor){.name = "lam_on", .dtype = ST_DTYPE_F32, .src = ST_SRC_RAW,
+                                .ndim = 1, .shape = &L, .data = o->lam_on};
+    ts[k++] = (st_write_tensor){.name = "ablate_scale", .dtype = ST_DTYPE_F32,
+                                .src = ST_SRC_RAW, .ndim = 1, .shape = &L,
+                                .data = o->ablate_scale};
+    char t[32], tl[32], fw[32], nr[32], eff[8];
+    snprintf(eff, sizeof eff, "%d%d", o->eff_precondition, o->eff_clip);
     snprintf(nr, sizeof nr, "%llu", (unsigned long long)o->n_refresh);
     snprintf(t, sizeof t, "%llu", (unsigned long long)o->t);
     snprintf(tl, sizeof tl, "%llu", (unsigned long long)o->t_local);
@@ -1236,7 +1336,7 @@ hl_status optim_state_write(const optim *o, const char *path, hl_err *err)
     const char *meta[] = {"format", "helene-optim-state", "method",
                           optim_method_name(o->state_method), "t", t, "t_local", tl,
                           "forwards_total", fw, "have_first", o->have_first ? "1" : "0",
-                          "n_refresh", nr, "frozen_layers", fm};
+                          "n_refresh", nr, "ablation", eff, "frozen_layers", fm};
     int n_meta = (int)(sizeof meta / sizeof meta[0] / 2) - (fm[0] ? 0 : 1);
     hl_status st = st_write(path, ts, k, meta, n_meta, err);
     free(fm);
@@ -1333,6 +1433,26 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err)
         hs = state_tensor(&f, "h_sum", ST_DTYPE_F64, L, true, err, &st);
     if (!st)
         lam = state_tensor(&f, "lam", ST_DTYPE_F32, L, true, err, &st);
+    /* lam_on, ablate_scale and "ablation" (precondition, clip in effect)
+     * came with the size-keeping ablations; older states have neither */
+    const st_tensor *lon = NULL, *asc = NULL;
+    if (!st)
+        lon = state_tensor(&f, "lam_on", ST_DTYPE_F32, L, false, err, &st);
+    if (!st)
+        asc = state_tensor(&f, "ablate_scale", ST_DTYPE_F32, L, false, err, &st);
+    const char *abl = st_file_meta(&f, "ablation");
+    if (!st && abl && (strlen(abl) != 2 || strspn(abl, "01") != 2))
+        st = hl_err_set(err, HL_ERR_FORMAT, "%s: \"ablation\" must be two of 0/1, not \"%.20s\"",
+                        path, abl);
+    if (!st && asc)
+        for (int64_t l = 0; l < L; l++) {
+            float x = ((const float *)asc->data)[l];
+            if (!(x > 0) || !isfinite(x)) {
+                st = hl_err_set(err, HL_ERR_FORMAT, "%s: ablate_scale[%lld] is %g, not a positive "
+                                "number", path, (long long)l, (double)x);
+                break;
+            }
+        }
     if (!st) { /* everything validated: now change the optimizer */
         for (int i = 0; i < 3; i++)
             if (at[i])
@@ -1341,6 +1461,11 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err)
         memcpy(o->rel_mean, rm->data, (size_t)L * sizeof(double));
         memcpy(o->h_sum, hs->data, (size_t)L * sizeof(double));
         memcpy(o->lam, lam->data, (size_t)L * sizeof(float));
+        memcpy(o->lam_on, (lon ? lon : lam)->data, (size_t)L * sizeof(float));
+        for (int64_t l = 0; l < L; l++)
+            o->ablate_scale[l] = asc ? ((const float *)asc->data)[l] : 1.0f;
+        o->eff_precondition = abl ? abl[0] == '1' : o->hp.precondition;
+        o->eff_clip = abl ? abl[1] == '1' : o->hp.clip;
         o->t = t;
         o->t_local = tl;
         o->forwards_total = fw;

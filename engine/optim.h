@@ -75,6 +75,13 @@ typedef struct optim_layer_stats {
 
 typedef struct optim optim;
 
+/* After optim_set turned HELENE's precondition or clip on or off mid-run:
+ * the update RMS (η·|update|, over all tuned elements, from the current
+ * state) with the settings before, with the new settings unscaled, and with
+ * the new settings and the per-layer scale that keeps each layer's RMS.
+ * False if the last optim_set changed neither (or the method is not HELENE). */
+bool optim_ablation_report(const optim *o, double *before, double *raw, double *after);
+
 /* Create an optimizer for ps with default hyperparameters (method helene).
  * run_seed drives every perturbation: seed_t = rng_step_seed(run_seed, t, probe).
  * workers may be NULL (single thread). */

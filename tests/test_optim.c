@@ -738,6 +738,80 @@ static void analytic_run(analytic_kind kind, const char *method, const char *pre
     param_set_free(&ps);
 }
 
+/* RMS of the last update over all tuned elements, from the layer stats. */
+static double update_rms_all(const optim *o, const param_set *ps)
+{
+    const optim_layer_stats *ls = optim_layer_stats_get(o);
+    double s = 0, n = 0;
+    for (int l = 0; l < ps->n_layers; l++) {
+        s += (double)ls[l].update_rms * ls[l].update_rms * (double)ps->layers[l].size;
+        n += (double)ps->layers[l].size;
+    }
+    return sqrt(s / n);
+}
+
+/* Each HELENE ablation removes one idea, not the step size: toggled on a
+ * stable run (the quadratic at its preset) the next updates stay finite and
+ * within 10x of the update RMS before the toggle; the report says the scale
+ * kept the size; with both ideas back on the scale is exactly 1 (the paper's
+ * update, bit for bit against a run that never toggled). */
+static void test_helene_ablation_keeps_size(void)
+{
+    static const char *const keys[] = {"precondition", "clip", "anneal"};
+    for (int k = 0; k < 3; k++)
+        for (int from_start = 0; from_start < 2; from_start++) {
+            hl_err err;
+            param_set ps;
+            param_set_init(&ps);
+            objective obj;
+            analytic_config cfg;
+            analytic_config_default(&cfg, ANALYTIC_KIND_QUADRATIC);
+            CU_ASSERT_EQUAL_FATAL(analytic_init(&obj, &ps, &cfg, &err), HL_OK);
+            optim *o = NULL;
+            CU_ASSERT_EQUAL_FATAL(optim_init(&o, &ps, NULL, 7, &err), HL_OK);
+            CU_ASSERT_EQUAL(optim_set(o, "optimizer", "helene", &err), HL_OK);
+            CU_ASSERT_EQUAL(optim_set(o, "lr", "10", &err), HL_OK);
+            if (from_start)
+                CU_ASSERT_EQUAL(optim_set(o, keys[k], "off", &err), HL_OK);
+            double before = 0;
+            for (int s = 0; s < 60; s++) {
+                CU_ASSERT_EQUAL_FATAL(optim_step(o, &obj, &err), HL_OK);
+                if (from_start && s == 0)
+                    before = update_rms_all(o, &ps); /* step 1 runs the full method */
+            }
+            if (!from_start) {
+                before = update_rms_all(o, &ps);
+                CU_ASSERT_EQUAL(optim_set(o, keys[k], "off", &err), HL_OK);
+                double b, raw, after;
+                bool rep = optim_ablation_report(o, &b, &raw, &after);
+                CU_ASSERT_EQUAL(rep, k < 2); /* anneal needs no scale: |Δα| <= 1 - β1 */
+                if (rep) {
+                    CU_ASSERT(fabs(after - b) <= 1e-3 * b);
+                    CU_ASSERT(raw > 0 && isfinite(raw));
+                }
+            }
+            double worst = 1;
+            for (int s = 0; s < 20; s++) {
+                CU_ASSERT_EQUAL_FATAL(optim_step(o, &obj, &err), HL_OK);
+                double r = update_rms_all(o, &ps), ratio = r > before ? r / before : before / r;
+                worst = ratio > worst ? ratio : worst;
+            }
+            if (!(worst < 10))
+                fprintf(stderr, "  %s off (%s): update RMS moved x%g\n", keys[k],
+                        from_start ? "from the start" : "mid-run", worst);
+            CU_ASSERT(worst < 10);
+            double f;
+            objective_full_loss(&obj, &f, &ps, NULL, &err);
+            CU_ASSERT(isfinite(f));
+            /* back on: the paper's update again, scale exactly 1 */
+            CU_ASSERT_EQUAL(optim_set(o, keys[k], "on", &err), HL_OK);
+            CU_ASSERT_EQUAL_FATAL(optim_step(o, &obj, &err), HL_OK);
+            optim_free(o);
+            objective_destroy(&obj);
+            param_set_free(&ps);
+        }
+}
+
 static void test_descent_every_method(void)
 {
     for (int kind = 0; kind < 2; kind++)
@@ -945,6 +1019,7 @@ static void register_optim(void)
     TEST_ADD(s, test_helene_schedule);
     TEST_ADD(s, test_helene_floors);
     TEST_ADD(s, test_descent_every_method);
+    TEST_ADD(s, test_helene_ablation_keeps_size);
     TEST_ADD(s, test_no_uphill_in_expectation);
     TEST_ADD(s, test_hparams_table);
     TEST_ADD(s, test_hparams_reject_invalid);
