@@ -13,6 +13,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -718,6 +719,7 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
     e->work.method_step = optim_method_steps(e->opt);
     e->work.dev_is_accuracy = e->task != NULL;
     e->work.total_steps = e->cfg.steps;
+    snprintf(e->work.save_dir, sizeof e->work.save_dir, "%s", e->cfg.save);
     e->work.time_limit = e->cfg.time_limit;
     e->work.state = ENGINE_STATE_LOADING;
     publish(e, true);
@@ -862,8 +864,16 @@ static void apply_command(engine *e, const engine_cmd *c, uint64_t id)
             emit(e, ENGINE_EVENT_REJECTED, id, 0, "%s", err.msg);
         } else {
             journal_event(&e->jr, e->step, "set", key, c->value);
-            emit(e, ENGINE_EVENT_APPLIED, id, 0, "%s = %s from step %llu", key, c->value,
-                 (unsigned long long)e->step + 1);
+            double before, raw, after;
+            if (optim_ablation_report(e->opt, &before, &raw, &after))
+                emit(e, ENGINE_EVENT_APPLIED, id, 0,
+                     "%s = %s from step %llu: update RMS %.3g before, %.3g after (%.3g, x%.3g, "
+                     "without the per-layer scale that keeps the size)",
+                     key, c->value, (unsigned long long)e->step + 1, before, after, raw,
+                     before > 0 ? raw / before : 0.0);
+            else
+                emit(e, ENGINE_EVENT_APPLIED, id, 0, "%s = %s from step %llu", key, c->value,
+                     (unsigned long long)e->step + 1);
             publish(e, true);
         }
         break;
@@ -901,12 +911,24 @@ static void apply_command(engine *e, const engine_cmd *c, uint64_t id)
                  (unsigned long long)e->step);
         break;
     case ENGINE_CMD_CHECKPOINT: {
-        const char *dir = c->value[0] ? c->value : e->cfg.save;
-        if (!dir[0]) {
-            emit(e, ENGINE_EVENT_REJECTED, id, 0,
-                 "no checkpoint folder: start the run with --save DIR or give one");
-            break;
+        if (!c->value[0] && !e->cfg.save[0]) {
+            /* the first checkpoint of a run without --save picks its folder */
+            char dir[RUNCFG_PATH_MAX];
+            engine_default_run_dir(dir, sizeof dir, e->work.task_name,
+                                   optim_method_name(optim_hparams(e->opt)->method));
+            if (mkdir("runs", 0777) != 0 && errno != EEXIST) {
+                emit(e, ENGINE_EVENT_REJECTED, id, 0,
+                     "checkpoint failed: cannot create the folder runs: %s (start the run with "
+                     "--save DIR)",
+                     strerror(errno));
+                break;
+            }
+            snprintf(e->cfg.save, sizeof e->cfg.save, "%s", dir);
+            snprintf(e->work.save_dir, sizeof e->work.save_dir, "%s", dir);
+            emit(e, ENGINE_EVENT_INFO, 0, 0,
+                 "run folder %s (no --save was given): its checkpoints go there", dir);
         }
+        const char *dir = c->value[0] ? c->value : e->cfg.save;
         if (do_checkpoint(e, dir, &err))
             emit(e, ENGINE_EVENT_REJECTED, id, 0, "checkpoint failed: %s", err.msg);
         else
@@ -945,6 +967,22 @@ static void apply_command(engine *e, const engine_cmd *c, uint64_t id)
 }
 
 /* ------------------------------------------------- eval, checkpoints --- */
+
+void engine_default_run_dir(char *out, size_t cap, const char *task, const char *method)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    char when[32] = "now";
+    if (gmtime_r(&now, &tm))
+        strftime(when, sizeof when, "%Y%m%d-%H%M%S", &tm);
+    /* a task given as a path: its name is the file's, without folders */
+    const char *base = strrchr(task, '/');
+    base = base ? base + 1 : task;
+    snprintf(out, cap, "runs/%s-%s-%s", *base ? base : "run", method, when);
+    for (char *p = out + 5; *p; p++) /* one path component */
+        if (*p == '/' || *p == ' ')
+            *p = '_';
+}
 
 static hl_status do_eval(engine *e, hl_err *err)
 {

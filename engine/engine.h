@@ -127,6 +127,8 @@ typedef struct engine_telemetry {
     uint64_t method_step;        /* steps of the current method (α_t's t; restarts on switch) */
     bool dev_is_accuracy;        /* the DEV series: accuracy (models) or exact loss (analytic) */
     bool unsaved;                /* steps done since the last checkpoint */
+    char save_dir[RUNCFG_PATH_MAX]; /* where checkpoints go: --save, or the run folder
+                                  * chosen at the first checkpoint; "" = none yet */
 
     /* the last step */
     optim_step_stats last;
@@ -150,6 +152,11 @@ typedef struct engine_telemetry {
 } engine_telemetry;
 
 typedef struct engine engine;
+
+/* The run folder a run without --save checkpoints into:
+ * runs/<task>-<method>-<UTC yyyymmdd-hhmmss>/ (task = the task's or the
+ * analytic objective's name). */
+void engine_default_run_dir(char *out, size_t cap, const char *task, const char *method);
 
 /* Build the run described by cfg (model/task or analytic objective,
  * optimizer, resume) on the calling thread, so errors surface before any

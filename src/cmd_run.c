@@ -70,16 +70,13 @@ const char cmd_train_usage[] =
     "  --batch-size B       examples per step (default 16)\n"
     "  --seed S             run seed: perturbations and batch order (default 42)\n"
     "  --data-seed S        sampling and splits (default 13)\n"
-    "  --KEY VALUE          any hyperparameter: lr, eps, weight_decay, n_probes, beta1,\n"
-    "                       beta2, anneal_horizon, hess_interval, gamma, delta, kappa,\n"
-    "                       momentum_form, hess_estimator, hess_probe, lambda_mode,\n"
-    "                       lambda_abs, layer_granularity, anneal, precondition, clip,\n"
-    "                       update_clip, momentum, adam_beta1, adam_beta2, adam_eps,\n"
-    "                       hizoo_alpha ('helene help train' lists ranges below)\n"
+    "  --KEY VALUE          any hyperparameter of the table below (lr, eps, kappa, ...)\n"
     "\n"
     "Runs:\n"
     "  --eval-every N       evaluate on dev every N steps (default 100; 0 = at the end)\n"
-    "  --save DIR           checkpoint folder of the last step (also on Ctrl-C)\n"
+    "  --save DIR           checkpoint folder of the last step (also on Ctrl-C);\n"
+    "                       without it, Ctrl-C (and c in the workbench) use a run\n"
+    "                       folder runs/<task>-<method>-<UTC time>/\n"
     "  --checkpoint-every N periodic checkpoints in DIR/step-N (keep --keep-last, 3)\n"
     "  --resume DIR         continue a checkpoint bit-identically\n"
     "  --log FILE.jsonl     journal: one JSON line per step and per event\n"
@@ -89,8 +86,8 @@ const char cmd_train_usage[] =
     "  --skip-bad           skip malformed data lines instead of stopping\n"
     "  --headless           never open the workbench\n"
     "\n"
-    "Exit status: 0 finished, 1 failed, 2 bad usage, 130/143 interrupted by\n"
-    "SIGINT/SIGTERM after writing a checkpoint (the message says how to resume).\n";
+    "Exit status: 0 finished, 1 failed, 2 bad usage, 130/143/129 interrupted by\n"
+    "SIGINT/SIGTERM/SIGHUP after writing a checkpoint (the message says how to resume).\n";
 
 const char cmd_export_usage[] =
     "usage: helene export --checkpoint DIR --out MODEL_DIR [--dtype F32|F16|BF16]\n"
@@ -184,6 +181,7 @@ static int run_headless(engine *e, const runcfg *cfg)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     if (engine_start(e, false, &err)) {
         fprintf(stderr, "helene train: %s\n", err.msg);
         engine_snapshot_free(&t);
@@ -206,25 +204,24 @@ static int run_headless(engine *e, const runcfg *cfg)
         }
         if (g_signal) {
             int sig = g_signal;
-            const char *dir = cfg->save[0] ? cfg->save : "helene-interrupted";
             if (tty)
                 fputc('\n', stderr);
             fprintf(stderr, "helene train: %s: finishing the current step and writing a "
-                            "checkpoint to %s\n",
-                    sig == SIGINT ? "interrupted" : "terminated", dir);
-            uint64_t id;
-            engine_cmd c = {.kind = ENGINE_CMD_CHECKPOINT};
-            snprintf(c.value, sizeof c.value, "%.1000s", dir);
-            engine_post(e, &c, &id, &err);
-            engine_cmd q = {.kind = ENGINE_CMD_QUIT};
-            engine_post(e, &q, NULL, &err);
-            engine_join(e);
+                            "checkpoint\n",
+                    runargs_signal_name(sig));
+            char dir[RUNCFG_PATH_MAX];
+            bool saved = runargs_checkpoint_and_quit(e, dir, sizeof dir);
             print_events(e, &after, false);
             engine_snapshot(e, &t);
-            fprintf(stderr,
-                    "helene train: stopped at step %llu; resume with:\n"
-                    "  helene train --resume %s --steps %llu --headless\n",
-                    (unsigned long long)t.step, dir, (unsigned long long)cfg->steps);
+            if (saved)
+                fprintf(stderr,
+                        "helene train: stopped at step %llu; resume with:\n"
+                        "  helene train --resume %s --steps %llu --headless\n",
+                        (unsigned long long)t.step, dir, (unsigned long long)cfg->steps);
+            else
+                fprintf(stderr, "helene train: stopped at step %llu; the checkpoint failed "
+                                "(see above)\n",
+                        (unsigned long long)t.step);
             rc = 128 + sig;
             break;
         }

@@ -220,6 +220,46 @@ void runargs_print_hparams(FILE *f)
     }
 }
 
+const char *runargs_signal_name(int sig)
+{
+    return sig == SIGINT ? "interrupted" : sig == SIGHUP ? "hung up" : "terminated";
+}
+
+bool runargs_checkpoint_and_quit(engine *e, char *dir, size_t cap)
+{
+    hl_err err;
+    uint64_t id = 0, seen = 0;
+    engine_event ev[32];
+    int n;
+    while ((n = engine_events(e, ev, 32, seen)) > 0) /* only answers from now on */
+        seen = ev[n - 1].seq;
+    engine_cmd c = {.kind = ENGINE_CMD_CHECKPOINT}; /* "": --save, or the run folder */
+    bool posted = engine_post(e, &c, &id, &err) == HL_OK;
+    if (!posted)
+        fprintf(stderr, "helene: cannot ask for a checkpoint: %s\n", err.msg);
+    engine_cmd q = {.kind = ENGINE_CMD_QUIT};
+    engine_post(e, &q, NULL, NULL);
+    engine_join(e);
+    bool saved = false;
+    while (posted && (n = engine_events(e, ev, 32, seen)) > 0) {
+        for (int i = 0; i < n; i++)
+            if (ev[i].cmd_id == id) {
+                saved = ev[i].kind == ENGINE_EVENT_APPLIED;
+                if (!saved)
+                    fprintf(stderr, "helene: %s\n", ev[i].text);
+            }
+        seen = ev[n - 1].seq;
+    }
+    engine_telemetry t;
+    dir[0] = '\0';
+    if (engine_snapshot_alloc(e, &t, NULL) == HL_OK) {
+        engine_snapshot(e, &t);
+        snprintf(dir, cap, "%s", t.save_dir);
+        engine_snapshot_free(&t);
+    }
+    return saved && dir[0];
+}
+
 int runargs_run_tui(runargs *ra)
 {
     hl_err err;
@@ -237,8 +277,9 @@ int runargs_run_tui(runargs *ra)
         engine_free(e);
         return 1;
     }
-    hl_status st = app_run(e, &opt, &err); /* posts QUIT before returning */
-    if (st != HL_OK) {
+    hl_status st = app_run(e, &opt, &err); /* posts QUIT before returning, unless signalled */
+    int sig = app_caught_signal();
+    if (st != HL_OK && !sig) {
         engine_cmd q;
         memset(&q, 0, sizeof q);
         q.kind = ENGINE_CMD_QUIT;
@@ -248,7 +289,19 @@ int runargs_run_tui(runargs *ra)
      * ends the process the ordinary way */
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
-    signal(SIGHUP, SIG_DFL);
+    signal(SIGHUP, sig == SIGHUP ? SIG_IGN : SIG_DFL); /* no terminal to report to */
+    if (sig) {
+        /* Ctrl-C, kill or a closed terminal: keep the run, as headless does */
+        fprintf(stderr, "helene: %s: finishing the current step and writing a checkpoint\n",
+                runargs_signal_name(sig));
+        char dir[RUNCFG_PATH_MAX];
+        if (runargs_checkpoint_and_quit(e, dir, sizeof dir))
+            fprintf(stderr, "helene: checkpoint written to %s; resume with:\n"
+                            "  helene tui --resume %s\n",
+                    dir, dir);
+        engine_free(e);
+        return 128 + sig;
+    }
     engine_join(e);
     int rc = 0;
     if (st != HL_OK) {

@@ -28,7 +28,16 @@ void runargs_free(runargs *ra);
 /* The hyperparameter table (key, range, default, methods, help). */
 void runargs_print_hparams(FILE *f);
 
-/* Open the workbench on ra->cfg; returns the exit status. */
+/* Open the workbench on ra->cfg; returns the exit status (128 + the signal
+ * after SIGINT, SIGTERM or SIGHUP, which checkpoint the run first). */
 int runargs_run_tui(runargs *ra);
+
+/* After a signal: ask the running engine for a checkpoint (into --save, or
+ * the run folder the engine chooses) and to quit, and join it.  True when
+ * the checkpoint was written; dir gets its folder.  Messages go to stderr. */
+typedef struct engine engine;
+bool runargs_checkpoint_and_quit(engine *e, char *dir, size_t cap);
+/* "interrupted" (SIGINT), "terminated" (SIGTERM), "hung up" (SIGHUP) */
+const char *runargs_signal_name(int sig);
 
 #endif

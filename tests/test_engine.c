@@ -181,10 +181,21 @@ static void test_command_queue_semantics(void)
     engine_snapshot(e, &t);
     CU_ASSERT_STRING_EQUAL(optim_method_name(t.method), "mezo");
 
-    /* checkpoint without a folder is refused with a reason */
+    /* a checkpoint without --save goes to a run folder runs/<task>-<method>-<UTC>/
+     * under the working directory, shown in the telemetry */
+    char cwd[1024];
+    CU_ASSERT_PTR_NOT_NULL_FATAL(getcwd(cwd, sizeof cwd));
+    CU_ASSERT_EQUAL_FATAL(chdir(tmp), 0);
     CU_ASSERT_EQUAL(wait_answer(e, post(e, ENGINE_CMD_CHECKPOINT, NULL, ""), &ev, 5000),
-                    ENGINE_EVENT_REJECTED);
-    CU_ASSERT(strstr(ev.text, "--save") != NULL);
+                    ENGINE_EVENT_APPLIED);
+    CU_ASSERT(strstr(ev.text, "checkpoint runs/quadratic-mezo-") != NULL);
+    sleep_ms(60);
+    engine_snapshot(e, &t);
+    CU_ASSERT(!strncmp(t.save_dir, "runs/quadratic-mezo-", 20));
+    char ck[4400];
+    snprintf(ck, sizeof ck, "%s/%s/checkpoint.json", tmp, t.save_dir);
+    CU_ASSERT_EQUAL(access(ck, R_OK), 0);
+    CU_ASSERT_EQUAL(chdir(cwd), 0);
 
     CU_ASSERT_EQUAL(wait_answer(e, post(e, ENGINE_CMD_QUIT, NULL, NULL), NULL, 5000),
                     ENGINE_EVENT_APPLIED);

@@ -96,6 +96,7 @@ text() { tm send-keys -t tui -l -- "$1"; }
 cat >"$WORK/run.sh" <<EOF
 #!/bin/sh
 trap : INT # like an interactive shell: Ctrl-C reaches helene, not this script
+cd "$WORK" # runs without --save checkpoint into ./runs/
 before=\$(stty -g)
 LC_ALL=C.UTF-8 "$HELENE" tui --objective quadratic --optimizer helene --threads 1 "\$@" \\
     2>"$WORK/stderr"
@@ -197,23 +198,61 @@ terminal_restored
 grep -q "stopped at step $((want + 1))" "$WORK/stderr" ||
     fail "no 'stopped at step $((want + 1))' summary on stderr"
 
-# 8. signals: Ctrl-C at the keyboard, and SIGTERM from outside, both leave
-#    through the main loop and restore the terminal
-for how in ctrl-c sigterm; do
-    tm respawn-pane -k -t tui "$WORK/run.sh --steps 1000 --paused" || fail "cannot respawn the pane"
+# 8. signals: Ctrl-C at the keyboard, SIGTERM from outside and SIGHUP (the
+#    terminal closed) all leave through the main loop, checkpoint the run
+#    (into --save, or the run folder a run without --save gets), say how to
+#    resume, exit 128 + the signal and restore the terminal.  Before Ctrl-C,
+#    `c` on a run without --save picks that run folder.
+for how in ctrl-c sigterm sighup; do
+    rm -f "$WORK/stderr"
+    case $how in
+    ctrl-c) tm respawn-pane -k -t tui "$WORK/run.sh --steps 1000 --paused" ;;
+    *) tm respawn-pane -k -t tui "$WORK/run.sh --steps 1000 --paused --save $WORK/$how" ;;
+    esac || fail "cannot respawn the pane"
     wait_for "PAUSED (paused at start" "the header of a fresh run ($how)"
-    if [ "$how" = ctrl-c ]; then
+    case $how in
+    ctrl-c)
+        keys s
+        wait_for "step 1/1000" "one step before the checkpoint"
+        keys c
+        wait_for "run folder runs/quadratic-helene-" "the run folder of a run without --save"
+        tm resize-window -t tui -x 140 -y 30 # room for the folder in the header
+        wait_for "ckpt runs/quadratic-helene-" "the run folder in the header"
+        tm resize-window -t tui -x 100 -y 30
+        keys s
+        wait_for "step 2/1000" "a second step"
         keys C-c
-    else
+        want_rc=130
+        ;;
+    *)
         pid=$(find_helene "$(tm display-message -p -t tui '#{pane_pid}')")
         [ -n "$pid" ] || fail "cannot find the helene process under the pane"
-        kill -TERM "$pid"
-    fi
+        if [ "$how" = sigterm ]; then
+            kill -TERM "$pid"
+            want_rc=143
+        else
+            kill -HUP "$pid"
+            want_rc=129
+        fi
+        ;;
+    esac
     wait_for "HELENE-EXIT=" "the program to exit on $how"
+    screen | grep -qF "HELENE-EXIT=$want_rc" ||
+        fail "$how: helene exited with $(screen | sed -n 's/.*HELENE-EXIT=//p'), want $want_rc"
     terminal_restored
+    grep -q "resume with" "$WORK/stderr" || fail "$how: no resume command on stderr"
+    if [ "$how" = ctrl-c ]; then
+        dir=$(ls -d "$WORK"/runs/quadratic-helene-* 2>/dev/null | head -1)
+        [ -n "$dir" ] || fail "ctrl-c: no run folder under $WORK/runs"
+        grep -qE '"step":[[:space:]]*2,' "$dir/checkpoint.json" ||
+            fail "ctrl-c: the checkpoint in $dir is not of step 2: $(cat "$dir/checkpoint.json")"
+    else
+        [ -f "$WORK/$how/checkpoint.json" ] || fail "$how: no checkpoint in $WORK/$how"
+    fi
 done
 
 echo "PASS: header, pause, one step ($s0 -> $want), lr -1 refused then 0.001 applied," \
-    "checkpoint, 60x20 too small and back, quit with confirmation, Ctrl-C, SIGTERM;" \
+    "checkpoint, 60x20 too small and back, quit with confirmation, a run folder without" \
+    "--save, Ctrl-C / SIGTERM / SIGHUP checkpoint and exit 130 / 143 / 129;" \
     "terminal restored every time"
 exit 0

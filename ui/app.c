@@ -37,6 +37,11 @@ static void app_on_signal(int sig)
     app_signal = sig;
 }
 
+int app_caught_signal(void)
+{
+    return (int)app_signal;
+}
+
 static void app_restore_terminal(void)
 {
     if (app_curses_active) {
@@ -809,10 +814,8 @@ hl_status app_run(engine *e, const app_options *opt, hl_err *err)
     relayout(a);
     double next_frame = 0;
     while (!a->quit) {
-        if (app_signal) {
-            a->quit = true;
+        if (app_signal) /* the caller checkpoints, then quits (app_caught_signal) */
             break;
-        }
         double now = now_s();
         int wait_ms = (int)((next_frame - now) * 1000.0);
         timeout(wait_ms < 0 ? 0 : wait_ms > 1000 ? 1000 : wait_ms);
@@ -845,12 +848,16 @@ hl_status app_run(engine *e, const app_options *opt, hl_err *err)
         }
     }
     /* Say goodbye on screen, ask the engine to stop after its current step,
-     * and give the terminal back; the caller joins the engine thread. */
-    engine_cmd q;
-    memset(&q, 0, sizeof q);
-    q.kind = ENGINE_CMD_QUIT;
-    engine_post(e, &q, NULL, NULL);
-    if (!a->lay.too_small && a->cv.w > 0) {
+     * and give the terminal back; the caller joins the engine thread.  After
+     * a signal the caller asks for a checkpoint first, then QUIT; after
+     * SIGHUP the terminal is gone, so nothing is drawn. */
+    if (!app_signal) {
+        engine_cmd q;
+        memset(&q, 0, sizeof q);
+        q.kind = ENGINE_CMD_QUIT;
+        engine_post(e, &q, NULL, NULL);
+    }
+    if (app_signal != SIGHUP && !a->lay.too_small && a->cv.w > 0) {
         app_flash(a, CANVAS_ATTR_BOLD, "stopping after the current step...");
         a->mode = APP_MODE_MAIN;
         draw(a);

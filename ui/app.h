@@ -12,7 +12,8 @@
  *
  * Leaves out: argument parsing and engine creation (src/cmd_tui.c), mouse
  * input.  Ownership: the engine is borrowed; app_run posts QUIT before it
- * returns, the caller joins and frees the engine.
+ * returns (except after a signal: then the caller asks for a checkpoint
+ * first and posts QUIT itself), the caller joins and frees the engine.
  */
 #ifndef HELENE_APP_H
 #define HELENE_APP_H
@@ -33,6 +34,9 @@ typedef struct app_options {
  * HL_OK, or an error (no terminal, curses failed) with err filled and the
  * terminal left as it was. */
 hl_status app_run(engine *e, const app_options *opt, hl_err *err);
+
+/* The signal that ended the last app_run (SIGINT, SIGTERM, SIGHUP), or 0. */
+int app_caught_signal(void);
 
 /* The redraw rates `+`/`-` step through, and the next one in direction dir. */
 int app_next_redraw_hz(int hz, int dir);

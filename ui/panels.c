@@ -238,6 +238,8 @@ void panels_header(canvas *c, ui_rect r, const engine_telemetry *t)
                     canvas_sym(c, "∇", "grad"), t->grad_cosine_avg);
     if (t->unsaved)
         n = seg_add(s, n, 5, CANVAS_ATTR_DIM, "unsaved");
+    if (t->save_dir[0])
+        n = seg_add(s, n, 2, CANVAS_ATTR_DIM, "ckpt %s", t->save_dir);
     int sw = canvas_text_width(state);
     int max_state = r.w / 2;
     if (sw > max_state)
