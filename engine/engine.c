@@ -63,6 +63,9 @@ struct engine {
     double *align_losses;
     double cos_ring[ENGINE_COSINE_WINDOW];
     int cos_n, cos_at;
+    /* the learning rate the user set for each method in this run (0 = none):
+     * a switch takes it back, or the new method's default */
+    double lr_user[OPTIM_METHOD_ALL];
 
     /* thread and shared state (mu) */
     pthread_t thread;
@@ -87,6 +90,9 @@ struct engine {
     char last_ckpt[RUNCFG_PATH_MAX];
     double last_publish;
     double step_ema_s;       /* smoothed seconds per step */
+    double max_rate;         /* steps per second at most, 0 = as fast as possible
+                              * (engine_set_max_rate; guarded by mu) */
+    double rate_now;         /* the engine thread's copy of max_rate */
     double run_s;            /* running time of this run: steps, evaluations, checkpoints */
     double tokens_ema;
     uint64_t hist_pending;   /* steps accumulated into the next history point */
@@ -679,6 +685,8 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
             goto fail;
         }
     }
+    if (e->cfg.hp.lr_explicit && e->cfg.hp.method >= 0 && e->cfg.hp.method < OPTIM_METHOD_ALL)
+        e->lr_user[e->cfg.hp.method] = e->cfg.hp.lr;
     if (e->cfg.trainable[0]) {
         int k;
         size_t tuned = param_set_count_trainable(e->ps, &k), all = param_set_count(e->ps);
@@ -859,6 +867,8 @@ static void apply_command(engine *e, const engine_cmd *c, uint64_t id)
             st = optim_set(e->opt, key, c->value, &err);
             if (!st)
                 st = runcfg_set(&e->cfg, key, c->value, &err);
+            if (!st && !strcmp(key, "lr"))
+                e->lr_user[optim_hparams(e->opt)->method] = optim_hparams(e->opt)->lr;
         }
         if (st) {
             emit(e, ENGINE_EVENT_REJECTED, id, 0, "%s", err.msg);
@@ -886,6 +896,35 @@ static void apply_command(engine *e, const engine_cmd *c, uint64_t id)
                             "the zeroth-order methods");
         if (!st)
             st = optim_set(e->opt, "optimizer", c->value, &err);
+        /* η: what the user set for this method earlier in the run, else the
+         * method's own default (an η meant for another method can be off by
+         * orders of magnitude: HELENE's 3e-3 sends MeZO's loss to 1e14) */
+        char lr_buf[64] = "", lr_why[96] = "";
+        if (!st) {
+            int32_t m = optim_hparams(e->opt)->method;
+            double lr = e->lr_user[m];
+            if (lr > 0)
+                snprintf(lr_why, sizeof lr_why, "the one you set for %s earlier",
+                         optim_method_name(m));
+            else if (!e->task) {
+                const char *p = analytic_preset(e->cfg.objective == RUNCFG_OBJECTIVE_QUADRATIC
+                                                    ? ANALYTIC_KIND_QUADRATIC
+                                                    : ANALYTIC_KIND_ROSENBROCK,
+                                                optim_method_name(m));
+                const char *at = strstr(p, "lr=");
+                lr = at ? strtod(at + 3, NULL) : 0;
+                snprintf(lr_why, sizeof lr_why, "%s's preset for this objective",
+                         optim_method_name(m));
+            }
+            if (!(lr > 0)) {
+                lr = hparams_default_lr(m);
+                snprintf(lr_why, sizeof lr_why, "%s's default", optim_method_name(m));
+            }
+            snprintf(lr_buf, sizeof lr_buf, "%.6g", lr);
+            st = optim_set(e->opt, "lr", lr_buf, &err);
+            if (!st)
+                runcfg_set(&e->cfg, "lr", lr_buf, NULL);
+        }
         if (!st && method_is_fo(e)) {
             fo_release(e); /* a switch starts the method's state fresh */
             st = fo_prepare(e, &err);
@@ -897,8 +936,10 @@ static void apply_command(engine *e, const engine_cmd *c, uint64_t id)
             emit(e, ENGINE_EVENT_REJECTED, id, 0, "%s", err.msg);
         else {
             journal_event(&e->jr, e->step, "switch", "optimizer", c->value);
-            emit(e, ENGINE_EVENT_APPLIED, id, 0, "optimizer %s from step %llu (fresh state)",
-                 c->value, (unsigned long long)e->step + 1);
+            journal_event(&e->jr, e->step, "set", "lr", lr_buf);
+            emit(e, ENGINE_EVENT_APPLIED, id, 0,
+                 "optimizer %s from step %llu (fresh state), lr %s: %s (e edits it)", c->value,
+                 (unsigned long long)e->step + 1, lr_buf, lr_why);
             publish(e, true);
         }
         break;
@@ -1077,7 +1118,10 @@ static void record_step(engine *e, double seconds)
         e->tokens_ema = e->tokens_ema > 0 ? 0.9 * e->tokens_ema + 0.1 * tok : tok;
         w->tokens_per_s = e->tokens_ema * w->steps_per_s;
     }
-    w->eta_s = w->total_steps > e->step ? (double)(w->total_steps - e->step) * e->step_ema_s : 0;
+    double per_step = e->step_ema_s;
+    if (e->rate_now > 0 && per_step < 1.0 / e->rate_now)
+        per_step = 1.0 / e->rate_now; /* throttled: the wall clock, not the compute */
+    w->eta_s = w->total_steps > e->step ? (double)(w->total_steps - e->step) * per_step : 0;
     if (e->cfg.time_limit > 0 && e->cfg.time_limit - e->run_s < w->eta_s)
         w->eta_s = e->cfg.time_limit > e->run_s ? e->cfg.time_limit - e->run_s : 0;
     const optim_layer_stats *ls = fo ? e->no_layer_stats : optim_layer_stats_get(e->opt);
@@ -1151,6 +1195,28 @@ static void finish(engine *e)
                  e->work.best_dev_accuracy, (unsigned long long)e->work.best_dev_step);
     emit(e, ENGINE_EVENT_FINISHED, 0, e->work.best_dev_accuracy, "%s", why);
     set_state(e, ENGINE_STATE_FINISHED, why);
+}
+
+/* With a rate limit (engine_set_max_rate), wait until the step that started
+ * at t0 has taken 1/rate seconds; a command ends the wait at once.  The
+ * wait is not running time (--time-limit, run_s). */
+static void throttle(engine *e, double t0)
+{
+    pthread_mutex_lock(&e->mu);
+    e->rate_now = e->max_rate;
+    e->work.max_steps_per_s = e->rate_now;
+    while (e->max_rate > 0 && e->q_len == 0 && !e->quit) {
+        double left = t0 + 1.0 / e->max_rate - now_s();
+        if (left <= 0)
+            break;
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        double at = (double)dl.tv_sec + 1e-9 * (double)dl.tv_nsec + left;
+        dl.tv_sec = (time_t)at;
+        dl.tv_nsec = (long)((at - (double)dl.tv_sec) * 1e9);
+        pthread_cond_timedwait(&e->cv, &e->mu, &dl);
+    }
+    pthread_mutex_unlock(&e->mu);
 }
 
 static void *engine_main(void *arg)
@@ -1248,10 +1314,19 @@ static void *engine_main(void *arg)
         e->run_s += now_s() - t1;
         e->work.run_s = e->run_s;
         publish(e, false);
+        throttle(e, t0);
     }
     journal_flush(&e->jr);
     set_state(e, ENGINE_STATE_QUIT, "quit");
     return NULL;
+}
+
+void engine_set_max_rate(engine *e, double steps_per_s)
+{
+    pthread_mutex_lock(&e->mu);
+    e->max_rate = steps_per_s > 0 && isfinite(steps_per_s) ? steps_per_s : 0;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
 }
 
 hl_status engine_start(engine *e, bool start_paused, hl_err *err)

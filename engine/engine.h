@@ -133,7 +133,8 @@ typedef struct engine_telemetry {
     /* the last step */
     optim_step_stats last;
     double loss;                 /* reported loss of the last step */
-    double steps_per_s, tokens_per_s, eta_s;
+    double steps_per_s, tokens_per_s, eta_s; /* steps_per_s: the compute speed */
+    double max_steps_per_s;      /* the rate limit (engine_set_max_rate), 0 = none */
     double dev_accuracy, best_dev_accuracy; /* NAN until the first eval */
     uint64_t best_dev_step;
     double rss_mib;
@@ -162,6 +163,10 @@ void engine_default_run_dir(char *out, size_t cap, const char *task, const char 
  * optimizer, resume) on the calling thread, so errors surface before any
  * thread starts.  cfg is copied. */
 hl_status engine_create(engine **out, const runcfg *cfg, hl_err *err);
+/* Limit the run to steps_per_s steps per second (0: as fast as it goes).
+ * The workbench slows analytic objectives (10,000+ steps/s) to a rate
+ * people can watch; headless runs never call it.  Any thread. */
+void engine_set_max_rate(engine *e, double steps_per_s);
 /* Start the thread.  start_paused: wait for RESUME or STEP_ONCE first. */
 hl_status engine_start(engine *e, bool start_paused, hl_err *err);
 /* Queue a command; *cmd_id (may be NULL) identifies its answer event.

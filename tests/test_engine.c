@@ -169,9 +169,20 @@ static void test_command_queue_semantics(void)
     sleep_ms(100);
     CU_ASSERT_EQUAL(current_step(e, &t), held);
 
-    /* switch keeps θ and reports the new method */
-    CU_ASSERT_EQUAL(wait_answer(e, post(e, ENGINE_CMD_SWITCH, NULL, "mezo"), NULL, 5000),
+    /* switch keeps θ and reports the new method; η becomes the new method's
+     * own (here the objective's preset for MeZO), and switching back brings
+     * the η the user set for HELENE (0.0005 above) */
+    CU_ASSERT_EQUAL(wait_answer(e, post(e, ENGINE_CMD_SWITCH, NULL, "mezo"), &ev, 5000),
                     ENGINE_EVENT_APPLIED);
+    CU_ASSERT(strstr(ev.text, "lr 3e-05: mezo's preset") != NULL);
+    CU_ASSERT_EQUAL(wait_answer(e, post(e, ENGINE_CMD_SWITCH, NULL, "helene"), &ev, 5000),
+                    ENGINE_EVENT_APPLIED);
+    CU_ASSERT(strstr(ev.text, "lr 0.0005: the one you set for helene") != NULL);
+    CU_ASSERT_EQUAL(wait_answer(e, post(e, ENGINE_CMD_SWITCH, NULL, "mezo"), &ev, 5000),
+                    ENGINE_EVENT_APPLIED);
+    sleep_ms(60);
+    engine_snapshot(e, &t);
+    CU_ASSERT_DOUBLE_EQUAL(t.hp.lr, 3e-5, 1e-12);
     CU_ASSERT_EQUAL(wait_answer(e, post(e, ENGINE_CMD_SWITCH, NULL, "sgd"), &ev, 5000),
                     ENGINE_EVENT_REJECTED);
     CU_ASSERT_EQUAL(wait_answer(e, post(e, ENGINE_CMD_SWITCH, NULL, "ft-adam"), &ev, 5000),

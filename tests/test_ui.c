@@ -358,7 +358,7 @@ static void test_table_render_scrolled(void)
     layers_sort_order(order, test_layers, test_stats, 5, LAYERS_SORT_CURVATURE, false);
     layers_view v = {LAYERS_SORT_CURVATURE, false, 2, 1}; /* cursor on row 2, first row 1 */
     int visible = widgets_layers(&c, (ui_rect){0, 0, 66, 4}, &v, order, test_layers, test_stats,
-                                 5, 2, true);
+                                 5, 2, true, NULL);
     CU_ASSERT_EQUAL(visible, 3);
     /* scale 1e-6..1e-2 (embed's 1e-5 is the minimum), bars of 10 cells, the
      * floor 1e-4 at the middle: lm_head 3e-3 fills 0.869 (70 eighths), 1e-3
@@ -379,7 +379,8 @@ static void test_table_render_scrolled(void)
     CU_ASSERT_EQUAL_FATAL(canvas_init(&c, 46, 3, false, NULL), HL_OK);
     layers_sort_order(order, test_layers, test_stats, 5, LAYERS_SORT_NAME, false);
     layers_view n = {LAYERS_SORT_NAME, false, 0, 0};
-    widgets_layers(&c, (ui_rect){0, 0, 46, 3}, &n, order, test_layers, test_stats, 5, 2, false);
+    widgets_layers(&c, (ui_rect){0, 0, 46, 3}, &n, order, test_layers, test_stats, 5, 2, false,
+                   NULL);
     expect_text(&c, ALL,
                 " layer              mean h lambda clip upd rms\n"
                 " lm_head.weight      0.003   1e-4  10%    5e-5\n"
@@ -624,8 +625,8 @@ static void render_screen(canvas *c, const engine_telemetry *t, ui_log *log)
     }
     layers_view v = {LAYERS_SORT_MODEL, false, 0, 0};
     panels_header(c, l.panel[LAYOUT_PANEL_HEADER], t);
-    panels_loss(c, l.panel[LAYOUT_PANEL_LOSS], t);
-    panels_dev(c, l.panel[LAYOUT_PANEL_DEV], t);
+    panels_loss(c, l.panel[LAYOUT_PANEL_LOSS], t, false);
+    panels_dev(c, l.panel[LAYOUT_PANEL_DEV], t, false);
     panels_grad(c, l.panel[LAYOUT_PANEL_GRAD], t);
     panels_layers(c, l.panel[LAYOUT_PANEL_LAYERS], t, &v, 1, true);
     panels_heat(c, l.panel[LAYOUT_PANEL_HEAT], t, 1);

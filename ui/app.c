@@ -37,6 +37,24 @@ static void app_on_signal(int sig)
     app_signal = sig;
 }
 
+static const double app_rates[] = {1, 3, 10, 30, 100, 300, 1000};
+enum { APP_N_RATES = sizeof app_rates / sizeof app_rates[0] };
+
+double app_next_max_rate(double rate, int dir)
+{
+    /* the ladder, with 0 (no limit) above its top */
+    int at = APP_N_RATES; /* 0 = unlimited */
+    for (int i = 0; i < APP_N_RATES; i++)
+        if (rate > 0 && rate <= app_rates[i]) {
+            at = i;
+            break;
+        }
+    at += dir > 0 ? 1 : -1;
+    if (at < 0)
+        at = 0;
+    return at >= APP_N_RATES ? 0 : app_rates[at];
+}
+
 int app_caught_signal(void)
 {
     return (int)app_signal;
@@ -89,6 +107,8 @@ typedef struct app {
     ui_layout lay;
     bool color;
     int redraw_hz;
+    double max_rate;  /* engine step-rate limit, 0 = none (`<` / `>`) */
+    bool log_loss;    /* loss (and exact-loss) charts on a log axis (`g`) */
     app_mode mode;
 
     form form;
@@ -515,6 +535,22 @@ static void key_main(app *a, int k)
             post(a, ENGINE_CMD_CHECKPOINT, NULL, "", "checkpoint");
         break;
     case 'l': open_layer_chooser(a); break;
+    case 'g':
+        a->log_loss = !a->log_loss;
+        app_flash(a, 0, "loss chart: %s scale", a->log_loss ? "log" : "linear");
+        break;
+    case '>':
+    case '.':
+    case '<':
+    case ',': {
+        a->max_rate = app_next_max_rate(a->max_rate, k == '>' || k == '.' ? +1 : -1);
+        engine_set_max_rate(a->e, a->max_rate);
+        if (a->max_rate > 0)
+            app_flash(a, 0, "at most %g steps/s (> faster, < slower)", a->max_rate);
+        else
+            app_flash(a, 0, "full speed (< slows down)");
+        break;
+    }
     case '+':
     case '=': a->redraw_hz = app_next_redraw_hz(a->redraw_hz, +1); break;
     case '-':
@@ -686,8 +722,8 @@ static void draw(app *a)
     } else {
         const ui_rect *p = a->lay.panel;
         panels_header(c, p[LAYOUT_PANEL_HEADER], &a->t);
-        panels_loss(c, p[LAYOUT_PANEL_LOSS], &a->t);
-        panels_dev(c, p[LAYOUT_PANEL_DEV], &a->t);
+        panels_loss(c, p[LAYOUT_PANEL_LOSS], &a->t, a->log_loss);
+        panels_dev(c, p[LAYOUT_PANEL_DEV], &a->t, a->log_loss);
         panels_grad(c, p[LAYOUT_PANEL_GRAD], &a->t);
         a->layers_visible = panels_layers(c, p[LAYOUT_PANEL_LAYERS], &a->t, &a->lv,
                                           a->heat_layer, !a->focus_events);
@@ -811,6 +847,18 @@ hl_status app_run(engine *e, const app_options *opt, hl_err *err)
         return st;
     }
     app_signal = 0;
+    /* analytic objectives run 10,000+ steps/s: slow them to a rate people
+     * can watch, on a log loss axis (their loss falls by decades) */
+    engine_telemetry t0;
+    if (engine_snapshot_alloc(e, &t0, NULL) == HL_OK) {
+        engine_snapshot(e, &t0);
+        if (panels_is_analytic(&t0)) {
+            a->max_rate = APP_ANALYTIC_RATE;
+            a->log_loss = true;
+            engine_set_max_rate(e, a->max_rate);
+        }
+        engine_snapshot_free(&t0);
+    }
     relayout(a);
     double next_frame = 0;
     while (!a->quit) {

@@ -24,6 +24,7 @@
 #include "err.h"
 
 #define APP_REDRAW_HZ_DEFAULT 10
+#define APP_ANALYTIC_RATE 30 /* steps/s the workbench runs analytic objectives at */
 
 typedef struct app_options {
     bool color;    /* false: monochrome (--no-color, NO_COLOR) */
@@ -37,6 +38,10 @@ hl_status app_run(engine *e, const app_options *opt, hl_err *err);
 
 /* The signal that ended the last app_run (SIGINT, SIGTERM, SIGHUP), or 0. */
 int app_caught_signal(void);
+
+/* The step-rate limits `<` / `>` step through (1, 3, 10, 30, 100, 300, 1000,
+ * then 0 = none), and the next one in direction dir from rate. */
+double app_next_max_rate(double rate, int dir);
 
 /* The redraw rates `+`/`-` step through, and the next one in direction dir. */
 int app_next_redraw_hz(int hz, int dir);

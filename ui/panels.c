@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "analytic.h"
 #include "optim.h"
 
 /* ================================================================ helpers */
@@ -222,7 +223,11 @@ void panels_header(canvas *c, ui_rect r, const engine_telemetry *t)
                     (unsigned long long)t->total_steps);
     else
         n = seg_add(s, n, 0, CANVAS_ATTR_BOLD, "step %llu", (unsigned long long)t->step);
-    n = seg_add(s, n, 1, 0, "%.1f steps/s", t->steps_per_s);
+    if (t->max_steps_per_s > 0 && t->steps_per_s > t->max_steps_per_s)
+        n = seg_add(s, n, 1, CANVAS_COLOR_WARN, "%g steps/s (capped: > faster)",
+                    t->max_steps_per_s);
+    else
+        n = seg_add(s, n, 1, 0, "%.1f steps/s", t->steps_per_s);
     if (t->tokens_per_s > 0)
         n = seg_add(s, n, 4, 0, "%.0f tok/s", t->tokens_per_s);
     widgets_fmt_duration(a, sizeof a, t->eta_s);
@@ -251,11 +256,11 @@ void panels_header(canvas *c, ui_rect r, const engine_telemetry *t)
 
 /* ================================================================ charts */
 
-void panels_loss(canvas *c, ui_rect r, const engine_telemetry *t)
+void panels_loss(canvas *c, ui_rect r, const engine_telemetry *t, bool log_y)
 {
     char title[96], v[32];
     widgets_fmt_num(v, sizeof v, 8, t->loss);
-    snprintf(title, sizeof title, "Loss %s", v);
+    snprintf(title, sizeof title, "Loss %s%s", v, log_y ? "  log" : "");
     ui_rect in = panel_box(c, r, title, false);
     const engine_hist *mean = hist(t, ENGINE_SERIES_LOSS);
     float *ema = malloc(sizeof(float) * ENGINE_HIST_CAP);
@@ -269,6 +274,7 @@ void panels_loss(canvas *c, ui_rect r, const engine_telemetry *t)
         {"ema", mean->n, mean->step, ema, CANVAS_COLOR_SMOOTH | CANVAS_ATTR_BOLD, '*'},
     };
     chart_opts o = chart_opts_default();
+    o.log_y = log_y;
     widgets_chart(c, in, s, 4, &o);
     free(ema);
     legend_item lg[4] = {
@@ -287,7 +293,7 @@ bool panels_is_analytic(const engine_telemetry *t)
     return !t->dev_is_accuracy;
 }
 
-void panels_dev(canvas *c, ui_rect r, const engine_telemetry *t)
+void panels_dev(canvas *c, ui_rect r, const engine_telemetry *t, bool log_y)
 {
     const engine_hist *h = hist(t, ENGINE_SERIES_DEV);
     bool pct = !panels_is_analytic(t);
@@ -309,6 +315,7 @@ void panels_dev(canvas *c, ui_rect r, const engine_telemetry *t)
     chart_series s = series_of(h, "dev", CANVAS_COLOR_DEV | CANVAS_ATTR_BOLD, 'o');
     chart_opts o = chart_opts_default();
     o.percent = pct;
+    o.log_y = log_y && !pct; /* accuracy stays linear */
     widgets_chart(c, in, &s, 1, &o);
 }
 
@@ -365,7 +372,14 @@ int panels_layers(canvas *c, ui_rect r, const engine_telemetry *t, layers_view *
     if (!order)
         return visible;
     layers_sort_order(order, t->layers, t->layer, n, v->sort, v->reverse);
-    widgets_layers(c, in, v, order, t->layers, t->layer, n, heat_layer, focused);
+    /* the quadratic's exact per-layer curvature a_l beside the estimate */
+    float *truth = NULL;
+    if (!strcmp(t->task_name, "quadratic") && n == 6 && /* the quadratic's six layers */
+        (truth = malloc(sizeof(float) * (size_t)n)))
+        for (int i = 0; i < n; i++)
+            truth[i] = (float)analytic_quadratic_curvature(i);
+    widgets_layers(c, in, v, order, t->layers, t->layer, n, heat_layer, focused, truth);
+    free(truth);
     free(order);
     if (n > visible) {
         char pos[48];

@@ -31,9 +31,9 @@ bool panels_is_analytic(const engine_telemetry *t);
 void panels_header(canvas *c, ui_rect r, const engine_telemetry *t);
 
 /* L+, L−, their mean and an EMA of the mean. */
-void panels_loss(canvas *c, ui_rect r, const engine_telemetry *t);
+void panels_loss(canvas *c, ui_rect r, const engine_telemetry *t, bool log_y);
 /* Dev accuracy at eval steps (the exact loss for analytic objectives). */
-void panels_dev(canvas *c, ui_rect r, const engine_telemetry *t);
+void panels_dev(canvas *c, ui_rect r, const engine_telemetry *t, bool log_y);
 /* The projected gradient c. */
 void panels_grad(canvas *c, ui_rect r, const engine_telemetry *t);
 

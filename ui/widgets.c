@@ -193,6 +193,17 @@ static void fmt_label(char *buf, size_t cap, double v, bool percent)
         widgets_fmt_num(buf, cap, CHART_GUTTER, v);
 }
 
+/* A series value on the chart's y axis: itself, or log10 of it (NAN for
+ * values a log axis cannot show). */
+static double chart_y(const chart_opts *o, float y)
+{
+    if (!isfinite(y))
+        return NAN;
+    if (!o->log_y)
+        return y;
+    return y > 0 ? log10((double)y) : NAN;
+}
+
 void widgets_chart(canvas *c, ui_rect r, const chart_series *s, int n_series,
                    const chart_opts *o)
 {
@@ -208,10 +219,11 @@ void widgets_chart(canvas *c, ui_rect r, const chart_series *s, int n_series,
     bool any = false;
     for (int k = 0; k < n_series; k++)
         for (int i = 0; i < s[k].n; i++) {
-            if (!isfinite(s[k].y[i]))
+            double y = chart_y(o, s[k].y[i]);
+            if (isnan(y))
                 continue;
             any = true;
-            double x = (double)s[k].x[i], y = s[k].y[i];
+            double x = (double)s[k].x[i];
             xmin = fmin(xmin, x);
             xmax = fmax(xmax, x);
             ymin = fmin(ymin, y);
@@ -228,8 +240,8 @@ void widgets_chart(canvas *c, ui_rect r, const chart_series *s, int n_series,
         xmax = o->x_max;
     }
     if (o->y_fixed) {
-        ymin = o->y_min;
-        ymax = o->y_max;
+        ymin = o->log_y ? log10(o->y_min) : o->y_min;
+        ymax = o->log_y ? log10(o->y_max) : o->y_max;
     }
     if (!(xmax > xmin))
         xmax = xmin + 1;
@@ -257,12 +269,13 @@ void widgets_chart(canvas *c, ui_rect r, const chart_series *s, int n_series,
         bool have_prev = false;
         int lx = 0, ly = 0;
         for (int i = 0; i < s[k].n; i++) {
-            if (!isfinite(s[k].y[i])) {
+            double y = chart_y(o, s[k].y[i]);
+            if (isnan(y)) {
                 have_prev = false;
                 continue;
             }
             double fx = ((double)s[k].x[i] - xmin) / (xmax - xmin);
-            double fy = (ymax - (double)s[k].y[i]) / (ymax - ymin);
+            double fy = (ymax - y) / (ymax - ymin);
             int dx = clampi((int)lround(fx * (dw - 1)), 0, dw - 1);
             int dy = clampi((int)lround(fy * (dh - 1)), 0, dh - 1);
             if (have_prev && o->lines)
@@ -297,10 +310,10 @@ void widgets_chart(canvas *c, ui_rect r, const chart_series *s, int n_series,
         canvas_put(c, px0 - 1, r.y + cy,
                    labelled ? canvas_sym(c, "┤", "+") : canvas_sym(c, "│", "|"), ax);
     }
-    fmt_label(lab, sizeof lab, ymax, o->percent);
+    fmt_label(lab, sizeof lab, o->log_y ? pow(10.0, ymax) : ymax, o->percent);
     canvas_text_right(c, r.x + CHART_GUTTER, r.y, CHART_GUTTER, ax, lab);
     if (ph > 1) {
-        fmt_label(lab, sizeof lab, ymin, o->percent);
+        fmt_label(lab, sizeof lab, o->log_y ? pow(10.0, ymin) : ymin, o->percent);
         canvas_text_right(c, r.x + CHART_GUTTER, r.y + ph - 1, CHART_GUTTER, ax, lab);
     }
     /* x axis: step range */
@@ -614,6 +627,7 @@ typedef struct layers_ctx {
     const optim_layer_stats *st;
     int mark_layer;
     log_scale scale;
+    const float *true_curv; /* [n] the objective's exact curvature, or NULL */
 } layers_ctx;
 
 void widgets_short_layer_name(char *buf, size_t cap, const char *name)
@@ -672,6 +686,15 @@ static void draw_name(canvas *c, int x, int y, int w, const char *name, uint16_t
     canvas_text(c, x + n + 1, y, tail, attr, p);
 }
 
+/* The bar of a layer's mean h on the shared log scale, λ as a marker. */
+static void draw_layer_bar(canvas *c, int x, int y, int w, const layers_ctx *ctx,
+                           const optim_layer_stats *s)
+{
+    double mf = s->lambda > 0 ? log_scale_fraction(&ctx->scale, s->lambda) : -1;
+    widgets_bar(c, x, y, w, log_scale_fraction(&ctx->scale, s->state_mean), CANVAS_COLOR_BAR, mf,
+                CANVAS_COLOR_FLOOR);
+}
+
 static void layers_cell(canvas *c, int x, int y, int w, int row, int col, void *vctx)
 {
     layers_ctx *ctx = vctx;
@@ -719,12 +742,14 @@ static void layers_cell(canvas *c, int x, int y, int w, int row, int col, void *
                           s->clip_rate > 0.5f ? CANVAS_COLOR_WARN : CANVAS_COLOR_DEFAULT, buf);
         return;
     case 5: v = s->update_rms; break;
-    default: {
-        double mf = s->lambda > 0 ? log_scale_fraction(&ctx->scale, s->lambda) : -1;
-        widgets_bar(c, x, y, w, log_scale_fraction(&ctx->scale, s->state_mean), CANVAS_COLOR_BAR,
-                    mf, CANVAS_COLOR_FLOOR);
+    case 6:
+        if (ctx->true_curv) { /* without the true-curvature column, 6 is the bar */
+            v = ctx->true_curv[li];
+            break;
+        }
+        draw_layer_bar(c, x, y, w, ctx, s);
         return;
-    }
+    default: draw_layer_bar(c, x, y, w, ctx, s); return;
     }
     widgets_fmt_num(buf, sizeof buf, w, v);
     canvas_text_right(c, x + w, y, w, 0, buf);
@@ -732,24 +757,30 @@ static void layers_cell(canvas *c, int x, int y, int w, int row, int col, void *
 
 int widgets_layers(canvas *c, ui_rect r, const layers_view *v, const int *order,
                    const param_layer *layers, const optim_layer_stats *st, int n,
-                   int mark_layer, bool focused)
+                   int mark_layer, bool focused, const float *true_curv)
 {
-    layers_ctx ctx = {order, layers, st, mark_layer, {0, 0, false}};
+    layers_ctx ctx = {order, layers, st, mark_layer, {0, 0, false}, true_curv};
     for (int i = 0; i < n; i++) {
         log_scale_add(&ctx.scale, &st[i].state_mean, 1);
         log_scale_add(&ctx.scale, &st[i].lambda, 1);
     }
     log_scale_finish(&ctx.scale);
-    table_column cols[7] = {
+    table_column cols[8] = {
         {" layer", 0, 16, 28, TABLE_ALIGN_LEFT, 0},
         {"mean h", 6, 0, 0, TABLE_ALIGN_RIGHT, 0},
         {"max h", 6, 0, 0, TABLE_ALIGN_RIGHT, 4},
         {canvas_sym(c, "λ", "lambda"), 6, 0, 0, TABLE_ALIGN_RIGHT, 2},
         {"clip", 4, 0, 0, TABLE_ALIGN_RIGHT, 1},
         {"upd rms", 7, 0, 0, TABLE_ALIGN_RIGHT, 3},
+        {"true a", 6, 0, 0, TABLE_ALIGN_RIGHT, 2}, /* analytic: the exact curvature */
         {NULL, 0, 10, 0, TABLE_ALIGN_LEFT, 5}, /* bar of mean h, header = log axis */
     };
-    return widgets_table(c, r, cols, 7, n, v->scroll, focused ? v->selected : -1, layers_cell,
+    if (!true_curv) { /* no such column: the bar moves up */
+        cols[6] = cols[7];
+        return widgets_table(c, r, cols, 7, n, v->scroll, focused ? v->selected : -1,
+                             layers_cell, &ctx);
+    }
+    return widgets_table(c, r, cols, 8, n, v->scroll, focused ? v->selected : -1, layers_cell,
                          &ctx);
 }
 

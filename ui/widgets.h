@@ -89,6 +89,7 @@ typedef struct chart_opts {
     double marker_x;
     bool lines;         /* connect consecutive points */
     bool percent;       /* y labels as percentages */
+    bool log_y;         /* log10 y axis: non-positive values are not drawn */
     const char *x_label;/* centred under the plot, e.g. "step" */
 } chart_opts;
 
@@ -180,10 +181,13 @@ void widgets_short_layer_name(char *buf, size_t cap, const char *name);
 /* Table with name, mean h, max h, λ, clip, update RMS and a bar of mean h
  * (log scale shared by all layers, λ_ℓ as a marker).  order must come from
  * layers_sort_order.  mark_layer (-1 none) is flagged as the heat-strip
- * layer.  Returns the visible row count. */
+ * layer.  true_curv (NULL: no column) adds "true a", the exact curvature of
+ * an analytic objective's layers, beside what the optimizer estimates.
+ * Returns the visible row count. */
 int widgets_layers(canvas *c, ui_rect r, const layers_view *v, const int *order,
                    const param_layer *layers, const optim_layer_stats *st, int n,
-                   int mark_layer, bool focused);
+                   int mark_layer, bool focused,
+                   const float *true_curv);
 
 /* ---------------------------------------------------------------- heat strip */
 
