@@ -51,8 +51,15 @@ hl_status adamw_init(adamw *a, param_set *ps, const adamw_config *cfg, pool *p, 
     a->ps = ps;
     a->pool = p;
     size_t n = ps->n ? ps->n : 1;
-    a->m = calloc(n, sizeof(float));
-    a->v = calloc(n, sizeof(float));
+    /* written here, page by page, not calloc'd: a read of calloc's zero
+     * page followed by a write faults every page in on the first step
+     * instead (see optim.c arena_alloc); posix_memalign, unlike malloc, is
+     * not folded with the memset into a calloc by the compiler */
+    void *m = NULL, *v = NULL;
+    if (posix_memalign(&m, 64, n * sizeof(float)) == 0)
+        a->m = memset(m, 0, n * sizeof(float));
+    if (posix_memalign(&v, 64, n * sizeof(float)) == 0)
+        a->v = memset(v, 0, n * sizeof(float));
     if (!a->m || !a->v) {
         adamw_free(a);
         return hl_err_set(err, HL_ERR_NOMEM, "adamw: out of memory for %zu MiB of state",

@@ -611,6 +611,13 @@ static void replay_visit(void *ctx, bool is_eval, uint64_t step, double loss, do
     if (is_eval) {
         hist_push(&w->hist[ENGINE_SERIES_DEV], step, (float)dev);
         w->dev_accuracy = dev;
+        /* the best so far, for the title (its state is not on disk: the
+         * best-dev test covers evaluations after the resume) */
+        bool better = e->task ? dev > w->best_dev_accuracy : dev < w->best_dev_accuracy;
+        if (isfinite(dev) && (better || isnan(w->best_dev_accuracy))) {
+            w->best_dev_accuracy = dev;
+            w->best_dev_step = step;
+        }
         return;
     }
     /* the last step before the checkpoint is what the header shows first */
@@ -669,6 +676,7 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
     e->work.layers = e->ps->layers;
     e->pub.layers = e->ps->layers;
     e->work.dev_accuracy = e->work.best_dev_accuracy = NAN;
+    e->work.test_final = e->work.test_best = NAN;
 
     if ((st = optim_init_hp(&e->opt, e->ps, e->workers, e->cfg.seed, &e->cfg.hp, err)))
         goto fail;
@@ -707,6 +715,7 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
         goto fail;
     e->work.grad_cosine = e->work.grad_cosine_avg = NAN;
     uint64_t cut = 0;
+    bool continues_log = false; /* resuming the run this --log already holds */
     if (e->cfg.resume[0]) {
         checkpoint_info ci;
         if ((st = checkpoint_load(e->cfg.resume, e->ps, e->opt, &ci, err)) ||
@@ -716,13 +725,32 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
         snprintf(e->last_ckpt, sizeof e->last_ckpt, "%s", e->cfg.resume);
         e->last_ckpt_step = e->step;
         /* the same journal continues from where the checkpoint was taken */
-        if (e->cfg.log[0] && !strcmp(ci.journal_path, e->cfg.log))
+        if (e->cfg.log[0] && !strcmp(ci.journal_path, e->cfg.log)) {
             cut = ci.journal_offset;
+            continues_log = true;
+        }
         if (e->cfg.log[0] && access(e->cfg.log, F_OK) == 0)
             journal_scan(e->cfg.log, e->step, replay_visit, e, NULL);
     }
+    if (e->cfg.log[0] && !continues_log && !e->cfg.log_append) {
+        /* a journal is one run's record: mixing two makes both unreadable */
+        struct stat sb;
+        if (stat(e->cfg.log, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0) {
+            st = hl_err_set(err, HL_ERR_INVALID,
+                            "%s already holds a run's journal: continue that run with --resume "
+                            "CHECKPOINT, add this run to it with --log-append, or choose "
+                            "another --log",
+                            e->cfg.log);
+            goto fail;
+        }
+    }
     if (e->cfg.log[0] && (st = journal_open(&e->jr, e->cfg.log, cut, err)))
         goto fail;
+    {
+        char *json = runcfg_to_json(&e->cfg);
+        journal_run(&e->jr, e->step, e->cfg.resume[0] != 0, PACKAGE_VERSION, json);
+        free(json);
+    }
     e->work.step = e->step;
     e->work.method_step = optim_method_steps(e->opt);
     e->work.dev_is_accuracy = e->task != NULL;
@@ -1160,6 +1188,7 @@ static void finish(engine *e)
         double acc, loss;
         if (!taskobj_evaluate(e->task, &acc, &loss, TASKOBJ_SPLIT_TEST, NULL, &err)) {
             journal_test(&e->jr, e->step, "final", acc, loss);
+            e->work.test_final = acc;
             emit(e, ENGINE_EVENT_INFO, 0, acc, "test accuracy %.4f of the final state", acc);
         }
         if (e->best_path[0] && e->work.best_dev_step != e->step) {
@@ -1170,6 +1199,7 @@ static void finish(engine *e)
                 !checkpoint_read_params(e->best_path, e->ps, &err)) {
                 if (!taskobj_evaluate(e->task, &acc, &loss, TASKOBJ_SPLIT_TEST, NULL, &err)) {
                     journal_test(&e->jr, e->work.best_dev_step, "best_dev", acc, loss);
+                    e->work.test_best = acc;
                     emit(e, ENGINE_EVENT_INFO, 0, acc,
                          "test accuracy %.4f of the best dev state (step %llu)", acc,
                          (unsigned long long)e->work.best_dev_step);
@@ -1194,7 +1224,20 @@ static void finish(engine *e)
                  (unsigned long long)e->step, limit, e->task ? "dev accuracy" : "exact loss",
                  e->work.best_dev_accuracy, (unsigned long long)e->work.best_dev_step);
     emit(e, ENGINE_EVENT_FINISHED, 0, e->work.best_dev_accuracy, "%s", why);
-    set_state(e, ENGINE_STATE_FINISHED, why);
+    /* the status line gets the short form; Events has the whole sentence */
+    char brief[128];
+    if (isnan(e->work.best_dev_accuracy))
+        snprintf(brief, sizeof brief, "%llu steps%s", (unsigned long long)e->step,
+                 timed_out ? ", time limit" : "");
+    else if (e->task)
+        snprintf(brief, sizeof brief, "%llu steps%s, best dev %.1f%% @%llu",
+                 (unsigned long long)e->step, timed_out ? ", time limit" : "",
+                 100.0 * e->work.best_dev_accuracy, (unsigned long long)e->work.best_dev_step);
+    else
+        snprintf(brief, sizeof brief, "%llu steps%s, best loss %.4g @%llu",
+                 (unsigned long long)e->step, timed_out ? ", time limit" : "",
+                 e->work.best_dev_accuracy, (unsigned long long)e->work.best_dev_step);
+    set_state(e, ENGINE_STATE_FINISHED, brief);
 }
 
 /* With a rate limit (engine_set_max_rate), wait until the step that started

@@ -137,6 +137,9 @@ typedef struct engine_telemetry {
     double max_steps_per_s;      /* the rate limit (engine_set_max_rate), 0 = none */
     double dev_accuracy, best_dev_accuracy; /* NAN until the first eval */
     uint64_t best_dev_step;
+    double test_final, test_best; /* test accuracy of the final and of the best-dev state,
+                                   * after the run finished (NAN: none; test_best is NAN
+                                   * too when the best dev state is the final one) */
     double rss_mib;
     double grad_cosine;          /* --grad-alignment: cos(c·z, ∇L) of the last step, else NAN */
     double grad_cosine_avg;      /* its mean over the last ENGINE_COSINE_WINDOW steps */

@@ -109,6 +109,23 @@ static void put_str(FILE *f, const char *key, const char *v)
     cJSON_Delete(s);
 }
 
+void journal_run(journal *j, uint64_t step, bool resumed, const char *version,
+                 const char *config_json)
+{
+    if (!j->f)
+        return;
+    fprintf(j->f, "{\"event\":\"run\",\"step\":%llu,\"resumed\":%s", (unsigned long long)step,
+            resumed ? "true" : "false");
+    put_str(j->f, "version", version);
+    /* the config is JSON already: re-printed unformatted, on one line */
+    cJSON *c = config_json ? cJSON_Parse(config_json) : NULL;
+    char *txt = c ? cJSON_PrintUnformatted(c) : NULL;
+    fprintf(j->f, ",\"config\":%s", txt ? txt : "null");
+    free(txt);
+    cJSON_Delete(c);
+    end_line(j, true);
+}
+
 void journal_event(journal *j, uint64_t step, const char *event, const char *key,
                    const char *value)
 {

@@ -6,7 +6,8 @@
  * Step lines: {"step", "seed", "loss", "loss_plus", "loss_minus",
  * "proj_grad", "q", "lr", "alpha" (HELENE), "refresh", "forwards",
  * "batch", "ms_perturb", "ms_forward", "ms_update"}.  Event lines carry
- * "event" and "step".  Eval lines add "dev_accuracy" (models) or
+ * "event" and "step"; each run or resume starts with a "run" event holding
+ * its configuration.  Eval lines add "dev_accuracy" (models) or
  * "exact_loss" (analytic objectives) and "dev_loss".
  *
  * A closed journal (path "") accepts every call and writes nothing.
@@ -35,6 +36,11 @@ void journal_close(journal *j);
 void journal_flush(journal *j);
 /* Byte offset of the end of the journal (flushes first); 0 when closed. */
 uint64_t journal_offset(journal *j);
+
+/* The first line of every run and resume: {"event":"run","step", "resumed",
+ * "version", "config": the resolved run configuration (runcfg_to_json)}. */
+void journal_run(journal *j, uint64_t step, bool resumed, const char *version,
+                 const char *config_json);
 
 /* grad_cosine: the alignment diagnostic, or NAN (omitted). */
 void journal_step(journal *j, const optim_step_stats *s, double loss, double grad_cosine);

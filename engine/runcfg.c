@@ -67,7 +67,11 @@ static const key_def keys[] = {
      OFF(checkpoint_every), 0, 1e12},
     {{"keep_last", "periodic checkpoints to keep"}, KEY_I32, OFF(keep_last), 1, 1000},
     {{"resume", "continue from this checkpoint folder"}, KEY_STR, OFF(resume), 0, 0},
-    {{"log", "append the JSONL journal to this file"}, KEY_STR, OFF(log), 0, 0},
+    {{"log", "JSONL journal file (one holding another run is refused unless --resume "
+              "continues it or log_append is on)"},
+     KEY_STR, OFF(log), 0, 0},
+    {{"log_append", "add this run to a --log file that already holds another run (true/false)"},
+     KEY_BOOL, OFF(log_append), 0, 0},
     {{"threads", "compute threads (0 = all online CPUs)"}, KEY_I32, OFF(threads), 0, 64},
     {{"noise", "analytic objectives: per-example noise sigma"}, KEY_F64, OFF(noise), 0, 1000},
     {{"size_scale", "analytic objectives: multiply every layer's size"}, KEY_I32,

@@ -49,6 +49,7 @@ typedef struct runcfg {
     int32_t keep_last;            /* periodic checkpoints kept */
     char resume[RUNCFG_PATH_MAX]; /* checkpoint folder to continue from */
     char log[RUNCFG_PATH_MAX];    /* JSONL journal path ("" = none) */
+    bool log_append;              /* add this run to a log that holds another */
     int32_t threads;              /* 0 = all online CPUs */
     double noise;                 /* analytic objectives: per-example noise σ */
     int32_t size_scale;           /* analytic objectives: multiplies layer sizes */

@@ -251,6 +251,11 @@ static int run_headless(engine *e, const runcfg *cfg)
             printf("%s %.6g at step %llu\n",
                    cfg->objective == RUNCFG_OBJECTIVE_MODEL ? "best dev acc  " : "best loss     ",
                    t.best_dev_accuracy, (unsigned long long)t.best_dev_step);
+        if (!isnan(t.test_final))
+            printf("test acc       %.6g of the final state\n", t.test_final);
+        if (!isnan(t.test_best))
+            printf("test acc       %.6g of the best dev state (step %llu)\n", t.test_best,
+                   (unsigned long long)t.best_dev_step);
         printf("forwards       %llu\n", (unsigned long long)t.last.forwards_total);
         if (cfg->save[0])
             printf("saved          %s\n", cfg->save);

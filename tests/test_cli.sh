@@ -80,12 +80,26 @@ expect 0 "optimizer +zo-sign" -- $h train --config "$tmp/ok.json" --headless
 expect 0 "steps +40" -- $h train --config "$tmp/ok.json" --steps 40 --headless --save "$tmp/ck"
 expect 0 "steps +60" -- $h train --resume "$tmp/ck" --steps 60 --headless
 expect 1 "not a helene checkpoint|checkpoint.json" -- $h train --resume "$tmp" --headless
+# the journal: one run per file unless --resume continues it or --log-append
+expect 0 "steps +20" -- $h train --config "$tmp/ok.json" --steps 20 --log "$tmp/j.jsonl" --save "$tmp/jck" --headless
+expect 1 "already holds a run's journal" -- $h train --config "$tmp/ok.json" --log "$tmp/j.jsonl" --headless
+expect 0 "steps +30" -- $h train --resume "$tmp/jck" --steps 30 --log "$tmp/j.jsonl" --headless
+expect 0 "steps +30" -- $h train --config "$tmp/ok.json" --log "$tmp/j.jsonl" --log-append --headless
+runs=$(grep -c '"event":"run"' "$tmp/j.jsonl")
+resumed=$(grep -c '"event":"run","step":20,"resumed":true,"version":"[0-9]' "$tmp/j.jsonl")
+if [ "$runs" -eq 3 ] && [ "$resumed" -eq 1 ] && head -1 "$tmp/j.jsonl" | grep -q '"config":{"objective":"quadratic"'; then
+  pass=$((pass + 1))
+else
+  echo "FAIL: journal run events: $runs runs, $resumed resumed at step 20"; fail=$((fail + 1))
+fi
 expect 1 "analytic" -- $h export --checkpoint "$tmp/ck" --out "$tmp/exported"
 expect 2 "required" -- $h export --checkpoint "$tmp/ck"
 expect 2 "--dtype must be" -- $h export --checkpoint "$tmp/ck" --out "$tmp/x" --dtype F8
 
 # a model run, exported and loaded again
 expect 0 "saved" -- $h train --model "$fix/models/gpt2-tiny-f32" --task sst2 --data "$fix/tasks/sst2.tsv" --steps 4 --eval-every 2 --batch-size 4 --save "$tmp/m" --headless
+mkdir -p "$tmp/split" && for f in train dev test; do cp "$fix/tasks/sst2.tsv" "$tmp/split/$f.tsv"; done
+expect 0 "^test acc +[0-9.]+ of the final state" -- $h train --model "$fix/models/gpt2-tiny-f32" --task sst2 --data "$tmp/split" --steps 2 --eval-every 1 --batch-size 4 --headless
 expect 0 "tuning .* in 8 of 37 tensors" -- $h train --model "$fix/models/opt-tiny-f32" --task sst2 --data "$fix/tasks/sst2.tsv" --trainable 'fc[12]' --steps 2 --batch-size 4 --headless
 expect 1 "trainable: 'nomatch' matches none" -- $h train --model "$fix/models/opt-tiny-f32" --task sst2 --data "$fix/tasks/sst2.tsv" --trainable nomatch --steps 2 --headless
 expect 1 "not a valid regular expression" -- $h train --model "$fix/models/opt-tiny-f32" --task sst2 --data "$fix/tasks/sst2.tsv" --trainable 'fc(' --steps 2 --headless

@@ -168,7 +168,7 @@ void panels_header(canvas *c, ui_rect r, const engine_telemetry *t)
     fmt_hp(a, sizeof a, hp->lr);
     n = seg_add(s, n, 0, 0, "%s=%s", canvas_sym(c, "η", "lr"), a);
     fmt_hp(a, sizeof a, hp->eps);
-    n = seg_add(s, n, 6, 0, "%s=%s", canvas_sym(c, "ε", "eps"), a);
+    n = seg_add(s, n, 3, 0, "%s=%s", canvas_sym(c, "ε", "eps"), a);
     switch (t->method) {
     case OPTIM_METHOD_ZO_SGD_MMT:
         fmt_hp(a, sizeof a, hp->momentum);
@@ -239,14 +239,14 @@ void panels_header(canvas *c, ui_rect r, const engine_telemetry *t)
     }
     n = seg_add(s, n, 3, 0, "RSS %.0f MiB", t->rss_mib);
     if (!isnan(t->grad_cosine_avg))
-        n = seg_add(s, n, 3, 0, "cos(%s,%s) %.3f", canvas_sym(c, "ĝ", "g_zo"),
-                    canvas_sym(c, "∇", "grad"), t->grad_cosine_avg);
+        n = seg_add(s, n, 3, 0, "cos(%s,%s) %.3g", canvas_sym(c, "ĝ", "g_zo"),
+                    canvas_sym(c, "∇", "grad"), t->grad_cosine_avg); /* ~1e-4: %.3g */
     if (t->unsaved)
         n = seg_add(s, n, 5, CANVAS_ATTR_DIM, "unsaved");
     if (t->save_dir[0])
         n = seg_add(s, n, 2, CANVAS_ATTR_DIM, "ckpt %s", t->save_dir);
     int sw = canvas_text_width(state);
-    int max_state = r.w / 2;
+    int max_state = r.w * 2 / 3;
     if (sw > max_state)
         sw = max_state;
     int used = seg_draw(c, r.x, r.y + 1, r.w - sw - 2, s, n);
@@ -301,6 +301,9 @@ void panels_dev(canvas *c, ui_rect r, const engine_telemetry *t, bool log_y)
     const char *what = pct ? "Dev accuracy" : "Exact loss";
     if (isnan(t->dev_accuracy))
         snprintf(title, sizeof title, "%s (v evaluates now)", what);
+    else if (isnan(t->best_dev_accuracy)) /* e.g. resumed: history, no best yet */
+        snprintf(title, sizeof title, pct ? "%s %.1f%%" : "%s %.6g", what,
+                 pct ? t->dev_accuracy * 100.0 : t->dev_accuracy);
     else if (pct)
         snprintf(title, sizeof title, "%s %.1f%%  best %.1f%% @%llu", what,
                  t->dev_accuracy * 100.0, t->best_dev_accuracy * 100.0,
