@@ -715,13 +715,26 @@ static void test_help_lists_every_key(void)
 {
     canvas c;
     CU_ASSERT_EQUAL_FATAL(canvas_init(&c, 100, 30, false, NULL), HL_OK);
-    panels_help(&c, (ui_rect){0, 0, 100, 30});
+    panels_help(&c, (ui_rect){0, 0, 100, 30}, 0);
     const char *keys[] = {"Space", "s  ", "e  ", "a / p / k", "o  ", "v  ", "c  ", "l  ",
-                          "+ / -", "PgUp", "Home", "?  ", "q  "};
+                          "+ / -", "< / >", "g  ", "PgUp", "Home", "? or Right", "q  "};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (!canvas_contains(&c, keys[i])) {
             fprintf(stderr, "  help lacks '%s'\n", keys[i]);
             CU_FAIL("help lists every key");
+        }
+    /* the second page explains every panel and every column of the layer table,
+     * and fits the smallest screen (80x24) */
+    canvas_free(&c);
+    CU_ASSERT_EQUAL_FATAL(canvas_init(&c, 80, 24, false, NULL), HL_OK);
+    panels_help(&c, (ui_rect){0, 0, 80, 24}, 1);
+    const char *what[] = {"Loss", "Dev", "Proj. gradient", "mean h, max h", "lambda", "clip",
+                          "upd rms", "true a", "bar", "Schedule", "Curvature over time",
+                          "Events", "? or Left"};
+    for (size_t i = 0; i < sizeof what / sizeof what[0]; i++)
+        if (!canvas_contains(&c, what[i])) {
+            fprintf(stderr, "  help page 2 lacks '%s'\n", what[i]);
+            CU_FAIL("help explains every panel");
         }
     canvas_free(&c);
 }

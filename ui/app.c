@@ -107,6 +107,7 @@ typedef struct app {
     ui_layout lay;
     bool color;
     int redraw_hz;
+    int help_page;    /* 0 keys, 1 what the screen shows */
     double max_rate;  /* engine step-rate limit, 0 = none (`<` / `>`) */
     bool log_loss;    /* loss (and exact-loss) charts on a log axis (`g`) */
     app_mode mode;
@@ -555,7 +556,10 @@ static void key_main(app *a, int k)
     case '=': a->redraw_hz = app_next_redraw_hz(a->redraw_hz, +1); break;
     case '-':
     case '_': a->redraw_hz = app_next_redraw_hz(a->redraw_hz, -1); break;
-    case '?': a->mode = APP_MODE_HELP; break;
+    case '?':
+        a->mode = APP_MODE_HELP;
+        a->help_page = 0;
+        break;
     case 'q':
     case 'Q':
         if (a->t.unsaved)
@@ -683,7 +687,12 @@ static void handle_key(app *a, int k)
     }
     switch (a->mode) {
     case APP_MODE_MAIN: key_main(a, k); break;
-    case APP_MODE_HELP: a->mode = APP_MODE_MAIN; break;
+    case APP_MODE_HELP:
+        if (k == '?' || k == UI_KEY_RIGHT || k == UI_KEY_LEFT)
+            a->help_page = !a->help_page; /* two pages: keys, and what the screen shows */
+        else
+            a->mode = APP_MODE_MAIN;
+        break;
     case APP_MODE_FORM: key_form(a, k); break;
     case APP_MODE_OPTIMIZER: key_chooser(a, k, OPTIM_METHOD_ALL); break;
     case APP_MODE_LAYER: key_chooser(a, k, a->t.n_layers); break;
@@ -738,7 +747,7 @@ static void draw(app *a)
 
         ui_rect screen = {0, 0, c->w, c->h};
         switch (a->mode) {
-        case APP_MODE_HELP: panels_help(c, screen); break;
+        case APP_MODE_HELP: panels_help(c, screen, a->help_page); break;
         case APP_MODE_FORM: form_draw(c, screen, &a->form); break;
         case APP_MODE_OPTIMIZER:
             list_scroll_clamp(&a->chooser_sel, &a->chooser_scroll, OPTIM_METHOD_ALL,

@@ -646,28 +646,53 @@ void panels_too_small(canvas *c)
     }
 }
 
-void panels_help(canvas *c, ui_rect screen)
+void panels_help(canvas *c, ui_rect screen, int page)
 {
-    static const char *const lines[] = {
+    static const char *const keys[] = {
         "Space      pause / resume training",
         "s          one step (while paused)",
         "e          edit hyperparameters (validated form, Esc cancels)",
-        "a / p / k  toggle annealing / preconditioning / clipping (HELENE)",
-        "o          switch optimizer (keeps the parameters)",
+        "a / p / k  toggle annealing / preconditioning / clipping (HELENE);",
+        "           p and k keep each layer's update size (Events shows it)",
+        "o          switch optimizer (keeps the parameters, takes its own lr)",
         "v          evaluate on dev now",
-        "c          checkpoint now (the path appears in Events)",
+        "c          checkpoint now (--save, or a run folder runs/...)",
         "l          choose the layer whose curvature is plotted",
         "Enter      plot the layer under the cursor",
         "1 2 3 4    sort layers: model order / name / curvature / clip rate",
-        "           (the same key again reverses)",
         "Tab        move the arrows between the layer table and events",
         "Up Down PgUp PgDn Home End   scroll",
+        "g          loss chart: log / linear scale",
+        "< / >      at most fewer / more steps per second (analytic: 30)",
         "+ / -      redraw rate faster / slower",
-        "?          this help (any key closes it)",
         "q          quit (asks first when progress is unsaved)",
         "",
-        "Pending changes show in the status line until the engine",
-        "applies them between two steps; Events says at which step.",
+        "? or Right: what the screen shows.  Any other key closes.",
     };
-    widgets_dialog(c, screen, "Keys", lines, (int)(sizeof lines / sizeof lines[0]), 0);
+    static const char *const screen_lines[] = {
+        "Loss     L+ and L- (the two probes), their mean and its average",
+        "Dev      dev accuracy at each evaluation; step 0 is zero-shot",
+        "Proj. gradient  c = (L+ - L-) / 2 eps, the slope along this step's",
+        "         random direction: its sign picks the way, its size the step",
+        "Layers (HELENE), one row per tensor:",
+        " mean h, max h  curvature estimate h (EMA of q z^2, bias-corrected).",
+        "         The same in every layer: a shared probe cannot tell them apart",
+        " lambda  the layer's floor: h below it counts as lambda (the clip)",
+        " clip    share of elements at the floor. High: the floor, not h, sets",
+        "         the step. It rises as gradients shrink late in a run",
+        " upd rms size of the last update.  true a: the exact curvature",
+        "         (quadratic objective only), to compare with h",
+        " bar     mean h on a log scale shared by the layers, lambda marked",
+        "Schedule alpha_t (momentum annealing, 1 -> beta1 over T steps) and",
+        "         the refresh ticks: h is re-estimated every k steps",
+        "Curvature over time  the chosen layer's mean h (l picks the layer)",
+        "Events   what the engine did, at which step",
+        "",
+        "? or Left: the keys.  Any other key closes.",
+    };
+    if (page == 0)
+        widgets_dialog(c, screen, "Keys (1/2)", keys, (int)(sizeof keys / sizeof keys[0]), 0);
+    else
+        widgets_dialog(c, screen, "What the screen shows (2/2)", screen_lines,
+                       (int)(sizeof screen_lines / sizeof screen_lines[0]), 0);
 }

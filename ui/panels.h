@@ -64,6 +64,6 @@ void panels_status(canvas *c, ui_rect r, const char *message, uint16_t message_a
 void panels_too_small(canvas *c);
 
 /* Help overlay listing every key. */
-void panels_help(canvas *c, ui_rect screen);
+void panels_help(canvas *c, ui_rect screen, int page);
 
 #endif
