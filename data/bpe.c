@@ -300,7 +300,8 @@ static const char *token_for_msg(char dst[64], const char *src, size_t n)
 }
 
 /* Turn a vocab.json/merges.txt string (byte-level alphabet) into raw bytes.
- * Returns the byte count, or -1 if a character is outside the alphabet. */
+ * Returns the byte count (at most n), or -1 if a character is outside the
+ * alphabet.  out NULL: only check and count, write nothing. */
 static long alphabet_to_bytes(const int16_t byte_of_cp[BPE_ALPHABET_CPS], const char *str,
                               size_t n, char *out)
 {
@@ -311,7 +312,9 @@ static long alphabet_to_bytes(const int16_t byte_of_cp[BPE_ALPHABET_CPS], const 
         i += utf8_decode(s, n, i, &cp);
         if (cp >= BPE_ALPHABET_CPS || byte_of_cp[cp] < 0)
             return -1;
-        out[o++] = (char)byte_of_cp[cp];
+        if (out)
+            out[o] = (char)byte_of_cp[cp];
+        o++;
     }
     return (long)o;
 }
@@ -384,7 +387,11 @@ static hl_status vocab_parse(bpe *t, const char *path, const char *text, size_t 
         for (const cJSON *it = root->child; it; it = it->next) {
             int32_t id = (int32_t)it->valuedouble;
             size_t klen = strlen(it->string);
-            long blen = alphabet_to_bytes(byte_of_cp, it->string, klen, t->pool + used);
+            /* Pass 3 only checks: its byte-level tokens are in the pool
+             * already, and converting one again at the pool's end could run
+             * past it (the pool holds each token once). */
+            long blen = alphabet_to_bytes(byte_of_cp, it->string, klen,
+                                          pass == 2 ? t->pool + used : NULL);
             if ((pass == 2) != (blen >= 0))
                 continue;
             if (owner[id]) {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "fileio.h"
+#include "jsonval.h"
 #include "safetensors.h"
 
 /* ------------------------------------------------------------ params --- */
@@ -224,17 +225,20 @@ static cJSON *read_meta(const char *dir, hl_err *err)
     const cJSON *step = cJSON_GetObjectItemCaseSensitive(o, "step");
     const cJSON *run = cJSON_GetObjectItemCaseSensitive(o, "run");
     if (!cJSON_IsObject(o) || !cJSON_IsString(fmt) || strcmp(fmt->valuestring, CHECKPOINT_FORMAT) ||
-        !cJSON_IsNumber(ver) || !cJSON_IsNumber(step) || step->valuedouble < 0 ||
+        !cJSON_IsNumber(ver) || !json_u64(step, UINT64_MAX, &(uint64_t){0}) ||
         !cJSON_IsObject(run)) {
         cJSON_Delete(o);
         hl_err_set(err, HL_ERR_FORMAT,
-                   "%s: not a valid helene checkpoint (needs format, version, step, run)", p);
+                   "%s: not a valid helene checkpoint (needs format, version, a whole "
+                   "non-negative step, run)",
+                   p);
         return NULL;
     }
     if (ver->valuedouble != CHECKPOINT_VERSION) {
+        double v = ver->valuedouble; /* read before o (and ver with it) is freed */
         cJSON_Delete(o);
-        hl_err_set(err, HL_ERR_FORMAT, "%s: checkpoint version %g, this helene reads %d", p,
-                   ver->valuedouble, CHECKPOINT_VERSION);
+        hl_err_set(err, HL_ERR_FORMAT, "%s: checkpoint version %g, this helene reads %d", p, v,
+                   CHECKPOINT_VERSION);
         return NULL;
     }
     return o;
@@ -291,21 +295,27 @@ hl_status checkpoint_load(const char *dir, param_set *ps, optim *opt, checkpoint
         return err ? err->code : HL_ERR_FORMAT;
     checkpoint_info ci;
     memset(&ci, 0, sizeof ci);
-    ci.step = (uint64_t)cJSON_GetObjectItemCaseSensitive(o, "step")->valuedouble;
+    json_u64(cJSON_GetObjectItemCaseSensitive(o, "step"), UINT64_MAX, &ci.step); /* checked */
     const cJSON *np = cJSON_GetObjectItemCaseSensitive(o, "n_params");
     const cJSON *jr = cJSON_GetObjectItemCaseSensitive(o, "journal");
     const cJSON *jp = cJSON_GetObjectItemCaseSensitive(jr, "path");
     const cJSON *jo = cJSON_GetObjectItemCaseSensitive(jr, "offset");
     if (cJSON_IsString(jp))
         snprintf(ci.journal_path, sizeof ci.journal_path, "%s", jp->valuestring);
-    if (cJSON_IsNumber(jo) && jo->valuedouble >= 0)
-        ci.journal_offset = (uint64_t)jo->valuedouble;
     hl_status st = HL_OK;
-    if (!cJSON_IsNumber(np) || (size_t)np->valuedouble != param_set_count(ps))
+    uint64_t n_params = 0;
+    if (jo && !json_u64(jo, (uint64_t)INT64_MAX, &ci.journal_offset))
         st = hl_err_set(err, HL_ERR_FORMAT,
-                        "%s/checkpoint.json: %.0f parameters, the model has %zu: the checkpoint "
+                        "%s/checkpoint.json: journal.offset must be a whole number of bytes >= 0",
+                        dir);
+    else if (!json_u64(np, UINT64_MAX, &n_params))
+        st = hl_err_set(err, HL_ERR_FORMAT,
+                        "%s/checkpoint.json: n_params must be a whole number >= 0", dir);
+    else if (n_params != param_set_count(ps))
+        st = hl_err_set(err, HL_ERR_FORMAT,
+                        "%s/checkpoint.json: %llu parameters, the model has %zu: the checkpoint "
                         "is of another model",
-                        dir, cJSON_IsNumber(np) ? np->valuedouble : -1.0, param_set_count(ps));
+                        dir, (unsigned long long)n_params, param_set_count(ps));
     cJSON_Delete(o);
     if (st)
         return st;

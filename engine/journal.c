@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "jsonval.h"
+
 #define FLUSH_EVERY 64
 
 hl_status journal_open(journal *j, const char *path, uint64_t resume_offset, hl_err *err)
@@ -181,18 +183,19 @@ hl_status journal_scan(const char *path, uint64_t max_step, journal_visit_fn fn,
             cJSON_Delete(o); /* a torn last line after a crash: skip it */
             continue;
         }
-        double step = num(o, "step");
+        uint64_t step;
         const cJSON *ev = cJSON_GetObjectItemCaseSensitive(o, "event");
-        if (isfinite(step) && step >= 0 && (uint64_t)step <= max_step) {
+        /* a step that is not a whole number >= 0 is not ours: skip the line */
+        if (json_u64(cJSON_GetObjectItemCaseSensitive(o, "step"), max_step, &step)) {
             if (!ev)
-                fn(ctx, false, (uint64_t)step, num(o, "loss"), num(o, "loss_plus"),
+                fn(ctx, false, step, num(o, "loss"), num(o, "loss_plus"),
                    num(o, "loss_minus"), num(o, "proj_grad"), num(o, "alpha"), num(o, "lr"),
                    NAN);
             else if (cJSON_IsString(ev) && !strcmp(ev->valuestring, "eval")) {
                 double d = num(o, "dev_accuracy");
                 if (isnan(d))
                     d = num(o, "exact_loss");
-                fn(ctx, true, (uint64_t)step, NAN, NAN, NAN, NAN, NAN, NAN, d);
+                fn(ctx, true, step, NAN, NAN, NAN, NAN, NAN, NAN, d);
             }
         }
         cJSON_Delete(o);

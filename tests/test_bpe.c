@@ -546,6 +546,26 @@ static void test_malformed_vocab(void)
     expect_error(v, m, HL_ERR_FORMAT, "vocab.json", "\"ab\" appears twice");
     free(v);
 
+    /* A literal token (a space is outside the byte alphabet) before a long
+     * byte-level token: pass 3 once converted the long token again at the
+     * pool's end and wrote past it (heap overflow, issue 15; ASan sees it). */
+    {
+        char extra[400];
+        int o = snprintf(extra, sizeof extra, "\"a b\": 300, \"");
+        for (int i = 0; i < 300; i++)
+            extra[o++] = 'x';
+        snprintf(extra + o, sizeof extra - (size_t)o, "\": 301");
+        v = small_vocab(extra);
+        bpe t;
+        hl_err err;
+        CU_ASSERT_EQUAL(try_load(v, m, &t, &err), HL_OK);
+        int32_t ids[4];
+        size_t n;
+        CU_ASSERT_EQUAL(bpe_encode(&t, "a b", 3, ids, 4, &n, &err), HL_OK);
+        bpe_free(&t);
+        free(v);
+    }
+
     bpe t;
     hl_err err;
     char missing[160];

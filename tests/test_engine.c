@@ -9,6 +9,7 @@
  * load.  A short fine-tuning of a tiny fixture model must lower the loss on
  * its data.
  */
+#include <cJSON.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include "analytic.h"
 #include "checkpoint.h"
 #include "engine.h"
+#include "journal.h"
 #include "model.h"
 #include "safetensors.h"
 #include "testutil.h"
@@ -404,6 +406,16 @@ static void test_trainable_subset(void)
                 NULL);
 }
 
+static int n_visits;
+static void count_visit(void *ctx, bool is_eval, uint64_t step, double loss, double lp,
+                        double lmi, double c, double alpha, double lr, double dev)
+{
+    (void)ctx, (void)is_eval, (void)loss, (void)lp, (void)lmi, (void)c, (void)alpha, (void)lr,
+        (void)dev;
+    CU_ASSERT_EQUAL(step, 3);
+    n_visits++;
+}
+
 static void test_bad_checkpoints_are_refused(void)
 {
     char a[512], p[700];
@@ -424,7 +436,7 @@ static void test_bad_checkpoints_are_refused(void)
     CU_ASSERT(strstr(err.msg, "another model") != NULL);
     runcfg_free(&r);
     /* truncated params file */
-    char cmd[1600];
+    char cmd[2400];
     snprintf(cmd, sizeof cmd, "cp -r '%s' '%s-trunc' && truncate -s 100 '%s-trunc/params.safetensors'",
              a, a, a);
     CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
@@ -443,6 +455,72 @@ static void test_bad_checkpoints_are_refused(void)
     CU_ASSERT_NOT_EQUAL(checkpoint_read_config(&r, p, &err), HL_OK);
     CU_ASSERT(strstr(err.msg, "checkpoint.json") != NULL);
     runcfg_free(&r);
+    /* hostile numbers in checkpoint.json (issue 15): an unexpected version
+     * (read after free once), and steps, offsets and counts that are huge,
+     * negative or fractional (undefined casts once) are refused */
+    static const struct {
+        const char *key, *sub, *raw, *needle;
+        bool at_read; /* refused by checkpoint_read_config already */
+    } bad[] = {
+        {"version", NULL, "2", "checkpoint version 2", true},
+        {"step", NULL, "1e30", "whole", true},
+        {"step", NULL, "-1", "whole", true},
+        {"step", NULL, "2.5", "whole", true},
+        {"journal", "offset", "1e30", "journal.offset", false},
+        {"journal", "offset", "-3", "journal.offset", false},
+        {"n_params", NULL, "1450.5", "n_params", false},
+        {"n_params", NULL, "1e300", "n_params", false},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(p, sizeof p, "%s-bad%zu", a, i);
+        snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", p, a, p);
+        CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+        char meta[800];
+        snprintf(meta, sizeof meta, "%s/checkpoint.json", p);
+        FILE *f = fopen(meta, "rb");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+        char text[1 << 15];
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        fclose(f);
+        text[n] = '\0';
+        cJSON *j = cJSON_Parse(text);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+        cJSON *parent = bad[i].sub ? cJSON_GetObjectItemCaseSensitive(j, bad[i].key) : j;
+        cJSON_ReplaceItemInObjectCaseSensitive(parent, bad[i].sub ? bad[i].sub : bad[i].key,
+                                               cJSON_CreateRaw(bad[i].raw));
+        char *out = cJSON_Print(j);
+        f = fopen(meta, "wb");
+        fputs(out, f);
+        fclose(f);
+        free(out);
+        cJSON_Delete(j);
+        runcfg_init(&r);
+        hl_status st = checkpoint_read_config(&r, p, &err);
+        if (!bad[i].at_read) {
+            CU_ASSERT_EQUAL(st, HL_OK);
+            st = engine_create(&e, &r, &err);
+        }
+        CU_ASSERT_NOT_EQUAL(st, HL_OK);
+        if (st == HL_OK)
+            engine_free(e);
+        if (!strstr(err.msg, bad[i].needle))
+            fprintf(stderr, "  %s = %s: want '%s' in: %s\n", bad[i].sub ? bad[i].sub : bad[i].key,
+                    bad[i].raw, bad[i].needle, err.msg);
+        CU_ASSERT(strstr(err.msg, bad[i].needle) != NULL);
+        runcfg_free(&r);
+    }
+    /* a journal line with a step no integer can hold is skipped, not cast */
+    {
+        char jp[700];
+        snprintf(jp, sizeof jp, "%s/hostile.jsonl", tmp);
+        FILE *f = fopen(jp, "wb");
+        fputs("{\"step\":1e30,\"loss\":1}\n{\"step\":-5,\"loss\":1}\n{\"step\":2.5,\"loss\":1}\n"
+              "{\"step\":3,\"loss\":1}\n", f);
+        fclose(f);
+        n_visits = 0;
+        CU_ASSERT_EQUAL(journal_scan(jp, 100, count_visit, NULL, &err), HL_OK);
+        CU_ASSERT_EQUAL(n_visits, 1);
+    }
     /* a folder holding other files is never replaced by a checkpoint */
     snprintf(p, sizeof p, "%s/not-a-checkpoint", tmp);
     mkdir(p, 0755);

@@ -1,0 +1,21 @@
+/* jsonval.h - integers read from JSON, checked before any cast.
+ *
+ * cJSON keeps every number as a double.  Casting a huge, negative, NaN or
+ * fractional double to an integer type is undefined behaviour or a silent
+ * truncation, so every integer that comes from a file (checkpoint steps,
+ * offsets, counts; journal steps) goes through here.  Leaves out: numbers
+ * beyond 2^53, which a double cannot hold exactly (refused).
+ */
+#ifndef HELENE_JSONVAL_H
+#define HELENE_JSONVAL_H
+
+#include <cJSON.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* True, with *out set, when it is a JSON number that is a whole number in
+ * [0, max] (max is capped at 2^53).  False for anything else: missing,
+ * not a number, negative, fractional, too large, not finite. */
+bool json_u64(const cJSON *it, uint64_t max, uint64_t *out);
+
+#endif
