@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fileio.h"
 #include "unicode_classes.h"
 
 #define BPE_NO_TOKEN UINT32_MAX
@@ -235,9 +236,9 @@ static hl_status read_file(const char *path, char **out, size_t *out_len, hl_err
 {
     *out = NULL;
     *out_len = 0;
-    FILE *f = fopen(path, "rb");
+    FILE *f = file_open_regular(path, err);
     if (!f)
-        return hl_err_set(err, HL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return err ? err->code : HL_ERR_IO;
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap + 1);
     if (!buf) {

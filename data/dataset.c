@@ -18,6 +18,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fileio.h"
+
 /* ---------------------------------------------------------------------------
  * basics
  * ------------------------------------------------------------------------- */
@@ -149,16 +151,12 @@ static hl_status read_whole_file(char **out, size_t *out_len, const char *path, 
 {
     *out = NULL;
     *out_len = 0;
-    FILE *f = fopen(path, "rb");
+    FILE *f = file_open_regular(path, err);
     if (!f)
-        return hl_err_set(err, HL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return err ? err->code : HL_ERR_IO;
     struct stat sb;
     size_t cap = 1 << 16;
     if (fstat(fileno(f), &sb) == 0) {
-        if (S_ISDIR(sb.st_mode)) {
-            fclose(f);
-            return hl_err_set(err, HL_ERR_IO, "%s: is a folder, not a data file", path);
-        }
         if (sb.st_size > 0 && (uint64_t)sb.st_size < (uint64_t)SIZE_MAX - 2)
             cap = (size_t)sb.st_size + 1;
     }

@@ -15,6 +15,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fileio.h"
+
 #ifndef HELENE_SRCDATADIR
 #define HELENE_SRCDATADIR ""
 #endif
@@ -60,9 +62,9 @@ static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 static hl_status read_small_file(char **out, size_t *out_len, const char *path, hl_err *err)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
+    FILE *f = file_open_regular(path, err);
     if (!f)
-        return hl_err_set(err, HL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return err ? err->code : HL_ERR_IO;
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
     if (!buf) {

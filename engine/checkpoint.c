@@ -213,9 +213,11 @@ static cJSON *read_meta(const char *dir, hl_err *err)
     snprintf(p, sizeof p, "%s/checkpoint.json", dir);
     char *text = file_read_all(p, 1 << 24, NULL, err);
     if (!text) {
-        if (err && err->code == HL_ERR_IO)
-            hl_err_set(err, HL_ERR_IO, "%s: cannot read it (not a helene checkpoint folder?)",
-                       p);
+        if (err && err->code == HL_ERR_IO) {
+            char why[HL_ERR_MSG_MAX];
+            snprintf(why, sizeof why, "%s", err->msg);
+            hl_err_set(err, HL_ERR_IO, "%.900s (not a helene checkpoint folder?)", why);
+        }
         return NULL;
     }
     cJSON *o = cJSON_Parse(text);

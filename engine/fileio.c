@@ -11,21 +11,39 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-char *file_read_all(const char *path, size_t max, size_t *len, hl_err *err)
+FILE *file_open_regular(const char *path, hl_err *err)
 {
-    bool std_in = !strcmp(path, "-");
-    FILE *f = std_in ? stdin : fopen(path, "rb");
-    if (!f) {
-        hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+    /* O_NONBLOCK: opening a FIFO with no writer would block forever */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        hl_err_set(err, HL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     struct stat sb;
-    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        if (!std_in)
-            fclose(f);
-        hl_err_set(err, HL_ERR_IO, "%s: is a folder, not a file", path);
-        return NULL;
+    const char *why = NULL;
+    if (fstat(fd, &sb) != 0)
+        why = strerror(errno);
+    else if (S_ISDIR(sb.st_mode))
+        why = "is a folder, not a file";
+    else if (!S_ISREG(sb.st_mode))
+        why = "not a regular file (a FIFO, device or socket), refused so it cannot block";
+    int fl = why ? 0 : fcntl(fd, F_GETFL);
+    if (!why && (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0))
+        why = strerror(errno);
+    FILE *f = why ? NULL : fdopen(fd, "rb");
+    if (!f) {
+        hl_err_set(err, HL_ERR_IO, "%s: %s", path, why ? why : strerror(errno));
+        close(fd);
     }
+    return f;
+}
+
+char *file_read_all(const char *path, size_t max, size_t *len, hl_err *err)
+{
+    bool std_in = !strcmp(path, "-");
+    FILE *f = std_in ? stdin : file_open_regular(path, err);
+    if (!f)
+        return NULL;
     size_t cap = 1 << 12, n = 0;
     char *buf = malloc(cap);
     hl_status st = buf ? HL_OK : HL_ERR_NOMEM;

@@ -1,7 +1,8 @@
 /* fileio.h - reading and writing a whole small file (configs, JSON, text).
  *
- * One function instead of a loop in every module: it reads regular files,
- * pipes and standard input ("-") alike, refuses anything larger than the
+ * One function instead of a loop in every module: it reads regular files
+ * and standard input ("-"), refuses FIFOs and devices (they can block
+ * forever) and anything larger than the
  * caller's limit (a config is never a gigabyte), and names the file in every
  * error.  Leaves out: mmap (large model files use safetensors.h).
  */
@@ -9,13 +10,20 @@
 #define HELENE_FILEIO_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "err.h"
 
+/* Open path for reading if it is a regular file; NULL with err (HL_ERR_IO,
+ * naming the file) otherwise.  A FIFO, device or socket is refused without
+ * blocking (opened O_NONBLOCK, checked with fstat), so a FIFO given as a
+ * config or data file cannot hang helene; a folder is refused as such. */
+FILE *file_open_regular(const char *path, hl_err *err);
+
 /* The bytes of path ("-" = standard input) plus a terminating NUL, malloc'ed
  * and owned by the caller; *len (may be NULL) gets the byte count.  NULL on
- * error, with err naming the file: HL_ERR_IO (cannot open or read, or a
- * folder), HL_ERR_FORMAT (larger than max bytes), HL_ERR_NOMEM. */
+ * error, with err naming the file: HL_ERR_IO (cannot open or read, not a
+ * regular file), HL_ERR_FORMAT (larger than max bytes), HL_ERR_NOMEM. */
 char *file_read_all(const char *path, size_t max, size_t *len, hl_err *err);
 
 /* Create or truncate path (mode 0644), write n bytes of data, fsync and

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "jsonval.h"
 
 #define FLUSH_EVERY 64
@@ -171,9 +172,9 @@ static double num(const cJSON *o, const char *k)
 hl_status journal_scan(const char *path, uint64_t max_step, journal_visit_fn fn, void *ctx,
                        hl_err *err)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = file_open_regular(path, err);
     if (!f)
-        return hl_err_set(err, HL_ERR_IO, "%s: %s", path, strerror(errno));
+        return err ? err->code : HL_ERR_IO;
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;

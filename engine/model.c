@@ -437,20 +437,33 @@ static hl_status bind_weights(model *m, hl_err *err)
     return HL_OK;
 }
 
-hl_status model_init_from_config(model *m, const model_config *cfg, hl_err *err)
+/* The layer table of cfg, nothing allocated yet. */
+static hl_status model_declare(model *m, const model_config *cfg, hl_err *err)
 {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->attn_sgemm_min_T = KERN_ATTENTION_SGEMM_MIN_T;
     param_set_init(&m->params);
-    hl_status st;
-    if ((st = declare_layers(&m->params, cfg, err)) || (st = param_set_alloc(&m->params, err)) ||
-        (st = bind_weights(m, err))) {
-        model_free(m);
-        return st;
-    }
     snprintf(m->storage_dtype, sizeof m->storage_dtype, "F32");
-    return HL_OK;
+    hl_status st = declare_layers(&m->params, cfg, err);
+    if (st)
+        model_free(m);
+    return st;
+}
+
+/* The declared model's arena, and the weight pointers into it. */
+static hl_status model_allocate(model *m, hl_err *err)
+{
+    hl_status st;
+    if ((st = param_set_alloc(&m->params, err)) || (st = bind_weights(m, err)))
+        model_free(m);
+    return st;
+}
+
+hl_status model_init_from_config(model *m, const model_config *cfg, hl_err *err)
+{
+    hl_status st = model_declare(m, cfg, err);
+    return st ? st : model_allocate(m, err);
 }
 
 void model_set_pool(model *m, pool *p)
@@ -531,6 +544,87 @@ static bool is_known_buffer(const char *name)
                     !strstr(name, "c_attn")));
 }
 
+/* The file's tensor for layer i, with the shape config.json implies (GPT-2's
+ * Conv1D weights are stored transposed); else an error naming both. */
+static hl_status layer_tensor(const model *m, const st_model *sm, int i, const st_tensor **out,
+                              hl_err *err)
+{
+    const model_config *c = &m->cfg;
+    const param_layer *l = &m->params.layers[i];
+    const st_tensor *t = find_tensor(sm, c, l->name);
+    if (!t)
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: missing tensor \"%s\"%s", m->path, l->name,
+                          c->family == MODEL_FAMILY_OPT ? " (also tried prefix \"model.\")"
+                                                        : " (also tried prefix "
+                                                          "\"transformer.\")");
+    bool tr = is_gpt2_conv1d(c, l->name);
+    bool ok = t->ndim == l->ndim;
+    for (int d = 0; ok && d < l->ndim; d++) {
+        int64_t want = tr ? l->shape[l->ndim - 1 - d] : l->shape[d];
+        ok = t->shape[d] == want;
+    }
+    if (!ok) {
+        char got[96] = "", want[96] = "";
+        for (int d = 0; d < t->ndim && d < 4; d++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
+                     (long long)t->shape[d]);
+        for (int d = 0; d < l->ndim; d++)
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "",
+                     (long long)(tr ? l->shape[l->ndim - 1 - d] : l->shape[d]));
+        return hl_err_set(err, HL_ERR_FORMAT,
+                          "%s: tensor \"%s\" has shape [%s], config.json implies [%s]", t->path,
+                          t->name, got, want);
+    }
+    *out = t;
+    return HL_OK;
+}
+
+/* Before anything is allocated: every weight config.json implies is in the
+ * file with its shape, the file holds no weight the config leaves out (a
+ * smaller num_hidden_layers, enable_bias false with biases present, a tied
+ * head with an lm_head: the model would differ from the file), and the
+ * fp32 parameters fit in this machine's memory. */
+static hl_status check_file(model *m, const st_model *sm, hl_err *err)
+{
+    const model_config *c = &m->cfg;
+    hl_status st;
+    for (int i = 0; i < m->params.n_layers; i++) {
+        const st_tensor *t;
+        if ((st = layer_tensor(m, sm, i, &t, err)))
+            return st;
+    }
+    int32_t n_all = st_model_count(sm);
+    for (int32_t k = 0; k < n_all; k++) {
+        const st_tensor *t = st_model_tensor(sm, k);
+        if (is_known_buffer(t->name))
+            continue;
+        bool taken = false;
+        for (int i = 0; i < m->params.n_layers && !taken; i++)
+            taken = find_tensor(sm, c, m->params.layers[i].name) == t;
+        if (taken)
+            continue;
+        if (c->tied_head && strstr(t->name, "lm_head.weight"))
+            return hl_err_set(err, HL_ERR_FORMAT,
+                              "%s: config.json ties the output head to the embeddings "
+                              "(tie_word_embeddings), but the file has its own \"%s\"",
+                              t->path, t->name);
+        return hl_err_set(err, HL_ERR_FORMAT,
+                          "%s: the file has tensor \"%s\", which the model config.json "
+                          "describes has no place for (num_hidden_layers %d, enable_bias, "
+                          "layer_norm_elementwise_affine?): the model would not be the file's",
+                          t->path, t->name, (int)c->n_layers);
+    }
+    size_t bytes = param_set_count(&m->params) * sizeof(float);
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0 && bytes / (size_t)page > (size_t)pages)
+        return hl_err_set(err, HL_ERR_NOMEM,
+                          "%s/config.json implies %.1f GiB of fp32 parameters; this machine has "
+                          "%.1f GiB of memory",
+                          m->path, (double)bytes / (1 << 30),
+                          (double)pages * (double)page / (1 << 30));
+    return HL_OK;
+}
+
 static hl_status load_weights(model *m, const st_model *sm, hl_err *err)
 {
     const model_config *c = &m->cfg;
@@ -538,31 +632,12 @@ static hl_status load_weights(model *m, const st_model *sm, hl_err *err)
     unsigned dtypes = 0;
     for (int i = 0; i < m->params.n_layers; i++) {
         const param_layer *l = &m->params.layers[i];
-        const st_tensor *t = find_tensor(sm, c, l->name);
-        if (!t)
-            return hl_err_set(err, HL_ERR_FORMAT, "%s: missing tensor \"%s\"%s", m->path, l->name,
-                              c->family == MODEL_FAMILY_OPT ? " (also tried prefix \"model.\")"
-                                                            : " (also tried prefix "
-                                                              "\"transformer.\")");
+        const st_tensor *t;
+        hl_status lt = layer_tensor(m, sm, i, &t, err);
+        if (lt)
+            return lt;
         bool tr = is_gpt2_conv1d(c, l->name);
-        bool ok = t->ndim == l->ndim;
-        for (int d = 0; ok && d < l->ndim; d++) {
-            int64_t want = tr ? l->shape[l->ndim - 1 - d] : l->shape[d];
-            ok = t->shape[d] == want;
-        }
-        if (!ok) {
-            char got[96] = "", want[96] = "";
-            for (int d = 0; d < t->ndim && d < 4; d++)
-                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
-                         (long long)t->shape[d]);
-            for (int d = 0; d < l->ndim; d++)
-                snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? ", " : "",
-                         (long long)(tr ? l->shape[l->ndim - 1 - d] : l->shape[d]));
-            return hl_err_set(err, HL_ERR_FORMAT,
-                              "%s: tensor \"%s\" has shape [%s], config.json implies [%s]",
-                              t->path, t->name, got, want);
-        }
-        float *dst = param_layer_data(&m->params, i);
+    float *dst = param_layer_data(&m->params, i);
         hl_status st = tr ? st_tensor_to_f32_transposed(t, dst, err) : st_tensor_to_f32(t, dst, err);
         if (st)
             return st;
@@ -605,7 +680,7 @@ hl_status model_load(model *m, const char *dir, hl_err *err)
     hl_status st = model_config_load(&cfg, dir, err);
     if (st)
         return st;
-    if ((st = model_init_from_config(m, &cfg, err)))
+    if ((st = model_declare(m, &cfg, err)))
         return st;
     snprintf(m->path, sizeof m->path, "%s", dir);
     st_model sm;
@@ -613,7 +688,11 @@ hl_status model_load(model *m, const char *dir, hl_err *err)
         model_free(m);
         return st;
     }
-    st = load_weights(m, &sm, err);
+    /* the file must match the config before the config's arena is
+     * allocated: a 200 KB file whose config says vocab 2,000,000 once made
+     * helene info zero-fill 16 GB before refusing it */
+    if (!(st = check_file(m, &sm, err)) && !(st = model_allocate(m, err)))
+        st = load_weights(m, &sm, err);
     st_model_close(&sm);
     if (st)
         model_free(m);

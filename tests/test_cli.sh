@@ -112,6 +112,19 @@ expect 0 "exported" -- $h export --checkpoint "$tmp/m" --out "$tmp/gpt2-tuned" -
 expect 0 "storage +BF16" -- $h info --model "$tmp/gpt2-tuned"
 expect 1 "already exists" -- $h export --checkpoint "$tmp/m" --out "$tmp/gpt2-tuned"
 
+# hostile files: FIFOs given as any config, tokenizer, task, data or
+# checkpoint file are refused at once instead of blocking forever (issue 15)
+for f in config.json vocab.json merges.txt tokenizer_config.json; do
+  rm -rf "$tmp/fifo" && cp -r "$fix/models/opt-tiny-f32" "$tmp/fifo" && rm "$tmp/fifo/$f" && mkfifo "$tmp/fifo/$f"
+  expect 1 "$f: not a regular file" -- timeout 20 $h info --model "$tmp/fifo"
+done
+mkfifo "$tmp/fifo-task.json" "$tmp/fifo-data.tsv" "$tmp/fifo-run.json"
+expect 1 "fifo-task.json: not a regular file" -- timeout 20 $h data --task "$tmp/fifo-task.json"
+expect 1 "fifo-data.tsv: not a regular file" -- timeout 20 $h data --task sst2 --data "$tmp/fifo-data.tsv"
+expect 1 "fifo-run.json: not a regular file" -- timeout 20 $h train --config "$tmp/fifo-run.json" --headless
+mkdir -p "$tmp/fifo-ck" && mkfifo "$tmp/fifo-ck/checkpoint.json"
+expect 1 "checkpoint.json: not a regular file" -- timeout 20 $h train --resume "$tmp/fifo-ck" --headless
+
 # SIGINT: checkpoint and exit 130 with the resume command
 $h train --objective quadratic --steps 100000000 --eval-every 0 --save "$tmp/int" --headless > /dev/null 2> "$tmp/int.err" &
 pid=$!

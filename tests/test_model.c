@@ -567,6 +567,61 @@ static void test_tensor_errors_name_the_tensor(void)
     unlink(p);
 }
 
+/* A copy of a fixture folder with one edit of its config.json. */
+static void fixture_with_config_edit(const char *fixture, const char *from, const char *to)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/edited' && cp -r '%s/models/%s' '%s/edited'", tmpdir,
+             HELENE_TESTDIR "/fixtures", fixture, tmpdir);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+    char p[400];
+    snprintf(p, sizeof p, "%s/edited/config.json", tmpdir);
+    FILE *f = fopen(p, "rb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    char text[8192], out[8400];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *at = strstr(text, from);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(at);
+    snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    write_file(p, out);
+}
+
+/* config.json that contradicts the tensors (issue 15): the model would not
+ * be the file's, so it is refused before anything is allocated. */
+static void test_config_contradicting_tensors(void)
+{
+    static const struct {
+        const char *fixture, *from, *to, *needle;
+    } cases[] = {
+        {"opt-tiny-f32", "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1", "layers.1."},
+        {"opt-tiny-f32", "\"enable_bias\": true", "\"enable_bias\": false", "bias"},
+        {"opt-tiny-f32", "\"layer_norm_elementwise_affine\": true",
+         "\"layer_norm_elementwise_affine\": false", "layer_norm"},
+        {"opt-tiny-f32", "\"tie_word_embeddings\": false", "\"tie_word_embeddings\": true",
+         "lm_head"},
+        /* a huge vocabulary: refused by shape at once, not after a 16 GB arena */
+        {"opt-tiny-f32", "\"vocab_size\": 480", "\"vocab_size\": 2000000", "2000000"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fixture_with_config_edit(cases[i].fixture, cases[i].from, cases[i].to);
+        char dir[400];
+        snprintf(dir, sizeof dir, "%s/edited", tmpdir);
+        model m;
+        hl_err err;
+        hl_err_clear(&err);
+        hl_status st = model_load(&m, dir, &err);
+        CU_ASSERT_NOT_EQUAL(st, HL_OK);
+        if (st == HL_OK)
+            model_free(&m);
+        if (!strstr(err.msg, cases[i].needle))
+            fprintf(stderr, "\n  %s -> %s: want '%s' in: %s", cases[i].from, cases[i].to,
+                    cases[i].needle, err.msg);
+        CU_ASSERT(strstr(err.msg, cases[i].needle) != NULL);
+    }
+}
+
 static void register_model(void)
 {
     CU_pSuite s = CU_add_suite("model", NULL, NULL);
@@ -578,6 +633,7 @@ static void register_model(void)
     CU_pSuite bad = CU_add_suite("model_malformed", make_tmpdir, remove_tmpdir);
     TEST_ADD(bad, test_config_errors);
     TEST_ADD(bad, test_tensor_errors_name_the_tensor);
+    TEST_ADD(bad, test_config_contradicting_tensors);
 }
 
 TEST_MAIN(register_model)
