@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "fileio.h"
+#include "jsonval.h"
 
 /* ---------------------------------------------------------------------------
  * basics
@@ -536,8 +537,13 @@ static hl_status resolve_columns(loader *L, const task_input *cands[], int n_can
                 while (sp.n > 0 && is_trim_byte(sp.p[sp.n - 1]))
                     sp.n--;
                 if (strlen(want) == sp.n && memcmp(want, sp.p, sp.n) == 0) {
+                    if (L->col_of[f] >= 0) /* which of the two is meant? */
+                        return hl_err_set(L->err, HL_ERR_FORMAT,
+                                          "%s:%lld: the header names column \"%s\" twice "
+                                          "(columns %d and %zu)",
+                                          L->path, (long long)line, want, (int)L->col_of[f] + 1,
+                                          k + 1);
                     L->col_of[f] = (int32_t)k;
-                    break;
                 }
             }
             all = L->col_of[f] >= 0;
@@ -887,6 +893,18 @@ static hl_status load_jsonl(loader *L, const task_input *cands[], int n_cands)
         if (!root) {
             size_t off = endp && endp >= p && endp <= e ? (size_t)(endp - p) : 0;
             if ((st = rec_bad(L, line, "not a JSON object (JSON error near byte %zu)", off)) !=
+                HL_OK)
+                return st;
+            continue;
+        }
+        const char *dup = cJSON_IsObject(root) ? json_duplicate_key(root) : NULL;
+        if (dup || json_text_has_nul_escape(p, n)) {
+            char key[64];
+            snprintf(key, sizeof key, "%.40s", dup ? dup : "");
+            cJSON_Delete(root);
+            if ((st = dup ? rec_bad(L, line, "key \"%s\" appears twice (which one is meant?)",
+                                    key)
+                          : rec_bad(L, line, "a string holds a NUL character (\\u0000)")) !=
                 HL_OK)
                 return st;
             continue;

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "fileio.h"
+#include "jsonval.h"
 
 #ifndef HELENE_SRCDATADIR
 #define HELENE_SRCDATADIR ""
@@ -1064,7 +1065,18 @@ hl_status task_load_file(task *t, const char *path, hl_err *err)
         return hl_err_set(err, HL_ERR_FORMAT, "%s:%d: not valid JSON (near byte %zu)", path, line,
                           at);
     }
+    bool nul = json_text_has_nul_escape(text, n);
     free(text);
+    const char *dup = json_duplicate_key(root);
+    if (nul || dup) {
+        st = nul ? hl_err_set(err, HL_ERR_FORMAT,
+                              "%s: a string holds a NUL character (\\u0000), which would cut "
+                              "it short",
+                              path)
+                 : hl_err_set(err, HL_ERR_FORMAT, "%s: key \"%.60s\" appears twice", path, dup);
+        cJSON_Delete(root);
+        return st;
+    }
     loader L = {.t = t, .path = path, .err = err};
     if ((t->path = dup_str(path)) == NULL)
         st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");

@@ -221,7 +221,17 @@ static cJSON *read_meta(const char *dir, hl_err *err)
         return NULL;
     }
     cJSON *o = cJSON_Parse(text);
+    bool nul = json_text_has_nul_escape(text, strlen(text));
     free(text);
+    const char *dup = json_duplicate_key(o);
+    if (o && (nul || dup)) {
+        if (nul)
+            hl_err_set(err, HL_ERR_FORMAT, "%s: a string holds a NUL character (\\u0000)", p);
+        else
+            hl_err_set(err, HL_ERR_FORMAT, "%s: key \"%.60s\" appears twice", p, dup);
+        cJSON_Delete(o);
+        return NULL;
+    }
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(o, "format");
     const cJSON *ver = cJSON_GetObjectItemCaseSensitive(o, "version");
     const cJSON *step = cJSON_GetObjectItemCaseSensitive(o, "step");
@@ -251,34 +261,13 @@ hl_status checkpoint_read_config(runcfg *cfg, const char *dir, hl_err *err)
     cJSON *o = read_meta(dir, err);
     if (!o)
         return err ? err->code : HL_ERR_FORMAT;
-    char *run = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(o, "run"));
-    cJSON_Delete(o);
-    if (!run)
-        return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
-    /* reuse the JSON-file loader: write to a temp file would be clumsy, so
-     * parse here with the same per-key path as runcfg_load_json */
+    char where[RUNCFG_PATH_MAX + 64];
+    snprintf(where, sizeof where, "%s/checkpoint.json: run", dir);
     runcfg fresh;
     runcfg_init(&fresh);
-    cJSON *r = cJSON_Parse(run);
-    free(run);
-    hl_status st = HL_OK;
-    for (const cJSON *it = r ? r->child : NULL; it && !st; it = it->next) {
-        char val[RUNCFG_PATH_MAX];
-        if (cJSON_IsString(it))
-            snprintf(val, sizeof val, "%s", it->valuestring);
-        else if (cJSON_IsBool(it))
-            snprintf(val, sizeof val, "%s", cJSON_IsTrue(it) ? "true" : "false");
-        else if (cJSON_IsNumber(it)) {
-            /* numbers were written with full precision by runcfg_to_json */
-            char *t = cJSON_PrintUnformatted(it);
-            snprintf(val, sizeof val, "%s", t ? t : "0");
-            free(t);
-        } else
-            continue;
-        if ((st = runcfg_set(&fresh, it->string, val, err)))
-            hl_err_prefix(err, "%s/checkpoint.json", dir);
-    }
-    cJSON_Delete(r);
+    hl_status st = runcfg_apply_json(&fresh, cJSON_GetObjectItemCaseSensitive(o, "run"), where,
+                                     err);
+    cJSON_Delete(o);
     if (st) {
         runcfg_free(&fresh);
         return st;

@@ -3,7 +3,9 @@
  * cJSON keeps every number as a double.  Casting a huge, negative, NaN or
  * fractional double to an integer type is undefined behaviour or a silent
  * truncation, so every integer that comes from a file (checkpoint steps,
- * offsets, counts; journal steps) goes through here.  Leaves out: numbers
+ * offsets, counts; journal steps) goes through here.  Also: the two
+ * things cJSON accepts silently that a reader must not, a NUL escape in a
+ * string and a key given twice.  Leaves out: numbers
  * beyond 2^53, which a double cannot hold exactly (refused).
  */
 #ifndef HELENE_JSONVAL_H
@@ -17,5 +19,13 @@
  * [0, max] (max is capped at 2^53).  False for anything else: missing,
  * not a number, negative, fractional, too large, not finite. */
 bool json_u64(const cJSON *it, uint64_t max, uint64_t *out);
+
+/* True when the JSON text holds a \u0000 escape: cJSON keeps strings
+ * NUL-terminated, so such a string would be cut short silently. */
+bool json_text_has_nul_escape(const char *text, size_t n);
+
+/* The first key that appears twice in one object anywhere in the tree
+ * (cJSON keeps both, and lookups find the first), or NULL. */
+const char *json_duplicate_key(const cJSON *it);
 
 #endif

@@ -11,6 +11,7 @@
  */
 #include "optim.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1352,9 +1353,15 @@ static hl_status meta_u64(uint64_t *out, const st_file *f, const char *key, hl_e
     char *end;
     if (!v || !*v)
         return hl_err_set(err, HL_ERR_FORMAT, "%s: missing \"%s\" in __metadata__", f->path, key);
+    /* digits only: strtoull would take " 5", "+5" and "-1" (as 2^64 - 1) */
+    if (strspn(v, "0123456789") != strlen(v))
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" is not a whole number >= 0: \"%.30s\"",
+                          f->path, key, v);
+    errno = 0;
     unsigned long long x = strtoull(v, &end, 10);
-    if (*end)
-        return hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" is not an integer", f->path, key);
+    if (*end || errno == ERANGE)
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" is out of range: \"%.30s\"", f->path,
+                          key, v);
     *out = x;
     return HL_OK;
 }
@@ -1401,8 +1408,8 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err)
         st = meta_u64(&tl, &f, "t_local", err);
     if (!st)
         st = meta_u64(&fw, &f, "forwards_total", err);
-    if (!st)
-        st = meta_u64(&hf, &f, "have_first", err);
+    if (!st && !(st = meta_u64(&hf, &f, "have_first", err)) && hf > 1)
+        st = hl_err_set(err, HL_ERR_FORMAT, "%s: \"have_first\" must be 0 or 1", path);
     /* n_refresh came with hess_debias; a state written before has none and
      * its h was never corrected, so it resumes as if long warmed up */
     uint64_t nr = UINT64_MAX / 2;
@@ -1447,6 +1454,29 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err)
     if (!st && abl && (strlen(abl) != 2 || strspn(abl, "01") != 2))
         st = hl_err_set(err, HL_ERR_FORMAT, "%s: \"ablation\" must be two of 0/1, not \"%.20s\"",
                         path, abl);
+    /* the per-layer bookkeeping and the state are numbers a step divides
+     * by or adds to: a NaN or a negative curvature would poison the run */
+    const st_tensor *nonneg[] = {fh, rm, hs, lam, lon};
+    static const char *const nonneg_name[] = {"first_hhat", "rel_mean", "h_sum", "lam", "lam_on"};
+    for (int k = 0; k < 5 && !st; k++) {
+        const st_tensor *bt = nonneg[k];
+        for (int64_t l = 0; bt && l < L && !st; l++) {
+            double x = bt->dtype == ST_DTYPE_F64 ? ((const double *)bt->data)[l]
+                                                 : ((const float *)bt->data)[l];
+            if (!(x >= 0) || !isfinite(x))
+                st = hl_err_set(err, HL_ERR_FORMAT, "%s: %s[%lld] is %g, not a finite number >= 0",
+                                path, nonneg_name[k], (long long)l, x);
+        }
+    }
+    for (int i = 0; i < 3 && !st; i++) {
+        if (!at[i])
+            continue;
+        const float *a = at[i]->data;
+        for (int64_t k = 0; k < n && !st; k++)
+            if (!isfinite(a[k]) || (i == 1 && a[k] < 0)) /* h and HiZOO's H are >= 0 */
+                st = hl_err_set(err, HL_ERR_FORMAT, "%s: optimizer state %s[%lld] is %g", path,
+                                names[i], (long long)k, (double)a[k]);
+    }
     if (!st && asc)
         for (int64_t l = 0; l < L; l++) {
             float x = ((const float *)asc->data)[l];

@@ -3,6 +3,7 @@
 #include "runcfg.h"
 
 #include "fileio.h"
+#include "jsonval.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -273,65 +274,75 @@ hl_status runcfg_set(runcfg *c, const char *key_in, const char *value, hl_err *e
     return HL_ERR_INVALID;
 }
 
-hl_status runcfg_load_json(runcfg *c, const char *path, hl_err *err)
+/* One JSON value as the text runcfg_set takes; false with err set when it
+ * has no such text (null, an object, a list of non-numbers, too long). */
+static bool json_setting_text(char *val, size_t cap, const cJSON *it, const char *where,
+                              hl_err *err)
 {
-    char *text = file_read_all(path, 1 << 24, NULL, err);
-    if (!text)
-        return err ? err->code : HL_ERR_IO;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    if (!j || !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return hl_err_set(err, HL_ERR_FORMAT, "%s: expected a JSON object of settings", path);
+    if (cJSON_IsString(it)) {
+        size_t n = strlen(it->valuestring);
+        if (n >= cap) {
+            hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" is too long (%zu bytes; at most %zu)",
+                       where, it->string, n, cap - 1);
+            return false;
+        }
+        memcpy(val, it->valuestring, n + 1);
+        return true;
     }
+    if (cJSON_IsBool(it)) {
+        snprintf(val, cap, "%s", cJSON_IsTrue(it) ? "true" : "false");
+        return true;
+    }
+    if (cJSON_IsNumber(it)) {
+        /* %.17g: a double read back bit for bit (checkpoints resume exactly) */
+        double x = it->valuedouble;
+        if (x == floor(x) && fabs(x) < 9e15)
+            snprintf(val, cap, "%.0f", x);
+        else
+            snprintf(val, cap, "%.17g", x);
+        return true;
+    }
+    if (cJSON_IsArray(it)) {
+        size_t at = 0;
+        val[0] = '\0';
+        for (const cJSON *e = it->child; e; e = e->next) {
+            if (!cJSON_IsNumber(e)) {
+                hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" must be a list of numbers", where,
+                           it->string);
+                return false;
+            }
+            at += (size_t)snprintf(val + at, cap - at, "%s%.17g", at ? "," : "", e->valuedouble);
+            if (at >= cap) {
+                hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" is too long", where, it->string);
+                return false;
+            }
+        }
+        return true;
+    }
+    hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" is %s, not a setting's value%s", where,
+               it->string, cJSON_IsNull(it) ? "null" : "an object",
+               cJSON_IsNull(it) ? " (leave the key out for its default)" : "");
+    return false;
+}
+
+hl_status runcfg_apply_json(runcfg *c, const cJSON *obj, const char *where, hl_err *err)
+{
+    if (!cJSON_IsObject(obj))
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: expected a JSON object of settings", where);
+    const char *dup = json_duplicate_key(obj);
+    if (dup)
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: \"%.60s\" is given twice", where, dup);
     runcfg tmp;
     hl_status st = runcfg_copy(&tmp, c, err);
-    if (st) {
-        cJSON_Delete(j);
+    if (st)
         return st;
-    }
-    for (const cJSON *it = j->child; it && !st; it = it->next) {
+    for (const cJSON *it = obj->child; it && !st; it = it->next) {
         char val[RUNCFG_PATH_MAX];
-        if (cJSON_IsString(it))
-            snprintf(val, sizeof val, "%s", it->valuestring);
-        else if (cJSON_IsBool(it))
-            snprintf(val, sizeof val, "%s", cJSON_IsTrue(it) ? "true" : "false");
-        else if (cJSON_IsNumber(it)) {
-            double x = it->valuedouble;
-            if (x == floor(x) && fabs(x) < 9e15)
-                snprintf(val, sizeof val, "%.0f", x);
-            else
-                snprintf(val, sizeof val, "%.17g", x);
-        } else if (cJSON_IsArray(it)) {
-            size_t at = 0;
-            val[0] = '\0';
-            for (const cJSON *e = it->child; e; e = e->next) {
-                if (!cJSON_IsNumber(e)) {
-                    st = hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" must be a list of numbers",
-                                    path, it->string);
-                    break;
-                }
-                at += (size_t)snprintf(val + at, sizeof val - at, "%s%.9g", at ? "," : "",
-                                       e->valuedouble);
-                if (at >= sizeof val) {
-                    st = hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" is too long", path,
-                                    it->string);
-                    break;
-                }
-            }
-            if (st)
-                break;
-        } else if (cJSON_IsNull(it)) {
-            continue;
-        } else {
-            st = hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" has an unsupported value type", path,
-                            it->string);
-            break;
-        }
-        if ((st = runcfg_set(&tmp, it->string, val, err)))
-            hl_err_prefix(err, "%s", path);
+        if (!json_setting_text(val, sizeof val, it, where, err))
+            st = err ? err->code : HL_ERR_FORMAT;
+        else if ((st = runcfg_set(&tmp, it->string, val, err)))
+            hl_err_prefix(err, "%s", where);
     }
-    cJSON_Delete(j);
     if (st) {
         runcfg_free(&tmp);
         return st;
@@ -339,6 +350,28 @@ hl_status runcfg_load_json(runcfg *c, const char *path, hl_err *err)
     runcfg_free(c);
     *c = tmp;
     return HL_OK;
+}
+
+hl_status runcfg_load_json(runcfg *c, const char *path, hl_err *err)
+{
+    size_t n = 0;
+    char *text = file_read_all(path, 1 << 24, &n, err);
+    if (!text)
+        return err ? err->code : HL_ERR_IO;
+    bool nul = json_text_has_nul_escape(text, n);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    hl_status st;
+    if (nul)
+        st = hl_err_set(err, HL_ERR_FORMAT,
+                        "%s: a string holds a NUL character (\\u0000), which would cut it short",
+                        path);
+    else if (!j)
+        st = hl_err_set(err, HL_ERR_FORMAT, "%s: expected a JSON object of settings", path);
+    else
+        st = runcfg_apply_json(c, j, path, err);
+    cJSON_Delete(j);
+    return st;
 }
 
 char *runcfg_to_json(const runcfg *c)

@@ -68,6 +68,13 @@ hl_status runcfg_set(runcfg *c, const char *key, const char *value, hl_err *err)
  * may give as a bare --flag. */
 bool runcfg_key_is_bool(const char *key);
 
+/* Apply a JSON object of key: value pairs (strings, numbers, booleans, lists
+ * of numbers) to c, all or nothing; where names the source in errors.  A key
+ * given twice, null, an object or a string too long for its setting is an
+ * error, never skipped or cut silently. */
+typedef struct cJSON cJSON;
+hl_status runcfg_apply_json(runcfg *c, const cJSON *obj, const char *where, hl_err *err);
+
 /* Apply a JSON object of key: value pairs (numbers, strings, booleans). */
 hl_status runcfg_load_json(runcfg *c, const char *path, hl_err *err);
 

@@ -75,6 +75,14 @@ echo '{"objective": "quadratic", "steps": "many"}' > "$tmp/bad.json"
 expect 1 "bad.json" -- $h train --config "$tmp/bad.json" --headless
 echo '[1, 2]' > "$tmp/arr.json"
 expect 1 "JSON object" -- $h train --config "$tmp/arr.json" --headless
+echo '{"objective": "quadratic", "steps": null}' > "$tmp/null.json"
+expect 1 '"steps" is null' -- $h train --config "$tmp/null.json" --headless
+echo '{"objective": "quadratic", "steps": 5, "steps": 6}' > "$tmp/dup.json"
+expect 1 '"steps" is given twice' -- $h train --config "$tmp/dup.json" --headless
+printf '{"objective": "quadratic", "save": "%s"}' "$(head -c 5000 /dev/zero | tr '\0' a)" > "$tmp/long.json"
+expect 1 '"save" is too long' -- $h train --config "$tmp/long.json" --headless
+echo '{"objective": "quadratic", "save": "a\u0000b"}' > "$tmp/nul.json"
+expect 1 'NUL' -- $h train --config "$tmp/nul.json" --headless
 echo '{"objective": "quadratic", "optimizer": "zo-sign", "steps": 30, "eval_every": 0}' > "$tmp/ok.json"
 expect 0 "optimizer +zo-sign" -- $h train --config "$tmp/ok.json" --headless
 expect 0 "steps +40" -- $h train --config "$tmp/ok.json" --steps 40 --headless --save "$tmp/ck"

@@ -10,11 +10,13 @@
  */
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "analytic.h"
 #include "hparams.h"
 #include "optim.h"
 #include "rng.h"
+#include "safetensors.h"
 #include "testutil.h"
 
 #define RUN_SEED 1234
@@ -812,6 +814,91 @@ static void test_helene_ablation_keeps_size(void)
         }
 }
 
+/* A copy of state file src with the bytes `from` replaced by `to` (same
+ * length) at their first occurrence, or with float `lam`[0] set to NaN. */
+static void patch_state(const char *src, const char *dst, const char *from, const char *to,
+                        bool nan_lam)
+{
+    FILE *f = fopen(src, "rb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    if (from) {
+        char *at = memmem(buf, n, from, strlen(from));
+        CU_ASSERT_PTR_NOT_NULL_FATAL(at);
+        memcpy(at, to, strlen(to));
+    }
+    if (nan_lam) {
+        st_file sf;
+        hl_err err;
+        CU_ASSERT_EQUAL_FATAL(st_file_open(&sf, src, &err), HL_OK);
+        const st_tensor *t = st_file_find(&sf, "lam");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+        size_t off = (size_t)((const uint8_t *)t->data - sf.map);
+        float q = NAN;
+        memcpy(buf + off, &q, sizeof q);
+        st_file_close(&sf);
+    }
+    f = fopen(dst, "wb");
+    fwrite(buf, 1, n, f);
+    fclose(f);
+}
+
+/* A hostile optimizer state (issue 15): counters that are not plain whole
+ * numbers, have_first other than 0/1, NaN in the per-layer floors. */
+static void test_state_file_checks(void)
+{
+    param_set ps;
+    objective obj;
+    toy t;
+    toy_make(&obj, &ps, &t);
+    const char *kv[] = {"lr", "1e-3", NULL};
+    optim *o = make_optim(&ps, NULL, kv);
+    hl_err err;
+    for (int s = 0; s < 12; s++)
+        CU_ASSERT_EQUAL_FATAL(optim_step(o, &obj, &err), HL_OK);
+    char dir[] = "/tmp/helene-test-state-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    char good[128], bad[128];
+    snprintf(good, sizeof good, "%s/good.safetensors", dir);
+    snprintf(bad, sizeof bad, "%s/bad.safetensors", dir);
+    CU_ASSERT_EQUAL_FATAL(optim_state_write(o, good, &err), HL_OK);
+    CU_ASSERT_EQUAL(optim_state_read(o, good, &err), HL_OK);
+    static const struct {
+        const char *from, *to, *needle;
+        bool nan;
+    } cases[] = {
+        {"\"t\":\"12\"", "\"t\":\"-1\"", "\"t\"", false},
+        {"\"t\":\"12\"", "\"t\":\" 2\"", "\"t\"", false},
+        {"\"have_first\":\"1\"", "\"have_first\":\"7\"", "have_first", false},
+        {NULL, NULL, "lam[0]", true},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        patch_state(good, bad, cases[c].from, cases[c].to, cases[c].nan);
+        hl_err_clear(&err);
+        CU_ASSERT_NOT_EQUAL(optim_state_read(o, bad, &err), HL_OK);
+        if (!strstr(err.msg, cases[c].needle))
+            fprintf(stderr, "  %s: want '%s' in: %s\n", cases[c].to ? cases[c].to : "NaN",
+                    cases[c].needle, err.msg);
+        CU_ASSERT(strstr(err.msg, cases[c].needle) != NULL);
+    }
+    /* a 20-digit count overflows 64 bits: refused, not wrapped */
+    {
+        const char *meta[] = {"format", "helene-optim-state", "method", "helene", "t",
+                              "99999999999999999999", "t_local", "1", "forwards_total", "1",
+                              "have_first", "0"};
+        CU_ASSERT_EQUAL(st_write(bad, NULL, 0, meta, 6, &err), HL_OK);
+        CU_ASSERT_NOT_EQUAL(optim_state_read(o, bad, &err), HL_OK);
+        CU_ASSERT(strstr(err.msg, "out of range") != NULL);
+    }
+    unlink(good);
+    unlink(bad);
+    rmdir(dir);
+    optim_free(o);
+    param_set_free(&ps);
+}
+
 static void test_descent_every_method(void)
 {
     for (int kind = 0; kind < 2; kind++)
@@ -1019,6 +1106,7 @@ static void register_optim(void)
     TEST_ADD(s, test_helene_schedule);
     TEST_ADD(s, test_helene_floors);
     TEST_ADD(s, test_descent_every_method);
+    TEST_ADD(s, test_state_file_checks);
     TEST_ADD(s, test_helene_ablation_keeps_size);
     TEST_ADD(s, test_no_uphill_in_expectation);
     TEST_ADD(s, test_hparams_table);

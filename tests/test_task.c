@@ -212,6 +212,11 @@ static void expect_bad_task(const char *json, const char *want1, const char *wan
 
 static void test_task_validation(void)
 {
+    /* a NUL escape would cut the template short; a key twice is ambiguous */
+    expect_bad_task(T_HEAD T_LABELS "\"template\": \"{premise}\\u0000 {hypothesis}\", " T_INPUTS "}",
+                    "NUL", NULL);
+    expect_bad_task(T_HEAD T_LABELS T_TEMPLATE "\"template\": \"{premise}\", " T_INPUTS "}",
+                    "\"template\" appears twice", NULL);
     expect_bad_task(T_HEAD T_LABELS T_TEMPLATE T_INPUTS ", \"tempalte\": \"x\"}", "\"tempalte\"",
                     "unknown");
     expect_bad_task(T_HEAD T_TEMPLATE T_INPUTS "}", "\"labels\"", "missing");
@@ -650,6 +655,9 @@ static void test_tsv_malformed(void)
     BAD("sst2", "bomonly.tsv", "\xEF\xBB\xBF\n\n", "bomonly.tsv", "empty file");
     BAD("sst2", "headeronly.tsv", "sentence\tlabel\n", "headeronly.tsv", "no examples");
     BAD("sst2", "nul.tsv", "sentence\tlabel\nnul\0here\t1\n", "nul.tsv:2", "NUL");
+    /* ambiguous input is refused, not resolved by "first wins" (issue 15) */
+    BAD("sst2", "duphead.tsv", "sentence\tlabel\tsentence\nfirst\t1\tsecond\n", "duphead.tsv:1",
+        "names column \"sentence\" twice");
     BAD("sst2", "wrongext.csv", "sentence,label\nx,1\n", "does not read csv", "it reads: tsv, jsonl");
     /* a folder is not a file */
     task t;
@@ -844,6 +852,14 @@ static void test_jsonl_malformed(void)
     BAD("rte", "trailing.jsonl", "{\"premise\": \"a\", \"hypothesis\": \"b\", \"label\": \"entailment\"} x\n",
         "trailing.jsonl:1", "not a JSON object");
     BAD("rte", "array.jsonl", "[{\"premise\": \"a\"}]\n", "array.jsonl:1", "found an array");
+    /* a \u0000 would cut the field short; a key given twice is ambiguous */
+    BAD("rte", "nulesc.jsonl",
+        "{\"premise\": \"a\\u0000hidden\", \"hypothesis\": \"b\", \"label\": \"entailment\"}\n",
+        "nulesc.jsonl:1", "NUL");
+    BAD("rte", "dupkey.jsonl",
+        "{\"premise\": \"a\", \"premise\": \"b\", \"hypothesis\": \"c\", \"label\": "
+        "\"entailment\"}\n",
+        "dupkey.jsonl:1", "\"premise\" appears twice");
     BAD("rte", "scalar.jsonl", "42\n", "scalar.jsonl:1", "found a scalar");
     BAD("rte", "empty.jsonl", "\n \r\n", "empty.jsonl", "empty file");
     BAD("boolq", "boolstr.jsonl", "{\"passage\": \"p\", \"question\": \"q\", \"label\": \"yes\"}\n",
