@@ -24,7 +24,9 @@ static const hparam_entry table[] = {
       "method; switching keeps the parameters and starts its state fresh"},
      F(method)},
     {{"lr", HPARAM_TYPE_FLOAT, 0, 1e6, true, false, NULL, "per method", "all",
-      "learning rate (helene 1e-4, mezo/hizoo 1e-6, zo-sgd-mmt/zo-sign 1e-7, zo-adam 1e-5)"},
+      "learning rate; defaults tuned on the bundled model: helene 3e-3, mezo/hizoo 3e-5, "
+      "zo-sgd-mmt 3e-6, zo-sign/zo-adam 3e-4, ft-adam 1e-5 (real models: MeZO's paper used "
+      "1e-6..1e-7)"},
      F(lr)},
     {{"eps", HPARAM_TYPE_FLOAT, 0, 1, true, false, NULL, "1e-3", "all",
       "SPSA probe scale (1e-3 full fine-tuning, 1e-2 LoRA, 1e-1 prefix)"},
@@ -71,8 +73,8 @@ static const hparam_entry table[] = {
     {{"delta", HPARAM_TYPE_FLOAT, 0, 1, true, false, NULL, "1e-8", "helene",
       "denominator constant"},
      F(delta)},
-    {{"kappa", HPARAM_TYPE_FLOAT, 0, 1e12, true, false, NULL, "1", "helene",
-      "floor scale for lambda_mode calibrated/relative"},
+    {{"kappa", HPARAM_TYPE_FLOAT, 0, 1e12, true, false, NULL, "0.5", "helene",
+      "floor scale for lambda_mode calibrated/relative (0.5: half the first mean h-hat)"},
      F(kappa)},
     {{"momentum_form", HPARAM_TYPE_ENUM, 0, 0, false, false, "heavy_ball|ema", "heavy_ball",
       "helene", "m <- b1 m + a c z (heavy_ball) or m <- b1 m + (1-b1) a c z (ema)"},
@@ -132,15 +134,21 @@ hl_status optim_method_parse(int32_t *method, const char *name, hl_err *err)
                       name);
 }
 
+/* Each method's default learning rate: its best on the bundled default model
+ * and task (tests/bench_defaults.sh grid: the fewest steps to 95% dev
+ * accuracy, ties to the smaller rate, final dev within 2 points of the
+ * best).  Real models want far smaller rates (MeZO's paper: 1e-6 to 1e-7 for
+ * OPT); the man page says so. */
 double hparams_default_lr(int32_t method)
 {
     switch (method) {
-    case OPTIM_METHOD_MEZO: return 1e-6;
-    case OPTIM_METHOD_ZO_SGD_MMT: return 1e-7;
-    case OPTIM_METHOD_ZO_SIGN: return 1e-7;
-    case OPTIM_METHOD_ZO_ADAM: return 1e-5;
-    case OPTIM_METHOD_HIZOO: return 1e-6;
+    case OPTIM_METHOD_MEZO: return 3e-5;
+    case OPTIM_METHOD_ZO_SGD_MMT: return 3e-6;
+    case OPTIM_METHOD_ZO_SIGN: return 3e-4;
+    case OPTIM_METHOD_ZO_ADAM: return 3e-4;
+    case OPTIM_METHOD_HIZOO: return 3e-5;
     case OPTIM_METHOD_FT_ADAM: return 1e-5;
+    case OPTIM_METHOD_HELENE: return 3e-3;
     default: return 1e-4;
     }
 }
