@@ -10,7 +10,12 @@
 # (sees the too-small message) and back to 100x30 (sees the panels), quits
 # (q, confirmed with y) and checks that the program exited 0 and left the
 # terminal as it found it (stty settings, no alternate screen, cursor shown);
-# then the same after Ctrl-C and after SIGTERM on fresh runs.
+# then, at 120x40, the traps of issue 12 on a running analytic run (the
+# 30 steps/s cap, > and g, eps with annealing off, p keeping the update size,
+# o taking the new method's lr, the whole FINISHED line, a resumed run
+# without "nan"); then Ctrl-C, SIGTERM and SIGHUP on fresh runs: each
+# checkpoints (into a run folder without --save, which c also uses), exits
+# 128 + the signal and restores the terminal.
 #
 # Synchronisation is by polling capture-pane for expected text with a
 # timeout; the only sleeps are the 0.1 s polling interval and one short
@@ -198,6 +203,45 @@ terminal_restored
 grep -q "stopped at step $((want + 1))" "$WORK/stderr" ||
     fail "no 'stopped at step $((want + 1))' summary on stderr"
 
+# 7b. the traps of issue 12 on a running analytic run (120x40): it is capped
+#     at a watchable 30 steps/s, > raises the cap, its loss is on a log axis
+#     (g toggles), eps stays in the header with annealing off, an ablation
+#     keeps the update size and says so, a switch takes the new method's own
+#     lr, and the FINISHED line is not cut
+tm resize-window -t tui -x 120 -y 40
+rm -f "$WORK/stderr"
+tm respawn-pane -k -t tui "$WORK/run.sh --steps 400 --save $WORK/b" || fail "cannot respawn the pane"
+wait_for "30 steps/s (capped" "the analytic run capped at 30 steps/s"
+wait_for "Loss " "the loss chart"
+screen | grep -q "Loss [0-9.]*  log" || fail "the analytic loss chart is not on a log axis"
+keys '>'
+wait_for "100 steps/s (capped" "> to raise the cap to 100 steps/s"
+keys g
+wait_for "loss chart: linear scale" "g to switch the loss chart to linear"
+keys a
+wait_line1 "anneal:off" "annealing off in the header"
+screen | head -1 | grep -qF "ε=" || fail "eps vanished from the header with annealing off"
+keys p
+wait_for "update RMS" "the ablation's update RMS in Events"
+screen | grep -qE "update RMS (nan|inf)" && fail "the ablation report is not finite"
+keys o
+wait_for "mezo" "the optimizer chooser"
+keys Home
+keys Enter
+wait_for "mezo's preset" "the switch to take MeZO's own lr"
+wait_line1 "η=3e-5" "MeZO's lr in the header"
+wait_for "FINISHED (400 steps, best loss" "the whole FINISHED status"
+keys q
+wait_for "HELENE-EXIT=0" "the program to exit after the finished run"
+# resumed (the HELENE run checkpointed in 5): the dev title never says "nan"
+tm respawn-pane -k -t tui "$WORK/run.sh --resume $WORK/ckpt --steps 100000 --paused" ||
+    fail "cannot respawn the pane"
+wait_for "PAUSED" "the resumed run"
+screen | grep -qi "nan%" && fail "the resumed run shows nan"
+keys q
+wait_for "HELENE-EXIT=" "the resumed run to quit"
+tm resize-window -t tui -x 100 -y 30
+
 # 8. signals: Ctrl-C at the keyboard, SIGTERM from outside and SIGHUP (the
 #    terminal closed) all leave through the main loop, checkpoint the run
 #    (into --save, or the run folder a run without --save gets), say how to
@@ -253,6 +297,7 @@ done
 
 echo "PASS: header, pause, one step ($s0 -> $want), lr -1 refused then 0.001 applied," \
     "checkpoint, 60x20 too small and back, quit with confirmation, a run folder without" \
-    "--save, Ctrl-C / SIGTERM / SIGHUP checkpoint and exit 130 / 143 / 129;" \
+    "--save, Ctrl-C / SIGTERM / SIGHUP checkpoint and exit 130 / 143 / 129; the 30 steps/s cap," \
+    "> and g, eps with anneal off, p keeps the update size, o takes MeZO's lr, FINISHED whole;" \
     "terminal restored every time"
 exit 0
