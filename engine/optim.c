@@ -383,7 +383,9 @@ static void perturb_piece(const pass_job *j, const piece *pc, double *zsq_out)
  * time (mezo's pass 154 -> 117 ms over 125M floats on Zen 5).  The bits are
  * the same in every copy: elementwise IEEE operations, no contraction into
  * FMA (-std=c11), and each telemetry lane accumulates in the same order. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+/* (not under ThreadSanitizer: the clones' load-time resolver would run
+ * instrumented before the TSan runtime starts, and crash) */
 #define WIDE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define WIDE_CLONES
