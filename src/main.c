@@ -30,6 +30,8 @@ static const command commands[] = {
      cmd_export},
     {"pretrain", "train a causal LM from scratch (backpropagation, AdamW)", cmd_pretrain_usage,
      cmd_pretrain},
+    {"plot", "draw runs from their journals into a PNG, SVG or PDF figure", cmd_plot_usage,
+     cmd_plot},
     {"tui", "the workbench: train live, watch and steer (also: helene alone)", cmd_tui_usage,
      cmd_tui},
     {NULL, NULL, NULL, NULL},

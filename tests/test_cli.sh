@@ -28,7 +28,7 @@ expect() {
 
 expect 0 '^helene [0-9]' -- $h --version
 expect 0 'Commands:' -- $h --help
-for c in info score eval data train export tui; do
+for c in info score eval data train export tui plot; do
   expect 0 "usage: helene $c" -- $h help "$c"
   expect 0 "usage: helene $c" -- $h "$c" --help
 done
@@ -132,6 +132,15 @@ expect 1 "fifo-data.tsv: not a regular file" -- timeout 20 $h data --task sst2 -
 expect 1 "fifo-run.json: not a regular file" -- timeout 20 $h train --config "$tmp/fifo-run.json" --headless
 mkdir -p "$tmp/fifo-ck" && mkfifo "$tmp/fifo-ck/checkpoint.json"
 expect 1 "checkpoint.json: not a regular file" -- timeout 20 $h train --resume "$tmp/fifo-ck" --headless
+
+# plot: figures from journals
+expect 0 "usage: helene plot" -- $h plot --help
+expect 2 "-o FILE.png" -- $h plot "$tmp/j.jsonl"
+expect 2 "at least one journal" -- $h plot -o "$tmp/x.png"
+expect 1 "must end in .png, .svg or .pdf" -- $h plot "$tmp/j.jsonl" -o "$tmp/x.gif"
+expect 1 "no step lines" -- $h plot "$tmp/null.json" -o "$tmp/x.png"
+expect 0 "plotted 2 runs to" -- $h plot "$tmp/j.jsonl" -o "$tmp/x.png" --title "runs"
+[ "$(head -c 4 "$tmp/x.png" | tail -c 3)" = "PNG" ] && pass=$((pass + 1)) || { echo "FAIL: plot wrote no PNG"; fail=$((fail + 1)); }
 
 # SIGINT: checkpoint and exit 130 with the resume command
 $h train --objective quadratic --steps 100000000 --eval-every 0 --save "$tmp/int" --headless > /dev/null 2> "$tmp/int.err" &
