@@ -603,11 +603,19 @@ static hl_status check_file(model *m, const st_model *sm, hl_err *err)
             taken = find_tensor(sm, c, m->params.layers[i].name) == t;
         if (taken)
             continue;
-        if (c->tied_head && strstr(t->name, "lm_head.weight"))
+        if (c->tied_head && strstr(t->name, "lm_head.weight")) {
+            /* a tied checkpoint may carry the head as a copy of the
+             * embeddings (older conversions do): the same bytes are fine */
+            const st_tensor *e = find_tensor(sm, c, m->params.layers[0].name);
+            if (e && e->dtype == t->dtype && e->nbytes == t->nbytes && e->ndim == t->ndim &&
+                !memcmp(e->data, t->data, (size_t)t->nbytes))
+                continue;
             return hl_err_set(err, HL_ERR_FORMAT,
                               "%s: config.json ties the output head to the embeddings "
-                              "(tie_word_embeddings), but the file has its own \"%s\"",
+                              "(tie_word_embeddings), but the file has its own \"%s\", "
+                              "different from them",
                               t->path, t->name);
+        }
         return hl_err_set(err, HL_ERR_FORMAT,
                           "%s: the file has tensor \"%s\", which the model config.json "
                           "describes has no place for (num_hidden_layers %d, enable_bias, "

@@ -622,6 +622,46 @@ static void test_config_contradicting_tensors(void)
     }
 }
 
+/* A tied checkpoint that also carries lm_head.weight as a byte-for-byte copy
+ * of the embeddings (older conversions do) loads; a different head does not
+ * (the case above). */
+static void test_tied_head_copy_is_accepted(void)
+{
+    fixture_with_config_edit("opt350-tiny-f32", "\"model_type\"", "\"model_type\"");
+    char p[400];
+    snprintf(p, sizeof p, "%s/edited/model.safetensors", tmpdir);
+    st_file f;
+    hl_err err;
+    CU_ASSERT_EQUAL_FATAL(st_file_open(&f, p, &err), HL_OK);
+    int n = st_file_count(&f);
+    st_write_tensor *w = calloc((size_t)n + 1, sizeof *w);
+    const st_tensor *embed = NULL;
+    for (int i = 0; i < n; i++) {
+        const st_tensor *t = &f.tensors[i];
+        w[i] = (st_write_tensor){t->name, t->dtype, ST_SRC_RAW, t->ndim, t->shape, t->data};
+        if (strstr(t->name, "embed_tokens.weight"))
+            embed = t;
+    }
+    CU_ASSERT_PTR_NOT_NULL_FATAL(embed);
+    w[n] = (st_write_tensor){"lm_head.weight", embed->dtype, ST_SRC_RAW, embed->ndim,
+                             embed->shape, embed->data};
+    char q[420];
+    snprintf(q, sizeof q, "%s.new", p);
+    CU_ASSERT_EQUAL_FATAL(st_write(q, w, n + 1, NULL, 0, &err), HL_OK);
+    st_file_close(&f);
+    free(w);
+    CU_ASSERT_EQUAL_FATAL(rename(q, p), 0);
+    char dir[400];
+    snprintf(dir, sizeof dir, "%s/edited", tmpdir);
+    model m;
+    hl_status st = model_load(&m, dir, &err);
+    if (st)
+        fprintf(stderr, "\n  %s", err.msg);
+    CU_ASSERT_EQUAL(st, HL_OK);
+    if (st == HL_OK)
+        model_free(&m);
+}
+
 static void register_model(void)
 {
     CU_pSuite s = CU_add_suite("model", NULL, NULL);
@@ -634,6 +674,7 @@ static void register_model(void)
     TEST_ADD(bad, test_config_errors);
     TEST_ADD(bad, test_tensor_errors_name_the_tensor);
     TEST_ADD(bad, test_config_contradicting_tensors);
+    TEST_ADD(bad, test_tied_head_copy_is_accepted);
 }
 
 TEST_MAIN(register_model)
