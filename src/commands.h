@@ -17,6 +17,8 @@ extern const char cmd_data_usage[];
 extern const char cmd_score_usage[];
 int cmd_pretrain(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_race(int argc, char **argv);
+extern const char cmd_race_usage[];
 extern const char cmd_plot_usage[];
 extern const char cmd_pretrain_usage[];
 

@@ -30,6 +30,8 @@ static const command commands[] = {
      cmd_export},
     {"pretrain", "train a causal LM from scratch (backpropagation, AdamW)", cmd_pretrain_usage,
      cmd_pretrain},
+    {"race", "race 2-4 optimizers on identical data and probes (headless)", cmd_race_usage,
+     cmd_race},
     {"plot", "draw runs from their journals into a PNG, SVG or PDF figure", cmd_plot_usage,
      cmd_plot},
     {"tui", "the workbench: train live, watch and steer (also: helene alone)", cmd_tui_usage,

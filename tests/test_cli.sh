@@ -28,7 +28,7 @@ expect() {
 
 expect 0 '^helene [0-9]' -- $h --version
 expect 0 'Commands:' -- $h --help
-for c in info score eval data train export tui plot; do
+for c in info score eval data train export tui plot race; do
   expect 0 "usage: helene $c" -- $h help "$c"
   expect 0 "usage: helene $c" -- $h "$c" --help
 done
@@ -141,6 +141,34 @@ expect 1 "must end in .png, .svg or .pdf" -- $h plot "$tmp/j.jsonl" -o "$tmp/x.g
 expect 1 "no step lines" -- $h plot "$tmp/null.json" -o "$tmp/x.png"
 expect 0 "plotted 2 runs to" -- $h plot "$tmp/j.jsonl" -o "$tmp/x.png" --title "runs"
 [ "$(head -c 4 "$tmp/x.png" | tail -c 3)" = "PNG" ] && pass=$((pass + 1)) || { echo "FAIL: plot wrote no PNG"; fail=$((fail + 1)); }
+
+# race: arms on identical data and probes
+expect 2 "give 2 to 4 arms" -- $h race --objective quadratic --arm mezo --headless
+expect 2 "optimizer" -- $h race --objective quadratic --arm mezo --arm sgd --headless
+expect 2 "is not KEY=VALUE" -- $h race --objective quadratic --arm mezo --arm mezo:lr --headless
+expect 2 "lr: bad value" -- $h race --objective quadratic --arm mezo --arm mezo:lr=-1 --headless
+expect 1 "more than the 1 MiB --max-memory allows" -- $h race --objective quadratic --arm mezo --arm helene --max-memory 1 --headless
+expect 0 '"arms":\[' -- $h race --objective quadratic --arm helene --arm mezo --steps 30 --eval-every 10 --json --headless
+strip() { grep "\"arm\":$1,\"step\"" "$2" | sed 's/"arm":[0-9],//; s/,"ms_[a-z]*":[0-9.e+-]*//g'; }
+# identical arms give identical journals
+$h race --objective quadratic --arm zo-adam --arm zo-adam --steps 200 --eval-every 50 --log "$tmp/same.jsonl" --headless > /dev/null 2>&1
+if [ "$(strip 0 "$tmp/same.jsonl" | md5sum)" = "$(strip 1 "$tmp/same.jsonl" | md5sum)" ] && [ "$(strip 0 "$tmp/same.jsonl" | wc -l)" -eq 200 ]; then
+  pass=$((pass + 1))
+else
+  echo "FAIL: identical race arms gave different journals"; fail=$((fail + 1))
+fi
+# an arm of a race is the same method run alone, bit for bit (parameters,
+# optimizer state and every journal step line)
+$h race --objective quadratic --arm helene:kappa=1 --arm mezo --steps 200 --eval-every 50 --save "$tmp/race" --log "$tmp/race.jsonl" --headless > /dev/null 2>&1
+$h train --objective quadratic --optimizer helene --kappa 1 --steps 200 --eval-every 50 --save "$tmp/solo" --log "$tmp/solo.jsonl" --headless > /dev/null 2>&1
+grep '^{"step"' "$tmp/solo.jsonl" | sed 's/,"ms_[a-z]*":[0-9.e+-]*//g' > "$tmp/solo.steps"
+if cmp -s "$tmp/race/arm-0/params.safetensors" "$tmp/solo/params.safetensors" &&
+   cmp -s "$tmp/race/arm-0/optim.safetensors" "$tmp/solo/optim.safetensors" &&
+   [ "$(strip 0 "$tmp/race.jsonl" | md5sum)" = "$(md5sum < "$tmp/solo.steps")" ]; then
+  pass=$((pass + 1))
+else
+  echo "FAIL: race arm 0 differs from the same run alone"; fail=$((fail + 1))
+fi
 
 # SIGINT: checkpoint and exit 130 with the resume command
 $h train --objective quadratic --steps 100000000 --eval-every 0 --save "$tmp/int" --headless > /dev/null 2> "$tmp/int.err" &

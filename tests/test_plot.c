@@ -201,10 +201,39 @@ static void test_svg_pdf_and_errors(void)
     plot_runs_free(&r);
 }
 
+/* A race's journal: every line tagged "arm", arms interleaved. */
+static void test_race_journal(void)
+{
+    const char *p = path_in("race.jsonl");
+    write_text(p,
+               "{\"arm\":0,\"event\":\"run\",\"step\":0,\"config\":{\"optimizer\":\"helene\",\"lr\":10}}\n"
+               "{\"arm\":1,\"event\":\"run\",\"step\":0,\"config\":{\"optimizer\":\"mezo\",\"lr\":3e-05}}\n"
+               "{\"arm\":0,\"step\":1,\"loss\":5,\"alpha\":0.99,\"clip_rate\":0.5}\n"
+               "{\"arm\":1,\"step\":1,\"loss\":6}\n"
+               "{\"arm\":0,\"step\":2,\"loss\":4,\"alpha\":0.98,\"clip_rate\":0.4}\n"
+               "{\"arm\":0,\"event\":\"eval\",\"step\":2,\"exact_loss\":3.5}\n"
+               "{\"arm\":1,\"step\":2,\"loss\":5.5}\n");
+    plot_runs r;
+    memset(&r, 0, sizeof r);
+    hl_err err;
+    CU_ASSERT_EQUAL_FATAL(plot_journal_read(&r, p, "race", &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(r.n, 2);
+    CU_ASSERT_STRING_EQUAL(r.run[0].label, "arm 0: helene lr 10");
+    CU_ASSERT_STRING_EQUAL(r.run[1].label, "arm 1: mezo lr 3e-05");
+    CU_ASSERT_EQUAL(r.run[0].s[PLOT_LOSS].n, 2);
+    CU_ASSERT_EQUAL(r.run[1].s[PLOT_LOSS].n, 2);
+    CU_ASSERT_DOUBLE_EQUAL(r.run[1].s[PLOT_LOSS].y[1], 5.5, 1e-12);
+    CU_ASSERT_EQUAL(r.run[0].s[PLOT_DEV].n, 1);
+    CU_ASSERT_FALSE(r.run[0].dev_is_accuracy);
+    CU_ASSERT_EQUAL(r.run[1].s[PLOT_DEV].n, 0);
+    plot_runs_free(&r);
+}
+
 static void register_plot(void)
 {
     CU_pSuite s = CU_add_suite("plot", suite_init, suite_clean);
     TEST_ADD(s, test_journal_runs);
+    TEST_ADD(s, test_race_journal);
     TEST_ADD(s, test_png_curves_where_the_data_says);
     TEST_ADD(s, test_svg_pdf_and_errors);
 }

@@ -80,6 +80,9 @@ hl_status plot_journal_read(plot_runs *r, const char *path, const char *name, hl
         return err ? err->code : HL_ERR_IO;
     int first = r->n;
     plot_run *cur = NULL;
+    int arm_run[8]; /* a race's journal: run index of each arm ("arm": i) */
+    for (int k = 0; k < 8; k++)
+        arm_run[k] = -1;
     char *line = NULL;
     size_t cap = 0, steps = 0;
     ssize_t len;
@@ -91,7 +94,10 @@ hl_status plot_journal_read(plot_runs *r, const char *path, const char *name, hl
             continue;
         }
         const cJSON *ev = cJSON_GetObjectItemCaseSensitive(o, "event");
-        double step = num(o, "step");
+        double step = num(o, "step"), armf = num(o, "arm");
+        int arm = armf >= 0 && armf < 8 && armf == floor(armf) ? (int)armf : -1;
+        if (arm >= 0 && arm_run[arm] >= 0)
+            cur = &r->run[arm_run[arm]]; /* the line belongs to its arm's run */
         if (cJSON_IsString(ev) && !strcmp(ev->valuestring, "run")) {
             const cJSON *c = cJSON_GetObjectItemCaseSensitive(o, "config");
             const cJSON *m = cJSON_GetObjectItemCaseSensitive(c, "optimizer");
@@ -103,9 +109,13 @@ hl_status plot_journal_read(plot_runs *r, const char *path, const char *name, hl
             else
                 snprintf(label, sizeof label, "%s: %s lr %g", name, method, num(c, "lr"));
             /* a resume continues the run it resumes: same curves */
-            if (!(cJSON_IsTrue(res) && cur)) {
+            if (!(cJSON_IsTrue(res) && cur && (arm < 0 || arm_run[arm] >= 0))) {
+                if (arm >= 0) /* a race arm: "arm N: method lr" */
+                    snprintf(label, sizeof label, "arm %d: %s lr %g", arm, method, num(c, "lr"));
                 if (!(cur = run_new(r, label)))
                     st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+                else if (arm >= 0)
+                    arm_run[arm] = r->n - 1;
             }
         } else if (!ev && isfinite(step)) {
             if (!cur && !(cur = run_new(r, name)))

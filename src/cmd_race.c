@@ -1,0 +1,528 @@
+/* cmd_race.c - `helene race`: optimizers side by side on identical data and
+ * probes, headless.
+ *
+ * Each arm is an engine of its own (its own parameters, optimizer state and
+ * journal), built from the same run settings except the arm's method and
+ * hyperparameters, so every arm starts from the same parameters and sees the
+ * same batch sequence and the same probe seeds: both derive from the run's
+ * seeds alone.  The arms advance in lock-step, one step each in turn, so they
+ * share the machine alike and each arm's time is its own steps' time.  At
+ * the end the arms' journals are merged into --log (each line tagged
+ * "arm": INDEX) and a summary table compares them.
+ *
+ * Leaves out (issue 14, still open): the live race view in the workbench,
+ * checkpoint and resume of a race.
+ */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "analytic.h"
+#include "engine.h"
+#include "hparams.h"
+#include "fileio.h"
+#include "runargs.h"
+
+#define RACE_MAX_ARMS 4
+
+const char cmd_race_usage[] =
+    "usage: helene race --arm METHOD[:KEY=VALUE,...] --arm ... [--target-acc A] [--json]\n"
+    "                   [helene train options] --headless\n"
+    "\n"
+    "Race 2 to 4 optimizers on the same model and task: every arm starts from the\n"
+    "same parameters and sees the same batches and the same probe seeds, so the\n"
+    "only difference is the optimizer.  The arms take one step each in turn\n"
+    "(lock-step), and each arm's time counts its own steps.  Every other option\n"
+    "means what it means for helene train (model, task, objective, steps, seed,\n"
+    "eval-every, log, threads, ...); a hyperparameter given outside --arm applies\n"
+    "to every arm, one inside applies to that arm.  Without a learning rate an\n"
+    "arm takes its method's default.\n"
+    "\n"
+    "  --arm SPEC       METHOD, then optionally ':' and KEY=VALUE pairs separated\n"
+    "                   by ',', e.g. --arm helene:lr=3e-3,kappa=1 --arm mezo\n"
+    "  --target-acc A   the finish line: steps, forwards and seconds each arm needs\n"
+    "                   to reach dev accuracy A (0..1; analytic objectives: exact\n"
+    "                   loss A or below).  Default: the best of the slowest arm\n"
+    "  --json           print the summary as JSON instead of a markdown table\n"
+    "  --log FILE       one journal for the race: every line carries \"arm\": INDEX\n"
+    "                   (0-based, in --arm order)\n"
+    "  --save DIR       each arm's final checkpoint in DIR/arm-INDEX\n"
+    "  --max-memory M   refuse to start when the arms would need more than M MiB\n"
+    "                   (default: the machine's available memory)\n"
+    "\n"
+    "The live race view in the workbench is not built yet: give --headless.\n"
+    "Exit status: 0 finished, 1 failed, 2 bad usage, 130/143 interrupted.\n";
+
+static volatile sig_atomic_t race_signal;
+
+static void race_on_signal(int sig)
+{
+    race_signal = sig;
+}
+
+typedef struct arm {
+    char spec[256];
+    runcfg cfg;
+    engine *e;
+    engine_telemetry t;
+    bool have_t;
+    char log[600];
+    /* from its journal, after the race */
+    double best, test;
+    uint64_t best_step;
+    uint64_t steps_to, forwards_to;
+    double secs_to, secs;
+    bool reached;
+} arm;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double mem_available_mib(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    double kib = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib / 1024.0;
+}
+
+/* Apply "METHOD[:k=v,k=v]" to an arm's config.  Without a learning rate on
+ * the command line, the arm takes its method's own: the analytic preset, or
+ * the method's default. */
+static int apply_spec(runcfg *c, const char *spec, bool user_lr)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%.255s", spec);
+    char *colon = strchr(buf, ':');
+    if (colon)
+        *colon = '\0';
+    hl_err err;
+    if (runcfg_set(c, "optimizer", buf, &err)) {
+        fprintf(stderr, "helene race: --arm %s: %s\n", spec, err.msg);
+        return 2;
+    }
+    if (!user_lr) {
+        double lr = hparams_default_lr(c->hp.method);
+        if (c->objective != RUNCFG_OBJECTIVE_MODEL) {
+            const char *p = analytic_preset(c->objective == RUNCFG_OBJECTIVE_QUADRATIC
+                                                ? ANALYTIC_KIND_QUADRATIC
+                                                : ANALYTIC_KIND_ROSENBROCK,
+                                            buf);
+            const char *at = strstr(p, "lr=");
+            if (at)
+                lr = strtod(at + 3, NULL);
+        }
+        char v[64];
+        snprintf(v, sizeof v, "%.17g", lr);
+        runcfg_set(c, "lr", v, NULL);
+    }
+    for (char *kv = colon ? strtok(colon + 1, ",") : NULL; kv; kv = strtok(NULL, ",")) {
+        char *eq = strchr(kv, '=');
+        if (!eq) {
+            fprintf(stderr, "helene race: --arm %s: '%s' is not KEY=VALUE\n", spec, kv);
+            return 2;
+        }
+        *eq = '\0';
+        for (char *p = kv; *p; p++)
+            if (*p == '-')
+                *p = '_';
+        if (runcfg_set(c, kv, eq + 1, &err)) {
+            fprintf(stderr, "helene race: --arm %s: %s\n", spec, err.msg);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+/* One step of every arm, in turn; false when an arm failed or stopped. */
+static bool step_all(arm *arms, int n, bool finish)
+{
+    for (int i = 0; i < n; i++) {
+        engine_snapshot(arms[i].e, &arms[i].t);
+        uint64_t before = arms[i].t.step;
+        engine_cmd c = {.kind = ENGINE_CMD_STEP_ONCE};
+        if (engine_post(arms[i].e, &c, NULL, NULL))
+            return false;
+        for (;;) {
+            engine_snapshot(arms[i].e, &arms[i].t);
+            engine_state s = arms[i].t.state;
+            if (finish ? s == ENGINE_STATE_FINISHED : arms[i].t.step > before)
+                break;
+            if (s == ENGINE_STATE_ERROR || s == ENGINE_STATE_QUIT ||
+                (!finish && s == ENGINE_STATE_FINISHED)) {
+                fprintf(stderr, "helene race: arm %d (%s) stopped: %s\n", i, arms[i].spec,
+                        arms[i].t.reason);
+                return false;
+            }
+            if (race_signal)
+                return false;
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return true;
+}
+
+/* Read an arm's journal: best dev, test of the final state, and the steps,
+ * forwards and seconds (its own step times) to reach target. */
+static void arm_results(arm *a, double target, bool accuracy)
+{
+    a->best = NAN, a->test = NAN, a->reached = false, a->secs = 0;
+    FILE *f = fopen(a->log, "rb");
+    if (!f)
+        return;
+    char *line = NULL;
+    size_t cap = 0;
+    uint64_t fw = 0;
+    double secs = 0;
+    while (getline(&line, &cap, f) > 0) {
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *ev = cJSON_GetObjectItemCaseSensitive(o, "event");
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "step");
+        uint64_t step = cJSON_IsNumber(st) ? (uint64_t)st->valuedouble : 0;
+        if (!ev && cJSON_IsNumber(st)) {
+            static const char *const ms[3] = {"ms_perturb", "ms_forward", "ms_update"};
+            for (int k = 0; k < 3; k++) {
+                const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, ms[k]);
+                secs += cJSON_IsNumber(v) ? v->valuedouble / 1000.0 : 0;
+            }
+            const cJSON *fwd = cJSON_GetObjectItemCaseSensitive(o, "forwards");
+            fw += cJSON_IsNumber(fwd) ? (uint64_t)fwd->valuedouble : 0;
+        } else if (cJSON_IsString(ev) && !strcmp(ev->valuestring, "eval")) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, accuracy ? "dev_accuracy"
+                                                                           : "exact_loss");
+            double x = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+            if (isfinite(x) && (isnan(a->best) || (accuracy ? x > a->best : x < a->best))) {
+                a->best = x;
+                a->best_step = step;
+            }
+            if (isfinite(x) && !a->reached && (accuracy ? x >= target : x <= target)) {
+                a->reached = true;
+                a->steps_to = step;
+                a->forwards_to = fw;
+                a->secs_to = secs;
+            }
+        } else if (cJSON_IsString(ev) && !strcmp(ev->valuestring, "test")) {
+            const cJSON *w = cJSON_GetObjectItemCaseSensitive(o, "state");
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "test_accuracy");
+            if (cJSON_IsString(w) && !strcmp(w->valuestring, "final") && cJSON_IsNumber(v))
+                a->test = v->valuedouble;
+        }
+        cJSON_Delete(o);
+    }
+    a->secs = secs;
+    free(line);
+    fclose(f);
+}
+
+/* Merge the arms' journals into out, one chunk (the lines up to and
+ * including a step line) of each arm in turn, each line tagged "arm". */
+static int merge_journals(arm *arms, int n, const char *out)
+{
+    FILE *in[RACE_MAX_ARMS] = {0};
+    FILE *o = fopen(out, "wb");
+    if (!o) {
+        fprintf(stderr, "helene race: %s: cannot write the journal\n", out);
+        return 1;
+    }
+    for (int i = 0; i < n; i++)
+        in[i] = fopen(arms[i].log, "rb");
+    char *line = NULL;
+    size_t cap = 0;
+    for (bool more = true; more;) {
+        more = false;
+        for (int i = 0; i < n; i++) {
+            ssize_t len;
+            while (in[i] && (len = getline(&line, &cap, in[i])) > 0) {
+                more = true;
+                if (line[0] == '{')
+                    fprintf(o, "{\"arm\":%d,%s", i, line + 1);
+                else
+                    fputs(line, o);
+                if (!strstr(line, "\"event\"")) /* a step line ends the chunk */
+                    break;
+            }
+        }
+    }
+    free(line);
+    for (int i = 0; i < n; i++)
+        if (in[i])
+            fclose(in[i]);
+    return fclose(o) == 0 ? 0 : 1;
+}
+
+int cmd_race(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        fputs(cmd_race_usage, stdout);
+        runargs_print_hparams(stdout);
+        return 0;
+    }
+    /* take out what only a race has: --arm, --target-acc, --json, --max-memory */
+    arm arms[RACE_MAX_ARMS];
+    memset(arms, 0, sizeof arms);
+    int n = 0;
+    double target = NAN, max_mib = 0;
+    bool json = false;
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    if (!rest)
+        return 1;
+    int nr = 0;
+    bool user_lr = false;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--lr") || !strncmp(argv[i], "--lr=", 5))
+            user_lr = true;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *val = NULL;
+        const char *names[] = {"--arm", "--target-acc", "--max-memory"};
+        int which = -1;
+        for (int k = 0; k < 3 && which < 0; k++) {
+            size_t l = strlen(names[k]);
+            if (i > 0 && !strncmp(a, names[k], l) && (a[l] == '\0' || a[l] == '=')) {
+                which = k;
+                val = a[l] == '=' ? a + l + 1 : (i + 1 < argc ? argv[++i] : NULL);
+            }
+        }
+        if (which < 0) {
+            if (i > 0 && !strcmp(a, "--json"))
+                json = true;
+            else
+                rest[nr++] = argv[i];
+            continue;
+        }
+        char *end = NULL;
+        if (!val) {
+            fprintf(stderr, "helene race: %s needs a value\n", names[which]);
+            free(rest);
+            return 2;
+        }
+        if (which == 0) {
+            if (n == RACE_MAX_ARMS) {
+                fprintf(stderr, "helene race: at most %d arms\n", RACE_MAX_ARMS);
+                free(rest);
+                return 2;
+            }
+            snprintf(arms[n++].spec, sizeof arms[0].spec, "%s", val);
+        } else if (which == 1) {
+            target = strtod(val, &end);
+            if (!end || *end || !isfinite(target)) {
+                fprintf(stderr, "helene race: --target-acc: '%s' is not a number\n", val);
+                free(rest);
+                return 2;
+            }
+        } else {
+            max_mib = strtod(val, &end);
+            if (!end || *end || !(max_mib > 0)) {
+                fprintf(stderr, "helene race: --max-memory: '%s' is not a size in MiB\n", val);
+                free(rest);
+                return 2;
+            }
+        }
+    }
+    if (n < 2) {
+        fprintf(stderr, "helene race: give 2 to %d arms, e.g. --arm helene --arm mezo\n",
+                RACE_MAX_ARMS);
+        free(rest);
+        return 2;
+    }
+    runargs ra;
+    int rc = runargs_parse(&ra, "race", nr, rest);
+    free(rest);
+    if (rc) {
+        runargs_free(&ra);
+        return rc;
+    }
+    if (!ra.headless && isatty(STDOUT_FILENO) && isatty(STDIN_FILENO)) {
+        fprintf(stderr, "helene race: the live race view is not built yet; give --headless\n");
+        runargs_free(&ra);
+        return 2;
+    }
+    if (ra.cfg.resume[0]) {
+        fprintf(stderr, "helene race: resuming a race is not supported yet\n");
+        runargs_free(&ra);
+        return 2;
+    }
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, "%s/helene-race-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(tmp)) {
+        fprintf(stderr, "helene race: cannot make a temporary folder\n");
+        runargs_free(&ra);
+        return 1;
+    }
+    hl_err err;
+    double avail = max_mib > 0 ? max_mib : mem_available_mib(), first_mib = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        arm *a = &arms[i];
+        if (runcfg_copy(&a->cfg, &ra.cfg, &err)) {
+            fprintf(stderr, "helene race: %s\n", err.msg);
+            rc = 1;
+            break;
+        }
+        if ((rc = apply_spec(&a->cfg, a->spec, user_lr)))
+            break;
+        snprintf(a->log, sizeof a->log, "%s/arm-%d.jsonl", tmp, i);
+        snprintf(a->cfg.log, sizeof a->cfg.log, "%s", a->log);
+        a->cfg.log_append = false;
+        if (ra.cfg.save[0] &&
+            snprintf(a->cfg.save, sizeof a->cfg.save, "%.4000s/arm-%d", ra.cfg.save, i) >=
+                (int)sizeof a->cfg.save) {
+            fprintf(stderr, "helene race: --save: path too long\n");
+            rc = 2;
+            break;
+        }
+        /* memory: the first arm measures what one costs, the rest must fit */
+        if (i == 1 && first_mib > 0 && avail > 0 && first_mib * (n - 1) > avail) {
+            fprintf(stderr,
+                    "helene race: %d more arms need about %.0f MiB (the first took %.0f MiB), "
+                    "more than the %.0f MiB %s; race fewer arms or a smaller model\n",
+                    n - 1, first_mib * (n - 1), first_mib, avail,
+                    max_mib > 0 ? "--max-memory allows" : "available");
+            rc = 1;
+            break;
+        }
+        if (engine_create(&a->e, &a->cfg, &err)) {
+            fprintf(stderr, "helene race: arm %d (%s): %s\n", i, a->spec, err.msg);
+            rc = 1;
+            break;
+        }
+        if (engine_snapshot_alloc(a->e, &a->t, &err) || engine_start(a->e, true, &err)) {
+            fprintf(stderr, "helene race: %s\n", err.msg);
+            rc = 1;
+            break;
+        }
+        a->have_t = true;
+        if (i == 0) { /* RSS of the process with one arm loaded: one arm's cost */
+            engine_snapshot(a->e, &a->t);
+            first_mib = a->t.rss_mib;
+        }
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = race_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    uint64_t steps = ra.cfg.steps;
+    double t0 = now_s(), last = t0;
+    for (uint64_t s = 0; !rc && s < steps; s++) {
+        if (!step_all(arms, n, false)) {
+            rc = race_signal ? 128 + race_signal : 1;
+            break;
+        }
+        if (now_s() - last >= 10.0 || s + 1 == steps) {
+            last = now_s();
+            fprintf(stderr, "step %llu/%llu", (unsigned long long)s + 1,
+                    (unsigned long long)steps);
+            for (int i = 0; i < n; i++)
+                fprintf(stderr, "  [%d %s] loss %.4g", i, optim_method_name(arms[i].t.method),
+                        arms[i].t.loss);
+            fputc('\n', stderr);
+        }
+    }
+    if (!rc && !step_all(arms, n, true)) /* the final evaluation, test and checkpoints */
+        rc = race_signal ? 128 + race_signal : 1;
+    for (int i = 0; i < n; i++)
+        if (arms[i].e) {
+            engine_cmd q = {.kind = ENGINE_CMD_QUIT};
+            engine_post(arms[i].e, &q, NULL, NULL);
+            engine_join(arms[i].e);
+            if (arms[i].have_t)
+                engine_snapshot(arms[i].e, &arms[i].t);
+        }
+    if (rc == 0 || rc >= 128) {
+        bool accuracy = ra.cfg.objective == RUNCFG_OBJECTIVE_MODEL;
+        if (isnan(target)) { /* the best of the slowest arm */
+            for (int i = 0; i < n; i++) {
+                arm_results(&arms[i], accuracy ? INFINITY : -INFINITY, accuracy);
+                if (isfinite(arms[i].best) &&
+                    (isnan(target) || (accuracy ? arms[i].best < target : arms[i].best > target)))
+                    target = arms[i].best;
+            }
+        }
+        for (int i = 0; i < n; i++)
+            arm_results(&arms[i], target, accuracy);
+        if (ra.cfg.log[0] && merge_journals(arms, n, ra.cfg.log))
+            rc = rc ? rc : 1;
+        double rss = arms[0].have_t ? arms[0].t.rss_mib : 0;
+        if (json) {
+            cJSON *o = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(o, "arms");
+            cJSON_AddNumberToObject(o, "target", target);
+            cJSON_AddStringToObject(o, "target_is", accuracy ? "dev_accuracy" : "exact_loss");
+            cJSON_AddNumberToObject(o, "steps", (double)steps);
+            cJSON_AddNumberToObject(o, "peak_rss_mib", rss);
+            for (int i = 0; i < n; i++) {
+                arm *a = &arms[i];
+                cJSON *x = cJSON_CreateObject();
+                cJSON_AddNumberToObject(x, "arm", i);
+                cJSON_AddStringToObject(x, "spec", a->spec);
+                cJSON_AddStringToObject(x, "method", optim_method_name(a->t.method));
+                cJSON_AddNumberToObject(x, "lr", a->t.hp.lr);
+                cJSON_AddNumberToObject(x, "best_dev", a->best);
+                cJSON_AddNumberToObject(x, "best_dev_step", (double)a->best_step);
+                if (a->reached) {
+                    cJSON_AddNumberToObject(x, "steps_to_target", (double)a->steps_to);
+                    cJSON_AddNumberToObject(x, "forwards_to_target", (double)a->forwards_to);
+                    cJSON_AddNumberToObject(x, "seconds_to_target", a->secs_to);
+                } else
+                    cJSON_AddNullToObject(x, "steps_to_target");
+                cJSON_AddNumberToObject(x, "test_final", a->test);
+                cJSON_AddNumberToObject(x, "seconds", a->secs);
+                cJSON_AddItemToArray(list, x);
+            }
+            char *txt = cJSON_PrintUnformatted(o);
+            puts(txt ? txt : "{}");
+            free(txt);
+            cJSON_Delete(o);
+        } else {
+            printf("| arm | optimizer | lr | best %s | to %s %.4g: steps | forwards | seconds "
+                   "| final test | step time |\n",
+                   accuracy ? "dev" : "loss", accuracy ? "dev" : "loss", target);
+            printf("|---|---|---|---|---|---|---|---|---|\n");
+            for (int i = 0; i < n; i++) {
+                arm *a = &arms[i];
+                char to[96];
+                if (a->reached)
+                    snprintf(to, sizeof to, "%llu | %llu | %.1f", (unsigned long long)a->steps_to,
+                             (unsigned long long)a->forwards_to, a->secs_to);
+                else
+                    snprintf(to, sizeof to, "not reached | | ");
+                char test[32] = "-";
+                if (!isnan(a->test))
+                    snprintf(test, sizeof test, "%.4g", a->test);
+                printf("| %d | %s | %.3g | %.4g @%llu | %s | %s | %.1f ms |\n", i, a->spec,
+                       a->t.hp.lr, a->best, (unsigned long long)a->best_step, to, test,
+                       a->t.step ? 1e3 * a->secs / (double)a->t.step : 0.0);
+            }
+            printf("\npeak memory of the race %.0f MiB; %llu steps; seed %llu\n", rss,
+                   (unsigned long long)steps, (unsigned long long)ra.cfg.seed);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (arms[i].have_t)
+            engine_snapshot_free(&arms[i].t);
+        if (arms[i].e)
+            engine_free(arms[i].e);
+        runcfg_free(&arms[i].cfg);
+        unlink(arms[i].log);
+    }
+    rmdir(tmp);
+    runargs_free(&ra);
+    return rc;
+}
