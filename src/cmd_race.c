@@ -10,8 +10,10 @@
  * the end the arms' journals are merged into --log (each line tagged
  * "arm": INDEX) and a summary table compares them.
  *
- * Leaves out (issue 14, still open): the live race view in the workbench,
- * checkpoint and resume of a race.
+ * Ctrl-C or SIGTERM checkpoints every arm (into --save DIR/arm-N, or a run
+ * folder each); since an arm equals the same run alone, each can go on with
+ * helene train --resume.  Leaves out (issue 14, still open): the live race
+ * view in the workbench, resuming a race as a race.
  */
 #include <math.h>
 #include <signal.h>
@@ -426,7 +428,7 @@ int cmd_race(int argc, char **argv)
             rc = race_signal ? 128 + race_signal : 1;
             break;
         }
-        if (now_s() - last >= 10.0 || s + 1 == steps) {
+        if (s == 0 || now_s() - last >= 10.0 || s + 1 == steps) {
             last = now_s();
             fprintf(stderr, "step %llu/%llu", (unsigned long long)s + 1,
                     (unsigned long long)steps);
@@ -438,11 +440,23 @@ int cmd_race(int argc, char **argv)
     }
     if (!rc && !step_all(arms, n, true)) /* the final evaluation, test and checkpoints */
         rc = race_signal ? 128 + race_signal : 1;
+    if (race_signal)
+        fprintf(stderr, "helene race: %s: checkpointing every arm\n",
+                runargs_signal_name(race_signal));
     for (int i = 0; i < n; i++)
         if (arms[i].e) {
-            engine_cmd q = {.kind = ENGINE_CMD_QUIT};
-            engine_post(arms[i].e, &q, NULL, NULL);
-            engine_join(arms[i].e);
+            if (race_signal && arms[i].have_t) {
+                /* each arm equals the same run alone: it can go on alone */
+                char dir[RUNCFG_PATH_MAX];
+                if (runargs_checkpoint_and_quit(arms[i].e, dir, sizeof dir))
+                    fprintf(stderr, "  arm %d (%s): %s; continue it with helene train --resume "
+                                    "%s --steps %llu\n",
+                            i, arms[i].spec, dir, dir, (unsigned long long)ra.cfg.steps);
+            } else {
+                engine_cmd q = {.kind = ENGINE_CMD_QUIT};
+                engine_post(arms[i].e, &q, NULL, NULL);
+                engine_join(arms[i].e);
+            }
             if (arms[i].have_t)
                 engine_snapshot(arms[i].e, &arms[i].t);
         }

@@ -170,6 +170,21 @@ else
   echo "FAIL: race arm 0 differs from the same run alone"; fail=$((fail + 1))
 fi
 
+# a race interrupted: every arm checkpointed, exit 130
+$h race --objective quadratic --arm helene --arm mezo --steps 100000000 --eval-every 0 --save "$tmp/rint" --headless > /dev/null 2> "$tmp/rint.err" &
+pid=$!
+for _ in $(seq 100); do grep -q "step" "$tmp/rint.err" 2>/dev/null && break; sleep 0.1; done
+sleep 0.5
+kill -INT $pid
+wait $pid
+rc=$?
+if [ $rc -eq 130 ] && [ -f "$tmp/rint/arm-0/checkpoint.json" ] && [ -f "$tmp/rint/arm-1/checkpoint.json" ] &&
+   grep -q "helene train --resume $tmp/rint/arm-1" "$tmp/rint.err"; then
+  pass=$((pass + 1))
+else
+  echo "FAIL: race SIGINT -> exit $rc"; tail -3 "$tmp/rint.err"; fail=$((fail + 1))
+fi
+
 # SIGINT: checkpoint and exit 130 with the resume command
 $h train --objective quadratic --steps 100000000 --eval-every 0 --save "$tmp/int" --headless > /dev/null 2> "$tmp/int.err" &
 pid=$!
