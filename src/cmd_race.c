@@ -83,6 +83,7 @@ typedef struct arm {
     uint64_t steps_to, forwards_to;
     double secs_to, secs;
     bool reached;
+    double mib; /* what creating this arm (model, state, data) added to RSS */
 } arm;
 
 static double now_s(void)
@@ -90,6 +91,19 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Resident memory of this process now, MiB (/proc/self/statm). */
+static double rss_now_mib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, rss = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    return (double)rss * (double)sysconf(_SC_PAGESIZE) / (1 << 20);
 }
 
 static double mem_available_mib(void)
@@ -400,6 +414,7 @@ int cmd_race(int argc, char **argv)
             rc = 1;
             break;
         }
+        double rss0 = rss_now_mib();
         if (engine_create(&a->e, &a->cfg, &err)) {
             fprintf(stderr, "helene race: arm %d (%s): %s\n", i, a->spec, err.msg);
             rc = 1;
@@ -411,6 +426,7 @@ int cmd_race(int argc, char **argv)
             break;
         }
         a->have_t = true;
+        a->mib = rss_now_mib() - rss0; /* its parameters, state and data; not activations */
         if (i == 0) { /* RSS of the process with one arm loaded: one arm's cost */
             engine_snapshot(a->e, &a->t);
             first_mib = a->t.rss_mib;
@@ -498,6 +514,7 @@ int cmd_race(int argc, char **argv)
                     cJSON_AddNullToObject(x, "steps_to_target");
                 cJSON_AddNumberToObject(x, "test_final", a->test);
                 cJSON_AddNumberToObject(x, "seconds", a->secs);
+                cJSON_AddNumberToObject(x, "arm_mib", a->mib);
                 cJSON_AddItemToArray(list, x);
             }
             char *txt = cJSON_PrintUnformatted(o);
@@ -506,9 +523,9 @@ int cmd_race(int argc, char **argv)
             cJSON_Delete(o);
         } else {
             printf("| arm | optimizer | lr | best %s | to %s %.4g: steps | forwards | seconds "
-                   "| final test | step time |\n",
+                   "| final test | step time | memory |\n",
                    accuracy ? "dev" : "loss", accuracy ? "dev" : "loss", target);
-            printf("|---|---|---|---|---|---|---|---|---|\n");
+            printf("|---|---|---|---|---|---|---|---|---|---|\n");
             for (int i = 0; i < n; i++) {
                 arm *a = &arms[i];
                 char to[96];
@@ -520,11 +537,12 @@ int cmd_race(int argc, char **argv)
                 char test[32] = "-";
                 if (!isnan(a->test))
                     snprintf(test, sizeof test, "%.4g", a->test);
-                printf("| %d | %s | %.3g | %.4g @%llu | %s | %s | %.1f ms |\n", i, a->spec,
-                       a->t.hp.lr, a->best, (unsigned long long)a->best_step, to, test,
-                       a->t.step ? 1e3 * a->secs / (double)a->t.step : 0.0);
+                printf("| %d | %s | %.3g | %.4g @%llu | %s | %s | %.1f ms | %.0f MiB |\n", i,
+                       a->spec, a->t.hp.lr, a->best, (unsigned long long)a->best_step, to, test,
+                       a->t.step ? 1e3 * a->secs / (double)a->t.step : 0.0, a->mib);
             }
-            printf("\npeak memory of the race %.0f MiB; %llu steps; seed %llu\n", rss,
+            printf("\nmemory: what creating each arm added (parameters, optimizer state, data);"
+                   " the race's resident memory at the end %.0f MiB; %llu steps; seed %llu\n", rss,
                    (unsigned long long)steps, (unsigned long long)ra.cfg.seed);
         }
     }
