@@ -12,14 +12,17 @@
  *
  * Ctrl-C or SIGTERM checkpoints every arm (into --save DIR/arm-N, or a run
  * folder each); since an arm equals the same run alone, each can go on with
- * helene train --resume.  Leaves out (issue 14, still open): the live race
- * view in the workbench, resuming a race as a race.
+ * helene train --resume; a race saved with --save DIR also resumes as a race
+ * (--resume DIR: each arm from DIR/arm-N, its journal DIR/arm-N.jsonl
+ * continued).  Leaves out (issue 14, still open): the live race view in the
+ * workbench.
  */
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,7 +59,12 @@ const char cmd_race_usage[] =
     "  --json           print the summary as JSON instead of a markdown table\n"
     "  --log FILE       one journal for the race: every line carries \"arm\": INDEX\n"
     "                   (0-based, in --arm order)\n"
-    "  --save DIR       each arm's final checkpoint in DIR/arm-INDEX\n"
+    "  --save DIR       each arm's final checkpoint in DIR/arm-INDEX, its journal in\n"
+    "                   DIR/arm-INDEX.jsonl\n"
+    "  --resume DIR     continue a race saved with --save DIR (the arms come from\n"
+    "                   its checkpoints; give --steps), bit for bit as if it had run\n"
+    "                   through (give HELENE's --anneal-horizon in both, or --steps\n"
+    "                   stretches it, as for helene train)\n"
     "  --max-memory M   refuse to start when the arms would need more than M MiB\n"
     "                   (default: the machine's available memory)\n"
     "\n"
@@ -85,6 +93,7 @@ typedef struct arm {
     double secs_to, secs;
     bool reached;
     double mib; /* what creating this arm (model, state, data) added to RSS */
+    bool keep_log; /* its journal is the race's record (beside --save), not a temp file */
 } arm;
 
 static double now_s(void)
@@ -298,20 +307,27 @@ int cmd_race(int argc, char **argv)
     memset(arms, 0, sizeof arms);
     int n = 0;
     double target = NAN, max_mib = 0;
+    char resume_dir[RUNCFG_PATH_MAX - 16] = "";
     bool json = false;
     char **rest = calloc((size_t)argc + 1, sizeof *rest);
     if (!rest)
         return 1;
     int nr = 0;
     bool user_lr = false;
-    for (int i = 1; i < argc; i++)
+    const char *merged_log = NULL; /* the race's journal: only a --log given here */
+    for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--lr") || !strncmp(argv[i], "--lr=", 5))
             user_lr = true;
+        if (!strcmp(argv[i], "--log") && i + 1 < argc)
+            merged_log = argv[i + 1];
+        else if (!strncmp(argv[i], "--log=", 6))
+            merged_log = argv[i] + 6;
+    }
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *val = NULL;
-        const char *names[] = {"--arm", "--target-acc", "--max-memory"};
+        const char *names[] = {"--arm", "--target-acc", "--max-memory", "--resume"};
         int which = -1;
-        for (int k = 0; k < 3 && which < 0; k++) {
+        for (int k = 0; k < 4 && which < 0; k++) {
             size_t l = strlen(names[k]);
             if (i > 0 && !strncmp(a, names[k], l) && (a[l] == '\0' || a[l] == '=')) {
                 which = k;
@@ -345,6 +361,8 @@ int cmd_race(int argc, char **argv)
                 free(rest);
                 return 2;
             }
+        } else if (which == 3) {
+            snprintf(resume_dir, sizeof resume_dir, "%s", val);
         } else {
             max_mib = strtod(val, &end);
             if (!end || *end || !(max_mib > 0)) {
@@ -354,26 +372,69 @@ int cmd_race(int argc, char **argv)
             }
         }
     }
+    if (resume_dir[0]) { /* the arms are the checkpoints' */
+        if (n) {
+            fprintf(stderr, "helene race: --resume takes the arms from the race's checkpoints; "
+                            "give no --arm\n");
+            free(rest);
+            return 2;
+        }
+        for (; n < RACE_MAX_ARMS; n++) {
+            char p[RUNCFG_PATH_MAX + 32];
+            snprintf(p, sizeof p, "%s/arm-%d/checkpoint.json", resume_dir, n);
+            if (access(p, F_OK))
+                break;
+        }
+        if (n < 2) {
+            fprintf(stderr, "helene race: %s holds no race (arm-0/, arm-1/, ... written by "
+                            "helene race --save)\n",
+                    resume_dir);
+            free(rest);
+            return 2;
+        }
+    }
     if (n < 2) {
         fprintf(stderr, "helene race: give 2 to %d arms, e.g. --arm helene --arm mezo\n",
                 RACE_MAX_ARMS);
         free(rest);
         return 2;
     }
-    runargs ra;
-    int rc = runargs_parse(&ra, "race", nr, rest);
-    free(rest);
-    if (rc) {
+    /* the shared settings; resuming, each arm's own come from its checkpoint
+     * (the flags given here still apply on top, as for helene train) */
+    runargs ra, arm_ra[RACE_MAX_ARMS];
+    int rc = 0;
+    char arm_dir[RACE_MAX_ARMS][RUNCFG_PATH_MAX];
+    if (resume_dir[0]) {
+        int parsed = 0;
+        for (int i = 0; i < n && !rc; i++) {
+            snprintf(arm_dir[i], sizeof arm_dir[i], "%s/arm-%d", resume_dir, i);
+            rest[nr] = "--resume";
+            rest[nr + 1] = arm_dir[i];
+            if ((rc = runargs_parse(&arm_ra[i], "race", nr + 2, rest)) != 0)
+                runargs_free(&arm_ra[i]);
+            else
+                parsed++;
+        }
+        /* the shared settings: the last arm's, with the flags given here */
+        if (!rc && (rc = runargs_parse(&ra, "race", nr + 2, rest)) != 0)
+            runargs_free(&ra);
+        for (int k = 0; rc && k < parsed; k++)
+            runargs_free(&arm_ra[k]);
+    } else if ((rc = runargs_parse(&ra, "race", nr, rest)) != 0)
         runargs_free(&ra);
+    free(rest);
+    if (rc)
         return rc;
-    }
     if (!ra.headless && isatty(STDOUT_FILENO) && isatty(STDIN_FILENO))
         fprintf(stderr, "helene race: the live race view is not built yet; running headless "
                         "(progress below, the summary at the end)\n");
-    if (ra.cfg.resume[0]) {
-        fprintf(stderr, "helene race: resuming a race is not supported yet\n");
+    struct stat lsb;
+    if (merged_log && !resume_dir[0] && stat(merged_log, &lsb) == 0 && lsb.st_size > 0) {
+        fprintf(stderr, "helene race: %s already holds a journal: choose another --log (a "
+                        "resumed race, --resume DIR, rewrites its own)\n",
+                merged_log);
         runargs_free(&ra);
-        return 2;
+        return 1;
     }
     char tmp[64];
     snprintf(tmp, sizeof tmp, "%s/helene-race-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -386,22 +447,43 @@ int cmd_race(int argc, char **argv)
     double avail = max_mib > 0 ? max_mib : mem_available_mib(), first_mib = 0;
     for (int i = 0; i < n && !rc; i++) {
         arm *a = &arms[i];
-        if (runcfg_copy(&a->cfg, &ra.cfg, &err)) {
+        if (runcfg_copy(&a->cfg, resume_dir[0] ? &arm_ra[i].cfg : &ra.cfg, &err)) {
             fprintf(stderr, "helene race: %s\n", err.msg);
             rc = 1;
             break;
         }
-        if ((rc = apply_spec(&a->cfg, a->spec, user_lr)))
-            break;
-        snprintf(a->log, sizeof a->log, "%s/arm-%d.jsonl", tmp, i);
-        snprintf(a->cfg.log, sizeof a->cfg.log, "%s", a->log);
-        a->cfg.log_append = false;
-        if (ra.cfg.save[0] &&
-            snprintf(a->cfg.save, sizeof a->cfg.save, "%.4000s/arm-%d", ra.cfg.save, i) >=
-                (int)sizeof a->cfg.save) {
-            fprintf(stderr, "helene race: --save: path too long\n");
-            rc = 2;
-            break;
+        if (resume_dir[0]) {
+            /* its checkpoint has its method and hyperparameters; its journal
+             * and folder are the race's, whatever --log / --save say here */
+            snprintf(a->spec, sizeof a->spec, "%s (resumed)", optim_method_name(a->cfg.hp.method));
+            snprintf(a->log, sizeof a->log, "%.500s/arm-%d.jsonl", resume_dir, i);
+            snprintf(a->cfg.log, sizeof a->cfg.log, "%s", a->log);
+            a->cfg.log_append = false;
+            snprintf(a->cfg.save, sizeof a->cfg.save, "%.4000s/arm-%d",
+                     ra.cfg.save[0] && strcmp(ra.cfg.save, arm_dir[n - 1]) ? ra.cfg.save
+                                                                           : resume_dir,
+                     i);
+            a->keep_log = true;
+        } else {
+            if ((rc = apply_spec(&a->cfg, a->spec, user_lr)))
+                break;
+            /* with --save, each arm's journal lives beside its checkpoint, so a
+             * resumed race continues it; else in a temporary folder */
+            if (ra.cfg.save[0]) {
+                mkdir(ra.cfg.save, 0777);
+                snprintf(a->log, sizeof a->log, "%.500s/arm-%d.jsonl", ra.cfg.save, i);
+                a->keep_log = true;
+            } else
+                snprintf(a->log, sizeof a->log, "%s/arm-%d.jsonl", tmp, i);
+            snprintf(a->cfg.log, sizeof a->cfg.log, "%s", a->log);
+            a->cfg.log_append = false;
+            if (ra.cfg.save[0] &&
+                snprintf(a->cfg.save, sizeof a->cfg.save, "%.4000s/arm-%d", ra.cfg.save, i) >=
+                    (int)sizeof a->cfg.save) {
+                fprintf(stderr, "helene race: --save: path too long\n");
+                rc = 2;
+                break;
+            }
         }
         /* memory: the first arm measures what one costs, the rest must fit */
         if (i == 1 && first_mib > 0 && avail > 0 && first_mib * (n - 1) > avail) {
@@ -436,14 +518,25 @@ int cmd_race(int argc, char **argv)
     sa.sa_handler = race_on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    uint64_t steps = ra.cfg.steps;
+    uint64_t steps = ra.cfg.steps, start = 0;
+    for (int i = 0; !rc && i < n; i++) { /* a resumed race: every arm at the same step */
+        engine_snapshot(arms[i].e, &arms[i].t);
+        if (i == 0)
+            start = arms[i].t.step;
+        else if (arms[i].t.step != start) {
+            fprintf(stderr, "helene race: the arms' checkpoints are at different steps (%llu, "
+                            "%llu): not one race\n",
+                    (unsigned long long)start, (unsigned long long)arms[i].t.step);
+            rc = 1;
+        }
+    }
     double t0 = now_s(), last = t0;
-    for (uint64_t s = 0; !rc && s < steps; s++) {
+    for (uint64_t s = start; !rc && s < steps; s++) {
         if (!step_all(arms, n, false)) {
             rc = race_signal ? 128 + race_signal : 1;
             break;
         }
-        if (s == 0 || now_s() - last >= 10.0 || s + 1 == steps) {
+        if (s == start || now_s() - last >= 10.0 || s + 1 == steps) {
             last = now_s();
             fprintf(stderr, "step %llu/%llu", (unsigned long long)s + 1,
                     (unsigned long long)steps);
@@ -487,7 +580,7 @@ int cmd_race(int argc, char **argv)
         }
         for (int i = 0; i < n; i++)
             arm_results(&arms[i], target, accuracy);
-        if (ra.cfg.log[0] && merge_journals(arms, n, ra.cfg.log))
+        if (merged_log && merge_journals(arms, n, merged_log))
             rc = rc ? rc : 1;
         double rss = arms[0].have_t ? arms[0].t.rss_mib : 0;
         if (json) {
@@ -551,7 +644,10 @@ int cmd_race(int argc, char **argv)
         if (arms[i].e)
             engine_free(arms[i].e);
         runcfg_free(&arms[i].cfg);
-        unlink(arms[i].log);
+        if (!arms[i].keep_log)
+            unlink(arms[i].log);
+        if (resume_dir[0])
+            runargs_free(&arm_ra[i]);
     }
     rmdir(tmp);
     runargs_free(&ra);
