@@ -121,7 +121,7 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static double rss_mib(void)
+double engine_process_rss_mib(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
     long pages = 0, resident = 0;
@@ -269,7 +269,7 @@ static void publish(engine *e, bool force)
         return;
     e->last_publish = t;
     engine_telemetry *w = &e->work;
-    w->rss_mib = rss_mib();
+    w->rss_mib = engine_process_rss_mib();
     w->generation++;
     hparams_free(&w->hp);
     hparams_copy(&w->hp, optim_hparams(e->opt), NULL);

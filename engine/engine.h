@@ -166,6 +166,9 @@ void engine_default_run_dir(char *out, size_t cap, const char *task, const char 
  * optimizer, resume) on the calling thread, so errors surface before any
  * thread starts.  cfg is copied. */
 hl_status engine_create(engine **out, const runcfg *cfg, hl_err *err);
+/* Resident memory of this process now, MiB (/proc/self/statm; 0 if unknown). */
+double engine_process_rss_mib(void);
+
 /* Limit the run to steps_per_s steps per second (0: as fast as it goes).
  * The workbench slows analytic objectives (10,000+ steps/s) to a rate
  * people can watch; headless runs never call it.  Any thread. */

@@ -103,19 +103,6 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Resident memory of this process now, MiB (/proc/self/statm). */
-static double rss_now_mib(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long pages = 0, rss = 0;
-    if (f) {
-        if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
-            rss = 0;
-        fclose(f);
-    }
-    return (double)rss * (double)sysconf(_SC_PAGESIZE) / (1 << 20);
-}
-
 static double mem_available_mib(void)
 {
     FILE *f = fopen("/proc/meminfo", "r");
@@ -495,7 +482,7 @@ int cmd_race(int argc, char **argv)
             rc = 1;
             break;
         }
-        double rss0 = rss_now_mib();
+        double rss0 = engine_process_rss_mib();
         if (engine_create(&a->e, &a->cfg, &err)) {
             fprintf(stderr, "helene race: arm %d (%s): %s\n", i, a->spec, err.msg);
             rc = 1;
@@ -507,7 +494,7 @@ int cmd_race(int argc, char **argv)
             break;
         }
         a->have_t = true;
-        a->mib = rss_now_mib() - rss0; /* its parameters, state and data; not activations */
+        a->mib = engine_process_rss_mib() - rss0; /* its parameters, state and data; not activations */
         if (i == 0) { /* RSS of the process with one arm loaded: one arm's cost */
             engine_snapshot(a->e, &a->t);
             first_mib = a->t.rss_mib;
