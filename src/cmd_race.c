@@ -415,6 +415,14 @@ int cmd_race(int argc, char **argv)
     if (!ra.headless && isatty(STDOUT_FILENO) && isatty(STDIN_FILENO))
         fprintf(stderr, "helene race: the live race view is not built yet; running headless "
                         "(progress below, the summary at the end)\n");
+    if (ra.cfg.time_limit > 0) {
+        fprintf(stderr, "helene race: --time-limit does not apply to a race (the arms run the "
+                        "same steps; the summary gives each arm's own time)\n");
+        runargs_free(&ra);
+        for (int k = 0; resume_dir[0] && k < n; k++)
+            runargs_free(&arm_ra[k]);
+        return 2;
+    }
     struct stat lsb;
     if (merged_log && !resume_dir[0] && stat(merged_log, &lsb) == 0 && lsb.st_size > 0) {
         fprintf(stderr, "helene race: %s already holds a journal: choose another --log (a "
@@ -428,6 +436,8 @@ int cmd_race(int argc, char **argv)
     if (!mkdtemp(tmp)) {
         fprintf(stderr, "helene race: cannot make a temporary folder\n");
         runargs_free(&ra);
+        for (int k = 0; resume_dir[0] && k < n; k++)
+            runargs_free(&arm_ra[k]);
         return 1;
     }
     hl_err err;

@@ -144,6 +144,7 @@ expect 0 "plotted 2 runs to" -- $h plot "$tmp/j.jsonl" -o "$tmp/x.png" --title "
 
 # race: arms on identical data and probes
 expect 2 "give 2 to 4 arms" -- $h race --objective quadratic --arm mezo --headless
+expect 2 "time-limit does not apply" -- $h race --objective quadratic --arm mezo --arm helene --time-limit 10s --headless
 expect 2 "optimizer" -- $h race --objective quadratic --arm mezo --arm sgd --headless
 expect 2 "is not KEY=VALUE" -- $h race --objective quadratic --arm mezo --arm mezo:lr --headless
 expect 2 "lr: bad value" -- $h race --objective quadratic --arm mezo --arm mezo:lr=-1 --headless
