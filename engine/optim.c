@@ -136,14 +136,13 @@ static bool method_needs_v(int32_t m)
     return m == OPTIM_METHOD_ZO_ADAM;
 }
 
-/* A zero arena comes from calloc: large blocks are fresh zero pages that
- * take no memory until written, so creating state for a method (or for the
- * default method before the run's own is set) does not raise peak RSS. */
 /* A state arena, every page written here: calloc's untouched zero pages
  * would fault on the first update pass instead (a read maps the shared zero
  * page, the write then copies it, with TLB shoot-downs across the compute
- * threads), which made HELENE's first step 2,600x a later one on an
- * OPT-125m shape (issue 12).  Writing on one thread here costs far less. */
+ * threads), which made HELENE's first step up to 2,600x a later one (issue
+ * 12).  Writing on one thread here costs far less.  Since the pages are
+ * resident at once, a run's optimizer is created with the run's own method
+ * (optim_init_hp), never with another method's state first. */
 static float *arena_alloc(size_t n, float fill)
 {
     void *mem = NULL;
