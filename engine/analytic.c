@@ -296,3 +296,9 @@ const char *analytic_preset(analytic_kind kind, const char *method)
             return kind == ANALYTIC_KIND_ROSENBROCK ? presets[i].rosenbrock : presets[i].quadratic;
     return "";
 }
+
+double analytic_preset_lr(analytic_kind kind, const char *method)
+{
+    const char *at = strstr(analytic_preset(kind, method), "lr=");
+    return at ? strtod(at + 3, NULL) : 0.0;
+}

@@ -60,5 +60,7 @@ double analytic_quadratic_curvature(int layer);
  * tests/bench_optim.  The spec's defaults target language models, whose
  * scales differ by orders of magnitude from these small problems. */
 const char *analytic_preset(analytic_kind kind, const char *method);
+/* The learning rate of that preset, or 0 when it has none. */
+double analytic_preset_lr(analytic_kind kind, const char *method);
 
 #endif

@@ -935,12 +935,10 @@ static void apply_command(engine *e, const engine_cmd *c, uint64_t id)
                 snprintf(lr_why, sizeof lr_why, "the one you set for %s earlier",
                          optim_method_name(m));
             else if (!e->task) {
-                const char *p = analytic_preset(e->cfg.objective == RUNCFG_OBJECTIVE_QUADRATIC
-                                                    ? ANALYTIC_KIND_QUADRATIC
-                                                    : ANALYTIC_KIND_ROSENBROCK,
-                                                optim_method_name(m));
-                const char *at = strstr(p, "lr=");
-                lr = at ? strtod(at + 3, NULL) : 0;
+                lr = analytic_preset_lr(e->cfg.objective == RUNCFG_OBJECTIVE_QUADRATIC
+                                            ? ANALYTIC_KIND_QUADRATIC
+                                            : ANALYTIC_KIND_ROSENBROCK,
+                                        optim_method_name(m));
                 snprintf(lr_why, sizeof lr_why, "%s's preset for this objective",
                          optim_method_name(m));
             }

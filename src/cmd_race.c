@@ -134,15 +134,14 @@ static int apply_spec(runcfg *c, const char *spec, bool user_lr)
     }
     if (!user_lr) {
         double lr = hparams_default_lr(c->hp.method);
-        if (c->objective != RUNCFG_OBJECTIVE_MODEL) {
-            const char *p = analytic_preset(c->objective == RUNCFG_OBJECTIVE_QUADRATIC
-                                                ? ANALYTIC_KIND_QUADRATIC
-                                                : ANALYTIC_KIND_ROSENBROCK,
-                                            buf);
-            const char *at = strstr(p, "lr=");
-            if (at)
-                lr = strtod(at + 3, NULL);
-        }
+        double preset = c->objective == RUNCFG_OBJECTIVE_MODEL
+                            ? 0.0
+                            : analytic_preset_lr(c->objective == RUNCFG_OBJECTIVE_QUADRATIC
+                                                     ? ANALYTIC_KIND_QUADRATIC
+                                                     : ANALYTIC_KIND_ROSENBROCK,
+                                                 buf);
+        if (preset > 0)
+            lr = preset;
         char v[64];
         snprintf(v, sizeof v, "%.17g", lr);
         runcfg_set(c, "lr", v, NULL);
