@@ -178,7 +178,9 @@ static bool step_all(arm *arms, int n, bool finish)
             engine_state s = arms[i].t.state;
             if (finish ? s == ENGINE_STATE_FINISHED : arms[i].t.step > before)
                 break;
-            if (s == ENGINE_STATE_ERROR || s == ENGINE_STATE_QUIT ||
+            /* a failed step pauses its engine with the reason (engine.c) */
+            bool failed = s == ENGINE_STATE_PAUSED && strstr(arms[i].t.reason, " failed: ");
+            if (failed || s == ENGINE_STATE_ERROR || s == ENGINE_STATE_QUIT ||
                 (!finish && s == ENGINE_STATE_FINISHED)) {
                 fprintf(stderr, "helene race: arm %d (%s) stopped: %s\n", i, arms[i].spec,
                         arms[i].t.reason);
