@@ -931,20 +931,14 @@ static void apply_command(engine *e, const engine_cmd *c, uint64_t id)
         if (!st) {
             int32_t m = optim_hparams(e->opt)->method;
             double lr = e->lr_user[m];
+            bool preset = false;
             if (lr > 0)
                 snprintf(lr_why, sizeof lr_why, "the one you set for %s earlier",
                          optim_method_name(m));
-            else if (!e->task) {
-                lr = analytic_preset_lr(e->cfg.objective == RUNCFG_OBJECTIVE_QUADRATIC
-                                            ? ANALYTIC_KIND_QUADRATIC
-                                            : ANALYTIC_KIND_ROSENBROCK,
-                                        optim_method_name(m));
-                snprintf(lr_why, sizeof lr_why, "%s's preset for this objective",
-                         optim_method_name(m));
-            }
-            if (!(lr > 0)) {
-                lr = hparams_default_lr(m);
-                snprintf(lr_why, sizeof lr_why, "%s's default", optim_method_name(m));
+            else {
+                lr = runcfg_method_lr(&e->cfg, m, &preset);
+                snprintf(lr_why, sizeof lr_why, "%s's %s", optim_method_name(m),
+                         preset ? "preset for this objective" : "default");
             }
             snprintf(lr_buf, sizeof lr_buf, "%.6g", lr);
             st = optim_set(e->opt, "lr", lr_buf, &err);

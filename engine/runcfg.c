@@ -2,6 +2,7 @@
  * and help, so the three never disagree. */
 #include "runcfg.h"
 
+#include "analytic.h"
 #include "fileio.h"
 #include "jsonval.h"
 
@@ -451,4 +452,17 @@ int runcfg_key_count(void)
 const runcfg_key *runcfg_key_at(int i)
 {
     return i >= 0 && i < N_KEYS ? &keys[i].pub : NULL;
+}
+
+double runcfg_method_lr(const runcfg *c, int32_t method, bool *preset)
+{
+    double lr = 0;
+    if (c->objective != RUNCFG_OBJECTIVE_MODEL)
+        lr = analytic_preset_lr(c->objective == RUNCFG_OBJECTIVE_QUADRATIC
+                                    ? ANALYTIC_KIND_QUADRATIC
+                                    : ANALYTIC_KIND_ROSENBROCK,
+                                optim_method_name(method));
+    if (preset)
+        *preset = lr > 0;
+    return lr > 0 ? lr : hparams_default_lr(method);
 }

@@ -60,6 +60,11 @@ void runcfg_init(runcfg *c);
 void runcfg_free(runcfg *c);
 hl_status runcfg_copy(runcfg *dst, const runcfg *src, hl_err *err);
 
+/* The learning rate a method takes in this run when the user gave none for
+ * it: an analytic objective's preset for that method, else the method's
+ * default (hparams_default_lr).  *preset (may be NULL) says which. */
+double runcfg_method_lr(const runcfg *c, int32_t method, bool *preset);
+
 /* Set one key from text.  Unknown key, bad or out-of-range value -> error
  * naming the key, the value and what is allowed; c is unchanged. */
 hl_status runcfg_set(runcfg *c, const char *key, const char *value, hl_err *err);

@@ -30,9 +30,7 @@
 
 #include "cli.h"
 #include "commands.h"
-#include "analytic.h"
 #include "engine.h"
-#include "hparams.h"
 #include "fileio.h"
 #include "runargs.h"
 
@@ -96,13 +94,6 @@ typedef struct arm {
     bool keep_log; /* its journal is the race's record (beside --save), not a temp file */
 } arm;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static double mem_available_mib(void)
 {
     FILE *f = fopen("/proc/meminfo", "r");
@@ -133,15 +124,7 @@ static int apply_spec(runcfg *c, const char *spec, bool user_lr)
         return 2;
     }
     if (!user_lr) {
-        double lr = hparams_default_lr(c->hp.method);
-        double preset = c->objective == RUNCFG_OBJECTIVE_MODEL
-                            ? 0.0
-                            : analytic_preset_lr(c->objective == RUNCFG_OBJECTIVE_QUADRATIC
-                                                     ? ANALYTIC_KIND_QUADRATIC
-                                                     : ANALYTIC_KIND_ROSENBROCK,
-                                                 buf);
-        if (preset > 0)
-            lr = preset;
+        double lr = runcfg_method_lr(c, c->hp.method, NULL);
         char v[64];
         snprintf(v, sizeof v, "%.17g", lr);
         runcfg_set(c, "lr", v, NULL);
@@ -528,14 +511,14 @@ int cmd_race(int argc, char **argv)
             rc = 1;
         }
     }
-    double t0 = now_s(), last = t0;
+    time_t last = time(NULL); /* progress every 10 s: whole seconds will do */
     for (uint64_t s = start; !rc && s < steps; s++) {
         if (!step_all(arms, n, false)) {
             rc = race_signal ? 128 + race_signal : 1;
             break;
         }
-        if (s == start || now_s() - last >= 10.0 || s + 1 == steps) {
-            last = now_s();
+        if (s == start || time(NULL) - last >= 10 || s + 1 == steps) {
+            last = time(NULL);
             fprintf(stderr, "step %llu/%llu", (unsigned long long)s + 1,
                     (unsigned long long)steps);
             for (int i = 0; i < n; i++)

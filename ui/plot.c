@@ -211,7 +211,7 @@ static void set_run_style(cairo_t *cr, int i, double alpha)
     cairo_set_source_rgba(cr, c[0] / 255.0, c[1] / 255.0, c[2] / 255.0, alpha);
     /* a dash pattern per run, so curves stay apart without colour */
     static const double dashes[4][2] = {{0, 0}, {8, 4}, {2, 3}, {10, 3}};
-    int d = (i / 1) % 4;
+    int d = i % 4;
     if (d == 0)
         cairo_set_dash(cr, NULL, 0, 0);
     else
