@@ -48,6 +48,39 @@ double analytic_quadratic_curvature(int layer)
     return layer >= 0 && layer < QUAD_LAYERS ? quad_layers[layer].curvature : 0.0;
 }
 
+#define COUPLED_RHO 1000.0
+
+double analytic_quadratic_curvature_of(int32_t curvature, int layer, double d)
+{
+    if (layer < 0 || layer >= QUAD_LAYERS)
+        return 0.0;
+    if (curvature == ANALYTIC_CURVATURE_HOMOGENEOUS)
+        return 1.0;
+    if (curvature == ANALYTIC_CURVATURE_COUPLED)
+        return 1.0 + (d > 0 ? COUPLED_RHO / d : 0.0);
+    return quad_layers[layer].curvature;
+}
+
+static const char *const curvature_names[ANALYTIC_CURVATURE_COUNT] = {"layered", "homogeneous",
+                                                                      "coupled"};
+
+const char *analytic_curvature_name(int32_t curvature)
+{
+    return curvature >= 0 && curvature < ANALYTIC_CURVATURE_COUNT ? curvature_names[curvature]
+                                                                  : "?";
+}
+
+hl_status analytic_parse_curvature(int32_t *curvature, const char *name, hl_err *err)
+{
+    for (int32_t i = 0; i < ANALYTIC_CURVATURE_COUNT; i++)
+        if (!strcmp(name, curvature_names[i])) {
+            *curvature = i;
+            return HL_OK;
+        }
+    return hl_err_set(err, HL_ERR_INVALID,
+                      "unknown curvature '%s' (allowed: layered, homogeneous, coupled)", name);
+}
+
 void analytic_config_default(analytic_config *cfg, analytic_kind kind)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -77,16 +110,20 @@ hl_status analytic_parse_kind(analytic_kind *kind, const char *name, hl_err *err
 
 /* ---- quadratic --------------------------------------------------------- */
 
-static double quad_value(const param_set *ps)
+static double quad_value(const analytic_ctx *c, const param_set *ps)
 {
-    double f = 0;
+    double f = 0, sum = 0;
     for (int l = 0; l < ps->n_layers; l++) {
         const float *th = param_layer_data(ps, l);
         double s = 0;
-        for (size_t i = 0; i < ps->layers[l].size; i++)
+        for (size_t i = 0; i < ps->layers[l].size; i++) {
             s += (double)th[i] * th[i];
-        f += 0.5 * quad_layers[l].curvature * s;
+            sum += th[i];
+        }
+        f += 0.5 * analytic_quadratic_curvature_of(c->cfg.curvature, l, 0) * s;
     }
+    if (c->cfg.curvature == ANALYTIC_CURVATURE_COUPLED)
+        f += 0.5 * COUPLED_RHO * sum * sum / (double)c->d;
     return f;
 }
 
@@ -96,7 +133,7 @@ static hl_status quad_eval(void *vctx, double *losses, const param_set *ps, pool
     (void)workers;
     (void)err;
     analytic_ctx *c = vctx;
-    double f = quad_value(ps);
+    double f = quad_value(c, ps);
     float xi[ANALYTIC_CHUNK];
     for (int32_t b = 0; b < c->cfg.batch; b++) {
         double noise = 0;
@@ -112,7 +149,7 @@ static hl_status quad_eval(void *vctx, double *losses, const param_set *ps, pool
                     for (size_t i = 0; i < m; i++)
                         dot += (double)xi[i] * th[i0 + i];
                 }
-                noise += sqrt(quad_layers[l].curvature) * dot;
+                noise += sqrt(analytic_quadratic_curvature_of(c->cfg.curvature, l, 0)) * dot;
             }
         }
         losses[b] = f - c->cfg.noise * noise;
@@ -123,8 +160,8 @@ static hl_status quad_eval(void *vctx, double *losses, const param_set *ps, pool
 static hl_status quad_full(void *vctx, double *loss, const param_set *ps, pool *workers,
                            hl_err *err)
 {
-    (void)vctx, (void)workers, (void)err;
-    *loss = quad_value(ps);
+    (void)workers, (void)err;
+    *loss = quad_value(vctx, ps);
     return HL_OK;
 }
 
@@ -215,6 +252,9 @@ hl_status analytic_init(objective *obj, param_set *ps, const analytic_config *cf
     if (cfg->size_scale < 1 || cfg->size_scale > 100000)
         return hl_err_set(err, HL_ERR_INVALID, "analytic size_scale %d outside 1..100000",
                           (int)cfg->size_scale);
+    if (cfg->curvature < 0 || cfg->curvature >= ANALYTIC_CURVATURE_COUNT)
+        return hl_err_set(err, HL_ERR_INVALID, "analytic curvature variant %d unknown",
+                          (int)cfg->curvature);
     if (ps->n_layers != 0 || ps->data)
         return hl_err_set(err, HL_ERR_INVALID, "analytic_init needs an empty param_set");
     hl_status st = HL_OK;
@@ -287,6 +327,7 @@ static const struct {
     {"zo-adam", "lr=1e-2", "lr=1e-3"},
     {"hizoo", "lr=3e-5", "lr=1e-4"},
     {"helene", "lr=10", "lr=10"},
+    {"layer-newton", "lr=1", "lr=0.5"},
 };
 
 const char *analytic_preset(analytic_kind kind, const char *method)

@@ -35,12 +35,23 @@ typedef enum analytic_kind {
     ANALYTIC_KIND_ROSENBROCK = 1,
 } analytic_kind;
 
+/* Variants of the quadratic, to show where layer-wise curvature helps and
+ * where it cannot: */
+typedef enum analytic_curvature {
+    ANALYTIC_CURVATURE_LAYERED = 0, /* a_l from 1 to 1000 by layer (the default) */
+    ANALYTIC_CURVATURE_HOMOGENEOUS, /* every a_l = 1 */
+    ANALYTIC_CURVATURE_COUPLED,     /* every a_l = 1, plus ½ ρ (Σ_i θ_i)² / d with ρ = 1000:
+                                     * one stiff direction shared by all layers */
+    ANALYTIC_CURVATURE_COUNT
+} analytic_curvature;
+
 typedef struct analytic_config {
     analytic_kind kind;
     uint64_t seed;      /* start point (quadratic) and example noise */
     int32_t batch;      /* B, examples per step (1..1024), default 8 */
     double noise;       /* σ >= 0, default 0.1; 0 makes all examples equal */
     int32_t size_scale; /* multiplies every layer's first dimension, default 1 */
+    int32_t curvature;  /* quadratic: analytic_curvature */
 } analytic_config;
 
 void analytic_config_default(analytic_config *cfg, analytic_kind kind);
@@ -52,8 +63,13 @@ hl_status analytic_init(objective *obj, param_set *ps, const analytic_config *cf
 hl_status analytic_parse_kind(analytic_kind *kind, const char *name, hl_err *err);
 const char *analytic_kind_name(analytic_kind kind);
 
-/* Curvature a_l of quadratic layer l (for tests and teaching text). */
+/* Curvature a_l of quadratic layer l (for tests and teaching text), of the
+ * default (layered) variant; _of for a variant (coupled: the diagonal part,
+ * plus ρ/d, the mean of the shared term's diagonal). */
 double analytic_quadratic_curvature(int layer);
+double analytic_quadratic_curvature_of(int32_t curvature, int layer, double d);
+hl_status analytic_parse_curvature(int32_t *curvature, const char *name, hl_err *err);
+const char *analytic_curvature_name(int32_t curvature);
 
 /* Suggested hyperparameters for running `method` on this scenario, as
  * "key=value key=value" (static string, may be ""), tuned with

@@ -138,6 +138,13 @@ void cls_pack(const cls_scorer *s, const cls_example *ex, int32_t n, int32_t *to
 hl_status cls_score(cls_scorer *s, double *losses, int32_t *pred, double *scores,
                     const cls_example *ex, int32_t n, hl_err *err)
 {
+    return cls_score_staged(s, losses, pred, scores, ex, n, 0, 0, err);
+}
+
+hl_status cls_score_staged(cls_scorer *s, double *losses, int32_t *pred, double *scores,
+                           const cls_example *ex, int32_t n, int32_t save_stage,
+                           int32_t start_stage, hl_err *err)
+{
     if (n < 0 || n > s->max_batch)
         return hl_err_set(err, HL_ERR_INVALID, "batch of %d examples (at most %d)", n,
                           s->max_batch);
@@ -148,7 +155,7 @@ hl_status cls_score(cls_scorer *s, double *losses, int32_t *pred, double *scores
     int32_t nseq, nrows;
     cls_pack(s, ex, n, s->tokens, s->starts, s->rows, s->targets, &nseq, &nrows);
     model_batch b = {.tokens = s->tokens, .seq_start = s->starts, .n_seq = nseq};
-    if ((st = model_forward(s->m, &b, err)))
+    if ((st = model_forward_staged(s->m, &b, save_stage, start_stage, err)))
         return st;
     if (s->single) {
         int32_t ids[CLS_MAX_CLASSES];

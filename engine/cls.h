@@ -75,5 +75,9 @@ void cls_pack(const cls_scorer *s, const cls_example *ex, int32_t n, int32_t *to
  * the classes normalised over the classes (score_y − logsumexp_y score). */
 hl_status cls_score(cls_scorer *s, double *losses, int32_t *pred, double *scores,
                     const cls_example *ex, int32_t n, hl_err *err);
+/* cls_score whose forward is model_forward_staged(save_stage, start_stage). */
+hl_status cls_score_staged(cls_scorer *s, double *losses, int32_t *pred, double *scores,
+                           const cls_example *ex, int32_t n, int32_t save_stage,
+                           int32_t start_stage, hl_err *err);
 
 #endif

@@ -358,6 +358,7 @@ static hl_status build_objective(engine *e, hl_err *err)
     ac.batch = c->batch_size;
     ac.noise = c->noise;
     ac.size_scale = c->size_scale;
+    ac.curvature = c->curvature;
     param_set_init(&e->analytic_ps);
     if ((st = analytic_init(&e->obj, &e->analytic_ps, &ac, err)))
         return st;

@@ -20,21 +20,23 @@ typedef struct hparam_entry {
 
 static const hparam_entry table[] = {
     {{"optimizer", HPARAM_TYPE_ENUM, 0, 0, false, false,
-      "mezo|zo-sgd-mmt|zo-sign|zo-adam|hizoo|helene|ft-adam", "helene", "all",
+      "mezo|zo-sgd-mmt|zo-sign|zo-adam|hizoo|helene|layer-newton|ft-adam", "helene", "all",
       "method; switching keeps the parameters and starts its state fresh"},
      F(method)},
     {{"lr", HPARAM_TYPE_FLOAT, 0, 1e6, true, false, NULL, "per method", "all",
       "learning rate; defaults tuned on the bundled model: helene 3e-3, mezo/hizoo 3e-5, "
       "zo-sgd-mmt 3e-6, zo-sign/zo-adam 3e-4, ft-adam 1e-5 (real models: MeZO's paper used "
-      "1e-6..1e-7)"},
+      "1e-6..1e-7); layer-newton: eta, the fraction of a Newton step, 1 (stable below 2)"},
      F(lr)},
     {{"eps", HPARAM_TYPE_FLOAT, 0, 1, true, false, NULL, "1e-3", "all",
       "SPSA probe scale (1e-3 full fine-tuning, 1e-2 LoRA, 1e-1 prefix)"},
      F(eps)},
-    {{"weight_decay", HPARAM_TYPE_FLOAT, 0, 10, false, false, NULL, "0", "all",
+    {{"weight_decay", HPARAM_TYPE_FLOAT, 0, 10, false, false, NULL, "0",
+      "mezo zo-sgd-mmt zo-sign zo-adam hizoo helene ft-adam",
       "decoupled weight decay, not on bias/norm layers"},
      F(weight_decay)},
-    {{"n_probes", HPARAM_TYPE_INT, 1, HPARAMS_MAX_PROBES, false, false, NULL, "1", "all",
+    {{"n_probes", HPARAM_TYPE_INT, 1, HPARAMS_MAX_PROBES, false, false, NULL, "1",
+      "mezo zo-sgd-mmt zo-sign zo-adam hizoo helene",
       "SPSA probes averaged per step (2 forwards each)"},
      F(n_probes)},
     {{"total_steps", HPARAM_TYPE_INT, 0, BIG, false, false, NULL, "0", "all",
@@ -92,8 +94,8 @@ static const hparam_entry table[] = {
     {{"lambda_abs", HPARAM_TYPE_FLOAT_LIST, 0, 1e12, false, false, NULL, "1e-3", "helene",
       "absolute floors: one value, or a comma list with one per layer"},
      F(lambda_abs)},
-    {{"layer_granularity", HPARAM_TYPE_ENUM, 0, 0, false, false, "tensor|block", "tensor",
-      "helene", "what a 'layer' is for floors and blockwise probes"},
+    {{"layer_granularity", HPARAM_TYPE_ENUM, 0, 0, false, false, "tensor|block|module",
+      "tensor", "helene", "what a 'layer' is for floors and blockwise probes"},
      F(layer_granularity)},
     {{"anneal", HPARAM_TYPE_BOOL, 0, 1, false, false, NULL, "on", "helene",
       "annealed momentum (off: alpha_t = 1)"},
@@ -107,6 +109,35 @@ static const hparam_entry table[] = {
     {{"hess_debias", HPARAM_TYPE_BOOL, 0, 1, false, false, NULL, "on", "helene",
       "divide h by 1 - beta2^r (r refreshes so far), as Adam does; off: the raw EMA from 0"},
      F(hess_debias)},
+    {{"groups", HPARAM_TYPE_ENUM, 0, 0, false, false, "tensor|block|module", "module",
+      "layer-newton",
+      "a group: one tensor, one transformer block, or one module (a Linear's weight + bias, "
+      "a LayerNorm)"},
+     F(groups)},
+    {{"newton_k", HPARAM_TYPE_INT, 1, 1000000, false, false, NULL, "10", "layer-newton",
+      "K: a group's curvature is re-measured (one extra forward) every K of its probes"},
+     F(newton_k)},
+    {{"beta_h", HPARAM_TYPE_FLOAT, 0, 1, false, true, NULL, "0.9", "layer-newton",
+      "EMA decay of a group's measured curvature h_l"},
+     F(beta_h)},
+    {{"beta_s", HPARAM_TYPE_FLOAT, 0, 1, false, true, NULL, "0.7", "layer-newton",
+      "EMA decay of a group's score s_l (the loss it can still give)"},
+     F(beta_s)},
+    {{"h_min", HPARAM_TYPE_FLOAT, 0, 1e12, true, false, NULL, "1e-2", "layer-newton",
+      "floor on a group's curvature h_l (HELENE's clip in the units of h)"},
+     F(h_min)},
+    {{"sampling", HPARAM_TYPE_ENUM, 0, 0, false, false, "proportional|uniform|greedy",
+      "proportional", "layer-newton",
+      "which group a step probes: P ~ s_l (d_l + 2), uniform, or always the largest"},
+     F(sampling)},
+    {{"eps_scale", HPARAM_TYPE_BOOL, 0, 1, false, false, NULL, "on", "layer-newton",
+      "eps_l = eps max(1, sqrt(65536 / d_l)): second differences of small groups above "
+      "rounding"},
+     F(eps_scale)},
+    {{"share_forward", HPARAM_TYPE_BOOL, 0, 1, false, false, NULL, "on", "layer-newton",
+      "a step's forwards reuse the activations below the probed group (off: full forwards, "
+      "the same numbers, for measuring the saving)"},
+     F(share_forward)},
     {{"update_clip", HPARAM_TYPE_BOOL, 0, 1, false, false, NULL, "off", "helene",
       "Sophia's elementwise clip of m/den to [-1, 1]"},
      F(update_clip)},
@@ -114,7 +145,7 @@ static const hparam_entry table[] = {
 #define TABLE_N ((int)(sizeof table / sizeof table[0]))
 
 static const char *const method_names[OPTIM_METHOD_ALL] = {
-    "mezo", "zo-sgd-mmt", "zo-sign", "zo-adam", "hizoo", "helene", "ft-adam"};
+    "mezo", "zo-sgd-mmt", "zo-sign", "zo-adam", "hizoo", "helene", "layer-newton", "ft-adam"};
 
 const char *optim_method_name(int32_t method)
 {
@@ -130,7 +161,7 @@ hl_status optim_method_parse(int32_t *method, const char *name, hl_err *err)
         }
     return hl_err_set(err, HL_ERR_INVALID,
                       "optimizer: unknown method '%s' (allowed: mezo|zo-sgd-mmt|zo-sign|"
-                      "zo-adam|hizoo|helene|ft-adam)",
+                      "zo-adam|hizoo|helene|layer-newton|ft-adam)",
                       name);
 }
 
@@ -149,6 +180,7 @@ double hparams_default_lr(int32_t method)
     case OPTIM_METHOD_HIZOO: return 3e-5;
     case OPTIM_METHOD_FT_ADAM: return 1e-5;
     case OPTIM_METHOD_HELENE: return 3e-3;
+    case OPTIM_METHOD_LAYER_NEWTON: return 1.0; /* η: a fraction of a Newton step */
     default: return 1e-4;
     }
 }

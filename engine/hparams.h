@@ -27,6 +27,7 @@ typedef enum optim_method {
     OPTIM_METHOD_ZO_ADAM,
     OPTIM_METHOD_HIZOO,
     OPTIM_METHOD_HELENE,
+    OPTIM_METHOD_LAYER_NEWTON,            /* spec §7: one layer group per step, Newton-scaled */
     OPTIM_METHOD_COUNT,                   /* the zeroth-order methods above */
     OPTIM_METHOD_FT_ADAM = OPTIM_METHOD_COUNT, /* first-order comparator: backprop +
                                            * AdamW, run by the engine on models */
@@ -43,8 +44,16 @@ typedef enum lambda_mode {
 } lambda_mode;
 typedef enum layer_granularity {
     LAYER_GRANULARITY_TENSOR = 0,
-    LAYER_GRANULARITY_BLOCK
+    LAYER_GRANULARITY_BLOCK,
+    LAYER_GRANULARITY_MODULE, /* a Linear's weight + bias, a LayerNorm's weight + bias */
+    LAYER_GRANULARITY_COUNT
 } layer_granularity;
+/* layer-newton: how the group of a step is chosen */
+typedef enum group_sampling {
+    GROUP_SAMPLING_PROPORTIONAL = 0, /* P(l) ∝ s_l (d_l + 2): where loss per probe is */
+    GROUP_SAMPLING_UNIFORM,
+    GROUP_SAMPLING_GREEDY            /* the largest s_l (d_l + 2), ties to the first */
+} group_sampling;
 
 #define HPARAMS_MAX_PROBES 32
 
@@ -76,6 +85,14 @@ typedef struct hparams {
     int32_t layer_granularity; /* layer_granularity */
     bool anneal, precondition, clip, update_clip;
     bool hess_debias; /* h / (1 - β2^r) in the denominator and the floor's comparison */
+    /* layer-newton (spec §7); its η is lr, a fraction of a Newton step */
+    int32_t groups;          /* layer_granularity of its groups (module by default) */
+    int32_t newton_k;        /* K: a group's curvature is re-measured every K of its probes */
+    double beta_h, beta_s;   /* EMA decays of the group curvature h_l and score s_l */
+    double h_min;            /* floor on h_l */
+    int32_t sampling;        /* group_sampling */
+    bool eps_scale;          /* ε_l = ε max(1, sqrt(65536 / d_l)) for small groups */
+    bool share_forward;      /* a step's forwards share the activations below its group */
     double *lambda_abs;      /* [n_lambda_abs] absolute floors, 1 or one per layer */
     int32_t n_lambda_abs;
     bool lr_explicit;        /* lr was set by the user: keep it across method switches */

@@ -490,6 +490,7 @@ void model_free(model *m)
     if (!m)
         return;
     acts_free(&m->acts);
+    free(m->stage_x);
     free(m->w.blocks);
     param_set_free(&m->params);
     memset(m, 0, sizeof *m);
@@ -846,9 +847,59 @@ static void block_forward(model *m, const model_block *b, const model_batch *bat
         kern_par_layernorm(p, a->x, a->x, b->ln2_w, b->ln2_b, N, C, c->ln_eps);
 }
 
+int32_t model_stage_count(const model *m)
+{
+    return m->cfg.n_layers + 2;
+}
+
+int32_t model_layer_stage(const model *m, int32_t layer)
+{
+    const param_set *ps = &m->params;
+    if (layer < 0 || layer >= ps->n_layers)
+        return 0;
+    const param_layer *l = &ps->layers[layer];
+    if (l->block >= 0)
+        return l->block + 1;
+    if (strstr(l->name, "project_out"))
+        return m->cfg.n_layers + 1;
+    /* outside the blocks: below them if declared before the first block */
+    for (int32_t k = 0; k < layer; k++)
+        if (ps->layers[k].block >= 0)
+            return m->cfg.n_layers + 1;
+    return 0;
+}
+
+/* Keep the residual stream (the input of the next stage) for a later start. */
+static hl_status stage_save(model *m, int32_t stage, size_t N, hl_err *err)
+{
+    const size_t C = (size_t)m->cfg.d_model;
+    if (N > m->stage_cap || !m->stage_x) {
+        float *x = realloc(m->stage_x, (N ? N : 1) * C * sizeof(float));
+        if (!x)
+            return hl_err_set(err, HL_ERR_NOMEM, "out of memory for the saved activations of "
+                              "%zu tokens", N);
+        m->stage_x = x;
+        m->stage_cap = N ? N : 1;
+    }
+    memcpy(m->stage_x, m->acts.x, N * C * sizeof(float));
+    m->stage_saved = stage;
+    m->stage_n = N;
+    return HL_OK;
+}
+
 hl_status model_forward(model *m, const model_batch *batch, hl_err *err)
 {
+    return model_forward_staged(m, batch, 0, 0, err);
+}
+
+hl_status model_forward_staged(model *m, const model_batch *batch, int32_t save_stage,
+                               int32_t start_stage, hl_err *err)
+{
     const model_config *c = &m->cfg;
+    const int32_t top = c->n_layers + 1;
+    if (save_stage < 0 || save_stage > top || start_stage < 0 || start_stage > top)
+        return hl_err_set(err, HL_ERR_INVALID, "forward stages %d/%d outside 0..%d",
+                          (int)save_stage, (int)start_stage, (int)top);
     if (batch->n_seq < 0 || batch->seq_start[0] != 0)
         return hl_err_set(err, HL_ERR_INVALID, "batch: seq_start[0] must be 0");
     int max_T = 1;
@@ -879,14 +930,27 @@ hl_status model_forward(model *m, const model_batch *batch, hl_err *err)
         return HL_OK;
 
     const int C = c->d_model, E = c->d_embed;
-    embed_job ej = {.m = m, .tokens = batch->tokens, .n = N};
-    pool_run(m->pool, embed_fn, &ej);
-    if (m->w.proj_in) {
-        kern_par_linear(m->pool, a->x, (size_t)C, a->emb, (size_t)E, m->w.proj_in, (int)N, C, E, 0.0f);
-        pool_run(m->pool, add_pos_fn, &ej);
+    if (start_stage > 0) {
+        if (m->stage_saved != start_stage || m->stage_n != N)
+            return hl_err_set(err, HL_ERR_INVALID, "forward from stage %d: no saved input of "
+                              "that stage for this batch", (int)start_stage);
+        memcpy(a->x, m->stage_x, N * (size_t)C * sizeof(float));
+    } else {
+        m->stage_saved = 0;
+        embed_job ej = {.m = m, .tokens = batch->tokens, .n = N};
+        pool_run(m->pool, embed_fn, &ej);
+        if (m->w.proj_in) {
+            kern_par_linear(m->pool, a->x, (size_t)C, a->emb, (size_t)E, m->w.proj_in, (int)N, C, E, 0.0f);
+            pool_run(m->pool, add_pos_fn, &ej);
+        }
     }
-    for (int l = 0; l < c->n_layers; l++)
+    for (int l = start_stage > 0 ? start_stage - 1 : 0; l < c->n_layers; l++) {
+        if (start_stage == 0 && save_stage == l + 1 && (st = stage_save(m, save_stage, N, err)))
+            return st;
         block_forward(m, &m->w.blocks[l], batch, N, max_T);
+    }
+    if (start_stage == 0 && save_stage == top && (st = stage_save(m, save_stage, N, err)))
+        return st;
 
     float *h = a->x;
     if (c->final_ln) {

@@ -111,6 +111,11 @@ typedef struct model {
     char storage_dtype[8]; /* dtype found in the file(s): F32, F16, BF16 or mixed */
     int n_unused_tensors;  /* tensors in the file that no weight used (buffers etc.) */
     int attn_sgemm_min_T;  /* attention uses sgemm from this sequence length on */
+    /* model_forward_staged's saved residual stream (not part of acts: growing
+     * the activations must not drop it) */
+    float *stage_x;        /* [stage_cap, C] */
+    size_t stage_cap, stage_n;
+    int32_t stage_saved;   /* stage whose input stage_x holds, 0 = none */
 } model;
 
 /* A batch of B sequences packed back to back: tokens[seq_start[b] ..
@@ -134,6 +139,23 @@ void model_set_pool(model *m, pool *p);
  * token ids and lengths (against max_pos) and grows the activation buffers
  * when a batch is larger than any before. */
 hl_status model_forward(model *m, const model_batch *batch, hl_err *err);
+
+/* Stages of a forward, in order: 0 = the embeddings (and OPT's project_in),
+ * 1 + i = transformer block i, n_layers + 1 = the top (final norm and OPT's
+ * project_out; the head reads acts.hidden after it).  A change to a layer
+ * of stage s leaves the input of stage s, and every stage below, unchanged. */
+int32_t model_layer_stage(const model *m, int32_t layer);
+int32_t model_stage_count(const model *m); /* n_layers + 2 */
+
+/* model_forward that shares work between forwards of one batch whose
+ * parameters differ only from some stage up (layer-sampled optimizers):
+ *  - start_stage 0: a full forward; when save_stage >= 1 the residual stream
+ *    at the input of save_stage is kept;
+ *  - start_stage s >= 1: starts from what the last call saved, which must
+ *    be the input of stage s for this same batch (else HL_ERR_INVALID).
+ * The result is bit-identical to model_forward on the same parameters. */
+hl_status model_forward_staged(model *m, const model_batch *batch, int32_t save_stage,
+                               int32_t start_stage, hl_err *err);
 
 /* Logits over the full vocabulary for n_rows rows of acts.hidden:
  * out[r, v] for row rows[r] (rows == NULL: rows 0..n_rows-1).  out is

@@ -27,6 +27,26 @@ hl_status objective_eval(const objective *obj, double *losses, const param_set *
     return obj->eval(obj->ctx, losses, ps, workers, err);
 }
 
+int32_t objective_layer_stage(const objective *obj, int32_t layer)
+{
+    return obj && obj->layer_stage && obj->eval_staged ? obj->layer_stage(obj->ctx, layer) : 0;
+}
+
+hl_status objective_eval_staged(const objective *obj, double *losses, const param_set *ps,
+                                pool *workers, int32_t save_stage, int32_t start_stage,
+                                hl_err *err)
+{
+    if (!obj || !obj->eval)
+        return hl_err_set(err, HL_ERR_INVALID, "objective has no eval");
+    if (!obj->eval_staged) {
+        if (start_stage > 0)
+            return hl_err_set(err, HL_ERR_INVALID, "%s cannot start a forward at a stage",
+                              obj->name ? obj->name : "objective");
+        return obj->eval(obj->ctx, losses, ps, workers, err);
+    }
+    return obj->eval_staged(obj->ctx, losses, ps, workers, save_stage, start_stage, err);
+}
+
 hl_status objective_full_loss(const objective *obj, double *loss, const param_set *ps,
                               pool *workers, hl_err *err)
 {

@@ -42,6 +42,18 @@ typedef struct objective {
      * workers may be used for parallel work (results must not depend on its size). */
     hl_status (*eval)(void *ctx, double *losses, const param_set *ps, pool *workers,
                       hl_err *err);
+    /* Optional (NULL): shared work between forwards of one batch whose
+     * parameters differ only in later stages (layer-sampled methods).
+     * layer_stage(l) = the first stage a change of layer l affects (stages
+     * are ordered; 0 = the input end).  eval_staged with start_stage 0 is
+     * eval() that also keeps what stage save_stage starts from (0: nothing);
+     * with start_stage s > 0 it continues from what the last staged eval of
+     * this batch kept for s (an error if it kept something else), and only
+     * layers of stages >= s may have changed since.  Losses are bit-identical
+     * to eval(). */
+    int32_t (*layer_stage)(void *ctx, int32_t layer);
+    hl_status (*eval_staged)(void *ctx, double *losses, const param_set *ps, pool *workers,
+                             int32_t save_stage, int32_t start_stage, hl_err *err);
     /* Optional (NULL): the loss to report for ps. */
     hl_status (*full_loss)(void *ctx, double *loss, const param_set *ps, pool *workers,
                            hl_err *err);
@@ -54,6 +66,12 @@ hl_status objective_select_batch(const objective *obj, int32_t *batch_size, uint
                                  hl_err *err);
 hl_status objective_eval(const objective *obj, double *losses, const param_set *ps,
                          pool *workers, hl_err *err);
+/* The stage of a layer (0 without staged evaluation), and a staged eval
+ * (a plain eval when the objective has none and start_stage is 0). */
+int32_t objective_layer_stage(const objective *obj, int32_t layer);
+hl_status objective_eval_staged(const objective *obj, double *losses, const param_set *ps,
+                                pool *workers, int32_t save_stage, int32_t start_stage,
+                                hl_err *err);
 /* HL_ERR_INVALID when the objective has no full_loss (callers then report
  * the mean of L+ and L-). */
 hl_status objective_full_loss(const objective *obj, double *loss, const param_set *ps,

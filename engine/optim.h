@@ -57,6 +57,7 @@ typedef struct optim_step_stats {
     int32_t forwards;       /* forward passes this step */
     uint64_t forwards_total;/* since optim_init */
     uint64_t seed;          /* step seed of probe 0 */
+    int32_t group;          /* layer-newton: the group probed (of optim_groups), else -1 */
     double ms_perturb;      /* wall time in perturbation passes */
     double ms_forward;      /* in objective evaluations */
     double ms_update;       /* in the fused restore + update pass */
@@ -71,6 +72,11 @@ typedef struct optim_layer_stats {
     float lambda;           /* λ_l used this step (HELENE; 0 otherwise) */
     float clip_rate;        /* fraction of elements with h_scale·h < λ_l */
     float update_rms;       /* sqrt(mean (θ_new − θ_old)²) */
+    /* layer-newton: state_mean = state_max = its group's measured curvature h_l,
+     * lambda = h_min, clip_rate = 1 when the group's last ĥ fell below h_min */
+    float score;            /* layer-newton: the group's s_l; NAN for other methods */
+    float probe_share;      /* layer-newton: the group's share of all probes so far */
+    int32_t group;          /* layer-newton: the layer's group; -1 for other methods */
 } optim_layer_stats;
 
 typedef struct optim optim;
@@ -133,6 +139,8 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err);
  * α_t = β1 + (1 − β1) exp(−t/T) (1 when anneal is off), refresh when
  * (t − 1) mod k == 0; t counts steps of the current method. */
 double optim_helene_alpha(const hparams *hp, uint64_t t);
+/* layer-newton's probe scale for a group of d tuned floats. */
+double optim_lnewton_eps(const hparams *hp, double d);
 bool optim_helene_refresh(const hparams *hp, uint64_t t);
 
 #endif

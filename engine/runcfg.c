@@ -21,6 +21,7 @@ typedef enum key_kind {
     KEY_F64,
     KEY_DURATION, /* seconds, written as 90, 90s, 10m, 1.5h or 1h30m */
     KEY_OBJECTIVE,
+    KEY_CURVATURE, /* analytic_curvature by name */
 } key_kind;
 
 typedef struct key_def {
@@ -78,6 +79,9 @@ static const key_def keys[] = {
     {{"noise", "analytic objectives: per-example noise sigma"}, KEY_F64, OFF(noise), 0, 1000},
     {{"size_scale", "analytic objectives: multiply every layer's size"}, KEY_I32,
      OFF(size_scale), 1, 100000},
+    {{"curvature", "quadratic: layered (curvatures 1..1000 by layer) | homogeneous (all 1) | "
+                   "coupled (all 1 plus one stiff direction across every layer)"},
+     KEY_CURVATURE, OFF(curvature), 0, 0},
 };
 #define N_KEYS ((int)(sizeof keys / sizeof keys[0]))
 
@@ -243,6 +247,8 @@ hl_status runcfg_set(runcfg *c, const char *key_in, const char *value, hl_err *e
             return hl_err_set(err, HL_ERR_INVALID,
                               "objective: '%s' is not one of model, quadratic, rosenbrock", value);
         return HL_OK;
+    case KEY_CURVATURE:
+        return analytic_parse_curvature((int32_t *)field, value, err);
     case KEY_I32: {
         double x = 0;
         hl_status st = parse_number(&x, d, value, err);
@@ -400,6 +406,10 @@ char *runcfg_to_json(const runcfg *c)
                                     c->objective == RUNCFG_OBJECTIVE_MODEL       ? "model"
                                     : c->objective == RUNCFG_OBJECTIVE_QUADRATIC ? "quadratic"
                                                                                  : "rosenbrock");
+            break;
+        case KEY_CURVATURE:
+            cJSON_AddStringToObject(o, d->pub.key,
+                                    analytic_curvature_name(*(const int32_t *)field));
             break;
         case KEY_I32:
             cJSON_AddNumberToObject(o, d->pub.key, *(const int32_t *)field);

@@ -53,6 +53,7 @@ typedef struct runcfg {
     int32_t threads;              /* 0 = all online CPUs */
     double noise;                 /* analytic objectives: per-example noise σ */
     int32_t size_scale;           /* analytic objectives: multiplies layer sizes */
+    int32_t curvature;            /* quadratic: analytic_curvature (layered by default) */
     hparams hp;                   /* optimizer and its hyperparameters */
 } runcfg;
 

@@ -146,6 +146,21 @@ static hl_status op_eval(void *ctx, double *losses, const param_set *ps, pool *w
     return cls_score(&t->scorer, losses, NULL, NULL, t->batch, t->n_batch, err);
 }
 
+static int32_t op_layer_stage(void *ctx, int32_t layer)
+{
+    taskobj *t = ctx;
+    return model_layer_stage(t->scorer.m, layer);
+}
+
+static hl_status op_eval_staged(void *ctx, double *losses, const param_set *ps, pool *workers,
+                                int32_t save_stage, int32_t start_stage, hl_err *err)
+{
+    taskobj *t = ctx;
+    (void)ps, (void)workers;
+    return cls_score_staged(&t->scorer, losses, NULL, NULL, t->batch, t->n_batch, save_stage,
+                            start_stage, err);
+}
+
 static void op_destroy(void *ctx)
 {
     taskobj *t = ctx;
@@ -347,6 +362,8 @@ static hl_status create(taskobj **out, objective *obj, lm *l, const runcfg *cfg,
         obj->max_batch = cap;
         obj->select_batch = op_select;
         obj->eval = op_eval;
+        obj->layer_stage = op_layer_stage;
+        obj->eval_staged = op_eval_staged;
         obj->full_loss = NULL;
         obj->destroy = op_destroy;
     }

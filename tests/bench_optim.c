@@ -287,8 +287,10 @@ static double bench_passes(size_t n_floats, int threads)
 /* ---- part 2: convergence ------------------------------------------------- */
 
 /* Steps until f <= 1% of f0 (0 if not reached in max_steps); *final = f/f0. */
+static int32_t g_curvature = ANALYTIC_CURVATURE_LAYERED;
+
 static long run_to_target(const char *method, const char *const *opts, double lr,
-                          long max_steps, double *final)
+                          long max_steps, double *final, uint64_t *forwards)
 {
     hl_err err;
     param_set ps;
@@ -296,6 +298,7 @@ static long run_to_target(const char *method, const char *const *opts, double lr
     objective obj;
     analytic_config cfg;
     analytic_config_default(&cfg, ANALYTIC_KIND_QUADRATIC);
+    cfg.curvature = g_curvature;
     if (analytic_init(&obj, &ps, &cfg, &err) != HL_OK) {
         fprintf(stderr, "%s\n", err.msg);
         exit(1);
@@ -334,6 +337,7 @@ static long run_to_target(const char *method, const char *const *opts, double lr
     }
     objective_full_loss(&obj, &f, &ps, NULL, &err);
     *final = f / f0;
+    *forwards = optim_last_stats(o)->forwards_total;
     optim_free(o);
     objective_destroy(&obj);
     param_set_free(&ps);
@@ -365,15 +369,20 @@ static void bench_convergence(long max_steps, const char *only)
         {"helene precondition=off", "helene", {"precondition", "off", NULL}, 0},
         {"helene clip=off", "helene", {"clip", "off", NULL}, 0},
         {"helene update_clip=on", "helene", {"update_clip", "on", NULL}, 0},
+        /* spec §7: η is a fraction of a Newton step, stable below 2 */
+        {"layer-newton", "layer-newton", {NULL}, 0},
+        {"layer-newton sampling=uniform", "layer-newton", {"sampling", "uniform", NULL}, 0},
+        {"layer-newton sampling=greedy", "layer-newton", {"sampling", "greedy", NULL}, 0},
     };
     static const double grid[] = {0.03, 0.1, 0.3, 1, 3, 10, 30};
-    const int G = (int)(sizeof grid / sizeof grid[0]);
-    printf("\n== convergence on the heterogeneous quadratic (1450 floats, curvatures 1..1000,\n"
-           "   sizes 10..1000, B = 8, noise 0.1, seed 1): steps to 1%% of the start loss,\n"
-           "   best lr of centre x {0.03 .. 30} (half-decade grid; centre = the scenario\n"
-           "   preset unless noted), at most %ld steps\n",
-           max_steps);
-    printf("%-30s %10s %10s %12s\n", "method", "best lr", "steps", "final/start");
+    static const double grid_newton[] = {0.125, 0.25, 0.5, 1, 1.5, 1.9};
+    printf("\n== convergence on the quadratic, curvature %s (1450 floats, sizes 10..1000,\n"
+           "   B = 8, noise 0.1, seed 1): steps to 1%% of the start loss, best lr of\n"
+           "   centre x {0.03 .. 30} (half-decade grid; centre = the scenario preset unless\n"
+           "   noted; layer-newton: eta in {1/8 .. 1.9}), at most %ld steps\n",
+           analytic_curvature_name(g_curvature), max_steps);
+    printf("%-30s %10s %10s %10s %9s %12s\n", "method", "best lr", "steps", "forwards",
+           "x mezo", "final/start");
     long mezo_steps = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         if (only && !strstr(cases[c].label, only))
@@ -381,13 +390,19 @@ static void bench_convergence(long max_steps, const char *only)
         const char *preset = analytic_preset(ANALYTIC_KIND_QUADRATIC, cases[c].method);
         double base = cases[c].base > 0 ? cases[c].base : atof(strchr(preset, '=') + 1);
         long best = 0;
+        uint64_t best_fw = 0;
         double best_lr = 0, best_final = INFINITY;
+        const bool newton = !strcmp(cases[c].method, "layer-newton");
+        const double *gr = newton ? grid_newton : grid;
+        const int G = newton ? (int)(sizeof grid_newton / sizeof grid_newton[0])
+                             : (int)(sizeof grid / sizeof grid[0]);
         for (int g = 0; g < G; g++) {
-            double fin, lr = base * grid[g];
-            long s = run_to_target(cases[c].method, cases[c].opts, lr, max_steps, &fin);
+            double fin, lr = newton ? gr[g] : base * gr[g];
+            uint64_t fw;
+            long s = run_to_target(cases[c].method, cases[c].opts, lr, max_steps, &fin, &fw);
             if (s > 0) {
                 if (best == 0 || s < best)
-                    best = s, best_lr = lr, best_final = fin;
+                    best = s, best_lr = lr, best_final = fin, best_fw = fw;
             } else if (best == 0 && fin < best_final) {
                 best_lr = lr, best_final = fin;
             }
@@ -397,13 +412,16 @@ static void bench_convergence(long max_steps, const char *only)
             snprintf(steps, sizeof steps, "%ld", best);
         else
             snprintf(steps, sizeof steps, ">%ld", max_steps);
-        printf("%-30s %10.3g %10s %12.4f\n", cases[c].label, best_lr, steps, best_final);
-        fflush(stdout);
         if (c == 0)
             mezo_steps = best;
-        if (!strcmp(cases[c].label, "helene (defaults)") && mezo_steps > 0 && best > 0)
-            printf("   -> helene / mezo steps = %.2f (goal <= 0.2)\n",
-                   (double)best / (double)mezo_steps);
+        char ratio[16] = "-", fws[24] = "-";
+        if (mezo_steps > 0 && best > 0)
+            snprintf(ratio, sizeof ratio, "%.2f", (double)best / (double)mezo_steps);
+        if (best > 0)
+            snprintf(fws, sizeof fws, "%llu", (unsigned long long)best_fw);
+        printf("%-30s %10.3g %10s %10s %9s %12.4f\n", cases[c].label, best_lr, steps, fws, ratio,
+               best_final);
+        fflush(stdout);
     }
 }
 
@@ -427,9 +445,17 @@ int main(int argc, char **argv)
             conv = 0;
         else if (!strcmp(argv[i], "--convergence-only"))
             passes = 0;
+        else if (!strcmp(argv[i], "--curvature") && i + 1 < argc) {
+            hl_err err;
+            if (analytic_parse_curvature(&g_curvature, argv[++i], &err) != HL_OK) {
+                fprintf(stderr, "bench_optim: %s\n", err.msg);
+                return 2;
+            }
+        }
         else {
             fprintf(stderr, "usage: bench_optim [--floats N] [--threads N] [--max-steps N] "
-                            "[--passes-only] [--convergence-only] [--only LABEL]\n");
+                            "[--passes-only] [--convergence-only] [--only LABEL]\n"
+                            "                   [--curvature layered|homogeneous|coupled]\n");
             return 2;
         }
     }

@@ -329,7 +329,7 @@ static void resume_case(const char *obj_name, const char *method, const char *mo
 static void test_resume_bit_identical_every_method(void)
 {
     static const char *const methods[] = {"mezo", "zo-sgd-mmt", "zo-sign",
-                                          "zo-adam", "hizoo", "helene"};
+                                          "zo-adam", "hizoo", "helene", "layer-newton"};
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
         resume_case("quadratic", methods[i], NULL, NULL, 25);
     resume_case("rosenbrock", "helene", NULL, NULL, 25);
@@ -341,6 +341,9 @@ static void test_resume_bit_identical_model(void)
                 HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 6);
     resume_case("model", "mezo", HELENE_TESTDIR "/fixtures/models/gpt2-tiny-f32",
                 HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 6);
+    /* layer-newton: past its warm-up (19 groups), with forwards from stages */
+    resume_case("model", "layer-newton", HELENE_TESTDIR "/fixtures/models/opt-tiny-f32",
+                HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 15);
     /* the first-order comparator resumes bit-identically too (AdamW's m, v, step) */
     resume_case("model", "ft-adam", HELENE_TESTDIR "/fixtures/models/opt350-tiny-f32",
                 HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 6);
@@ -397,11 +400,50 @@ static void frozen_case(const char *method, const char *dir, const char *pattern
     runcfg_free(&r);
 }
 
+/* layer-newton's forwards that start at the probed group's block give the
+ * numbers of full forwards, bit for bit. */
+static void test_layer_newton_shared_forwards(void)
+{
+    char dir[2][512], p[2][600];
+    for (int k = 0; k < 2; k++) {
+        snprintf(dir[k], sizeof dir[k], "%s/ln-share-%d", tmp, k);
+        runcfg c;
+        runcfg_init(&c);
+        set(&c, "model", HELENE_TESTDIR "/fixtures/models/opt-tiny-f32");
+        set(&c, "task", "sst2");
+        set(&c, "data", HELENE_TESTDIR "/fixtures/tasks/sst2.tsv");
+        set(&c, "batch_size", "4");
+        set(&c, "optimizer", "layer-newton");
+        set(&c, "share_forward", k ? "off" : "on");
+        set(&c, "newton_k", "3");
+        set(&c, "eval_every", "0");
+        set(&c, "threads", "2");
+        set(&c, "steps", "40");
+        set(&c, "save", dir[k]);
+        CU_ASSERT_EQUAL(run_headless(&c), ENGINE_STATE_FINISHED);
+        snprintf(p[k], sizeof p[k], "%s/params.safetensors", dir[k]);
+        runcfg_free(&c);
+    }
+    CU_ASSERT(same_file(p[0], p[1]));
+    model m;
+    hl_err err;
+    const char *fx = HELENE_TESTDIR "/fixtures/models/opt-tiny-f32";
+    CU_ASSERT_EQUAL_FATAL(model_load(&m, fx, &err), HL_OK);
+    float *before = malloc(m.params.n * sizeof(float));
+    memcpy(before, m.params.data, m.params.n * sizeof(float));
+    CU_ASSERT_EQUAL_FATAL(checkpoint_read_params(p[0], &m.params, &err), HL_OK);
+    CU_ASSERT(memcmp(before, m.params.data, m.params.n * sizeof(float)) != 0); /* it moved */
+    free(before);
+    model_free(&m);
+}
+
 static void test_trainable_subset(void)
 {
     frozen_case("helene", HELENE_TESTDIR "/fixtures/models/opt-tiny-f32", "q_proj|fc1",
                 "k_proj|fc1");
     frozen_case("zo-adam", HELENE_TESTDIR "/fixtures/models/gpt2-tiny-f32", "attn|ln_f", NULL);
+    frozen_case("layer-newton", HELENE_TESTDIR "/fixtures/models/gpt2-tiny-f32", "ln_|mlp",
+                "attn|ln_f");
     frozen_case("ft-adam", HELENE_TESTDIR "/fixtures/models/opt350-tiny-f32", "q_proj|v_proj",
                 NULL);
 }
@@ -889,6 +931,7 @@ static void register_engine(void)
     TEST_ADD(s, test_resume_bit_identical_every_method);
     TEST_ADD(s, test_resume_bit_identical_model);
     TEST_ADD(s, test_trainable_subset);
+    TEST_ADD(s, test_layer_newton_shared_forwards);
     TEST_ADD(s, test_bad_checkpoints_are_refused);
     TEST_ADD(s, test_checkpoint_survives_kill);
     TEST_ADD(s, test_rollback_restores_checkpoint);

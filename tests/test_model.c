@@ -662,6 +662,67 @@ static void test_tied_head_copy_is_accepted(void)
         model_free(&m);
 }
 
+/* A forward that starts at a stage from the saved input of that stage gives
+ * the bits of a full forward, for every stage and after the stage's own
+ * weights changed; the stages follow the layer table. */
+static void test_staged_forward(void)
+{
+    enum { NSEQ = 3, NTOK = 40 };
+    const int32_t starts[NSEQ + 1] = {0, 12, 30, NTOK};
+    int32_t tok[NTOK];
+    for (int i = 0; i < NTOK; i++)
+        tok[i] = (i * 11 + 5) % 97;
+    model_batch b = {.tokens = tok, .seq_start = starts, .n_seq = NSEQ};
+    for (int fam = 0; fam < 2; fam++) {
+        model_config c = tiny_config((model_family)fam);
+        model m;
+        hl_err err;
+        CU_ASSERT_EQUAL_FATAL(model_init_from_config(&m, &c, &err), HL_OK);
+        randomise(&m);
+        const int32_t top = c.n_layers + 1;
+        CU_ASSERT_EQUAL(model_stage_count(&m), top + 1);
+        for (int l = 0; l < m.params.n_layers; l++) {
+            const param_layer *ly = &m.params.layers[l];
+            int32_t want = ly->block >= 0 ? ly->block + 1
+                           : (strstr(ly->name, "embed") || strstr(ly->name, "wte") ||
+                              strstr(ly->name, "wpe"))
+                               ? 0
+                               : top;
+            CU_ASSERT_EQUAL(model_layer_stage(&m, l), want);
+        }
+        size_t n = (size_t)NTOK * c.d_embed * sizeof(float);
+        for (int32_t s = 1; s <= top; s++) {
+            float *full = run_hidden(&m, tok, starts, NSEQ);
+            CU_ASSERT_EQUAL_FATAL(model_forward_staged(&m, &b, s, 0, &err), HL_OK);
+            CU_ASSERT_EQUAL(memcmp(full, m.acts.hidden, n), 0);
+            CU_ASSERT_EQUAL_FATAL(model_forward_staged(&m, &b, 0, s, &err), HL_OK);
+            CU_ASSERT_EQUAL(memcmp(full, m.acts.hidden, n), 0);
+            /* change a layer of stage s: from the saved input == from scratch */
+            int changed = -1;
+            for (int l = 0; l < m.params.n_layers && changed < 0; l++)
+                if (model_layer_stage(&m, l) == s)
+                    changed = l;
+            CU_ASSERT_FATAL(changed >= 0);
+            param_layer_data(&m.params, changed)[0] += 0.25f;
+            CU_ASSERT_EQUAL_FATAL(model_forward_staged(&m, &b, 0, s, &err), HL_OK);
+            float *part = malloc(n);
+            memcpy(part, m.acts.hidden, n);
+            float *again = run_hidden(&m, tok, starts, NSEQ);
+            CU_ASSERT_EQUAL(memcmp(part, again, n), 0);
+            CU_ASSERT_NOT_EQUAL(memcmp(part, full, n), 0);
+            param_layer_data(&m.params, changed)[0] -= 0.25f;
+            free(full), free(part), free(again);
+        }
+        /* a plain forward drops what was saved; a start without it is refused */
+        CU_ASSERT_EQUAL(model_forward_staged(&m, &b, 0, 1, &err), HL_ERR_INVALID);
+        CU_ASSERT(strstr(err.msg, "no saved input") != NULL);
+        CU_ASSERT_EQUAL(model_forward_staged(&m, &b, 2, 0, &err), HL_OK);
+        CU_ASSERT_EQUAL(model_forward_staged(&m, &b, 0, 1, &err), HL_ERR_INVALID);
+        CU_ASSERT_EQUAL(model_forward_staged(&m, &b, top + 1, 0, &err), HL_ERR_INVALID);
+        model_free(&m);
+    }
+}
+
 static void register_model(void)
 {
     CU_pSuite s = CU_add_suite("model", NULL, NULL);
@@ -670,6 +731,7 @@ static void register_model(void)
     TEST_ADD(s, test_packing_and_causality);
     TEST_ADD(s, test_attention_paths_agree);
     TEST_ADD(s, test_forward_rejects_bad_batches);
+    TEST_ADD(s, test_staged_forward);
     CU_pSuite bad = CU_add_suite("model_malformed", make_tmpdir, remove_tmpdir);
     TEST_ADD(bad, test_config_errors);
     TEST_ADD(bad, test_tensor_errors_name_the_tensor);

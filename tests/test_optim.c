@@ -234,7 +234,7 @@ static void run_threads(const char *const *kv, int threads, float **theta, float
     pool p;
     CU_ASSERT_EQUAL_FATAL(pool_init(&p, threads, &err), HL_OK);
     optim *o = make_optim(&ps, &p, kv);
-    for (int s = 0; s < 4; s++)
+    for (int s = 0; s < 12; s++) /* layer-newton: past its warm-up of 6 groups */
         CU_ASSERT_EQUAL(optim_step(o, &obj, &err), HL_OK);
     *n = ps.n;
     *nl = ps.n_layers;
@@ -265,6 +265,8 @@ static void test_bitwise_across_threads(void)
         {"optimizer", "helene", "lr", "1", NULL},
         {"optimizer", "helene", "lr", "1", "hess_probe", "blockwise", "hess_interval", "2",
          "lambda_mode", "relative", "n_probes", "2", NULL},
+        {"optimizer", "layer-newton", "newton_k", "3", NULL},
+        {"optimizer", "layer-newton", "groups", "block", "sampling", "uniform", NULL},
     };
     for (size_t c = 0; c < sizeof configs / sizeof configs[0]; c++) {
         float *th1, *st1, *thk, *stk;
@@ -528,6 +530,129 @@ static void test_frozen_layers(void)
     CU_ASSERT_EQUAL(param_set_select(&ps, NULL, &err), HL_OK);
     CU_ASSERT_EQUAL(param_set_count_trainable(&ps, &k), 5u);
     param_set_free(&ps);
+}
+
+/* ---- layer-newton (spec §7) by hand -------------------------------------- */
+
+typedef struct hand_ln {
+    double h[2], s[2], n[2], floored[2];
+} hand_ln;
+
+/* Expected group of step t: warm-up in order, then P ∝ s (d + 2) with the
+ * step's own uniform. */
+static int hand_ln_pick(const hand_ln *H, const double d[2], uint64_t t, int sampling,
+                        int frozen)
+{
+    for (int g = 0; g < 2; g++)
+        if (g != frozen && H->n[g] == 0)
+            return g;
+    if (frozen >= 0)
+        return 1 - frozen;
+    double u = (double)(rng_step_seed(RUN_SEED, t, 0x50000000u) >> 11) * 0x1.0p-53;
+    double w0 = H->s[0] * (d[0] + 2), w1 = H->s[1] * (d[1] + 2);
+    if (sampling == 2)
+        return w1 > w0 ? 1 : 0;
+    if (sampling == 1)
+        return (int)(u * 2) < 1 ? 0 : 1;
+    return w0 > u * (w0 + w1) ? 0 : 1;
+}
+
+/* Steps of layer-newton on the toy, groups "w" (d 3, concave made by the
+ * floor test below) and "b" (d 2), against the formulas: the pick, the
+ * refresh every K of a group's probes, the floor, the Newton step, the
+ * score and its predicted decay. */
+static void hand_layer_newton(int sampling, int frozen, double h_min, int steps)
+{
+    static const char *const samp[] = {"proportional", "uniform", "greedy"};
+    param_set ps;
+    objective obj;
+    toy t;
+    toy_make(&obj, &ps, &t);
+    hl_err err;
+    if (frozen >= 0)
+        CU_ASSERT_EQUAL_FATAL(param_set_select(&ps, frozen ? "^w$" : "^b$", &err), HL_OK);
+    char hm[32];
+    snprintf(hm, sizeof hm, "%g", h_min);
+    const char *kv[] = {"optimizer", "layer-newton", "lr", "0.8", "eps", "1e-2", "newton_k",
+                        "2", "h_min", hm, "eps_scale", "off", "sampling", samp[sampling], NULL};
+    optim *o = make_optim(&ps, NULL, kv);
+    const double eta = 0.8, eps = 1e-2, bh = 0.9, bs = 0.7, d[2] = {3, 2};
+    hand_ln H = {{0}, {0}, {0}, {0}};
+    for (uint64_t step = 1; step <= (uint64_t)steps; step++) {
+        float th[NT], z[NT], tp[NT], tm[NT], want[NT], got[NT];
+        toy_gather(th, &ps);
+        int g = hand_ln_pick(&H, d, step, sampling, frozen);
+        uint64_t seed = rng_step_seed(RUN_SEED, step, 0);
+        double zsq = 0;
+        for (int k = 0; k < NT; k++) {
+            z[k] = toy_layer[k] == g ? rng_normal_at(seed, (uint32_t)g, (uint64_t)toy_index[k])
+                                     : 0.0f;
+            zsq += (double)z[k] * z[k];
+            tp[k] = th[k] + (float)eps * z[k];
+            tm[k] = tp[k] + (float)(-2.0 * eps) * z[k];
+        }
+        double L0 = (toy_loss(0, th) + toy_loss(1, th)) / 2;
+        double Lp = (toy_loss(0, tp) + toy_loss(1, tp)) / 2;
+        double Lm = (toy_loss(0, tm) + toy_loss(1, tm)) / 2;
+        double c = (Lp - Lm) / (2 * eps), h = H.h[g];
+        bool refresh = fmod(H.n[g], 2) == 0;
+        if (refresh) {
+            double hhat = (Lp + Lm - 2 * L0) / (eps * eps * zsq);
+            H.floored[g] = hhat < h_min;
+            hhat = hhat < h_min ? h_min : hhat;
+            h = H.n[g] == 0 ? hhat : bh * h + (1 - bh) * hhat;
+        }
+        double upd = eta * c / (h * (zsq + 2));
+        for (int k = 0; k < NT; k++)
+            want[k] = tm[k] + (float)(eps - upd) * z[k];
+        double ghat = c * c / (h * (d[g] + 2));
+        double sc = H.n[g] == 0 ? ghat : bs * H.s[g] + (1 - bs) * ghat;
+        H.s[g] = sc * (1 - eta * (2 - eta) / (d[g] + 2));
+        H.h[g] = h;
+        H.n[g]++;
+        CU_ASSERT_EQUAL_FATAL(optim_step(o, &obj, &err), HL_OK);
+        const optim_step_stats *S = optim_last_stats(o);
+        const optim_layer_stats *ls = optim_layer_stats_get(o);
+        toy_gather(got, &ps);
+        CU_ASSERT_EQUAL(S->group, g);
+        CU_ASSERT_EQUAL(S->refresh, refresh);
+        CU_ASSERT_EQUAL(S->forwards, refresh ? 3 : 2);
+        CU_ASSERT_EQUAL(test_close_floats("layer-newton theta", got, want, NT, 1e-5, 1e-7), 0);
+        CU_ASSERT_DOUBLE_EQUAL(S->proj_grad, c, 1e-6 * fabs(c) + 1e-9);
+        for (int q = 0; q < 2; q++) {
+            if (q == frozen)
+                continue;
+            CU_ASSERT_DOUBLE_EQUAL(ls[q].state_mean, H.h[q], 1e-5 * H.h[q]);
+            CU_ASSERT_DOUBLE_EQUAL(ls[q].score, H.s[q], 1e-4 * H.s[q] + 1e-12);
+            CU_ASSERT_DOUBLE_EQUAL(ls[q].probe_share, H.n[q] / (double)step, 1e-6);
+            CU_ASSERT_EQUAL(ls[q].clip_rate, H.n[q] > 0 ? (float)H.floored[q] : 0.0f);
+            CU_ASSERT_EQUAL(ls[q].group, q);
+        }
+    }
+    if (frozen >= 0) { /* the frozen layer never moved */
+        const float *fz = param_layer_data(&ps, frozen);
+        for (size_t i = 0; i < ps.layers[frozen].size; i++)
+            CU_ASSERT_EQUAL(fz[i], toy_start[frozen == 0 ? i : 3 + i]);
+    }
+    optim_free(o);
+    param_set_free(&ps);
+}
+
+static void test_hand_layer_newton(void)
+{
+    hand_layer_newton(0, -1, 1e-3, 24); /* proportional, every ĥ above the floor */
+    hand_layer_newton(1, -1, 1e-3, 12); /* uniform */
+    hand_layer_newton(2, -1, 1e-3, 12); /* greedy */
+    hand_layer_newton(0, -1, 2.5, 12);  /* the floor: "w" (a = 1, 2, 3) is clipped to 2.5 */
+    hand_layer_newton(0, 0, 1e-3, 6);   /* --trainable: "w" frozen, only "b" is probed */
+    /* ε scaled up for small groups, never down */
+    hparams hp;
+    hparams_init(&hp);
+    CU_ASSERT_DOUBLE_EQUAL(optim_lnewton_eps(&hp, 1024), 1e-3 * 8, 1e-15);
+    CU_ASSERT_DOUBLE_EQUAL(optim_lnewton_eps(&hp, 1 << 20), 1e-3, 1e-15);
+    hp.eps_scale = false;
+    CU_ASSERT_DOUBLE_EQUAL(optim_lnewton_eps(&hp, 1024), 1e-3, 1e-15);
+    hparams_free(&hp);
 }
 
 /* n_probes = 2: g = (c1 z1 + c2 z2) / 2, the second probe at the restored θ. */
@@ -1104,6 +1229,7 @@ static void register_optim(void)
     TEST_ADD(s, test_hand_computed_steps);
     TEST_ADD(s, test_frozen_layers);
     TEST_ADD(s, test_hand_two_probes);
+    TEST_ADD(s, test_hand_layer_newton);
     TEST_ADD(s, test_hand_blockwise_curvature);
     TEST_ADD(s, test_helene_schedule);
     TEST_ADD(s, test_helene_floors);

@@ -308,11 +308,11 @@ static void test_bars_log_scale(void)
 static param_layer test_layers[5];
 static const optim_layer_stats test_stats[5] = {
     /* mean h, max h, lambda, clip rate, update rms */
-    {1e-3f, 2e-3f, 1e-4f, 0.00f, 1e-5f}, /* layers.10 */
-    {1e-2f, 5e-2f, 1e-4f, 0.25f, 2e-5f}, /* layers.2 */
-    {1e-5f, 1e-4f, 1e-4f, 0.90f, 3e-5f}, /* embed_tokens */
-    {1e-4f, 1e-3f, 1e-4f, 0.50f, 4e-5f}, /* layers.1 */
-    {3e-3f, 4e-3f, 1e-4f, 0.10f, 5e-5f}, /* lm_head */
+    {1e-3f, 2e-3f, 1e-4f, 0.00f, 1e-5f, NAN, NAN, -1}, /* layers.10 */
+    {1e-2f, 5e-2f, 1e-4f, 0.25f, 2e-5f, NAN, NAN, -1}, /* layers.2 */
+    {1e-5f, 1e-4f, 1e-4f, 0.90f, 3e-5f, NAN, NAN, -1}, /* embed_tokens */
+    {1e-4f, 1e-3f, 1e-4f, 0.50f, 4e-5f, NAN, NAN, -1}, /* layers.1 */
+    {3e-3f, 4e-3f, 1e-4f, 0.10f, 5e-5f, NAN, NAN, -1}, /* lm_head */
 };
 
 static void setup_layers(void)
@@ -571,7 +571,7 @@ static engine_telemetry *fake_telemetry(void)
     for (int i = 0; i < 3; i++) {
         snprintf(layers[i].name, sizeof layers[i].name, "%s", names[i]);
         st[i] = (optim_layer_stats){1e-4f * (float)(i + 1), 1e-3f, 2e-4f, 0.3f * (float)i,
-                                    1e-5f};
+                                    1e-5f, NAN, NAN, -1};
     }
     hparams_init(&t->hp);
     t->hp.total_steps = 1000;

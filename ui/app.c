@@ -466,13 +466,14 @@ static int chooser_rows(const app *a, int n)
 }
 
 static const char *const method_items[OPTIM_METHOD_ALL] = {
-    "mezo        MeZO: SPSA with SGD",
-    "zo-sgd-mmt  ZO-SGD with heavy-ball momentum",
-    "zo-sign     ZO-SGD on the sign of the projected gradient",
-    "zo-adam     ZO-Adam",
-    "hizoo       HiZOO: diagonal Hessian from extra forwards",
-    "helene      HELENE: annealed momentum, clipped A-GNB curvature",
-    "ft-adam     first-order AdamW by backprop (models; more memory)",
+    "mezo         MeZO: SPSA with SGD",
+    "zo-sgd-mmt   ZO-SGD with heavy-ball momentum",
+    "zo-sign      ZO-SGD on the sign of the projected gradient",
+    "zo-adam      ZO-Adam",
+    "hizoo        HiZOO: diagonal Hessian from extra forwards",
+    "helene       HELENE: annealed momentum, clipped A-GNB curvature",
+    "layer-newton one layer group per step, Newton-scaled (spec 7)",
+    "ft-adam      first-order AdamW by backprop (models; more memory)",
 };
 
 /* ================================================================ keys */

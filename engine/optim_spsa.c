@@ -1,0 +1,571 @@
+/* optim_spsa.c - the six methods that probe the whole model with one SPSA
+ * perturbation per probe: MeZO, ZO-SGD-MMT, ZO-Sign, ZO-Adam, HiZOO and
+ * HELENE (spec §2-4).  Their probe plan is shared: [HiZOO: forward at θ];
+ * [HELENE blockwise on refresh steps: one ± probe per block]; for each of
+ * n_probes probes θ += εz, forward, θ −= 2εz, forward (the restore +εz is
+ * fused into the update pass for the last probe); then one fused restore +
+ * update pass whose per-element kernel is the method's, and which fills the
+ * per-layer telemetry.
+ */
+#include "optim_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rng.h"
+
+typedef struct upd_scalars {
+    int32_t method;
+    int32_t nq;                          /* probes */
+    uint64_t seeds[HPARAMS_MAX_PROBES];  /* probe seeds */
+    float gw[HPARAMS_MAX_PROBES];        /* g = Σ gw_p z_p */
+    float hw[HPARAMS_MAX_PROBES];        /* ĥ = Σ hw_p z_p² (helene shared, hizoo) */
+    float eps_restore;                   /* restore θ += eps_restore z_last */
+    float lr, wd;
+    float mu;                            /* zo-sgd-mmt */
+    float b1, b2, ma;                    /* helene: m = b1 m + ma g; adam: decays */
+    float adam_c1, adam_c2, adam_eps;    /* bias corrections 1/(1-β^t) */
+    float hz_alpha;                      /* hizoo */
+    bool refresh, blockwise;             /* helene */
+    const uint64_t *block_seeds;         /* [n_groups] blockwise probe seeds */
+    const float *block_q;                /* [n_groups] */
+    const int32_t *group_of_layer;
+    const float *lam;                    /* [n_layers] */
+    float hb;                            /* helene: h's bias correction 1/(1-β2^r), or 1 */
+    const float *ascale;                 /* helene: [n_layers] ablation scale, or NULL */
+    float pg, pd, uclip;                 /* den = pg max(hb h, λ) + pd; |u| <= uclip */
+} upd_scalars;
+
+/* The update loops are plain C compiled for x86-64's baseline (SSE2, 4
+ * lanes); gcc also compiles them for AVX2 and AVX-512 and picks one at load
+ * time (mezo's pass 154 -> 117 ms over 125M floats on Zen 5).  The bits are
+ * the same in every copy: elementwise IEEE operations, no contraction into
+ * FMA (-std=c11), and each telemetry lane accumulates in the same order. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+/* (not under ThreadSanitizer: the clones' load-time resolver would run
+ * instrumented before the TSan runtime starts, and crash) */
+#define WIDE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define WIDE_CLONES
+#endif
+
+/* One inner block of the fused restore + update: θ, state and the lane
+ * accumulators of telemetry. */
+WIDE_CLONES static void update_span(const upd_scalars *u, int32_t layer, bool decay, size_t i0,
+                                    size_t n, float *restrict th, float *restrict m,
+                                    float *restrict h, float *restrict v, double *acc_state,
+                                    float *acc_max, double *acc_clip, double *acc_du2)
+{
+    float g[SUB], zz[SUB], zl[SUB], z[SUB], du[SUB], rt[SUB];
+    /* ĥ for HiZOO and HELENE's shared-probe refresh; blockwise makes its own */
+    const bool need_zz = u->method == OPTIM_METHOD_HIZOO ||
+                         (u->method == OPTIM_METHOD_HELENE && u->refresh && !u->blockwise);
+    /* g = Σ gw_p z_p; zz = Σ hw_p z_p²; zl = z of the last probe (to restore) */
+    for (int32_t p = 0; p < u->nq; p++) {
+        float *zp = p == u->nq - 1 ? zl : z;
+        rng_normal_fill(zp, u->seeds[p], (uint32_t)layer, i0, n);
+        float gw = u->gw[p], hw = u->hw[p];
+        if (p == 0) {
+            for (size_t i = 0; i < n; i++)
+                g[i] = gw * zp[i];
+        } else {
+            for (size_t i = 0; i < n; i++)
+                g[i] += gw * zp[i];
+        }
+        if (need_zz && p == 0) {
+            for (size_t i = 0; i < n; i++)
+                zz[i] = hw * (zp[i] * zp[i]);
+        } else if (need_zz) {
+            for (size_t i = 0; i < n; i++)
+                zz[i] += hw * (zp[i] * zp[i]);
+        }
+    }
+    float lr = u->lr, keep = decay ? 1.0f - u->lr * u->wd : 1.0f, er = u->eps_restore;
+    float lam = u->lam ? u->lam[layer] : 0.0f;
+    switch (u->method) {
+    case OPTIM_METHOD_MEZO:
+    case OPTIM_METHOD_ZO_SIGN:
+        for (size_t i = 0; i < n; i++) {
+            float t0 = th[i] + er * zl[i];
+            float t1 = t0 * keep - lr * g[i];
+            du[i] = t1 - t0;
+            th[i] = t1;
+        }
+        break;
+    case OPTIM_METHOD_ZO_SGD_MMT:
+        for (size_t i = 0; i < n; i++) {
+            float t0 = th[i] + er * zl[i];
+            float b = u->mu * m[i] + g[i];
+            m[i] = b;
+            float t1 = t0 * keep - lr * b;
+            du[i] = t1 - t0;
+            th[i] = t1;
+        }
+        break;
+    case OPTIM_METHOD_ZO_ADAM:
+        for (size_t i = 0; i < n; i++) {
+            float mm = u->b1 * m[i] + (1.0f - u->b1) * g[i];
+            float vv = u->b2 * v[i] + (1.0f - u->b2) * (g[i] * g[i]);
+            m[i] = mm;
+            v[i] = vv;
+            du[i] = vv * u->adam_c2; /* scratch: the root's argument */
+        }
+        sqrt_span(rt, du, n);
+        for (size_t i = 0; i < n; i++) {
+            float t0 = th[i] + er * zl[i];
+            float t1 = t0 * keep - lr * (m[i] * u->adam_c1) / (rt[i] + u->adam_eps);
+            du[i] = t1 - t0;
+            th[i] = t1;
+        }
+        break;
+    case OPTIM_METHOD_HIZOO:
+        sqrt_span(rt, h, n);
+        for (size_t i = 0; i < n; i++) {
+            float inv = 1.0f / rt[i];
+            float t0 = th[i] + er * zl[i] * inv;
+            float t1 = t0 * keep - lr * g[i] * inv;
+            h[i] = (1.0f - u->hz_alpha) * h[i] + u->hz_alpha * zz[i] * h[i];
+            du[i] = t1 - t0;
+            th[i] = t1;
+        }
+        break;
+    case OPTIM_METHOD_HELENE: {
+        const float as = u->ascale ? u->ascale[layer] : 1.0f;
+        if (u->refresh && u->blockwise) {
+            int32_t grp = u->group_of_layer[layer];
+            rng_normal_fill(z, u->block_seeds[grp], (uint32_t)layer, i0, n);
+            float qg = u->block_q[grp];
+            for (size_t i = 0; i < n; i++)
+                zz[i] = qg * (z[i] * z[i]);
+        }
+        if (u->refresh)
+            for (size_t i = 0; i < n; i++)
+                h[i] = u->b2 * h[i] + (1.0f - u->b2) * zz[i];
+        for (size_t i = 0; i < n; i++) {
+            float t0 = th[i] + er * zl[i];
+            float mm = u->b1 * m[i] + u->ma * g[i];
+            m[i] = mm;
+            float hh = h[i] * u->hb;
+            float hc = hh > lam ? hh : lam;
+            float q = mm / (u->pg * hc + u->pd) * as;
+            q = q > u->uclip ? u->uclip : q;
+            q = q < -u->uclip ? -u->uclip : q;
+            float t1 = t0 * keep - lr * q;
+            du[i] = t1 - t0;
+            th[i] = t1;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    /* telemetry: element i0 + i goes to lane (i0 + i) % 16 = i % 16, since
+     * pieces start at multiples of 16; whole rows of 16 vectorise */
+    const float *st = u->method == OPTIM_METHOD_ZO_ADAM ? v : h;
+    const float hb = u->method == OPTIM_METHOD_HELENE ? u->hb : 1.0f; /* clip compares hb h */
+    size_t full = n / ACC_LANES * ACC_LANES;
+    for (size_t i = 0; i < full; i += ACC_LANES)
+        for (int k = 0; k < ACC_LANES; k++)
+            acc_du2[k] += (double)du[i + k] * du[i + k];
+    for (size_t i = full; i < n; i++)
+        acc_du2[i % ACC_LANES] += (double)du[i] * du[i];
+    if (!st)
+        return;
+    for (size_t i = 0; i < full; i += ACC_LANES)
+        for (int k = 0; k < ACC_LANES; k++) {
+            float x = st[i + k];
+            acc_state[k] += x;
+            acc_max[k] = x > acc_max[k] ? x : acc_max[k];
+            acc_clip[k] += x * hb < lam ? 1.0 : 0.0;
+        }
+    for (size_t i = full; i < n; i++) {
+        size_t k = i % ACC_LANES;
+        acc_state[k] += st[i];
+        acc_max[k] = st[i] > acc_max[k] ? st[i] : acc_max[k];
+        acc_clip[k] += st[i] * hb < lam ? 1.0 : 0.0;
+    }
+}
+
+static void update_piece(const pass_job *j, uint32_t p)
+{
+    const optim *o = j->o;
+    const piece *pc = &o->pieces[p];
+    piece_acc *out = &o->piece_acc[p];
+    const upd_scalars *u = j->u;
+    const param_layer *L = &o->ps->layers[pc->layer];
+    float *th = param_layer_data(o->ps, pc->layer);
+    const size_t so = o->soff[pc->layer];
+    float *m = o->m ? o->m + so : NULL;
+    float *h = o->h ? o->h + so : NULL;
+    float *v = o->v ? o->v + so : NULL;
+    double acc_state[ACC_LANES] = {0}, acc_clip[ACC_LANES] = {0}, acc_du2[ACC_LANES] = {0};
+    float acc_max[ACC_LANES];
+    for (int k = 0; k < ACC_LANES; k++)
+        acc_max[k] = -INFINITY;
+    for (size_t i0 = pc->begin; i0 < pc->end; i0 += SUB) {
+        size_t n = pc->end - i0 < SUB ? pc->end - i0 : SUB;
+        update_span(u, pc->layer, L->decay, i0, n, th + i0, m ? m + i0 : NULL, h ? h + i0 : NULL,
+                    v ? v + i0 : NULL, acc_state, acc_max, acc_clip, acc_du2);
+    }
+    piece_acc r = {0, -INFINITY, 0, 0};
+    for (int k = 0; k < ACC_LANES; k++) {
+        r.state_sum += acc_state[k];
+        r.state_max = acc_max[k] > r.state_max ? acc_max[k] : r.state_max;
+        r.clip += acc_clip[k];
+        r.du2 += acc_du2[k];
+    }
+    *out = r;
+}
+
+/* A HELENE ablation toggle takes effect: per layer, the update m / den with
+ * the new precondition/clip settings is rescaled so its RMS over the layer,
+ * from the current m, h and λ, is what the settings in force gave (scale 1
+ * when both are on again: the paper's method exactly).  Records the RMS over
+ * all tuned elements before, without the scale, and after. */
+void oi_helene_ablate_apply(optim *o)
+{
+    const hparams *hp = &o->hp;
+    const bool p_new = hp->precondition, k_new = hp->clip;
+    double all_old = 0, all_raw = 0, all_new = 0, n_all = 0;
+    for (int l = 0; l < o->ps->n_layers; l++) {
+        const param_layer *ly = &o->ps->layers[l];
+        if (ly->frozen || !o->m || !o->h)
+            continue;
+        const float *m = o->m + o->soff[l], *h = o->h + o->soff[l];
+        const float hb = o->last_hb;
+        const float lam_old = o->eff_clip ? o->lam_on[l] : 0.0f;
+        const float lam_new = k_new ? o->lam_on[l] : 0.0f;
+        const float g_old = o->eff_precondition ? (float)hp->gamma : 0.0f;
+        const float d_old = o->eff_precondition ? (float)hp->delta : 1.0f;
+        const float g_new = p_new ? (float)hp->gamma : 0.0f;
+        const float d_new = p_new ? (float)hp->delta : 1.0f;
+        double so = 0, sn = 0;
+        for (size_t i = 0; i < ly->size; i++) {
+            float hh = h[i] * hb;
+            double uo = m[i] / (g_old * (hh > lam_old ? hh : lam_old) + d_old);
+            double un = m[i] / (g_new * (hh > lam_new ? hh : lam_new) + d_new);
+            so += uo * uo;
+            sn += un * un;
+        }
+        so *= (double)o->ablate_scale[l] * o->ablate_scale[l];
+        double sc = 1.0;
+        if (!(p_new && k_new) && sn > 0 && isfinite(sn) && so > 0 && isfinite(so))
+            sc = sqrt(so / sn);
+        o->ablate_scale[l] = (float)sc;
+        all_old += so;
+        all_raw += sn;
+        all_new += sc * sc * sn;
+        n_all += (double)ly->size;
+    }
+    n_all = n_all > 0 ? n_all : 1;
+    o->ablate_rms_before = sqrt(all_old / n_all) * hp->lr;
+    o->ablate_rms_raw = sqrt(all_raw / n_all) * hp->lr;
+    o->ablate_rms_after = sqrt(all_new / n_all) * hp->lr;
+    o->eff_precondition = p_new;
+    o->eff_clip = k_new;
+}
+
+/* ---- the step ------------------------------------------------------------ */
+
+/* c_b = (ℓ+_b − ℓ−_b)/(2ε): returns c, writes q = mean c_b² (per_example)
+ * or B c² (batch). */
+static double probe_coeffs(double *q_out, const double *lp, const double *lm, int32_t B,
+                           double eps, int32_t estimator)
+{
+    double c = 0, q = 0;
+    for (int32_t b = 0; b < B; b++) {
+        double cb = (lp[b] - lm[b]) / (2.0 * eps);
+        c += cb;
+        q += cb * cb;
+    }
+    c /= B;
+    q /= B;
+    *q_out = estimator == HESS_ESTIMATOR_BATCH ? (double)B * c * c : q;
+    return c;
+}
+
+static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t tl,
+                           hl_err *err)
+{
+    const hparams *hp = &o->hp;
+    const int32_t method = hp->method;
+    const double eps = hp->eps;
+    const int32_t nq = hp->n_probes;
+    const grouping *grp = &o->groups[hp->layer_granularity];
+    const int L = o->ps->n_layers;
+    const bool helene = method == OPTIM_METHOD_HELENE;
+    const bool refresh = helene && optim_helene_refresh(hp, tl);
+    const bool blockwise = helene && refresh && hp->hess_probe == HESS_PROBE_BLOCKWISE;
+    const bool hizoo = method == OPTIM_METHOD_HIZOO;
+    optim_step_stats *S = &o->stats;
+    S->alpha = helene ? optim_helene_alpha(hp, tl) : NAN;
+    S->refresh = refresh;
+    int32_t B;
+    hl_status st = objective_select_batch(obj, &B, t, err);
+    if (st != HL_OK)
+        return hl_err_prefix(err, "step %llu: select batch", (unsigned long long)t);
+    if ((st = oi_ensure_batch(o, B, err)) != HL_OK)
+        return st;
+    S->batch = B;
+    double *lp = o->loss_buf;                              /* [nq][B] */
+    double *lm = lp + (size_t)HPARAMS_MAX_PROBES * B;      /* [nq][B] */
+    double *l0 = lm + (size_t)HPARAMS_MAX_PROBES * B;      /* [B] */
+    double *blp = l0 + B, *blm = blp + B;                  /* [B] each */
+
+    perturb_state pst = {0};
+    double L0 = NAN;
+    float *block_q = NULL;
+    uint64_t *block_seeds = NULL;
+
+    /* HiZOO's third forward, at θ. */
+    if (hizoo) {
+        if ((st = oi_forward(o, obj, l0, B, "hizoo loss at theta", err)) != HL_OK)
+            return st;
+        L0 = oi_mean_of(l0, B);
+        S->loss0 = L0;
+    }
+
+    /* HELENE blockwise curvature probes, each on one group at θ. */
+    if (blockwise) {
+        block_q = malloc((size_t)grp->n_groups * sizeof *block_q);
+        block_seeds = malloc((size_t)grp->n_groups * sizeof *block_seeds);
+        if (!block_q || !block_seeds) {
+            free(block_q);
+            free(block_seeds);
+            return hl_err_set(err, HL_ERR_NOMEM, "out of memory for blockwise probes");
+        }
+        for (int l = 0; l < L; l++)
+            o->hhat_sum[l] = 0;
+        for (int32_t g = 0; g < grp->n_groups; g++) {
+            const uint32_t *ids = grp->ids + grp->start[g];
+            size_t nid = grp->start[g + 1] - grp->start[g];
+            if (nid == 0) { /* every layer of the group is frozen */
+                block_seeds[g] = 0;
+                block_q[g] = 0;
+                continue;
+            }
+            uint64_t seed = rng_step_seed(o->run_seed, t, PROBE_BLOCK_BASE + (uint32_t)g);
+            block_seeds[g] = seed;
+            oi_run_perturb(o, &pst, ids, nid, seed, eps, false, true, &S->ms_perturb);
+            oi_reduce_to_layers(o, o->zsq_layer, o->piece_zsq, ids, nid);
+            if ((st = oi_forward(o, obj, blp, B, "blockwise +eps", err)) != HL_OK)
+                goto fail;
+            oi_run_perturb(o, &pst, ids, nid, seed, -2.0 * eps, false, false, &S->ms_perturb);
+            if ((st = oi_forward(o, obj, blm, B, "blockwise -eps", err)) != HL_OK)
+                goto fail;
+            oi_run_perturb(o, &pst, ids, nid, seed, eps, false, false, &S->ms_perturb);
+            double qg;
+            probe_coeffs(&qg, blp, blm, B, eps, hp->hess_estimator);
+            block_q[g] = (float)qg;
+            for (int l = 0; l < L; l++)
+                if (grp->group_of_layer[l] == g)
+                    o->hhat_sum[l] = (double)block_q[g] * o->zsq_layer[l];
+        }
+    }
+
+    /* The SPSA probes. */
+    upd_scalars u;
+    memset(&u, 0, sizeof u);
+    u.nq = nq;
+    double c_mean = 0, q_mean = 0, Lp = 0, Lm = 0;
+    if (helene && refresh && !blockwise)
+        for (int l = 0; l < L; l++)
+            o->hhat_sum[l] = 0;
+    for (int32_t p = 0; p < nq; p++) {
+        uint64_t seed = rng_step_seed(o->run_seed, t, (uint32_t)p);
+        u.seeds[p] = seed;
+        double *lpp = lp + (size_t)p * B, *lmp = lm + (size_t)p * B;
+        bool want_zsq = helene && refresh && !blockwise;
+        oi_run_perturb(o, &pst, o->all_ids, o->n_pieces, seed, eps, hizoo, want_zsq,
+                    &S->ms_perturb);
+        if (want_zsq)
+            oi_reduce_to_layers(o, o->zsq_layer, o->piece_zsq, o->all_ids, o->n_pieces);
+        if ((st = oi_forward(o, obj, lpp, B, "+eps", err)) != HL_OK)
+            goto fail;
+        oi_run_perturb(o, &pst, o->all_ids, o->n_pieces, seed, -2.0 * eps, hizoo, false,
+                    &S->ms_perturb);
+        if ((st = oi_forward(o, obj, lmp, B, "-eps", err)) != HL_OK)
+            goto fail;
+        if (p < nq - 1) /* the last probe's restore is fused into the update */
+            oi_run_perturb(o, &pst, o->all_ids, o->n_pieces, seed, eps, hizoo, false,
+                        &S->ms_perturb);
+        double q, c = probe_coeffs(&q, lpp, lmp, B, eps, hp->hess_estimator);
+        double Lpp = oi_mean_of(lpp, B), Lmp = oi_mean_of(lmp, B);
+        c_mean += c / nq;
+        q_mean += q / nq;
+        Lp += Lpp / nq;
+        Lm += Lmp / nq;
+        switch (method) {
+        case OPTIM_METHOD_ZO_SIGN:
+            u.gw[p] = (float)((c > 0 ? 1.0 : c < 0 ? -1.0 : 0.0) / nq);
+            break;
+        case OPTIM_METHOD_HIZOO:
+            u.gw[p] = (float)(c / nq);
+            u.hw[p] = (float)(fabs(Lpp + Lmp - 2.0 * L0) / (2.0 * eps * eps) / nq);
+            break;
+        default:
+            u.gw[p] = (float)(c / nq);
+            u.hw[p] = (float)(q / nq);
+            break;
+        }
+        if (want_zsq)
+            for (int l = 0; l < L; l++)
+                o->hhat_sum[l] += (double)u.hw[p] * o->zsq_layer[l];
+    }
+    S->proj_grad = c_mean;
+    S->q = q_mean;
+    S->loss_plus = Lp;
+    S->loss_minus = Lm;
+
+    /* Scalars of the update. */
+    u.method = method;
+    u.eps_restore = (float)eps;
+    u.lr = (float)hp->lr;
+    u.wd = (float)hp->weight_decay;
+    u.group_of_layer = grp->group_of_layer;
+    switch (method) {
+    case OPTIM_METHOD_ZO_SGD_MMT:
+        u.mu = (float)hp->momentum;
+        break;
+    case OPTIM_METHOD_ZO_ADAM:
+        u.b1 = (float)hp->adam_beta1;
+        u.b2 = (float)hp->adam_beta2;
+        u.adam_c1 = (float)(1.0 / (1.0 - pow(hp->adam_beta1, (double)tl)));
+        u.adam_c2 = (float)(1.0 / (1.0 - pow(hp->adam_beta2, (double)tl)));
+        u.adam_eps = (float)hp->adam_eps;
+        break;
+    case OPTIM_METHOD_HIZOO:
+        u.hz_alpha = (float)hp->hizoo_alpha;
+        break;
+    case OPTIM_METHOD_HELENE: {
+        u.refresh = refresh;
+        u.blockwise = blockwise;
+        u.block_seeds = block_seeds;
+        u.block_q = block_q;
+        u.b1 = (float)hp->beta1;
+        u.b2 = (float)hp->beta2;
+        double a = S->alpha;
+        u.ma = (float)(hp->momentum_form == MOMENTUM_FORM_EMA ? (1.0 - hp->beta1) * a : a);
+        /* ablations: a fresh state's first step runs the full method, so a
+         * toggle given from the start has an update size to keep (below) */
+        if (tl == 1) {
+            o->eff_precondition = o->eff_clip = true;
+            for (int l = 0; l < L; l++)
+                o->ablate_scale[l] = 1.0f;
+        }
+        u.pg = o->eff_precondition ? (float)hp->gamma : 0.0f;
+        u.pd = o->eff_precondition ? (float)hp->delta : 1.0f;
+        u.ascale = o->ablate_scale;
+        u.uclip = hp->update_clip ? 1.0f : INFINITY;
+        if (refresh)
+            o->n_refresh++;
+        u.hb = hp->hess_debias && o->n_refresh > 0
+                   ? (float)(1.0 / (1.0 - pow(hp->beta2, (double)o->n_refresh)))
+                   : 1.0f;
+        S->h_scale = u.hb;
+        if (refresh) {
+            if (!o->have_first) {
+                memcpy(o->first_hhat, o->hhat_sum, (size_t)L * sizeof(double));
+                o->have_first = true;
+            }
+            /* relative: mean of the h this refresh produces, from the sums:
+             * Σ h_new = β2 Σ h_old + (1 − β2) Σ ĥ (no extra sweep) */
+            double *pred = o->zsq_layer; /* scratch */
+            for (int l = 0; l < L; l++)
+                pred[l] = hp->beta2 * o->h_sum[l] + (1.0 - hp->beta2) * o->hhat_sum[l];
+            for (int l = 0; l < L; l++)
+                o->rel_mean[l] = u.hb * oi_group_mean(o, grp, pred, grp->group_of_layer[l]);
+        }
+        for (int l = 0; l < L; l++) {
+            double lam = 0;
+            if (hp->lambda_mode == LAMBDA_MODE_CALIBRATED)
+                lam = hp->kappa * oi_group_mean(o, grp, o->first_hhat, grp->group_of_layer[l]);
+            else if (hp->lambda_mode == LAMBDA_MODE_RELATIVE)
+                lam = hp->kappa * o->rel_mean[l];
+            else if (hp->n_lambda_abs > 0)
+                lam = hp->lambda_abs[hp->n_lambda_abs == L ? l : 0];
+            o->lam_on[l] = (float)lam;
+            o->lam[l] = o->eff_clip ? (float)lam : 0.0f;
+        }
+        u.lam = o->lam;
+        break;
+    }
+    default:
+        break;
+    }
+
+    /* The fused restore + update pass. */
+    {
+        double t0 = oi_now_ms();
+        pass_job j = {.o = o, .fn = update_piece, .ids = o->all_ids, .n_ids = o->n_pieces,
+                      .u = &u};
+        oi_run_pass(o, &j);
+        S->ms_update = oi_now_ms() - t0;
+    }
+    free(block_q);
+    free(block_seeds);
+
+    /* Per-layer telemetry from the piece sums, in piece order. */
+    for (int l = 0; l < L; l++) {
+        o->lstats[l] = (optim_layer_stats){.state_max = -INFINITY, .lambda = o->lam[l],
+                                           .score = NAN, .probe_share = NAN, .group = -1};
+        o->h_sum[l] = 0;
+    }
+    double *du2 = o->zsq_layer;
+    for (int l = 0; l < L; l++)
+        du2[l] = 0;
+    double *clip = o->hhat_sum; /* scratch now: the step is done with ĥ */
+    for (int l = 0; l < L; l++)
+        clip[l] = 0;
+    for (size_t p = 0; p < o->n_pieces; p++) {
+        const piece_acc *a = &o->piece_acc[p];
+        int l = o->pieces[p].layer;
+        o->h_sum[l] += a->state_sum;
+        du2[l] += a->du2;
+        clip[l] += a->clip;
+        if (a->state_max > o->lstats[l].state_max)
+            o->lstats[l].state_max = a->state_max;
+    }
+    bool has_state = method == OPTIM_METHOD_HELENE || method == OPTIM_METHOD_HIZOO ||
+                     method == OPTIM_METHOD_ZO_ADAM;
+    for (int l = 0; l < L; l++) {
+        double n = (double)o->ps->layers[l].size;
+        optim_layer_stats *ls = &o->lstats[l];
+        ls->state_mean = has_state ? (float)(o->h_sum[l] / n) : 0.0f;
+        if (!has_state)
+            ls->state_max = 0;
+        if (helene) { /* h as the update sees it: bias-corrected when hess_debias is on */
+            ls->state_mean *= u.hb;
+            ls->state_max *= u.hb;
+        }
+        ls->clip_rate = helene ? (float)(clip[l] / n) : 0.0f;
+        ls->lambda = helene ? o->lam[l] : 0.0f;
+        ls->update_rms = (float)sqrt(du2[l] / n);
+    }
+    if (helene) {
+        o->last_hb = u.hb;
+        if (hp->precondition != o->eff_precondition || hp->clip != o->eff_clip)
+            oi_helene_ablate_apply(o); /* toggled off from the start: calibrated on this step */
+        double clipped = 0, n_tuned = 0;
+        for (int l = 0; l < L; l++)
+            if (!o->ps->layers[l].frozen) {
+                clipped += clip[l];
+                n_tuned += (double)o->ps->layers[l].size;
+            }
+        S->clip_rate = n_tuned > 0 ? clipped / n_tuned : 0.0;
+    }
+    if (method == OPTIM_METHOD_ZO_ADAM) /* h_sum tracks h (HELENE) and H (HiZOO) only */
+        for (int l = 0; l < L; l++)
+            o->h_sum[l] = 0;
+    return HL_OK;
+
+fail:
+    oi_restore_perturb(o, &pst, &S->ms_perturb);
+    free(block_q);
+    free(block_seeds);
+    return st;
+}
+
+
+const optim_method_ops optim_ops_spsa = {.step = spsa_step};
