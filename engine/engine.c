@@ -43,6 +43,7 @@ struct engine {
     bool have_lm;
     taskobj *task;           /* obj.ctx when the objective is a model */
     param_set analytic_ps;
+    float *true_curv;              /* [n_layers] the quadratic's exact curvature, or NULL */
     param_set *ps;
     pool pool;               /* analytic objectives; models use lm.pool */
     bool have_pool;
@@ -471,6 +472,7 @@ static hl_status fo_step(engine *e, hl_err *err)
     S->batch = n;
     S->loss_plus = S->loss_minus = mean;
     S->loss0 = S->proj_grad = S->q = S->alpha = S->h_scale = S->clip_rate = NAN;
+    S->group = -1;
     S->lr = as.lr;
     S->forwards = 1; /* and one backward */
     S->forwards_total = total + 1;
@@ -589,6 +591,7 @@ static void engine_release(engine *e)
     if (e->have_lm)
         lm_close(&e->lm);
     param_set_free(&e->analytic_ps);
+    free(e->true_curv);
     if (e->have_pool)
         pool_free(&e->pool);
     journal_close(&e->jr);
@@ -640,6 +643,7 @@ static void replay_visit(void *ctx, bool is_eval, uint64_t step, double loss, do
     hist_push(&w->hist[ENGINE_SERIES_PROJ_GRAD], step, (float)c);
     hist_push(&w->hist[ENGINE_SERIES_ALPHA], step, (float)alpha);
     hist_push(&w->hist[ENGINE_SERIES_LR], step, (float)lr);
+    hist_push(&w->hist[ENGINE_SERIES_GROUP], step, NAN);
 }
 
 hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
@@ -676,6 +680,13 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
              e->task ? taskobj_task_name(e->task) : e->obj.name);
     e->work.layers = e->ps->layers;
     e->pub.layers = e->ps->layers;
+    if (e->cfg.objective == RUNCFG_OBJECTIVE_QUADRATIC &&
+        (e->true_curv = malloc((size_t)e->ps->n_layers * sizeof *e->true_curv))) {
+        for (int l = 0; l < e->ps->n_layers; l++)
+            e->true_curv[l] = (float)analytic_quadratic_curvature_of(
+                e->cfg.curvature, l, (double)param_set_count(e->ps));
+        e->work.true_curvature = e->pub.true_curvature = e->true_curv;
+    }
     e->work.dev_accuracy = e->work.best_dev_accuracy = NAN;
     e->work.test_final = e->work.test_best = NAN;
 
@@ -710,6 +721,8 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
         st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    for (int l = 0; l < e->ps->n_layers; l++)
+        e->no_layer_stats[l] = (optim_layer_stats){.score = NAN, .probe_share = NAN, .group = -1};
     if (method_is_fo(e) && (st = fo_prepare(e, err)))
         goto fail;
     if (e->cfg.grad_alignment && (st = align_prepare(e, err)))
@@ -1167,6 +1180,7 @@ static void record_step(engine *e, double seconds)
         hist_push(&w->hist[ENGINE_SERIES_PROJ_GRAD], e->step, (float)s->proj_grad);
         hist_push(&w->hist[ENGINE_SERIES_ALPHA], e->step, (float)s->alpha);
         hist_push(&w->hist[ENGINE_SERIES_LR], e->step, (float)s->lr);
+        hist_push(&w->hist[ENGINE_SERIES_GROUP], e->step, s->group >= 0 ? (float)s->group : NAN);
     }
     journal_step(&e->jr, s, w->loss, w->grad_cosine);
 }

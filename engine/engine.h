@@ -100,6 +100,8 @@ typedef enum engine_series {
     ENGINE_SERIES_ALPHA,      /* α_t (HELENE) */
     ENGINE_SERIES_LR,         /* η */
     ENGINE_SERIES_DEV,        /* dev accuracy at eval steps */
+    ENGINE_SERIES_GROUP,      /* layer-newton: the group the step probed (NAN otherwise;
+                               * steps replayed from a resumed run's journal: NAN) */
     ENGINE_SERIES_COUNT
 } engine_series;
 
@@ -151,6 +153,8 @@ typedef struct engine_telemetry {
     float *layer_hist;           /* [n_layers][ENGINE_HIST_CAP] state_mean over time,
                                   * same steps as hist[ENGINE_SERIES_LOSS] */
     engine_hist hist[ENGINE_SERIES_COUNT];
+    const float *true_curvature; /* [n_layers] the objective's exact curvature per layer
+                                  * (the quadratic), or NULL; borrowed like layers */
     uint64_t refresh_steps[ENGINE_HIST_CAP]; /* recent curvature refresh steps */
     int32_t n_refresh;
 } engine_telemetry;

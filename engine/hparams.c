@@ -26,7 +26,7 @@ static const hparam_entry table[] = {
     {{"lr", HPARAM_TYPE_FLOAT, 0, 1e6, true, false, NULL, "per method", "all",
       "learning rate; defaults tuned on the bundled model: helene 3e-3, mezo/hizoo 3e-5, "
       "zo-sgd-mmt 3e-6, zo-sign/zo-adam 3e-4, ft-adam 1e-5 (real models: MeZO's paper used "
-      "1e-6..1e-7); layer-newton: eta, the fraction of a Newton step, 1 (stable below 2)"},
+      "1e-6..1e-7); layer-newton: eta, the fraction of a Newton step, 0.5 (stable below 2)"},
      F(lr)},
     {{"eps", HPARAM_TYPE_FLOAT, 0, 1, true, false, NULL, "1e-3", "all",
       "SPSA probe scale (1e-3 full fine-tuning, 1e-2 LoRA, 1e-1 prefix)"},
@@ -81,15 +81,18 @@ static const hparam_entry table[] = {
     {{"momentum_form", HPARAM_TYPE_ENUM, 0, 0, false, false, "heavy_ball|ema", "heavy_ball",
       "helene", "m <- b1 m + a c z (heavy_ball) or m <- b1 m + (1-b1) a c z (ema)"},
      F(momentum_form)},
-    {{"hess_estimator", HPARAM_TYPE_ENUM, 0, 0, false, false, "per_example|batch",
-      "per_example", "helene", "q = mean_b c_b^2 (per_example, A-GNB) or B c^2 (batch, Sophia)"},
+    {{"hess_estimator", HPARAM_TYPE_ENUM, 0, 0, false, false,
+      "per_example|batch|layer_second_difference", "per_example", "helene",
+      "q = mean_b c_b^2 (per_example, A-GNB), B c^2 (batch, Sophia), or one second "
+      "difference per layer group (extra forwards on refresh steps)"},
      F(hess_estimator)},
     {{"hess_probe", HPARAM_TYPE_ENUM, 0, 0, false, false, "shared|blockwise", "shared",
       "helene", "curvature from the step's probe, or one extra probe per block on refresh"},
      F(hess_probe)},
-    {{"lambda_mode", HPARAM_TYPE_ENUM, 0, 0, false, false, "calibrated|relative|absolute",
-      "calibrated", "helene",
-      "layer floor: kappa x first mean h-hat (fixed), kappa x mean h, or lambda_abs"},
+    {{"lambda_mode", HPARAM_TYPE_ENUM, 0, 0, false, false,
+      "calibrated|relative|absolute|measured", "calibrated", "helene",
+      "layer floor: kappa x first mean h-hat (fixed), kappa x mean h, lambda_abs, or kappa x "
+      "the group's curvature measured by second differences"},
      F(lambda_mode)},
     {{"lambda_abs", HPARAM_TYPE_FLOAT_LIST, 0, 1e12, false, false, NULL, "1e-3", "helene",
       "absolute floors: one value, or a comma list with one per layer"},
@@ -100,8 +103,10 @@ static const hparam_entry table[] = {
     {{"anneal", HPARAM_TYPE_BOOL, 0, 1, false, false, NULL, "on", "helene",
       "annealed momentum (off: alpha_t = 1)"},
      F(anneal)},
-    {{"precondition", HPARAM_TYPE_BOOL, 0, 1, false, false, NULL, "on", "helene",
-      "divide by the clipped curvature (off: denominator 1)"},
+    {{"precondition", HPARAM_TYPE_ENUM, 0, 0, false, false, "off|on|perturbation", "on",
+      "helene",
+      "divide by the clipped curvature (on), not at all (off), or shape the probe instead: "
+      "z_l x sqrt(mean h / h_l) with h_l measured per layer group (perturbation)"},
      F(precondition)},
     {{"clip", HPARAM_TYPE_BOOL, 0, 1, false, false, NULL, "on", "helene",
       "layer-wise floor lambda (off: lambda = 0)"},
@@ -180,7 +185,10 @@ double hparams_default_lr(int32_t method)
     case OPTIM_METHOD_HIZOO: return 3e-5;
     case OPTIM_METHOD_FT_ADAM: return 1e-5;
     case OPTIM_METHOD_HELENE: return 3e-3;
-    case OPTIM_METHOD_LAYER_NEWTON: return 1.0; /* η: a fraction of a Newton step */
+    /* η, a fraction of a Newton step: 1 is the spec's (and the quadratic
+     * preset's); on the bundled model 1 climbs fastest but wobbles, 0.5 is
+     * steady (BENCHMARKS.md) */
+    case OPTIM_METHOD_LAYER_NEWTON: return 0.5;
     default: return 1e-4;
     }
 }
@@ -366,6 +374,15 @@ hl_status hparams_set(hparams *hp, const char *key, const char *value, int32_t n
         for (int32_t idx = 0; *c; idx++) {
             const char *bar = strchr(c, '|');
             size_t len = bar ? (size_t)(bar - c) : strlen(c);
+            /* on/off choices also take the switch words of booleans */
+            if (!strncmp(in->choices, "off|on|", 7) && idx < 2) {
+                static const char *const syn[2][3] = {{"false", "no", "0"}, {"true", "yes", "1"}};
+                for (int k = 0; k < 3; k++)
+                    if (!strcasecmp(value, syn[idx][k])) {
+                        memcpy(field, &idx, sizeof idx);
+                        return HL_OK;
+                    }
+            }
             if (len == vl && !strncmp(c, value, len)) {
                 memcpy(field, &idx, sizeof idx);
                 if (!strcmp(key, "optimizer") && !hp->lr_explicit)

@@ -35,12 +35,25 @@ typedef enum optim_method {
 } optim_method;
 
 typedef enum momentum_form { MOMENTUM_FORM_HEAVY_BALL = 0, MOMENTUM_FORM_EMA } momentum_form;
-typedef enum hess_estimator { HESS_ESTIMATOR_PER_EXAMPLE = 0, HESS_ESTIMATOR_BATCH } hess_estimator;
+typedef enum hess_estimator {
+    HESS_ESTIMATOR_PER_EXAMPLE = 0,
+    HESS_ESTIMATOR_BATCH,
+    HESS_ESTIMATOR_LAYER_SD /* layer_second_difference: one measured curvature per group */
+} hess_estimator;
+/* HELENE's preconditioning: off, by the clipped curvature in the update's
+ * denominator (on, the paper), or by shaping the perturbation (z_l scaled by
+ * sqrt(mean h / h_l) with h_l the measured layer curvature; no denominator) */
+typedef enum precondition_mode {
+    PRECONDITION_OFF = 0,
+    PRECONDITION_ON,
+    PRECONDITION_PERTURBATION
+} precondition_mode;
 typedef enum hess_probe { HESS_PROBE_SHARED = 0, HESS_PROBE_BLOCKWISE } hess_probe;
 typedef enum lambda_mode {
     LAMBDA_MODE_CALIBRATED = 0,
     LAMBDA_MODE_RELATIVE,
-    LAMBDA_MODE_ABSOLUTE
+    LAMBDA_MODE_ABSOLUTE,
+    LAMBDA_MODE_MEASURED /* kappa x the group's measured curvature (second differences) */
 } lambda_mode;
 typedef enum layer_granularity {
     LAYER_GRANULARITY_TENSOR = 0,
@@ -83,7 +96,8 @@ typedef struct hparams {
     int32_t hess_probe;      /* hess_probe */
     int32_t lambda_mode;     /* lambda_mode */
     int32_t layer_granularity; /* layer_granularity */
-    bool anneal, precondition, clip, update_clip;
+    bool anneal, clip, update_clip;
+    int32_t precondition;    /* precondition_mode */
     bool hess_debias; /* h / (1 - β2^r) in the denominator and the floor's comparison */
     /* layer-newton (spec §7); its η is lr, a fraction of a Newton step */
     int32_t groups;          /* layer_granularity of its groups (module by default) */

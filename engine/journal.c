@@ -93,6 +93,10 @@ void journal_step(journal *j, const optim_step_stats *s, double loss, double gra
         put_num(j->f, "clip_rate", s->clip_rate);
         put_num(j->f, "h_scale", s->h_scale);
     }
+    if (s->group >= 0) { /* layer-newton: the group probed and its curvature after the step */
+        fprintf(j->f, ",\"group\":%d", (int)s->group);
+        put_num(j->f, "group_h", s->group_h);
+    }
     fprintf(j->f, ",\"method\":\"%s\",\"refresh\":%s,\"forwards\":%d,\"batch\":%d",
             optim_method_name(s->method), s->refresh ? "true" : "false", s->forwards, s->batch);
     put_num(j->f, "ms_perturb", s->ms_perturb);

@@ -239,9 +239,11 @@ static void perturb_piece(const pass_job *j, uint32_t p)
     double *zsq_out = j->want_zsq ? &o->piece_zsq[p] : NULL;
     float *th = param_layer_data(o->ps, pc->layer);
     const float *H = j->hizoo_scale ? o->h + o->soff[pc->layer] : NULL;
+    /* HELENE precondition=perturbation: this layer's probe scale */
+    const float scale = o->probe_lscale ? j->scale * o->probe_lscale[pc->layer] : j->scale;
     if (!H && !zsq_out) {
         /* the common pass: normals straight from registers into θ */
-        rng_normal_axpy(th + pc->begin, j->scale, j->seed, (uint32_t)pc->layer, pc->begin,
+        rng_normal_axpy(th + pc->begin, scale, j->seed, (uint32_t)pc->layer, pc->begin,
                         pc->end - pc->begin);
         return;
     }
@@ -259,9 +261,9 @@ static void perturb_piece(const pass_job *j, uint32_t p)
                 z[i] = z[i] / rt[i];
         }
         if (n == SUB)
-            axpy_span(th + i0, z, j->scale, SUB);
+            axpy_span(th + i0, z, scale, SUB);
         else
-            axpy_span(th + i0, z, j->scale, n);
+            axpy_span(th + i0, z, scale, n);
     }
     if (zsq_out)
         *zsq_out = zsq;
@@ -377,7 +379,10 @@ static hl_status reset_state(optim *o, int32_t method, hl_err *err)
         o->first_hhat[l] = o->h_sum[l] = o->rel_mean[l] = 0;
         o->lam[l] = o->lam_on[l] = 0;
         o->ablate_scale[l] = 1.0f;
+        o->meas_h[l] = 0;
     }
+    o->n_meas = 0;
+    o->meas_gran = o->hp.layer_granularity;
     if (h && method == OPTIM_METHOD_HIZOO)
         for (int l = 0; l < L; l++)
             o->h_sum[l] = o->ps->layers[l].frozen ? 0.0 : (double)o->ps->layers[l].size;
@@ -418,6 +423,9 @@ void optim_free(optim *o)
     free(o->zsq_layer);
     free(o->loss_buf);
     free(o->lstats);
+    free(o->meas_h);
+    free(o->meas_raw);
+    free(o->lscale_buf);
     free(o);
 }
 
@@ -459,7 +467,12 @@ hl_status optim_init_hp(optim **out, param_set *ps, pool *workers, uint64_t run_
     o->lam_on = calloc(L, sizeof(float));
     o->ablate_scale = calloc(L, sizeof(float));
     o->lstats = calloc(L, sizeof *o->lstats);
+    o->meas_h = calloc(L, sizeof(double));
+    o->meas_raw = calloc(L, sizeof(double));
+    o->lscale_buf = calloc(L, sizeof(float));
     hl_status st = HL_OK;
+    if (!o->meas_h || !o->meas_raw || !o->lscale_buf)
+        st = hl_err_set(err, HL_ERR_NOMEM, "out of memory for the optimizer");
     if (!o->hhat_sum || !o->first_hhat || !o->h_sum || !o->rel_mean || !o->zsq_layer ||
         !o->lam || !o->lam_on || !o->ablate_scale || !o->lstats)
         st = hl_err_set(err, HL_ERR_NOMEM, "out of memory for the optimizer");
@@ -475,6 +488,8 @@ hl_status optim_init_hp(optim **out, param_set *ps, pool *workers, uint64_t run_
     }
     o->stats.alpha = NAN;
     o->stats.loss0 = NAN;
+    o->stats.group = -1;
+    o->stats.group_h = NAN;
     o->ablate_rms_before = NAN;
     *out = o;
     return HL_OK;
@@ -509,7 +524,7 @@ hl_status optim_set(optim *o, const char *key, const char *value, hl_err *err)
     o->hp = tmp;
     o->ablate_rms_before = NAN;
     if (o->state_method == OPTIM_METHOD_HELENE && o->t_local > 0 &&
-        (o->hp.precondition != o->eff_precondition || o->hp.clip != o->eff_clip))
+        ((o->hp.precondition == PRECONDITION_ON) != o->eff_precondition || o->hp.clip != o->eff_clip))
         oi_helene_ablate_apply(o);
     return HL_OK;
 }
@@ -646,6 +661,7 @@ hl_status optim_step(optim *o, const objective *obj, hl_err *err)
     S->lr = hp->lr;
     S->alpha = S->h_scale = S->clip_rate = S->loss0 = NAN;
     S->group = -1;
+    S->group_h = NAN;
     S->seed = rng_step_seed(o->run_seed, t, 0);
     hl_status st = optim_method_ops_of(method)->step(o, obj, t, tl, err);
     if (st != HL_OK)
@@ -714,10 +730,14 @@ hl_status optim_state_write(const optim *o, const char *path, hl_err *err)
     ts[k++] = (st_write_tensor){.name = "ablate_scale", .dtype = ST_DTYPE_F32,
                                 .src = ST_SRC_RAW, .ndim = 1, .shape = &L,
                                 .data = o->ablate_scale};
+    if (o->n_meas > 0) /* HELENE's measured layer curvature */
+        ts[k++] = (st_write_tensor){.name = "meas_h", .dtype = ST_DTYPE_F64, .src = ST_SRC_RAW,
+                                    .ndim = 1, .shape = &L, .data = o->meas_h};
     const optim_method_ops *ops = optim_method_ops_of(o->state_method);
     if (ops->state_tensors)
         ops->state_tensors(o, ts, &k, (int)(sizeof ts / sizeof ts[0]));
-    char t[32], tl[32], fw[32], nr[32], eff[8];
+    char t[32], tl[32], fw[32], nr[32], eff[8], nm[48];
+    snprintf(nm, sizeof nm, "%llu/%d", (unsigned long long)o->n_meas, (int)o->meas_gran);
     snprintf(eff, sizeof eff, "%d%d", o->eff_precondition, o->eff_clip);
     snprintf(nr, sizeof nr, "%llu", (unsigned long long)o->n_refresh);
     snprintf(t, sizeof t, "%llu", (unsigned long long)o->t);
@@ -729,7 +749,8 @@ hl_status optim_state_write(const optim *o, const char *path, hl_err *err)
     const char *meta[] = {"format", "helene-optim-state", "method",
                           optim_method_name(o->state_method), "t", t, "t_local", tl,
                           "forwards_total", fw, "have_first", o->have_first ? "1" : "0",
-                          "n_refresh", nr, "ablation", eff, "frozen_layers", fm};
+                          "n_refresh", nr, "ablation", eff, "measured", nm,
+                          "frozen_layers", fm};
     int n_meta = (int)(sizeof meta / sizeof meta[0] / 2) - (fm[0] ? 0 : 1);
     hl_status st = st_write(path, ts, k, meta, n_meta, err);
     free(fm);
@@ -875,6 +896,28 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err)
                 break;
             }
         }
+    /* HELENE's measured layer curvature ("measured" = "n/granularity"), optional */
+    const st_tensor *mh = NULL;
+    uint64_t n_meas = 0;
+    int meas_gran = o->hp.layer_granularity;
+    const char *mtxt = st_file_meta(&f, "measured");
+    if (!st && mtxt) {
+        unsigned long long a = 0;
+        int b = 0, used = 0;
+        if (sscanf(mtxt, "%llu/%d%n", &a, &b, &used) != 2 || mtxt[used] || b < 0 ||
+            b >= LAYER_GRANULARITY_COUNT || strspn(mtxt, "0123456789/") != strlen(mtxt))
+            st = hl_err_set(err, HL_ERR_FORMAT, "%s: \"measured\" is \"%.30s\", not COUNT/GROUPING",
+                            path, mtxt);
+        n_meas = a, meas_gran = b;
+    }
+    if (!st && n_meas > 0)
+        mh = state_tensor(&f, "meas_h", ST_DTYPE_F64, L, true, err, &st);
+    for (int64_t l = 0; mh && !st && l < L; l++) {
+        double x = ((const double *)mh->data)[l];
+        if (!(x >= 0) || !isfinite(x))
+            st = hl_err_set(err, HL_ERR_FORMAT, "%s: meas_h[%lld] is %g, not a finite number >= 0",
+                            path, (long long)l, x);
+    }
     /* the method's own state: validated and read last, so an error there
      * leaves everything unchanged too */
     const optim_method_ops *ops = optim_method_ops_of(o->state_method);
@@ -891,13 +934,17 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err)
         memcpy(o->lam_on, (lon ? lon : lam)->data, (size_t)L * sizeof(float));
         for (int64_t l = 0; l < L; l++)
             o->ablate_scale[l] = asc ? ((const float *)asc->data)[l] : 1.0f;
-        o->eff_precondition = abl ? abl[0] == '1' : o->hp.precondition;
+        o->eff_precondition = abl ? abl[0] == '1' : o->hp.precondition == PRECONDITION_ON;
         o->eff_clip = abl ? abl[1] == '1' : o->hp.clip;
         o->t = t;
         o->t_local = tl;
         o->forwards_total = fw;
         o->have_first = hf != 0;
         o->n_refresh = nr;
+        o->n_meas = n_meas;
+        o->meas_gran = meas_gran;
+        for (int64_t l = 0; l < L; l++)
+            o->meas_h[l] = mh ? ((const double *)mh->data)[l] : 0.0;
     }
     st_file_close(&f);
     return st;

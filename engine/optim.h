@@ -57,7 +57,8 @@ typedef struct optim_step_stats {
     int32_t forwards;       /* forward passes this step */
     uint64_t forwards_total;/* since optim_init */
     uint64_t seed;          /* step seed of probe 0 */
-    int32_t group;          /* layer-newton: the group probed (of optim_groups), else -1 */
+    int32_t group;          /* layer-newton: the group probed (optim_layer_stats.group), else -1 */
+    double group_h;         /* layer-newton: that group's curvature h_l after the step */
     double ms_perturb;      /* wall time in perturbation passes */
     double ms_forward;      /* in objective evaluations */
     double ms_update;       /* in the fused restore + update pass */

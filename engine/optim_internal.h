@@ -99,6 +99,15 @@ struct optim {
     uint64_t forwards_total;
 
     void *mstate;         /* the method's own state (optim_method_ops.state_new), or NULL */
+    /* HELENE's measured layer curvature (second differences on refresh steps,
+     * for lambda_mode=measured, hess_estimator=layer_second_difference and
+     * precondition=perturbation), per group of layer_granularity */
+    double *meas_h;       /* [n_layers] EMA (β2) of the groups' measured curvature */
+    double *meas_raw;     /* [n_layers] this refresh's raw values */
+    uint64_t n_meas;      /* measurements into meas_h since the state was created */
+    int32_t meas_gran;    /* the granularity meas_h belongs to */
+    float *probe_lscale;  /* [n_layers] per-layer probe scale during a step, or NULL */
+    float *lscale_buf;    /* [n_layers] storage for it */
 };
 
 /* A pass over pieces: fn(job, piece id) for every id, on the pool. */

@@ -229,6 +229,7 @@ static hl_status ln_step(optim *o, const objective *obj, uint64_t t, uint64_t tl
     S->loss_plus = Lp;
     S->loss_minus = Lm;
     S->loss0 = L0;
+    S->group_h = h;
     S->proj_grad = c;
     S->q = c * c;
     double n_total = 0, n_floored = 0, n_measured = 0;

@@ -27,7 +27,9 @@ typedef struct upd_scalars {
     float b1, b2, ma;                    /* helene: m = b1 m + ma g; adam: decays */
     float adam_c1, adam_c2, adam_eps;    /* bias corrections 1/(1-β^t) */
     float hz_alpha;                      /* hizoo */
-    bool refresh, blockwise;             /* helene */
+    bool refresh, blockwise;             /* helene (blockwise: h from the group probes) */
+    bool hconst;                         /* helene: ĥ_i = block_q[group], no z² */
+    const float *lscale;                 /* helene: [n_layers] probe scale, or NULL */
     const uint64_t *block_seeds;         /* [n_groups] blockwise probe seeds */
     const float *block_q;                /* [n_groups] */
     const int32_t *group_of_layer;
@@ -82,6 +84,12 @@ WIDE_CLONES static void update_span(const upd_scalars *u, int32_t layer, bool de
         }
     }
     float lr = u->lr, keep = decay ? 1.0f - u->lr * u->wd : 1.0f, er = u->eps_restore;
+    if (u->lscale) { /* the probe was z_l = s_l z: so are the restore and g */
+        const float ls = u->lscale[layer];
+        er = er * ls;
+        for (size_t i = 0; i < n; i++)
+            g[i] *= ls;
+    }
     float lam = u->lam ? u->lam[layer] : 0.0f;
     switch (u->method) {
     case OPTIM_METHOD_MEZO:
@@ -132,7 +140,11 @@ WIDE_CLONES static void update_span(const upd_scalars *u, int32_t layer, bool de
         break;
     case OPTIM_METHOD_HELENE: {
         const float as = u->ascale ? u->ascale[layer] : 1.0f;
-        if (u->refresh && u->blockwise) {
+        if (u->refresh && u->blockwise && u->hconst) {
+            float qg = u->block_q[u->group_of_layer[layer]];
+            for (size_t i = 0; i < n; i++)
+                zz[i] = qg;
+        } else if (u->refresh && u->blockwise) {
             int32_t grp = u->group_of_layer[layer];
             rng_normal_fill(z, u->block_seeds[grp], (uint32_t)layer, i0, n);
             float qg = u->block_q[grp];
@@ -226,7 +238,7 @@ static void update_piece(const pass_job *j, uint32_t p)
 void oi_helene_ablate_apply(optim *o)
 {
     const hparams *hp = &o->hp;
-    const bool p_new = hp->precondition, k_new = hp->clip;
+    const bool p_new = hp->precondition == PRECONDITION_ON, k_new = hp->clip;
     double all_old = 0, all_raw = 0, all_new = 0, n_all = 0;
     for (int l = 0; l < o->ps->n_layers; l++) {
         const param_layer *ly = &o->ps->layers[l];
@@ -298,6 +310,15 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
     const bool refresh = helene && optim_helene_refresh(hp, tl);
     const bool blockwise = helene && refresh && hp->hess_probe == HESS_PROBE_BLOCKWISE;
     const bool hizoo = method == OPTIM_METHOD_HIZOO;
+    /* measured layer curvature: one second difference per group on refresh */
+    const bool measure = helene && refresh &&
+                         (hp->lambda_mode == LAMBDA_MODE_MEASURED ||
+                          hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD ||
+                          hp->precondition == PRECONDITION_PERTURBATION);
+    const bool groupwise = blockwise || measure;
+    /* h's refresh from the group probes (blockwise A-GNB or second differences) */
+    const bool h_from_groups =
+        blockwise || (measure && hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD);
     optim_step_stats *S = &o->stats;
     S->alpha = helene ? optim_helene_alpha(hp, tl) : NAN;
     S->refresh = refresh;
@@ -315,6 +336,7 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
 
     perturb_state pst = {0};
     double L0 = NAN;
+    double *meas_save = NULL;
     float *block_q = NULL;
     uint64_t *block_seeds = NULL;
 
@@ -326,8 +348,21 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
         S->loss0 = L0;
     }
 
+    if (helene && o->meas_gran != hp->layer_granularity) { /* new groups: measure afresh */
+        for (int l = 0; l < L; l++)
+            o->meas_h[l] = 0;
+        o->n_meas = 0;
+        o->meas_gran = hp->layer_granularity;
+    }
+    if (measure) { /* the centre of the second differences */
+        if ((st = oi_forward(o, obj, l0, B, "loss at theta (layer curvature)", err)) != HL_OK)
+            return st;
+        L0 = oi_mean_of(l0, B);
+        S->loss0 = L0;
+    }
+
     /* HELENE blockwise curvature probes, each on one group at θ. */
-    if (blockwise) {
+    if (groupwise) {
         block_q = malloc((size_t)grp->n_groups * sizeof *block_q);
         block_seeds = malloc((size_t)grp->n_groups * sizeof *block_seeds);
         if (!block_q || !block_seeds) {
@@ -347,21 +382,70 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
             }
             uint64_t seed = rng_step_seed(o->run_seed, t, PROBE_BLOCK_BASE + (uint32_t)g);
             block_seeds[g] = seed;
-            oi_run_perturb(o, &pst, ids, nid, seed, eps, false, true, &S->ms_perturb);
+            /* second differences of small groups need a larger ε to stand
+             * above rounding (layer-newton's eps_scale rule) */
+            double eg = eps;
+            if (measure) {
+                double dg = 0;
+                for (int l = 0; l < L; l++)
+                    if (grp->group_of_layer[l] == g && !o->ps->layers[l].frozen)
+                        dg += (double)o->ps->layers[l].size;
+                eg = optim_lnewton_eps(hp, dg);
+            }
+            oi_run_perturb(o, &pst, ids, nid, seed, eg, false, true, &S->ms_perturb);
             oi_reduce_to_layers(o, o->zsq_layer, o->piece_zsq, ids, nid);
             if ((st = oi_forward(o, obj, blp, B, "blockwise +eps", err)) != HL_OK)
                 goto fail;
-            oi_run_perturb(o, &pst, ids, nid, seed, -2.0 * eps, false, false, &S->ms_perturb);
+            oi_run_perturb(o, &pst, ids, nid, seed, -2.0 * eg, false, false, &S->ms_perturb);
             if ((st = oi_forward(o, obj, blm, B, "blockwise -eps", err)) != HL_OK)
                 goto fail;
-            oi_run_perturb(o, &pst, ids, nid, seed, eps, false, false, &S->ms_perturb);
+            oi_run_perturb(o, &pst, ids, nid, seed, eg, false, false, &S->ms_perturb);
             double qg;
-            probe_coeffs(&qg, blp, blm, B, eps, hp->hess_estimator);
+            probe_coeffs(&qg, blp, blm, B, eg, hp->hess_estimator);
             block_q[g] = (float)qg;
+            if (measure) { /* (L+ + L− − 2 L0) / (ε² ‖z_g‖²), negative ones as 0 */
+                double zg = 0;
+                for (int l = 0; l < L; l++)
+                    if (grp->group_of_layer[l] == g)
+                        zg += o->zsq_layer[l];
+                double sd = (oi_mean_of(blp, B) + oi_mean_of(blm, B) - 2.0 * L0) /
+                            (eg * eg * zg);
+                o->meas_raw[g] = sd > 0 && isfinite(sd) ? sd : 0.0;
+                if (hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD)
+                    block_q[g] = (float)o->meas_raw[g]; /* ĥ_i = the group's value */
+            }
             for (int l = 0; l < L; l++)
                 if (grp->group_of_layer[l] == g)
-                    o->hhat_sum[l] = (double)block_q[g] * o->zsq_layer[l];
+                    o->hhat_sum[l] = measure && hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD
+                                         ? (double)block_q[g] * (double)o->ps->layers[l].size
+                                         : (double)block_q[g] * o->zsq_layer[l];
         }
+        if (measure) { /* kept to undo if a later forward fails */
+            if (!(meas_save = malloc((size_t)grp->n_groups * sizeof *meas_save))) {
+                st = hl_err_set(err, HL_ERR_NOMEM, "out of memory for layer curvature");
+                goto fail;
+            }
+            memcpy(meas_save, o->meas_h, (size_t)grp->n_groups * sizeof *meas_save);
+            o->n_meas++;
+            for (int32_t g = 0; g < grp->n_groups; g++)
+                o->meas_h[g] = hp->beta2 * o->meas_h[g] + (1.0 - hp->beta2) * o->meas_raw[g];
+        }
+    }
+    /* precondition=perturbation: z_l scaled by sqrt(mean h / h_l) */
+    if (helene && hp->precondition == PRECONDITION_PERTURBATION && o->n_meas > 0) {
+        double hbar = 0, n = 0;
+        for (int l = 0; l < L; l++)
+            if (!o->ps->layers[l].frozen) {
+                hbar += (double)o->ps->layers[l].size * o->meas_h[grp->group_of_layer[l]];
+                n += (double)o->ps->layers[l].size;
+            }
+        hbar = n > 0 ? hbar / n : 0;
+        for (int l = 0; l < L; l++) {
+            double mh = o->meas_h[grp->group_of_layer[l]];
+            double sc = hbar > 0 ? sqrt(hbar / (mh > hbar / 1024 ? mh : hbar / 1024)) : 1.0;
+            o->lscale_buf[l] = (float)(sc < 1.0 / 32 ? 1.0 / 32 : sc > 32 ? 32 : sc);
+        }
+        o->probe_lscale = o->lscale_buf;
     }
 
     /* The SPSA probes. */
@@ -369,14 +453,14 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
     memset(&u, 0, sizeof u);
     u.nq = nq;
     double c_mean = 0, q_mean = 0, Lp = 0, Lm = 0;
-    if (helene && refresh && !blockwise)
+    if (helene && refresh && !h_from_groups)
         for (int l = 0; l < L; l++)
             o->hhat_sum[l] = 0;
     for (int32_t p = 0; p < nq; p++) {
         uint64_t seed = rng_step_seed(o->run_seed, t, (uint32_t)p);
         u.seeds[p] = seed;
         double *lpp = lp + (size_t)p * B, *lmp = lm + (size_t)p * B;
-        bool want_zsq = helene && refresh && !blockwise;
+        bool want_zsq = helene && refresh && !h_from_groups;
         oi_run_perturb(o, &pst, o->all_ids, o->n_pieces, seed, eps, hizoo, want_zsq,
                     &S->ms_perturb);
         if (want_zsq)
@@ -440,7 +524,9 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
         break;
     case OPTIM_METHOD_HELENE: {
         u.refresh = refresh;
-        u.blockwise = blockwise;
+        u.blockwise = h_from_groups;
+        u.hconst = measure && hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD;
+        u.lscale = o->probe_lscale;
         u.block_seeds = block_seeds;
         u.block_q = block_q;
         u.b1 = (float)hp->beta1;
@@ -464,6 +550,7 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
                    ? (float)(1.0 / (1.0 - pow(hp->beta2, (double)o->n_refresh)))
                    : 1.0f;
         S->h_scale = u.hb;
+        const double *pred_sum = o->zsq_layer; /* on refresh: Σ h this refresh makes */
         if (refresh) {
             if (!o->have_first) {
                 memcpy(o->first_hhat, o->hhat_sum, (size_t)L * sizeof(double));
@@ -477,10 +564,27 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
             for (int l = 0; l < L; l++)
                 o->rel_mean[l] = u.hb * oi_group_mean(o, grp, pred, grp->group_of_layer[l]);
         }
+        /* measured floors in the units of h: κ h̄ m_l / m̄, with h̄ the mean h
+         * (as the update sees it) and m̄ the mean measured curvature, both over
+         * every tuned element; the measurement gives the shape across layers */
+        double meas_unit = 0;
+        if (hp->lambda_mode == LAMBDA_MODE_MEASURED) {
+            double hs = 0, ms = 0, n = 0;
+            for (int l = 0; l < L; l++)
+                if (!o->ps->layers[l].frozen) {
+                    hs += refresh ? pred_sum[l] : o->h_sum[l];
+                    ms += (double)o->ps->layers[l].size * o->meas_h[grp->group_of_layer[l]];
+                    n += (double)o->ps->layers[l].size;
+                }
+            if (ms > 0 && n > 0)
+                meas_unit = hp->kappa * u.hb * (hs / n) / (ms / n);
+        }
         for (int l = 0; l < L; l++) {
             double lam = 0;
             if (hp->lambda_mode == LAMBDA_MODE_CALIBRATED)
                 lam = hp->kappa * oi_group_mean(o, grp, o->first_hhat, grp->group_of_layer[l]);
+            else if (hp->lambda_mode == LAMBDA_MODE_MEASURED)
+                lam = meas_unit * o->meas_h[grp->group_of_layer[l]];
             else if (hp->lambda_mode == LAMBDA_MODE_RELATIVE)
                 lam = hp->kappa * o->rel_mean[l];
             else if (hp->n_lambda_abs > 0)
@@ -545,7 +649,8 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
     }
     if (helene) {
         o->last_hb = u.hb;
-        if (hp->precondition != o->eff_precondition || hp->clip != o->eff_clip)
+        if ((hp->precondition == PRECONDITION_ON) != o->eff_precondition ||
+            hp->clip != o->eff_clip)
             oi_helene_ablate_apply(o); /* toggled off from the start: calibrated on this step */
         double clipped = 0, n_tuned = 0;
         for (int l = 0; l < L; l++)
@@ -558,10 +663,18 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
     if (method == OPTIM_METHOD_ZO_ADAM) /* h_sum tracks h (HELENE) and H (HiZOO) only */
         for (int l = 0; l < L; l++)
             o->h_sum[l] = 0;
+    o->probe_lscale = NULL;
+    free(meas_save);
     return HL_OK;
 
 fail:
     oi_restore_perturb(o, &pst, &S->ms_perturb);
+    o->probe_lscale = NULL;
+    if (meas_save) {
+        memcpy(o->meas_h, meas_save, (size_t)grp->n_groups * sizeof *meas_save);
+        o->n_meas--;
+    }
+    free(meas_save);
     free(block_q);
     free(block_seeds);
     return st;

@@ -265,8 +265,9 @@ static bool same_file(const char *a, const char *b)
     return same;
 }
 
-/* --trainable for the next resume_case runs (NULL: tune everything) */
-static const char *resume_trainable;
+/* --trainable for the next resume_case runs (NULL: tune everything), and
+ * one more setting (key, value) */
+static const char *resume_trainable, *resume_key, *resume_value;
 
 static void resume_case(const char *obj_name, const char *method, const char *model_dir,
                         const char *task_data, int n)
@@ -289,6 +290,8 @@ static void resume_case(const char *obj_name, const char *method, const char *mo
     set(&c, "optimizer", method);
     if (resume_trainable)
         set(&c, "trainable", resume_trainable);
+    if (resume_key)
+        set(&c, resume_key, resume_value);
     set(&c, "anneal_horizon", "7"); /* else T follows the total steps */
     set(&c, "eval_every", "5");
     set(&c, "threads", "2");
@@ -333,6 +336,12 @@ static void test_resume_bit_identical_every_method(void)
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
         resume_case("quadratic", methods[i], NULL, NULL, 25);
     resume_case("rosenbrock", "helene", NULL, NULL, 25);
+    /* HELENE's measured layer curvature is part of the state */
+    resume_key = "precondition", resume_value = "perturbation";
+    resume_case("quadratic", "helene", NULL, NULL, 25);
+    resume_key = "lambda_mode", resume_value = "measured";
+    resume_case("quadratic", "helene", NULL, NULL, 25);
+    resume_key = resume_value = NULL;
 }
 
 static void test_resume_bit_identical_model(void)

@@ -655,6 +655,81 @@ static void test_hand_layer_newton(void)
     hparams_free(&hp);
 }
 
+/* ---- HELENE with measured layer curvature ------------------------------- */
+
+/* The toy's exact second difference along group g's probe of step 1 (each
+ * layer is a group with layer_granularity tensor): zᵀ A z / ‖z‖², from the
+ * losses at θ, θ ± ε_g z as the optimizer computes them. */
+static double hand_measured(int g, const float th[NT], double eps_g)
+{
+    uint64_t seed = rng_step_seed(RUN_SEED, 1, 0x40000000u + (uint32_t)g);
+    float z[NT], tp[NT], tm[NT];
+    double zsq = 0;
+    for (int k = 0; k < NT; k++) {
+        z[k] = toy_layer[k] == g ? rng_normal_at(seed, (uint32_t)g, (uint64_t)toy_index[k]) : 0;
+        zsq += (double)z[k] * z[k];
+        tp[k] = th[k] + (float)eps_g * z[k];
+        tm[k] = tp[k] + (float)(-2.0 * eps_g) * z[k];
+    }
+    double L0 = (toy_loss(0, th) + toy_loss(1, th)) / 2;
+    double Lp = (toy_loss(0, tp) + toy_loss(1, tp)) / 2;
+    double Lm = (toy_loss(0, tm) + toy_loss(1, tm)) / 2;
+    return (Lp + Lm - 2 * L0) / (eps_g * eps_g * zsq);
+}
+
+static void test_helene_measured_curvature(void)
+{
+    hl_err err;
+    hparams hp;
+    hparams_init(&hp);
+    const double eps_w = optim_lnewton_eps(&hp, 3), eps_b = optim_lnewton_eps(&hp, 2);
+    hparams_free(&hp);
+    for (int mode = 0; mode < 3; mode++) {
+        param_set ps;
+        objective obj;
+        toy t;
+        toy_make(&obj, &ps, &t);
+        const char *kv[3][5] = {
+            {"optimizer", "helene", "hess_estimator", "layer_second_difference", NULL},
+            {"optimizer", "helene", "lambda_mode", "measured", NULL},
+            {"optimizer", "helene", "precondition", "perturbation", NULL}};
+        optim *o = make_optim(&ps, NULL, kv[mode]);
+        float th[NT];
+        toy_gather(th, &ps);
+        double mw = hand_measured(0, th, eps_w), mb = hand_measured(1, th, eps_b);
+        /* the toy's curvatures: w has 1, 2, 3 and b 0.5, 4: a Rayleigh quotient */
+        CU_ASSERT(mw > 1 && mw < 3);
+        CU_ASSERT(mb > 0.5 && mb < 4);
+        CU_ASSERT_EQUAL_FATAL(optim_step(o, &obj, &err), HL_OK);
+        const optim_layer_stats *ls = optim_layer_stats_get(o);
+        const optim_step_stats *S = optim_last_stats(o);
+        /* L0, one ± pair per group, one SPSA pair */
+        CU_ASSERT_EQUAL(S->forwards, 1 + 2 * 2 + 2);
+        if (mode == 0) { /* h = (1 − β2) m debiased by 1 / (1 − β2): the measured value */
+            CU_ASSERT_DOUBLE_EQUAL(ls[0].state_mean, mw, 1e-4 * mw);
+            CU_ASSERT_DOUBLE_EQUAL(ls[1].state_mean, mb, 1e-4 * mb);
+        } else if (mode == 1) { /* floors κ h̄ m_l / m̄: their ratio is the measured one */
+            CU_ASSERT(ls[0].lambda > 0 && ls[1].lambda > 0);
+            CU_ASSERT_DOUBLE_EQUAL(ls[0].lambda / ls[1].lambda, mw / mb, 1e-4 * mw / mb);
+        } else { /* L+ at θ + ε s_l z_l, s_l = sqrt(m̄ / m_l) with m̄ the size-weighted mean */
+            double mbar = (3 * mw + 2 * mb) / 5;
+            double s[2] = {sqrt(mbar / mw), sqrt(mbar / mb)};
+            uint64_t seed = rng_step_seed(RUN_SEED, 1, 0);
+            float tp[NT];
+            for (int k = 0; k < NT; k++)
+                tp[k] = th[k] + (float)(1e-3 * s[toy_layer[k]]) *
+                                    rng_normal_at(seed, (uint32_t)toy_layer[k],
+                                                  (uint64_t)toy_index[k]);
+            double Lp = (toy_loss(0, tp) + toy_loss(1, tp)) / 2;
+            CU_ASSERT_DOUBLE_EQUAL(S->loss_plus, Lp, 1e-6 * Lp);
+        }
+        /* every forward restored θ but for the update; a checkpoint keeps the
+         * measurement (a resumed run continues it) */
+        optim_free(o);
+        param_set_free(&ps);
+    }
+}
+
 /* n_probes = 2: g = (c1 z1 + c2 z2) / 2, the second probe at the restored θ. */
 static void test_hand_two_probes(void)
 {
@@ -1230,6 +1305,7 @@ static void register_optim(void)
     TEST_ADD(s, test_frozen_layers);
     TEST_ADD(s, test_hand_two_probes);
     TEST_ADD(s, test_hand_layer_newton);
+    TEST_ADD(s, test_helene_measured_curvature);
     TEST_ADD(s, test_hand_blockwise_curvature);
     TEST_ADD(s, test_helene_schedule);
     TEST_ADD(s, test_helene_floors);

@@ -358,7 +358,7 @@ static void test_table_render_scrolled(void)
     layers_sort_order(order, test_layers, test_stats, 5, LAYERS_SORT_CURVATURE, false);
     layers_view v = {LAYERS_SORT_CURVATURE, false, 2, 1}; /* cursor on row 2, first row 1 */
     int visible = widgets_layers(&c, (ui_rect){0, 0, 66, 4}, &v, order, test_layers, test_stats,
-                                 5, 2, true, NULL);
+                                 5, 2, true, NULL, false);
     CU_ASSERT_EQUAL(visible, 3);
     /* scale 1e-6..1e-2 (embed's 1e-5 is the minimum), bars of 10 cells, the
      * floor 1e-4 at the middle: lm_head 3e-3 fills 0.869 (70 eighths), 1e-3
@@ -380,7 +380,7 @@ static void test_table_render_scrolled(void)
     layers_sort_order(order, test_layers, test_stats, 5, LAYERS_SORT_NAME, false);
     layers_view n = {LAYERS_SORT_NAME, false, 0, 0};
     widgets_layers(&c, (ui_rect){0, 0, 46, 3}, &n, order, test_layers, test_stats, 5, 2, false,
-                   NULL);
+                   NULL, false);
     expect_text(&c, ALL,
                 " layer              mean h lambda clip upd rms\n"
                 " lm_head.weight      0.003   1e-4  10%    5e-5\n"
@@ -614,6 +614,50 @@ static engine_telemetry *fake_telemetry(void)
     return t;
 }
 
+/* layer-newton: the layer table's columns, and the probe-allocation chart
+ * (group 0 probed for the first 100 steps, group 2 after) with rows per
+ * group, the current group marked, the shares as shades. */
+static void test_layer_newton_panels(void)
+{
+    engine_telemetry *t = fake_telemetry();
+    t->method = OPTIM_METHOD_LAYER_NEWTON;
+    static optim_layer_stats st[3];
+    for (int i = 0; i < 3; i++)
+        st[i] = (optim_layer_stats){.state_mean = 0.5f * (float)(i + 1),
+                                    .state_max = 0.5f * (float)(i + 1), .lambda = 0.01f,
+                                    .clip_rate = 0, .update_rms = 1e-4f,
+                                    .score = 1e-3f * (float)(i + 1),
+                                    .probe_share = i == 1 ? 0.0f : 0.5f, .group = i};
+    t->layer = st;
+    engine_hist *g = &t->hist[ENGINE_SERIES_GROUP];
+    for (int i = 0; i < 200; i++)
+        g->value[i] = i < 100 ? 0.0f : 2.0f;
+    canvas c;
+    CU_ASSERT_EQUAL_FATAL(canvas_init(&c, 40, 6, false, NULL), HL_OK);
+    panels_heat(&c, (ui_rect){0, 0, 40, 6}, t, 1);
+    expect_text(&c, ALL,
+                "+ Probes per group over time ----------+\n"
+                "| embed    ##############              |\n"
+                "| 0.fc1                                |\n"
+                "|>head                   ##############|\n"
+                "|          step 1                   200|\n"
+                "+--------------------------------------+",
+                "probe allocation, ascii");
+    canvas_free(&c);
+    CU_ASSERT_EQUAL_FATAL(canvas_init(&c, 66, 5, true, NULL), HL_OK);
+    int order[3] = {0, 1, 2};
+    layers_view v = {LAYERS_SORT_MODEL, false, 0, 0};
+    widgets_layers(&c, (ui_rect){0, 0, 66, 5}, &v, order, t->layers, st, 3, -1, false, NULL,
+                   true);
+    CU_ASSERT(canvas_contains(&c, " score "));
+    CU_ASSERT(canvas_contains(&c, "h_min probes"));
+    CU_ASSERT(canvas_contains(&c, "  50%"));
+    CU_ASSERT(!canvas_contains(&c, "clip"));
+    canvas_free(&c);
+    hparams_free(&t->hp);
+    free(t);
+}
+
 static void render_screen(canvas *c, const engine_telemetry *t, ui_log *log)
 {
     ui_layout l;
@@ -761,6 +805,7 @@ static void register_suites(void)
     TEST_ADD(s, test_form_validation);
     TEST_ADD(s, test_form_choices_and_cancel);
     TEST_ADD(s, test_panels_full_screen);
+    TEST_ADD(s, test_layer_newton_panels);
     TEST_ADD(s, test_help_lists_every_key);
 }
 

@@ -730,7 +730,19 @@ static void draw(app *a)
     } else if (!a->have_t) {
         canvas_text(c, 1, 1, c->w - 2, CANVAS_ATTR_BOLD, "helene: waiting for the engine...");
     } else {
-        const ui_rect *p = a->lay.panel;
+        ui_rect p[LAYOUT_PANEL_COUNT];
+        memcpy(p, a->lay.panel, sizeof p);
+        if (a->t.method == OPTIM_METHOD_LAYER_NEWTON) {
+            /* the probe-allocation chart needs rows: half of the layer band,
+             * at most what its rows use (groups, else blocks) */
+            ui_rect *L = &p[LAYOUT_PANEL_LAYERS], *H = &p[LAYOUT_PANEL_HEAT];
+            int band = L->h + H->h, want = band / 2 > 12 ? 12 : band / 2;
+            if (want > H->h && band - want >= 5) {
+                L->h = band - want;
+                H->y = L->y + L->h;
+                H->h = want;
+            }
+        }
         panels_header(c, p[LAYOUT_PANEL_HEADER], &a->t);
         panels_loss(c, p[LAYOUT_PANEL_LOSS], &a->t, a->log_loss);
         panels_dev(c, p[LAYOUT_PANEL_DEV], &a->t, a->log_loss);

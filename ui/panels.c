@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,7 +194,8 @@ void panels_header(canvas *c, ui_rect r, const engine_telemetry *t)
         n = seg_add(s, n, 3, hp->anneal ? CANVAS_COLOR_GOOD : CANVAS_COLOR_WARN, "anneal:%s",
                     hp->anneal ? "on" : "off");
         n = seg_add(s, n, 3, hp->precondition ? CANVAS_COLOR_GOOD : CANVAS_COLOR_WARN,
-                    "precond:%s", hp->precondition ? "on" : "off");
+                    "precond:%s", hp->precondition == PRECONDITION_PERTURBATION ? "probe"
+                                  : hp->precondition ? "on" : "off");
         n = seg_add(s, n, 3, hp->clip ? CANVAS_COLOR_GOOD : CANVAS_COLOR_WARN, "clip:%s",
                     hp->clip ? "on" : "off");
         break;
@@ -376,13 +378,8 @@ int panels_layers(canvas *c, ui_rect r, const engine_telemetry *t, layers_view *
         return visible;
     layers_sort_order(order, t->layers, t->layer, n, v->sort, v->reverse);
     /* the quadratic's exact per-layer curvature a_l beside the estimate */
-    float *truth = NULL;
-    if (!strcmp(t->task_name, "quadratic") && n == 6 && /* the quadratic's six layers */
-        (truth = malloc(sizeof(float) * (size_t)n)))
-        for (int i = 0; i < n; i++)
-            truth[i] = (float)analytic_quadratic_curvature(i);
-    widgets_layers(c, in, v, order, t->layers, t->layer, n, heat_layer, focused, truth);
-    free(truth);
+    widgets_layers(c, in, v, order, t->layers, t->layer, n, heat_layer, focused,
+                   t->true_curvature, t->method == OPTIM_METHOD_LAYER_NEWTON);
     free(order);
     if (n > visible) {
         char pos[48];
@@ -393,8 +390,152 @@ int panels_layers(canvas *c, ui_rect r, const engine_telemetry *t, layers_view *
     return visible;
 }
 
+/* The label of row key k of the probe-allocation chart: a group (its first
+ * layer's short name without .weight/.bias) or, when the groups do not fit,
+ * a transformer block ("embed" and "top" for what lies outside the blocks). */
+static void alloc_label(char *buf, size_t cap, const engine_telemetry *t, int key, bool by_block)
+{
+    if (by_block) {
+        if (key == -2)
+            snprintf(buf, cap, "embed");
+        else if (key == INT32_MAX)
+            snprintf(buf, cap, "top");
+        else
+            snprintf(buf, cap, "block %d", key);
+        return;
+    }
+    for (int l = 0; l < t->n_layers; l++)
+        if (t->layer[l].group == key) {
+            widgets_short_layer_name(buf, cap, t->layers[l].name);
+            char *dot = strrchr(buf, '.');
+            if (dot && (!strcmp(dot, ".weight") || !strcmp(dot, ".bias")))
+                *dot = '\0';
+            return;
+        }
+    snprintf(buf, cap, "group %d", key);
+}
+
+/* Row key of layer l: its group, or its block (embeddings before the first
+ * block are -2, everything after the blocks INT32_MAX). */
+static int alloc_key(const engine_telemetry *t, int l, bool by_block)
+{
+    if (!by_block)
+        return t->layer[l].group;
+    if (t->layers[l].block >= 0)
+        return t->layers[l].block;
+    for (int k = 0; k < l; k++)
+        if (t->layers[k].block >= 0)
+            return INT32_MAX;
+    return -2;
+}
+
+/* layer-newton: where the probes went over time.  One row per group (per
+ * block when the groups do not fit), time across; a cell's shade is the
+ * share of that time slice's probes that went to the row. */
+static void panels_probe_alloc(canvas *c, ui_rect r, const engine_telemetry *t)
+{
+    ui_rect in = panel_box(c, r, "Probes per group over time", false);
+    const engine_hist *gh = hist(t, ENGINE_SERIES_GROUP);
+    int n_groups = 0;
+    for (int l = 0; l < t->n_layers; l++)
+        n_groups = t->layer[l].group + 1 > n_groups ? t->layer[l].group + 1 : n_groups;
+    int rows_avail = in.h - 1;
+    if (n_groups == 0 || gh->n == 0 || rows_avail < 1 || in.w < 12) {
+        canvas_text(c, in.x, in.y, in.w, CANVAS_ATTR_DIM, "no probes yet");
+        return;
+    }
+    const bool by_block = n_groups > rows_avail;
+    /* rows in model order: the distinct keys of the layers, first seen first */
+    int *row_key = malloc(sizeof(int) * (size_t)t->n_layers);
+    int *row_of_group = malloc(sizeof(int) * (size_t)n_groups);
+    if (!row_key || !row_of_group) {
+        free(row_key);
+        free(row_of_group);
+        return;
+    }
+    int n_rows = 0;
+    for (int g = 0; g < n_groups; g++)
+        row_of_group[g] = -1;
+    for (int l = 0; l < t->n_layers; l++) {
+        int g = t->layer[l].group;
+        if (g < 0 || t->layers[l].frozen)
+            continue;
+        int key = alloc_key(t, l, by_block), row = -1;
+        for (int k = 0; k < n_rows && row < 0; k++)
+            if (row_key[k] == key)
+                row = k;
+        if (row < 0) {
+            row = n_rows;
+            row_key[n_rows++] = key;
+        }
+        if (row_of_group[g] < 0)
+            row_of_group[g] = row;
+    }
+    int shown = n_rows < rows_avail ? n_rows : rows_avail;
+    int lw = in.w / 4 < 16 ? in.w / 4 : 16;
+    int cols = in.w - lw - 1;
+    int *cnt = calloc((size_t)shown * (size_t)cols, sizeof *cnt);
+    int *tot = calloc((size_t)cols, sizeof *tot);
+    if (!cnt || !tot || cols < 1) {
+        free(cnt), free(tot), free(row_key), free(row_of_group);
+        return;
+    }
+    uint64_t s0 = gh->step[0], s1 = gh->step[gh->n - 1];
+    int current = -1;
+    for (int i = 0; i < gh->n; i++) {
+        float v = gh->value[i];
+        if (!isfinite(v) || v < 0 || v >= (float)n_groups)
+            continue;
+        int col = s1 > s0 ? (int)((double)(gh->step[i] - s0) / (double)(s1 - s0 + 1) * cols) : 0;
+        col = col < 0 ? 0 : col >= cols ? cols - 1 : col;
+        int row = row_of_group[(int)v];
+        tot[col]++;
+        if (row >= 0 && row < shown)
+            cnt[(size_t)row * cols + col]++;
+        if (i == gh->n - 1)
+            current = row;
+    }
+    static const char *const shades_u[4] = {"░", "▒", "▓", "█"};
+    static const char *const shades_a[4] = {".", ":", "+", "#"};
+    for (int row = 0; row < shown; row++) {
+        char label[PARAM_NAME_MAX];
+        alloc_label(label, sizeof label, t, row_key[row], by_block);
+        bool cur = row == current;
+        canvas_put(c, in.x, in.y + row, cur ? canvas_sym(c, "▸", ">") : " ", CANVAS_COLOR_MARKER);
+        canvas_text(c, in.x + 1, in.y + row, lw - 1, cur ? CANVAS_ATTR_BOLD : 0, label);
+        for (int x = 0; x < cols; x++) {
+            if (!tot[x] || !cnt[(size_t)row * cols + x])
+                continue;
+            double share = (double)cnt[(size_t)row * cols + x] / tot[x];
+            /* shares 0..1 in four levels, square-root spaced so a few
+             * percent still shows */
+            int lev = (int)(sqrt(share) * 4.0);
+            lev = lev < 0 ? 0 : lev > 3 ? 3 : lev;
+            uint16_t a = lev <= 1 ? CANVAS_COLOR_HEAT_LOW : lev == 2 ? CANVAS_COLOR_HEAT_MID
+                                                                    : CANVAS_COLOR_HEAT_HIGH;
+            canvas_put(c, in.x + lw + 1 + x, in.y + row, c->utf8 ? shades_u[lev] : shades_a[lev],
+                       a);
+        }
+    }
+    char buf[64];
+    snprintf(buf, sizeof buf, "step %llu", (unsigned long long)s0);
+    int at = canvas_text(c, in.x + lw + 1, in.y + in.h - 1, cols, CANVAS_COLOR_AXIS, buf);
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)s1);
+    if (at + 1 + canvas_text_width(buf) <= cols)
+        canvas_text_right(c, in.x + in.w, in.y + in.h - 1, cols, CANVAS_COLOR_AXIS, buf);
+    if (shown < n_rows) {
+        snprintf(buf, sizeof buf, " %d of %d rows ", shown, n_rows);
+        canvas_text_right(c, r.x + r.w - 1, r.y + r.h - 1, r.w - 2, CANVAS_COLOR_BORDER, buf);
+    }
+    free(cnt), free(tot), free(row_key), free(row_of_group);
+}
+
 void panels_heat(canvas *c, ui_rect r, const engine_telemetry *t, int layer)
 {
+    if (t->method == OPTIM_METHOD_LAYER_NEWTON) {
+        panels_probe_alloc(c, r, t);
+        return;
+    }
     bool ok = layer >= 0 && layer < t->n_layers && t->layers && t->layer_hist;
     char title[PARAM_NAME_MAX + 64];
     snprintf(title, sizeof title, "Curvature over time: %s", ok ? t->layers[layer].name : "-");

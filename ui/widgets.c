@@ -628,6 +628,7 @@ typedef struct layers_ctx {
     int mark_layer;
     log_scale scale;
     const float *true_curv; /* [n] the objective's exact curvature, or NULL */
+    bool newton;            /* layer-newton's columns */
 } layers_ctx;
 
 void widgets_short_layer_name(char *buf, size_t cap, const char *name)
@@ -731,9 +732,18 @@ static void layers_cell(canvas *c, int x, int y, int w, int row, int col, void *
     }
     switch (col) {
     case 1: v = s->state_mean; break;
-    case 2: v = s->state_max; break;
+    case 2: v = ctx->newton ? s->score : s->state_max; break;
     case 3: v = s->lambda; break;
     case 4:
+        if (ctx->newton) { /* the group's share of all probes; floored groups warn */
+            if (isfinite(s->probe_share))
+                snprintf(buf, sizeof buf, "%3.0f%%", (double)s->probe_share * 100.0);
+            else
+                snprintf(buf, sizeof buf, "-");
+            canvas_text_right(c, x + w, y, w,
+                              s->clip_rate > 0.5f ? CANVAS_COLOR_WARN : CANVAS_COLOR_DEFAULT, buf);
+            return;
+        }
         if (isfinite(s->clip_rate))
             snprintf(buf, sizeof buf, "%3.0f%%", (double)s->clip_rate * 100.0);
         else
@@ -757,9 +767,9 @@ static void layers_cell(canvas *c, int x, int y, int w, int row, int col, void *
 
 int widgets_layers(canvas *c, ui_rect r, const layers_view *v, const int *order,
                    const param_layer *layers, const optim_layer_stats *st, int n,
-                   int mark_layer, bool focused, const float *true_curv)
+                   int mark_layer, bool focused, const float *true_curv, bool newton)
 {
-    layers_ctx ctx = {order, layers, st, mark_layer, {0, 0, false}, true_curv};
+    layers_ctx ctx = {order, layers, st, mark_layer, {0, 0, false}, true_curv, newton};
     for (int i = 0; i < n; i++) {
         log_scale_add(&ctx.scale, &st[i].state_mean, 1);
         log_scale_add(&ctx.scale, &st[i].lambda, 1);
@@ -775,6 +785,14 @@ int widgets_layers(canvas *c, ui_rect r, const layers_view *v, const int *order,
         {"true a", 6, 0, 0, TABLE_ALIGN_RIGHT, 2}, /* analytic: the exact curvature */
         {NULL, 0, 10, 0, TABLE_ALIGN_LEFT, 5}, /* bar of mean h, header = log axis */
     };
+    if (newton) { /* per group: measured h, score, floor, share of the probes */
+        cols[1].title = "h";
+        cols[2].title = "score";
+        cols[2].priority = 1;
+        cols[3].title = "h_min";
+        cols[4].title = "probes";
+        cols[4].width = 6;
+    }
     if (!true_curv) { /* no such column: the bar moves up */
         cols[6] = cols[7];
         return widgets_table(c, r, cols, 7, n, v->scroll, focused ? v->selected : -1,

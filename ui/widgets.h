@@ -187,7 +187,10 @@ void widgets_short_layer_name(char *buf, size_t cap, const char *name);
 int widgets_layers(canvas *c, ui_rect r, const layers_view *v, const int *order,
                    const param_layer *layers, const optim_layer_stats *st, int n,
                    int mark_layer, bool focused,
-                   const float *true_curv);
+                   const float *true_curv, bool newton);
+/* newton (layer-newton's table): the group's measured curvature "h", its
+ * "score" s_l, the floor h_min, its share of all probes "probes" (instead of
+ * max h and clip), update RMS, [true a], the bar of h. */
 
 /* ---------------------------------------------------------------- heat strip */
 
