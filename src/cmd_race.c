@@ -14,8 +14,8 @@
  * folder each); since an arm equals the same run alone, each can go on with
  * helene train --resume; a race saved with --save DIR also resumes as a race
  * (--resume DIR: each arm from DIR/arm-N, its journal DIR/arm-N.jsonl
- * continued).  Leaves out (issue 14, still open): the live race view in the
- * workbench.
+ * continued).  On a terminal the live race view (ui/race.h) drives the same
+ * rounds from a thread of its own while it draws.
  */
 #include <math.h>
 #include <signal.h>
@@ -31,7 +31,10 @@
 #include "cli.h"
 #include "commands.h"
 #include "engine.h"
+#include "app.h"
 #include "fileio.h"
+#include "lockstep.h"
+#include "race.h"
 #include "runargs.h"
 
 #define RACE_MAX_ARMS 4
@@ -66,8 +69,9 @@ const char cmd_race_usage[] =
     "  --max-memory M   refuse to start when the arms would need more than M MiB\n"
     "                   (default: the machine's available memory)\n"
     "\n"
-    "The live race view in the workbench is not built yet: on a terminal the race\n"
-    "runs headless too.\n"
+    "On a terminal (without --headless) the race runs in the live race view: one\n"
+    "header line per arm, loss and dev accuracy of every arm overlaid, the finish\n"
+    "line, the selected arm's layers (Tab or 1-4 selects; ? lists the keys).\n"
     "Exit status: 0 finished, 1 failed, 2 bad usage, 130/143 interrupted.\n";
 
 static volatile sig_atomic_t race_signal;
@@ -150,32 +154,17 @@ static int apply_spec(runcfg *c, const char *spec, bool user_lr)
 /* One step of every arm, in turn; false when an arm failed or stopped. */
 static bool step_all(arm *arms, int n, bool finish)
 {
-    for (int i = 0; i < n; i++) {
-        engine_snapshot(arms[i].e, &arms[i].t);
-        uint64_t before = arms[i].t.step;
-        engine_cmd c = {.kind = ENGINE_CMD_STEP_ONCE};
-        if (engine_post(arms[i].e, &c, NULL, NULL))
-            return false;
-        for (;;) {
-            engine_snapshot(arms[i].e, &arms[i].t);
-            engine_state s = arms[i].t.state;
-            if (finish ? s == ENGINE_STATE_FINISHED : arms[i].t.step > before)
-                break;
-            /* a failed step pauses its engine with the reason (engine.c) */
-            bool failed = s == ENGINE_STATE_PAUSED && strstr(arms[i].t.reason, " failed: ");
-            if (failed || s == ENGINE_STATE_ERROR || s == ENGINE_STATE_QUIT ||
-                (!finish && s == ENGINE_STATE_FINISHED)) {
-                fprintf(stderr, "helene race: arm %d (%s) stopped: %s\n", i, arms[i].spec,
-                        arms[i].t.reason);
-                return false;
-            }
-            if (race_signal)
-                return false;
-            struct timespec ts = {0, 200000};
-            nanosleep(&ts, NULL);
-        }
-    }
-    return true;
+    engine *e[RACE_MAX_ARMS];
+    engine_telemetry t[RACE_MAX_ARMS];
+    for (int i = 0; i < n; i++)
+        e[i] = arms[i].e, t[i] = arms[i].t;
+    char why[ENGINE_TEXT_MAX];
+    int bad = lockstep_round(e, t, n, finish, why, sizeof why);
+    for (int i = 0; i < n; i++)
+        arms[i].t = t[i];
+    if (bad >= 0)
+        fprintf(stderr, "helene race: arm %d (%s) stopped: %s\n", bad, arms[bad].spec, why);
+    return bad < 0;
 }
 
 /* Read an arm's journal: best dev, test of the final state, and the steps,
@@ -396,9 +385,7 @@ int cmd_race(int argc, char **argv)
     free(rest);
     if (rc)
         return rc;
-    if (!ra.headless && isatty(STDOUT_FILENO) && isatty(STDIN_FILENO))
-        fprintf(stderr, "helene race: the live race view is not built yet; running headless "
-                        "(progress below, the summary at the end)\n");
+    const bool live = !ra.headless && isatty(STDOUT_FILENO) && isatty(STDIN_FILENO);
     if (ra.cfg.time_limit > 0) {
         fprintf(stderr, "helene race: --time-limit does not apply to a race (the arms run the "
                         "same steps; the summary gives each arm's own time)\n");
@@ -511,8 +498,44 @@ int cmd_race(int argc, char **argv)
             rc = 1;
         }
     }
+    bool view_done = false; /* the live view ran the race (or the user left it) */
+    if (!rc && live) {
+        race_view_arm va[RACE_MAX_ARMS];
+        for (int i = 0; i < n; i++)
+            va[i] = (race_view_arm){arms[i].e, arms[i].spec, arms[i].mib};
+        const char *nc = getenv("NO_COLOR");
+        race_view_opts vo = {.color = !ra.no_color && !(nc && *nc),
+                             .total_steps = steps,
+                             .target = target,
+                             .max_rate = ra.cfg.objective == RUNCFG_OBJECTIVE_MODEL
+                                             ? 0
+                                             : APP_ANALYTIC_RATE};
+        race_view_end how = RACE_VIEW_QUIT;
+        char why[ENGINE_TEXT_MAX + 64] = "";
+        if (race_view_run(va, n, &vo, &how, why, sizeof why, &err)) {
+            fprintf(stderr, "helene race: %s\n", err.msg);
+            rc = 1;
+        } else if (how == RACE_VIEW_SIGNAL) {
+            race_signal = app_caught_signal();
+            rc = 128 + race_signal;
+        } else if (how == RACE_VIEW_FAILED) {
+            fprintf(stderr, "helene race: %s\n", why);
+            rc = 1;
+        } else if (how == RACE_VIEW_QUIT)
+            fprintf(stderr, "helene race: left at step %llu of %llu; the summary covers the "
+                            "steps run\n",
+                    (unsigned long long)(arms[0].have_t ? (engine_snapshot(arms[0].e, &arms[0].t),
+                                                           arms[0].t.step)
+                                                        : 0),
+                    (unsigned long long)steps);
+        view_done = true;
+    }
     time_t last = time(NULL); /* progress every 10 s: whole seconds will do */
-    for (uint64_t s = start; !rc && s < steps; s++) {
+    for (uint64_t s = start; !rc && !view_done && s < steps; s++) {
+        if (race_signal) { /* between rounds: every arm at the same step */
+            rc = 128 + race_signal;
+            break;
+        }
         if (!step_all(arms, n, false)) {
             rc = race_signal ? 128 + race_signal : 1;
             break;
@@ -527,7 +550,9 @@ int cmd_race(int argc, char **argv)
             fputc('\n', stderr);
         }
     }
-    if (!rc && !step_all(arms, n, true)) /* the final evaluation, test and checkpoints */
+    if (!rc && !view_done && race_signal)
+        rc = 128 + race_signal;
+    if (!rc && !view_done && !step_all(arms, n, true)) /* the final evaluation, test, checkpoints */
         rc = race_signal ? 128 + race_signal : 1;
     if (race_signal)
         fprintf(stderr, "helene race: %s: checkpointing every arm\n",
@@ -615,8 +640,10 @@ int cmd_race(int argc, char **argv)
                        a->t.step ? 1e3 * a->secs / (double)a->t.step : 0.0, a->mib);
             }
             printf("\nmemory: what creating each arm added (parameters, optimizer state, data);"
-                   " the race's resident memory at the end %.0f MiB; %llu steps; seed %llu\n", rss,
-                   (unsigned long long)steps, (unsigned long long)ra.cfg.seed);
+                   " the race's resident memory at the end %.0f MiB; %llu of %llu steps; seed "
+                   "%llu\n",
+                   rss, (unsigned long long)arms[0].t.step, (unsigned long long)steps,
+                   (unsigned long long)ra.cfg.seed);
         }
     }
     for (int i = 0; i < n; i++) {

@@ -13,7 +13,8 @@
 # then, at 120x40, the traps of issue 12 on a running analytic run (the
 # 30 steps/s cap, > and g, eps with annealing off, p keeping the update size,
 # o taking the new method's lr, the whole FINISHED line, a resumed run
-# without "nan"); then Ctrl-C, SIGTERM and SIGHUP on fresh runs: each
+# without "nan"), layer-newton's table and probe chart; then Ctrl-C, SIGTERM
+# and SIGHUP on fresh runs: each
 # checkpoints (into a run folder without --save, which c also uses), exits
 # 128 + the signal and restores the terminal.
 #
@@ -233,6 +234,21 @@ wait_line1 "η=3e-5" "MeZO's lr in the header"
 wait_for "FINISHED (400 steps, best loss" "the whole FINISHED status"
 keys q
 wait_for "HELENE-EXIT=0" "the program to exit after the finished run"
+# 7c. layer-newton (issue 13): the layer table shows each group's measured
+#     curvature beside the quadratic's exact one, its score and its share of
+#     the probes, and the probe-allocation chart replaces the heat strip
+tm respawn-pane -k -t tui "$WORK/run.sh --optimizer layer-newton --steps 300 --save $WORK/ln" ||
+    fail "cannot respawn the pane"
+wait_for "Probes per group over time" "the probe-allocation chart"
+wait_for "probes" "the probes column"
+screen | grep -q " h_min " || fail "no h_min column in layer-newton's table"
+# once the stiffest group (the norm weight, curvature 1000) has been measured
+# its row shows the measured h next to the true a: both 1000
+wait_for "FINISHED (300 steps" "the layer-newton run to finish"
+screen | grep "orm.weight" | grep -qE " (1000|999\.[0-9]+) .* 1000 " ||
+    fail "the norm weight's measured h is not its curvature 1000: $(screen | grep 'orm.weight')"
+keys q
+wait_for "HELENE-EXIT=0" "the layer-newton run to exit"
 # resumed (the HELENE run checkpointed in 5): the dev title never says "nan"
 tm respawn-pane -k -t tui "$WORK/run.sh --resume $WORK/ckpt --steps 100000 --paused" ||
     fail "cannot respawn the pane"
@@ -295,9 +311,46 @@ for how in ctrl-c sigterm sighup; do
     fi
 done
 
+# 9. the live race view (issue 14): three arms on the quadratic, one header
+#    line each, the overlaid charts with a legend, Tab selects an arm (its
+#    layer table below), Space pauses every arm, s runs one round, q asks
+#    about unsaved progress, y leaves and the summary table follows
+cat > "$WORK/race.sh" <<EOF
+#!/bin/sh
+LC_ALL=C.UTF-8 "$HELENE" race --objective quadratic --arm helene --arm mezo \\
+    --arm layer-newton --steps 100000 --threads 1 2> "$WORK/race.err"
+echo "RACE-EXIT=\$?"
+sleep 600
+EOF
+chmod +x "$WORK/race.sh"
+tm resize-window -t tui -x 120 -y 40
+tm respawn-pane -k -t tui "$WORK/race.sh" || fail "cannot respawn the pane for the race"
+wait_for "helene race" "the race header"
+wait_for "3 layer-newton" "the third arm's header line"
+wait_for "Finish line" "the finish-line panel"
+screen | grep -q "1 helene .*2 mezo .*3 layer-newton" || fail "no legend of the three arms"
+screen | sed -n 2p | grep -qF "▸" || fail "arm 1 is not the selected arm at the start"
+keys Tab
+keys Tab
+wait_for "h_min" "Tab twice: arm 3 (layer-newton) and its table"
+screen | sed -n 4p | grep -qF "▸" || fail "Tab twice did not select arm 3"
+keys ' '
+wait_for "PAUSED" "Space to pause the race"
+r0=$(screen | sed -n 1p | sed -n 's|.*step \([0-9]*\)/100000.*|\1|p')
+[ -n "$r0" ] || fail "no step in the race header"
+keys s
+wait_for "step $((r0 + 1))/100000" "s to run exactly one round"
+keys q
+wait_for "Quit the race?" "q to ask about unsaved progress"
+keys y
+wait_for "RACE-EXIT=0" "the race to leave with status 0"
+screen | grep -q "| 2 | layer-newton |" || fail "no summary row of the third arm"
+tm resize-window -t tui -x 100 -y 30
+
 echo "PASS: header, pause, one step ($s0 -> $want), lr -1 refused then 0.001 applied," \
     "checkpoint, 60x20 too small and back, quit with confirmation, a run folder without" \
     "--save, Ctrl-C / SIGTERM / SIGHUP checkpoint and exit 130 / 143 / 129; the 30 steps/s cap," \
     "> and g, eps with anneal off, p keeps the update size, o takes MeZO's lr, FINISHED whole;" \
+    "layer-newton's table and probe chart; the race view (Tab, Space, s, q, summary);" \
     "terminal restored every time"
 exit 0

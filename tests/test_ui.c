@@ -658,6 +658,49 @@ static void test_layer_newton_panels(void)
     free(t);
 }
 
+/* The race view's panels: a header line per arm with its glyph, the legend
+ * of the overlaid charts, and the finish line as each arm crosses it. */
+static void test_race_panels(void)
+{
+    engine_telemetry *t[2] = {fake_telemetry(), fake_telemetry()};
+    t[1]->method = OPTIM_METHOD_MEZO;
+    t[1]->hp.lr = 3e-5;
+    t[1]->best_dev_accuracy = 0.9;
+    t[1]->best_dev_step = 200;
+    for (int i = 0; i < t[1]->hist[ENGINE_SERIES_LOSS].n; i++) /* apart from arm 1's */
+        t[1]->hist[ENGINE_SERIES_LOSS].value[i] *= 0.5f;
+    race_arm_info a[2] = {
+        {t[0], "helene", 63, true, 100, 200, 12.5},
+        {t[1], "mezo:lr=3e-5", 39, false, 0, 0, 0},
+    };
+    canvas c;
+    CU_ASSERT_EQUAL_FATAL(canvas_init(&c, 100, 30, false, NULL), HL_OK);
+    panels_race_header(&c, (ui_rect){0, 0, 100, 3}, a, 2, 1, "RUNNING");
+    CU_ASSERT(canvas_contains(&c, "helene race"));
+    CU_ASSERT(canvas_contains(&c, "2 arms, lock-step  step 200/1000"));
+    CU_ASSERT(canvas_contains(&c, " o 1 helene"));
+    CU_ASSERT(canvas_contains(&c, ">x 2 mezo:lr=3e-5"));
+    CU_ASSERT(canvas_contains(&c, "best dev 90.0% @200"));
+    CU_ASSERT(canvas_contains(&c, "39 MiB"));
+    panels_race_loss(&c, (ui_rect){0, 3, 50, 12}, a, 2, false, true);
+    CU_ASSERT(canvas_contains(&c, "o1 helene  x2 mezo"));
+    panels_race_dev(&c, (ui_rect){50, 3, 50, 12}, a, 2, false, 0.8, true);
+    CU_ASSERT(canvas_contains(&c, "Dev accuracy  target 80.0%"));
+    panels_race_finish(&c, (ui_rect){0, 15, 50, 5}, a, 2, 0.8, false);
+    CU_ASSERT(canvas_contains(&c, "Finish line: dev 80.0% (slowest arm's best)"));
+    CU_ASSERT(canvas_contains(&c, "o 1 helene           100       200     12.5"));
+    CU_ASSERT(canvas_contains(&c, "x 2 mezo             ..."));
+    /* every arm's own glyph is in the charts: ASCII canvas, so the marks */
+    char *txt = canvas_to_text(&c, (ui_rect){1, 4, 48, 10});
+    CU_ASSERT(txt && strchr(txt, 'o') && strchr(txt, 'x'));
+    free(txt);
+    canvas_free(&c);
+    for (int i = 0; i < 2; i++) {
+        hparams_free(&t[i]->hp);
+        free(t[i]);
+    }
+}
+
 static void render_screen(canvas *c, const engine_telemetry *t, ui_log *log)
 {
     ui_layout l;
@@ -806,6 +849,7 @@ static void register_suites(void)
     TEST_ADD(s, test_form_choices_and_cancel);
     TEST_ADD(s, test_panels_full_screen);
     TEST_ADD(s, test_layer_newton_panels);
+    TEST_ADD(s, test_race_panels);
     TEST_ADD(s, test_help_lists_every_key);
 }
 

@@ -478,7 +478,7 @@ static const char *const method_items[OPTIM_METHOD_ALL] = {
 
 /* ================================================================ keys */
 
-static int map_key(int ch)
+int app_map_key(int ch)
 {
     switch (ch) {
     case KEY_UP: return UI_KEY_UP;
@@ -811,7 +811,7 @@ static void relayout(app *a)
 
 /* ================================================================ loop */
 
-static hl_status curses_start(app *a, const app_options *opt, hl_err *err)
+hl_status app_term_start(bool want_color, bool *color, hl_err *err)
 {
     if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO))
         return hl_err_set(err, HL_ERR_INVALID,
@@ -841,8 +841,14 @@ static hl_status curses_start(app *a, const app_options *opt, hl_err *err)
     intrflush(stdscr, FALSE);
     set_escdelay(25);
     curs_set(0);
-    a->color = canvas_curses_colors(opt->color);
+    *color = canvas_curses_colors(want_color);
+    app_signal = 0;
     return HL_OK;
+}
+
+void app_term_end(void)
+{
+    app_restore_terminal();
 }
 
 hl_status app_run(engine *e, const app_options *opt, hl_err *err)
@@ -861,7 +867,7 @@ hl_status app_run(engine *e, const app_options *opt, hl_err *err)
     }
     if ((st = ui_log_init(&a->log, 1000, err)) ||
         (st = canvas_init(&a->cv, 0, 0, canvas_locale_is_utf8(), err)) ||
-        (st = curses_start(a, opt, err))) {
+        (st = app_term_start(opt->color, &a->color, err))) {
         canvas_free(&a->cv);
         ui_log_free(&a->log);
         engine_snapshot_free(&a->t);
@@ -893,7 +899,7 @@ hl_status app_run(engine *e, const app_options *opt, hl_err *err)
         int nkeys = 0;
         /* drain what is already typed, bounded, then act on the batch once */
         while (ch != ERR && nkeys < APP_KEYS_PER_FRAME) {
-            int k = map_key(ch);
+            int k = app_map_key(ch);
             if (k == UI_KEY_RESIZE)
                 relayout(a);
             handle_key(a, k);

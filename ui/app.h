@@ -39,6 +39,14 @@ hl_status app_run(engine *e, const app_options *opt, hl_err *err);
 /* The signal that ended the last app_run (SIGINT, SIGTERM, SIGHUP), or 0. */
 int app_caught_signal(void);
 
+/* For other full-screen views (the race view): take the terminal as app_run
+ * does (curses, the signal flags app_caught_signal reports, an atexit
+ * guard), with colours when want_color and the terminal has them; give it
+ * back; and map a curses key to a UI_KEY_ code. */
+hl_status app_term_start(bool want_color, bool *color, hl_err *err);
+void app_term_end(void);
+int app_map_key(int ch);
+
 /* The step-rate limits `<` / `>` step through (1, 3, 10, 30, 100, 300, 1000,
  * then 0 = none), and the next one in direction dir from rate. */
 double app_next_max_rate(double rate, int dir);

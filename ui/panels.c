@@ -735,6 +735,188 @@ void panels_events(canvas *c, ui_rect r, const ui_log *log, int scroll, bool foc
     }
 }
 
+/* ================================================================ race */
+
+static const uint16_t race_attr[PANELS_RACE_MAX] = {CANVAS_COLOR_DEV, CANVAS_COLOR_LOSS_PLUS,
+                                                    CANVAS_COLOR_ALPHA, CANVAS_COLOR_GRAD};
+static const char *const race_glyph_u[PANELS_RACE_MAX] = {"●", "▲", "■", "◆"};
+static const char *const race_glyph_a[PANELS_RACE_MAX] = {"o", "x", "+", "#"};
+
+uint16_t panels_race_attr(int arm)
+{
+    return race_attr[arm & 3];
+}
+
+const char *panels_race_glyph(const canvas *c, int arm)
+{
+    return canvas_sym(c, race_glyph_u[arm & 3], race_glyph_a[arm & 3]);
+}
+
+void panels_race_header(canvas *c, ui_rect r, const race_arm_info *a, int n, int sel,
+                        const char *state)
+{
+    if (r.h < 1 || n < 1)
+        return;
+    canvas_fill(c, r, " ", 0);
+    const engine_telemetry *t0 = a[0].t;
+    char where[320];
+    if (panels_is_analytic(t0))
+        snprintf(where, sizeof where, "objective %.200s", t0->model_name);
+    else {
+        const char *m = strrchr(t0->model_name, '/');
+        m = m && m[1] ? m + 1 : t0->model_name;
+        snprintf(where, sizeof where, "model %.140s  task %.120s", m,
+                 t0->task_name[0] ? t0->task_name : "-");
+    }
+    int x = canvas_text(c, r.x, r.y, r.w, CANVAS_COLOR_TITLE | CANVAS_ATTR_BOLD, "helene race");
+    x += canvas_printf(c, r.x + x, r.y, r.w - x, 0, "  %s  %d arms, lock-step  step %llu/%llu",
+                       where, n, (unsigned long long)t0->step,
+                       (unsigned long long)t0->total_steps);
+    canvas_text_right(c, r.x + r.w, r.y, r.w - x - 1, CANVAS_ATTR_BOLD, state);
+    const bool acc = !panels_is_analytic(t0);
+    for (int i = 0; i < n && i + 1 < r.h; i++) {
+        const engine_telemetry *t = a[i].t;
+        int y = r.y + 1 + i;
+        uint16_t at = panels_race_attr(i);
+        canvas_put(c, r.x, y, i == sel ? canvas_sym(c, "▸", ">") : " ", CANVAS_COLOR_MARKER);
+        canvas_put(c, r.x + 1, y, panels_race_glyph(c, i), at | CANVAS_ATTR_BOLD);
+        char lr[32], best[48], rate[32];
+        widgets_fmt_num(lr, sizeof lr, 7, t->hp.lr);
+        if (isnan(t->best_dev_accuracy))
+            snprintf(best, sizeof best, "-");
+        else if (acc)
+            snprintf(best, sizeof best, "%.1f%% @%llu", 100.0 * t->best_dev_accuracy,
+                     (unsigned long long)t->best_dev_step);
+        else
+            snprintf(best, sizeof best, "%.4g @%llu", t->best_dev_accuracy,
+                     (unsigned long long)t->best_dev_step);
+        widgets_fmt_num(rate, sizeof rate, 6, t->steps_per_s);
+        canvas_printf(c, r.x + 3, y, r.w - 3, i == sel ? CANVAS_ATTR_BOLD : 0,
+                      "%d %-13.13s %s=%-7s step %-7llu %6s steps/s  best %s %-14s %5.0f MiB  %s",
+                      i + 1, a[i].label, canvas_sym(c, "η", "lr"), lr,
+                      (unsigned long long)t->step, rate, acc ? "dev" : "loss", best, a[i].mib,
+                      t->state == ENGINE_STATE_ERROR ? "ERROR" : "");
+    }
+}
+
+/* Draw series into in; without colours through an ASCII canvas, so each
+ * arm keeps its own glyph. */
+static void race_chart(canvas *c, ui_rect in, const chart_series *s, int n,
+                       const chart_opts *o, bool mono)
+{
+    if (!mono || !c->utf8 || in.w < 1 || in.h < 1) {
+        widgets_chart(c, in, s, n, o);
+        return;
+    }
+    canvas tmp;
+    if (canvas_init(&tmp, in.w, in.h, false, NULL) != HL_OK)
+        return;
+    widgets_chart(&tmp, (ui_rect){0, 0, in.w, in.h}, s, n, o);
+    for (int y = 0; y < in.h; y++)
+        for (int x = 0; x < in.w; x++)
+            canvas_put(c, in.x + x, in.y + y, canvas_glyph(&tmp, x, y), canvas_attr(&tmp, x, y));
+    canvas_free(&tmp);
+}
+
+static void race_legend(canvas *c, ui_rect box, const race_arm_info *a, int n)
+{
+    legend_item lg[PANELS_RACE_MAX];
+    char labels[PANELS_RACE_MAX][24];
+    for (int i = 0; i < n && i < PANELS_RACE_MAX; i++) {
+        snprintf(labels[i], sizeof labels[i], "%d %.16s", i + 1,
+                 optim_method_name(a[i].t->method));
+        lg[i] = (legend_item){race_glyph_u[i], race_glyph_a[i], labels[i],
+                              panels_race_attr(i) | CANVAS_ATTR_BOLD};
+    }
+    draw_legend(c, box, lg, n);
+}
+
+void panels_race_loss(canvas *c, ui_rect r, const race_arm_info *a, int n, bool log_y,
+                      bool mono)
+{
+    ui_rect in = panel_box(c, r, log_y ? "Loss (EMA)  log" : "Loss (EMA)", false);
+    float *ema = malloc(sizeof(float) * ENGINE_HIST_CAP * PANELS_RACE_MAX);
+    if (!ema)
+        return;
+    chart_series s[PANELS_RACE_MAX];
+    for (int i = 0; i < n && i < PANELS_RACE_MAX; i++) {
+        const engine_hist *h = hist(a[i].t, ENGINE_SERIES_LOSS);
+        widgets_ema(ema + (size_t)i * ENGINE_HIST_CAP, h->value, h->n, 0.9);
+        s[i] = (chart_series){optim_method_name(a[i].t->method), h->n, h->step,
+                              ema + (size_t)i * ENGINE_HIST_CAP,
+                              panels_race_attr(i) | CANVAS_ATTR_BOLD, race_glyph_a[i][0]};
+    }
+    chart_opts o = chart_opts_default();
+    o.log_y = log_y;
+    race_chart(c, in, s, n, &o, mono);
+    free(ema);
+    race_legend(c, r, a, n);
+}
+
+void panels_race_dev(canvas *c, ui_rect r, const race_arm_info *a, int n, bool log_y,
+                     double target, bool mono)
+{
+    const bool acc = !panels_is_analytic(a[0].t);
+    char title[96];
+    if (isfinite(target))
+        snprintf(title, sizeof title, acc ? "Dev accuracy  target %.1f%%" : "Exact loss  target %.4g",
+                 acc ? 100.0 * target : target);
+    else
+        snprintf(title, sizeof title, acc ? "Dev accuracy" : "Exact loss");
+    ui_rect in = panel_box(c, r, title, false);
+    chart_series s[PANELS_RACE_MAX + 1];
+    uint64_t tx[2] = {0, 0};
+    float ty[2] = {(float)target, (float)target};
+    int k = 0;
+    for (int i = 0; i < n && i < PANELS_RACE_MAX; i++) {
+        const engine_hist *h = hist(a[i].t, ENGINE_SERIES_DEV);
+        s[k++] = (chart_series){optim_method_name(a[i].t->method), h->n, h->step, h->value,
+                                panels_race_attr(i) | CANVAS_ATTR_BOLD, race_glyph_a[i][0]};
+        if (h->n > 0 && h->step[h->n - 1] > tx[1])
+            tx[1] = h->step[h->n - 1];
+    }
+    if (isfinite(target) && tx[1] > 0) /* the finish line, dim, under the arms */
+        s[k++] = (chart_series){"target", 2, tx, ty, CANVAS_COLOR_AXIS | CANVAS_ATTR_DIM, '.'};
+    chart_opts o = chart_opts_default();
+    o.percent = acc;
+    o.log_y = log_y && !acc;
+    race_chart(c, in, s, k, &o, mono);
+    race_legend(c, r, a, n);
+}
+
+void panels_race_finish(canvas *c, ui_rect r, const race_arm_info *a, int n, double target,
+                        bool target_given)
+{
+    const bool acc = !panels_is_analytic(a[0].t);
+    char title[96];
+    if (!isfinite(target))
+        snprintf(title, sizeof title, "Finish line");
+    else if (acc)
+        snprintf(title, sizeof title, "Finish line: dev %.1f%%%s", 100.0 * target,
+                 target_given ? "" : " (slowest arm's best)");
+    else
+        snprintf(title, sizeof title, "Finish line: loss %.4g%s", target,
+                 target_given ? "" : " (slowest arm's best)");
+    ui_rect in = panel_box(c, r, title, false);
+    if (in.h < 1)
+        return;
+    canvas_printf(c, in.x, in.y, in.w, CANVAS_ATTR_BOLD, "  arm            %7s %9s %8s",
+                  "steps", "forwards", "seconds");
+    for (int i = 0; i < n && i + 1 < in.h; i++) {
+        int y = in.y + 1 + i;
+        canvas_put(c, in.x, y, panels_race_glyph(c, i), panels_race_attr(i) | CANVAS_ATTR_BOLD);
+        if (a[i].reached)
+            canvas_printf(c, in.x + 2, y, in.w - 2, CANVAS_COLOR_GOOD,
+                          "%d %-12.12s %7llu %9llu %8.3g", i + 1,
+                          optim_method_name(a[i].t->method),
+                          (unsigned long long)a[i].steps_to, (unsigned long long)a[i].forwards_to,
+                          a[i].secs_to);
+        else
+            canvas_printf(c, in.x + 2, y, in.w - 2, CANVAS_ATTR_DIM, "%d %-12.12s %7s", i + 1,
+                          optim_method_name(a[i].t->method), "...");
+    }
+}
+
 void panels_status(canvas *c, ui_rect r, const char *message, uint16_t message_attr,
                    const char *pending, int redraw_hz)
 {

@@ -55,6 +55,43 @@ void panels_schedule(canvas *c, ui_rect r, const engine_telemetry *t);
 /* Event log; scroll = lines up from the newest. */
 void panels_events(canvas *c, ui_rect r, const ui_log *log, int scroll, bool focused);
 
+/* ---- the race view (helene race on a terminal) ---- */
+
+#define PANELS_RACE_MAX 4
+
+/* What the race view knows of one arm. */
+typedef struct race_arm_info {
+    const engine_telemetry *t;
+    const char *label;      /* its --arm spec */
+    double mib;             /* memory creating it added */
+    bool reached;           /* the finish line, once crossed: */
+    uint64_t steps_to, forwards_to;
+    double secs_to;         /* its own running time then */
+} race_arm_info;
+
+/* Arm i's colour role and its glyph (UTF-8 and ASCII), the same in every
+ * panel, so arms stay apart without colour too. */
+uint16_t panels_race_attr(int arm);
+const char *panels_race_glyph(const canvas *c, int arm);
+
+/* Row 0: the race (model, task, step, state); then one row per arm: glyph,
+ * number, method, η, step, steps/s, best dev and memory; sel is marked. */
+void panels_race_header(canvas *c, ui_rect r, const race_arm_info *a, int n, int sel,
+                        const char *state);
+/* The loss EMA of every arm, overlaid, with a legend. */
+void panels_race_loss(canvas *c, ui_rect r, const race_arm_info *a, int n, bool log_y,
+                      bool mono);
+/* Dev accuracy (analytic: the exact loss) of every arm, overlaid, with the
+ * target as a reference line. */
+void panels_race_dev(canvas *c, ui_rect r, const race_arm_info *a, int n, bool log_y,
+                     double target, bool mono);
+/* (mono: no colours, so the charts draw each arm with its own ASCII glyph
+ * instead of braille dots, which would all look alike) */
+/* The finish line: steps, forwards and seconds each arm needed to reach the
+ * target, as each crosses it. */
+void panels_race_finish(canvas *c, ui_rect r, const race_arm_info *a, int n, double target,
+                        bool target_given);
+
 /* Key hints on the left; message (or pending changes) and redraw rate on
  * the right. */
 void panels_status(canvas *c, ui_rect r, const char *message, uint16_t message_attr,
