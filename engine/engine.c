@@ -764,6 +764,13 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
         char *json = runcfg_to_json(&e->cfg);
         journal_run(&e->jr, e->step, e->cfg.resume[0] != 0, PACKAGE_VERSION, json);
         free(json);
+        const char **names = malloc((size_t)e->ps->n_layers * sizeof *names);
+        if (names) {
+            for (int l = 0; l < e->ps->n_layers; l++)
+                names[l] = e->ps->layers[l].name;
+            journal_layer_names(&e->jr, e->step, names, e->ps->n_layers);
+            free(names);
+        }
     }
     e->work.step = e->step;
     e->work.method_step = optim_method_steps(e->opt);
@@ -1059,6 +1066,23 @@ void engine_default_run_dir(char *out, size_t cap, const char *task, const char 
             *p = '_';
 }
 
+/* Each layer's curvature at an evaluation, for plots. */
+static void journal_eval_layers(engine *e)
+{
+    int L = e->ps->n_layers;
+    float *h = malloc((size_t)L * sizeof *h);
+    bool *fz = malloc((size_t)L * sizeof *fz);
+    if (h && fz && e->step > 0) {
+        for (int l = 0; l < L; l++) {
+            h[l] = e->work.layer[l].state_mean;
+            fz[l] = e->ps->layers[l].frozen;
+        }
+        journal_layers(&e->jr, e->step, h, fz, L);
+    }
+    free(h);
+    free(fz);
+}
+
 static hl_status do_eval(engine *e, hl_err *err)
 {
     double acc = NAN, loss = NAN;
@@ -1093,6 +1117,7 @@ static hl_status do_eval(engine *e, hl_err *err)
     }
     hist_push(&w->hist[ENGINE_SERIES_DEV], e->step, (float)acc);
     journal_eval(&e->jr, e->step, acc, loss, e->task != NULL);
+    journal_eval_layers(e);
     if (e->task)
         emit(e, ENGINE_EVENT_EVAL, 0, acc, "dev accuracy %.4f, loss %.4f at step %llu", acc, loss,
              (unsigned long long)e->step);

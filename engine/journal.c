@@ -167,6 +167,43 @@ void journal_test(journal *j, uint64_t step, const char *which, double acc, doub
     end_line(j, true);
 }
 
+void journal_layer_names(journal *j, uint64_t step, const char *const *names, int n)
+{
+    if (!j->f)
+        return;
+    fprintf(j->f, "{\"event\":\"layer_names\",\"step\":%llu,\"names\":[",
+            (unsigned long long)step);
+    for (int i = 0; i < n; i++) {
+        cJSON *s = cJSON_CreateString(names[i]);
+        char *txt = s ? cJSON_PrintUnformatted(s) : NULL;
+        fprintf(j->f, "%s%s", i ? "," : "", txt ? txt : "\"\"");
+        cJSON_free(txt);
+        cJSON_Delete(s);
+    }
+    fputs("]", j->f);
+    end_line(j, false);
+}
+
+void journal_layers(journal *j, uint64_t step, const float *h, const bool *frozen, int n)
+{
+    if (!j->f)
+        return;
+    bool any = false;
+    for (int i = 0; i < n; i++)
+        any |= !frozen[i] && h[i] != 0;
+    if (!any)
+        return;
+    fprintf(j->f, "{\"event\":\"layers\",\"step\":%llu,\"h\":[", (unsigned long long)step);
+    for (int i = 0; i < n; i++) {
+        if (frozen[i] || !isfinite(h[i]))
+            fprintf(j->f, "%snull", i ? "," : "");
+        else
+            fprintf(j->f, "%s%.6g", i ? "," : "", (double)h[i]);
+    }
+    fputs("]", j->f);
+    end_line(j, false);
+}
+
 static double num(const cJSON *o, const char *k)
 {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, k);

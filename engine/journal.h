@@ -49,6 +49,13 @@ void journal_event(journal *j, uint64_t step, const char *event, const char *key
 void journal_eval(journal *j, uint64_t step, double accuracy_or_exact, double loss,
                   bool is_accuracy);
 void journal_test(journal *j, uint64_t step, const char *which, double accuracy, double loss);
+/* Per-layer curvature for plots: after the run line, the layer names
+ * ({"event":"layer_names","names":[...]}); at every evaluation, each
+ * layer's mean curvature as the optimizer sees it ({"event":"layers",
+ * "step","h":[...]}, null for frozen layers).  Methods without a curvature
+ * write no "layers" lines. */
+void journal_layer_names(journal *j, uint64_t step, const char *const *names, int n);
+void journal_layers(journal *j, uint64_t step, const float *h, const bool *frozen, int n);
 
 /* Read back the step and eval lines of a journal file with step <= max_step. */
 typedef void (*journal_visit_fn)(void *ctx, bool is_eval, uint64_t step, double loss,

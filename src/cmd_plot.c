@@ -1,9 +1,9 @@
 /* cmd_plot.c - `helene plot`: figures of runs from their journals.
  *
  * Reads one or more journals (--log files), each run in them one curve set,
- * and draws loss, dev accuracy, HELENE's alpha_t and clip rate into one PNG,
- * SVG or PDF (ui/plot.h).  Leaves out: live plots (the workbench draws
- * those), per-layer series (the journal has none).
+ * and draws loss, dev accuracy, HELENE's alpha_t and clip rate, and each
+ * layer's curvature when the journal has it, into one PNG, SVG or PDF
+ * (ui/plot.h).  Leaves out: live plots (the workbench draws those).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +29,8 @@ const char cmd_plot_usage[] =
     "  -o, --out FILE   the figure (.png, .svg or .pdf); written atomically\n"
     "  --title TEXT     figure title (default: the journals' names)\n"
     "  --width W        width in pixels (PNG) or points (default 1200)\n"
-    "  --height H       height (default 800)\n"
+    "  --height H       height (default 800; 1100 when a run has per-layer curvature,\n"
+    "                   drawn as a fifth panel across the bottom)\n"
     "\n"
     "Example:\n"
     "  helene train --optimizer helene --log helene.jsonl --headless\n"
@@ -47,7 +48,7 @@ int cmd_plot(int argc, char **argv)
         if (!strcmp(argv[i], "-o"))
             argv[i] = "--out";
     const char *out = NULL, *title = NULL;
-    long width = 1200, height = 800;
+    long width = 1200, height = -1; /* -1: 800, or 1100 with the per-layer panel */
     cli_flag flags[] = {
         {"out", CLI_KIND_STRING, &out, 0, 0, false},
         {"title", CLI_KIND_STRING, &title, 0, 0, false},
@@ -85,6 +86,8 @@ int cmd_plot(int argc, char **argv)
         snprintf(auto_title + at, sizeof auto_title - at, "%s%s", i ? " vs " : "", name);
     }
     int rc = 0;
+    if (height < 0)
+        height = plot_layers_run(&runs) ? 1100 : 800;
     if (plot_write(out, &runs, title ? title : auto_title, (int)width, (int)height, &err)) {
         fprintf(stderr, "helene plot: %s\n", err.msg);
         rc = 1;

@@ -229,6 +229,72 @@ static void test_race_journal(void)
     plot_runs_free(&r);
 }
 
+/* Per-layer curvature: read from "layer_names" and "layers" lines (a
+ * frozen layer's null skipped), drawn as a fifth panel across the bottom
+ * where the data says: the first layer (blue) rising, the last (red) flat. */
+static void test_layers_panel(void)
+{
+    const char *p = path_in("layers.jsonl");
+    write_text(p,
+               "{\"event\":\"run\",\"step\":0,\"resumed\":false,\"config\":{\"optimizer\":"
+               "\"layer-newton\",\"lr\":0.5}}\n"
+               "{\"event\":\"layer_names\",\"step\":0,\"names\":[\"a.weight\",\"b.weight\","
+               "\"c.weight\"]}\n"
+               "{\"step\":1,\"seed\":1,\"loss\":0.9}\n"
+               "{\"event\":\"layers\",\"step\":10,\"h\":[0.001,null,0.01]}\n"
+               "{\"event\":\"layers\",\"step\":20,\"h\":[0.01,null,0.01]}\n"
+               "{\"event\":\"layers\",\"step\":30,\"h\":[0.1,null,0.01]}\n"
+               "{\"event\":\"layers\",\"step\":40,\"h\":[0.1,2]}\n" /* wrong length: skipped */
+               "{\"step\":2,\"seed\":2,\"loss\":0.8}\n");
+    plot_runs r;
+    memset(&r, 0, sizeof r);
+    hl_err err;
+    CU_ASSERT_EQUAL_FATAL(plot_journal_read(&r, p, "l", &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(r.run[0].n_layers, 3);
+    CU_ASSERT_STRING_EQUAL(r.run[0].layer_name[2], "c.weight");
+    CU_ASSERT_EQUAL(r.run[0].layer_h[0].n, 3);
+    CU_ASSERT_EQUAL(r.run[0].layer_h[1].n, 0);
+    CU_ASSERT_DOUBLE_EQUAL(r.run[0].layer_h[0].y[2], 0.1, 1e-12);
+    CU_ASSERT_PTR_EQUAL(plot_layers_run(&r), &r.run[0]);
+    const char *png = path_in("layers.png");
+    CU_ASSERT_EQUAL_FATAL(plot_write(png, &r, "layers", 1200, 1100, &err), HL_OK);
+    cairo_surface_t *img = cairo_image_surface_create_from_png(png);
+    CU_ASSERT_EQUAL_FATAL(cairo_surface_status(img), CAIRO_STATUS_SUCCESS);
+    cairo_surface_flush(img);
+    double px, py, pw, ph;
+    plot_panel_rect_ex(1200, 1100, 1, true, PLOT_LAYERS, &px, &py, &pw, &ph);
+    const uint8_t *data = cairo_image_surface_get_data(img);
+    int stride = cairo_image_surface_get_stride(img);
+    /* mean row of the first layer's blue and the last layer's red, in a column */
+    double rows[2][2];
+    for (int c = 0; c < 2; c++)
+        for (int side = 0; side < 2; side++) {
+            int x = (int)(side ? px + pw - 6 : px + 6);
+            double sum = 0;
+            int n = 0;
+            for (int y = (int)py; y < (int)(py + ph); y++) {
+                const uint8_t *q = data + (size_t)y * stride + 4 * x; /* B G R A */
+                bool blue = q[0] > 150 && q[2] < 110, red = q[2] > 150 && q[0] < 110;
+                if (c == 0 ? blue : red) {
+                    sum += y;
+                    n++;
+                }
+            }
+            rows[c][side] = n ? sum / n : -1;
+        }
+    /* blue rises by two decades: lower (larger row) at the left */
+    CU_ASSERT(rows[0][0] > 0 && rows[0][1] > 0 && rows[0][0] > rows[0][1] + ph / 4);
+    /* red is flat */
+    CU_ASSERT(rows[1][0] > 0 && fabs(rows[1][0] - rows[1][1]) < 6);
+    cairo_surface_destroy(img);
+    plot_runs_free(&r);
+    /* the four-panel layout is unchanged without per-layer data */
+    double a[4], b[4];
+    plot_panel_rect(1200, 800, PLOT_DEV, &a[0], &a[1], &a[2], &a[3]);
+    plot_panel_rect_ex(1200, 800, 1, false, PLOT_DEV, &b[0], &b[1], &b[2], &b[3]);
+    CU_ASSERT(memcmp(a, b, sizeof a) == 0);
+}
+
 static void register_plot(void)
 {
     CU_pSuite s = CU_add_suite("plot", suite_init, suite_clean);
@@ -236,6 +302,7 @@ static void register_plot(void)
     TEST_ADD(s, test_race_journal);
     TEST_ADD(s, test_png_curves_where_the_data_says);
     TEST_ADD(s, test_svg_pdf_and_errors);
+    TEST_ADD(s, test_layers_panel);
 }
 
 TEST_MAIN(register_plot)

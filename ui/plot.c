@@ -39,13 +39,25 @@ static bool series_push(plot_series *s, double x, double y)
     return true;
 }
 
+static void run_free(plot_run *run)
+{
+    for (int p = 0; p < PLOT_PANELS; p++) {
+        free(run->s[p].x);
+        free(run->s[p].y);
+    }
+    for (int l = 0; l < run->n_layers; l++) {
+        free(run->layer_h[l].x);
+        free(run->layer_h[l].y);
+    }
+    free(run->layer_h);
+    free(run->layer_name);
+    run->n_layers = 0;
+}
+
 void plot_runs_free(plot_runs *r)
 {
     for (int i = 0; i < r->n; i++)
-        for (int p = 0; p < PLOT_PANELS; p++) {
-            free(r->run[i].s[p].x);
-            free(r->run[i].s[p].y);
-        }
+        run_free(&r->run[i]);
     free(r->run);
     memset(r, 0, sizeof *r);
 }
@@ -125,6 +137,40 @@ hl_status plot_journal_read(plot_runs *r, const char *path, const char *name, hl
                      !series_push(&cur->s[PLOT_CLIP], step, 100.0 * num(o, "clip_rate")))
                 st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
             steps++;
+        } else if (cJSON_IsString(ev) && !strcmp(ev->valuestring, "layer_names") && cur &&
+                   cur->n_layers == 0) {
+            const cJSON *names = cJSON_GetObjectItemCaseSensitive(o, "names");
+            int nl = cJSON_IsArray(names) ? cJSON_GetArraySize(names) : 0;
+            if (nl > 0 && nl <= 100000) {
+                cur->layer_name = calloc((size_t)nl, sizeof *cur->layer_name);
+                cur->layer_h = calloc((size_t)nl, sizeof *cur->layer_h);
+                if (!cur->layer_name || !cur->layer_h) {
+                    free(cur->layer_name), free(cur->layer_h);
+                    cur->layer_name = NULL, cur->layer_h = NULL;
+                    st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+                } else {
+                    int k = 0;
+                    const cJSON *it;
+                    cJSON_ArrayForEach(it, names) {
+                        snprintf(cur->layer_name[k++], sizeof cur->layer_name[0], "%s",
+                                 cJSON_IsString(it) ? it->valuestring : "?");
+                    }
+                    cur->n_layers = nl;
+                }
+            }
+        } else if (cJSON_IsString(ev) && !strcmp(ev->valuestring, "layers") && cur &&
+                   cur->n_layers > 0 && isfinite(step)) {
+            const cJSON *hv = cJSON_GetObjectItemCaseSensitive(o, "h");
+            if (cJSON_IsArray(hv) && cJSON_GetArraySize(hv) == cur->n_layers) {
+                int k = 0;
+                const cJSON *it;
+                cJSON_ArrayForEach(it, hv) {
+                    if (cJSON_IsNumber(it) && it->valuedouble > 0 &&
+                        !series_push(&cur->layer_h[k], step, it->valuedouble))
+                        st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+                    k++;
+                }
+            }
         } else if (cJSON_IsString(ev) && !strcmp(ev->valuestring, "eval") && isfinite(step)) {
             if (!cur && !(cur = run_new(r, name)))
                 st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
@@ -148,10 +194,7 @@ hl_status plot_journal_read(plot_runs *r, const char *path, const char *name, hl
                         path);
     if (st) { /* this journal's runs are dropped, earlier ones kept */
         for (int i = first; i < r->n; i++)
-            for (int p = 0; p < PLOT_PANELS; p++) {
-                free(r->run[i].s[p].x);
-                free(r->run[i].s[p].y);
-            }
+            run_free(&r->run[i]);
         r->n = first;
     }
     return st;
@@ -171,12 +214,17 @@ static double legend_h(int n_runs)
     return LEGEND_ROW_H * (double)((n_runs + 1) / 2) + 6.0;
 }
 
-static void panel_rect_n(int width, int height, int n_runs, plot_panel p, double *x, double *y,
-                         double *w, double *h)
+/* Two columns of two panels; with the per-layer panel, a third row with it
+ * across the whole width. */
+void plot_panel_rect_ex(int width, int height, int n_runs, bool layers, plot_panel p, double *x,
+                        double *y, double *w, double *h)
 {
     double top = TITLE_H + legend_h(n_runs);
-    double cw = width / 2.0, ch = (height - top) / 2.0;
+    double rows = layers ? 3.0 : 2.0;
+    double cw = width / 2.0, ch = (height - top) / rows;
     double cx = (p % 2) * cw, cy = top + (p / 2) * ch;
+    if (p == PLOT_LAYERS)
+        cx = 0, cw = width;
     *x = cx + PAD_L;
     *y = cy + PAD_T;
     *w = cw - PAD_L - PAD_R;
@@ -186,7 +234,17 @@ static void panel_rect_n(int width, int height, int n_runs, plot_panel p, double
 void plot_panel_rect(int width, int height, plot_panel p, double *x, double *y, double *w,
                      double *h)
 {
-    panel_rect_n(width, height, 1, p, x, y, w, h);
+    plot_panel_rect_ex(width, height, 1, false, p, x, y, w, h);
+}
+
+/* The run whose layers the per-layer panel draws: the first with data. */
+const plot_run *plot_layers_run(const plot_runs *r)
+{
+    for (int i = 0; i < r->n; i++)
+        for (int l = 0; l < r->run[i].n_layers; l++)
+            if (r->run[i].layer_h[l].n > 0)
+                return &r->run[i];
+    return NULL;
 }
 
 static const uint8_t palette[8][3] = {
@@ -363,7 +421,7 @@ static double *ema_of(const plot_series *s)
 static void draw_panel(cairo_t *cr, const plot_runs *r, plot_panel p, int width, int height)
 {
     axes a;
-    panel_rect_n(width, height, r->n, p, &a.px, &a.py, &a.pw, &a.ph);
+    plot_panel_rect_ex(width, height, r->n, plot_layers_run(r) != NULL, p, &a.px, &a.py, &a.pw, &a.ph);
     bool acc = r->n > 0 && r->run[0].dev_is_accuracy;
     static const char *const titles[PLOT_PANELS] = {
         "Training loss (EMA; raw steps faint)", "Dev accuracy", "alpha_t (HELENE momentum annealing)",
@@ -433,6 +491,78 @@ static void draw_panel(cairo_t *cr, const plot_runs *r, plot_panel p, int width,
     cairo_restore(cr);
 }
 
+/* Each layer's curvature over time, one line per layer on a log axis,
+ * coloured from blue (the first layer) to red (the last); the layers with
+ * the highest and the lowest final curvature are named at their lines. */
+static void draw_layers_panel(cairo_t *cr, const plot_run *run, int n_runs, int width,
+                              int height)
+{
+    axes a;
+    plot_panel_rect_ex(width, height, n_runs, true, PLOT_LAYERS, &a.px, &a.py, &a.pw, &a.ph);
+    a.x0 = INFINITY, a.x1 = -INFINITY, a.y0 = INFINITY, a.y1 = -INFINITY;
+    int hi = -1, lo = -1;
+    for (int l = 0; l < run->n_layers; l++) {
+        const plot_series *s = &run->layer_h[l];
+        for (size_t k = 0; k < s->n; k++) {
+            a.x0 = fmin(a.x0, s->x[k]);
+            a.x1 = fmax(a.x1, s->x[k]);
+            a.y0 = fmin(a.y0, s->y[k]);
+            a.y1 = fmax(a.y1, s->y[k]);
+        }
+        if (s->n > 0) {
+            double last = s->y[s->n - 1];
+            if (hi < 0 || last > run->layer_h[hi].y[run->layer_h[hi].n - 1])
+                hi = l;
+            if (lo < 0 || last < run->layer_h[lo].y[run->layer_h[lo].n - 1])
+                lo = l;
+        }
+    }
+    a.log_y = true; /* whole decades, with room so no line sits on the frame */
+    a.y0 = floor(log10(a.y0) - 0.05);
+    a.y1 = ceil(log10(a.y1) + 0.05);
+    if (!(a.y1 > a.y0))
+        a.y1 = a.y0 + 1;
+    if (!(a.x1 > a.x0))
+        a.x1 = a.x0 + 1;
+    char title[256];
+    snprintf(title, sizeof title,
+             "Curvature by layer (mean h; %.120s): blue = first layer, red = last", run->label);
+    draw_axes(cr, &a, title, "");
+    cairo_save(cr);
+    cairo_rectangle(cr, a.px, a.py, a.pw, a.ph);
+    cairo_clip(cr);
+    cairo_set_line_width(cr, 1.4);
+    cairo_set_dash(cr, NULL, 0, 0);
+    for (int l = 0; l < run->n_layers; l++) {
+        const plot_series *s = &run->layer_h[l];
+        if (s->n == 0)
+            continue;
+        double f = run->n_layers > 1 ? (double)l / (run->n_layers - 1) : 0;
+        cairo_set_source_rgba(cr, 0.1 + 0.8 * f, 0.25, 0.9 - 0.8 * f, 0.85);
+        for (size_t k = 0; k < s->n; k++) {
+            double px = ax_x(&a, s->x[k]), py = ax_y(&a, s->y[k]);
+            if (k == 0)
+                cairo_move_to(cr, px, py);
+            else
+                cairo_line_to(cr, px, py);
+        }
+        if (s->n == 1)
+            cairo_rectangle(cr, ax_x(&a, s->x[0]) - 1.5, ax_y(&a, s->y[0]) - 1.5, 3, 3);
+        cairo_stroke(cr);
+    }
+    cairo_restore(cr);
+    cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+    cairo_set_font_size(cr, 11.0);
+    for (int k = 0; k < 2; k++) {
+        int l = k ? lo : hi;
+        if (l < 0 || (k && lo == hi))
+            continue;
+        const plot_series *s = &run->layer_h[l];
+        double py = ax_y(&a, s->y[s->n - 1]);
+        text_at(cr, a.px + a.pw - 4, py + (k ? 8 : -8), run->layer_name[l], 1.0, 0.5);
+    }
+}
+
 static void draw_figure(cairo_t *cr, const plot_runs *r, const char *title, int width, int height)
 {
     cairo_set_source_rgb(cr, 1, 1, 1);
@@ -456,6 +586,9 @@ static void draw_figure(cairo_t *cr, const plot_runs *r, const char *title, int 
     }
     for (int p = 0; p < PLOT_PANELS; p++)
         draw_panel(cr, r, (plot_panel)p, width, height);
+    const plot_run *lr = plot_layers_run(r);
+    if (lr)
+        draw_layers_panel(cr, lr, r->n, width, height);
 }
 
 static const char *ext_of(const char *path)

@@ -12,8 +12,12 @@
  * event starts one (a file written with --log-append holds several), labelled
  * by its method and learning rate.
  *
- * Leaves out: per-layer series (the journal holds none), the terminal
- * (ui/widgets.h draws the live charts).
+ * When a run's journal has per-layer curvature ("layers" lines, written at
+ * every evaluation), a fifth panel across the bottom draws each layer's
+ * curvature over time for the first such run (log axis, a colour ramp from
+ * the first layer to the last, the highest and lowest named).
+ *
+ * Leaves out: the terminal (ui/widgets.h draws the live charts).
  */
 #ifndef HELENE_PLOT_H
 #define HELENE_PLOT_H
@@ -29,7 +33,8 @@ typedef enum plot_panel {
     PLOT_DEV,
     PLOT_ALPHA,
     PLOT_CLIP,
-    PLOT_PANELS
+    PLOT_PANELS,
+    PLOT_LAYERS = PLOT_PANELS /* the optional per-layer panel (not in s[]) */
 } plot_panel;
 
 typedef struct plot_series {
@@ -41,6 +46,9 @@ typedef struct plot_run {
     char label[160];
     bool dev_is_accuracy;             /* models: accuracy in %; analytic: exact loss */
     plot_series s[PLOT_PANELS];       /* step -> value */
+    int n_layers;                     /* per-layer curvature, or 0 */
+    char (*layer_name)[96];           /* [n_layers] */
+    plot_series *layer_h;             /* [n_layers] step -> mean curvature */
 } plot_run;
 
 typedef struct plot_runs {
@@ -65,6 +73,13 @@ hl_status plot_write(const char *path, const plot_runs *r, const char *title, in
  * plot rectangle inside the axes, in pixels from the top left. */
 void plot_panel_rect(int width, int height, plot_panel p, double *x, double *y, double *w,
                      double *h);
+/* The same for a figure of n_runs runs with the per-layer panel or not. */
+void plot_panel_rect_ex(int width, int height, int n_runs, bool layers, plot_panel p, double *x,
+                        double *y, double *w, double *h);
+
+/* The run the per-layer panel draws (the first with per-layer data), or
+ * NULL: then the figure has the four panels only. */
+const plot_run *plot_layers_run(const plot_runs *r);
 
 /* Colour of run i as 0..255 RGB (for tests). */
 void plot_run_rgb(int i, uint8_t rgb[3]);
