@@ -588,6 +588,17 @@ size_t optim_state_size(const optim *o)
 
 /* ---- the step ------------------------------------------------------------ */
 
+hl_status oi_select_batch(optim *o, const objective *obj, uint64_t t, int32_t *B, hl_err *err)
+{
+    hl_status st = objective_select_batch(obj, B, t, err);
+    if (st != HL_OK)
+        return hl_err_prefix(err, "step %llu: select batch", (unsigned long long)t);
+    if ((st = oi_ensure_batch(o, *B, err)) != HL_OK)
+        return st;
+    o->stats.batch = *B;
+    return HL_OK;
+}
+
 hl_status oi_ensure_batch(optim *o, int32_t B, hl_err *err)
 {
     if (B <= o->cap_batch)

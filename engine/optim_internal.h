@@ -190,6 +190,9 @@ void oi_run_perturb(optim *o, perturb_state *ps_, const uint32_t *ids, size_t n_
                     uint64_t seed, double scale, bool hizoo, bool want_zsq, double *ms);
 void oi_restore_perturb(optim *o, perturb_state *ps_, double *ms);
 hl_status oi_ensure_batch(optim *o, int32_t B, hl_err *err);
+/* The batch of step t (its size into *B and the stats), with loss buffers
+ * for it. */
+hl_status oi_select_batch(optim *o, const objective *obj, uint64_t t, int32_t *B, hl_err *err);
 /* Forward on the current θ, checked for finite losses; what names the phase. */
 hl_status oi_forward(optim *o, const objective *obj, double *losses, int32_t B,
                      const char *what, hl_err *err);

@@ -174,12 +174,9 @@ static hl_status ln_step(optim *o, const objective *obj, uint64_t t, uint64_t tl
     S->group = gi;
 
     int32_t B;
-    hl_status st = objective_select_batch(obj, &B, t, err);
+    hl_status st = oi_select_batch(o, obj, t, &B, err);
     if (st != HL_OK)
-        return hl_err_prefix(err, "step %llu: select batch", (unsigned long long)t);
-    if ((st = oi_ensure_batch(o, B, err)) != HL_OK)
         return st;
-    S->batch = B;
     double *lp = o->loss_buf, *lm = lp + B, *l0 = lm + B;
     const uint64_t seed = S->seed;
     perturb_state pst = {0};

@@ -323,12 +323,9 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
     S->alpha = helene ? optim_helene_alpha(hp, tl) : NAN;
     S->refresh = refresh;
     int32_t B;
-    hl_status st = objective_select_batch(obj, &B, t, err);
+    hl_status st = oi_select_batch(o, obj, t, &B, err);
     if (st != HL_OK)
-        return hl_err_prefix(err, "step %llu: select batch", (unsigned long long)t);
-    if ((st = oi_ensure_batch(o, B, err)) != HL_OK)
         return st;
-    S->batch = B;
     double *lp = o->loss_buf;                              /* [nq][B] */
     double *lm = lp + (size_t)HPARAMS_MAX_PROBES * B;      /* [nq][B] */
     double *l0 = lm + (size_t)HPARAMS_MAX_PROBES * B;      /* [B] */

@@ -13,15 +13,8 @@ ln_steps=${BENCH_LN_STEPS:-130}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-./mkmodel "$tmp/opt125" opt-125m F16 > /dev/null
-awk 'BEGIN {
-  printf "sentence\tlabel\n";
-  for (i = 0; i < 200; i++) {
-    s = "";
-    for (w = 0; w < 56; w++) s = s sprintf("%s%s", w ? " " : "", (w * 7 + i) % 3 ? "the film" : "story");
-    printf "%s\t%d\n", s, i % 2;
-  }
-}' > "$tmp/long.tsv"
+# the OPT-125m-shaped folder and 64-token prompts
+. "${srcdir:-$(dirname "$0")/..}/tests/bench_opt125.sh"
 
 run() { # NAME STEPS ARGS...
   local name=$1 steps=$2

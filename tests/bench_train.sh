@@ -11,16 +11,8 @@ steps=${BENCH_STEPS:-6}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-./mkmodel "$tmp/opt125" opt-125m F16 > /dev/null
-# 200 labelled sentences of ~62 tokens, so each prompt is 64 tokens with BOS
-awk 'BEGIN {
-  printf "sentence\tlabel\n";
-  for (i = 0; i < 200; i++) {
-    s = "";
-    for (w = 0; w < 56; w++) s = s sprintf("%s%s", w ? " " : "", (w * 7 + i) % 3 ? "the film" : "story");
-    printf "%s\t%d\n", s, i % 2;
-  }
-}' > "$tmp/long.tsv"
+# the OPT-125m-shaped folder and 64-token prompts
+. "${srcdir:-$(dirname "$0")/..}/tests/bench_opt125.sh"
 
 weights_mib=$(awk 'BEGIN { printf "%.1f", 125239296 * 4 / 1048576 }')
 for opt in mezo helene zo-adam hizoo zo-sgd-mmt; do

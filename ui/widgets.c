@@ -734,23 +734,17 @@ static void layers_cell(canvas *c, int x, int y, int w, int row, int col, void *
     case 1: v = s->state_mean; break;
     case 2: v = ctx->newton ? s->score : s->state_max; break;
     case 3: v = s->lambda; break;
-    case 4:
-        if (ctx->newton) { /* the group's share of all probes; floored groups warn */
-            if (isfinite(s->probe_share))
-                snprintf(buf, sizeof buf, "%3.0f%%", (double)s->probe_share * 100.0);
-            else
-                snprintf(buf, sizeof buf, "-");
-            canvas_text_right(c, x + w, y, w,
-                              s->clip_rate > 0.5f ? CANVAS_COLOR_WARN : CANVAS_COLOR_DEFAULT, buf);
-            return;
-        }
-        if (isfinite(s->clip_rate))
-            snprintf(buf, sizeof buf, "%3.0f%%", (double)s->clip_rate * 100.0);
+    case 4: { /* clip rate; layer-newton: the group's share of all probes (floored groups
+               * warn either way) */
+        float pct = ctx->newton ? s->probe_share : s->clip_rate;
+        if (isfinite(pct))
+            snprintf(buf, sizeof buf, "%3.0f%%", (double)pct * 100.0);
         else
             snprintf(buf, sizeof buf, "-");
         canvas_text_right(c, x + w, y, w,
                           s->clip_rate > 0.5f ? CANVAS_COLOR_WARN : CANVAS_COLOR_DEFAULT, buf);
         return;
+    }
     case 5: v = s->update_rms; break;
     case 6:
         if (ctx->true_curv) { /* without the true-curvature column, 6 is the bar */
