@@ -882,8 +882,14 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err)
     for (int k = 0; k < 5 && !st; k++) {
         const st_tensor *bt = nonneg[k];
         for (int64_t l = 0; bt && l < L && !st; l++) {
-            double x = bt->dtype == ST_DTYPE_F64 ? ((const double *)bt->data)[l]
-                                                 : ((const float *)bt->data)[l];
+            double x; /* by memcpy: tensor data in a file need not be aligned */
+            if (bt->dtype == ST_DTYPE_F64)
+                memcpy(&x, (const char *)bt->data + (size_t)l * sizeof x, sizeof x);
+            else {
+                float xf;
+                memcpy(&xf, (const char *)bt->data + (size_t)l * sizeof xf, sizeof xf);
+                x = xf;
+            }
             if (!(x >= 0) || !isfinite(x))
                 st = hl_err_set(err, HL_ERR_FORMAT, "%s: %s[%lld] is %g, not a finite number >= 0",
                                 path, nonneg_name[k], (long long)l, x);
@@ -924,7 +930,8 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err)
     if (!st && n_meas > 0)
         mh = state_tensor(&f, "meas_h", ST_DTYPE_F64, L, true, err, &st);
     for (int64_t l = 0; mh && !st && l < L; l++) {
-        double x = ((const double *)mh->data)[l];
+        double x; /* tensor data in a file need not be aligned */
+        memcpy(&x, (const char *)mh->data + (size_t)l * sizeof x, sizeof x);
         if (!(x >= 0) || !isfinite(x))
             st = hl_err_set(err, HL_ERR_FORMAT, "%s: meas_h[%lld] is %g, not a finite number >= 0",
                             path, (long long)l, x);
@@ -954,8 +961,11 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err)
         o->n_refresh = nr;
         o->n_meas = n_meas;
         o->meas_gran = meas_gran;
-        for (int64_t l = 0; l < L; l++)
-            o->meas_h[l] = mh ? ((const double *)mh->data)[l] : 0.0;
+        if (mh)
+            memcpy(o->meas_h, mh->data, (size_t)L * sizeof(double));
+        else
+            for (int64_t l = 0; l < L; l++)
+                o->meas_h[l] = 0.0;
     }
     st_file_close(&f);
     return st;

@@ -268,6 +268,14 @@ static void ln_tensors(const optim *o, st_write_tensor *ts, int *k, int cap)
                                        .data = arrs[i]};
 }
 
+/* Element q of an F64 tensor: tensor data in a file need not be aligned. */
+static double f64_at(const st_tensor *t, int32_t q)
+{
+    double x;
+    memcpy(&x, (const char *)t->data + (size_t)q * sizeof x, sizeof x);
+    return x;
+}
+
 static hl_status ln_load(optim *o, const st_file *f, hl_err *err)
 {
     lnewton *ln = o->mstate;
@@ -283,23 +291,23 @@ static hl_status ln_load(optim *o, const st_file *f, hl_err *err)
                               "%s: optimizer state \"%s\" has the wrong size for %d groups "
                               "(resume with the run's own --groups and --trainable)",
                               f->path, names[i], (int)ln->n_groups);
-        const double *x = t[i]->data;
         for (int32_t q = 0; q < ln->n_groups; q++) {
-            bool ok = isfinite(x[q]) && x[q] >= 0;
+            double x = f64_at(t[i], q);
+            bool ok = isfinite(x) && x >= 0;
             if (i == 2)
-                ok = ok && x[q] == floor(x[q]) && x[q] <= 0x1.0p53;
+                ok = ok && x == floor(x) && x <= 0x1.0p53;
             if (i == 3)
-                ok = x[q] == 0 || x[q] == 1;
+                ok = x == 0 || x == 1;
             if (!ok)
                 return hl_err_set(err, HL_ERR_FORMAT, "%s: %s[%d] is %g", f->path, names[i],
-                                  (int)q, x[q]);
+                                  (int)q, x);
         }
     }
     for (int32_t q = 0; q < ln->n_groups; q++) {
-        const double *h = t[0]->data, *n = t[2]->data;
-        if (n[q] > 0 && ln->d[q] > 0 && !(h[q] > 0))
+        double h = f64_at(t[0], q), n = f64_at(t[2], q);
+        if (n > 0 && ln->d[q] > 0 && !(h > 0))
             return hl_err_set(err, HL_ERR_FORMAT, "%s: group_h[%d] is %g after %g probes",
-                              f->path, (int)q, h[q], n[q]);
+                              f->path, (int)q, h, n);
     }
     size_t G = (size_t)ln->n_groups;
     memcpy(ln->h, t[0]->data, G * sizeof(double));
