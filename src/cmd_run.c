@@ -8,6 +8,7 @@
  * TUI: it only starts it, prints progress and events, and handles signals.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "engine.h"
+#include "fileio.h"
 #include "model.h"
 #include "runargs.h"
 #include "safetensors.h"
@@ -373,6 +375,8 @@ int cmd_export(int argc, char **argv)
     hl_err err;
     hl_err_clear(&err);
     int rc = 1;
+    bool staged = false;
+    char stage_dir[4200] = "";
     model m;
     memset(&m, 0, sizeof m);
     if (checkpoint_read_config(&cfg, ckpt, &err))
@@ -384,10 +388,19 @@ int cmd_export(int argc, char **argv)
     checkpoint_info ci;
     if (model_load(&m, cfg.model, &err) || checkpoint_load(ckpt, &m.params, NULL, &ci, &err))
         goto fail;
-    if (mkdir(out, 0755) != 0) {
-        hl_err_set(&err, HL_ERR_IO, "%s: %s", out, strerror(errno));
+    /* everything goes into a staging folder beside OUT, renamed to OUT only
+     * when complete: a failed export leaves nothing behind */
+    char stage[4200];
+    if (snprintf(stage, sizeof stage, "%s.export-%d", out, (int)getpid()) >= (int)sizeof stage) {
+        hl_err_set(&err, HL_ERR_INVALID, "%s: path too long", out);
         goto fail;
     }
+    if (mkdir(stage, 0755) != 0) {
+        hl_err_set(&err, HL_ERR_IO, "%s: %s", stage, strerror(errno));
+        goto fail;
+    }
+    staged = true;
+    snprintf(stage_dir, sizeof stage_dir, "%s", stage);
     /* weights under their Hugging Face names; GPT-2 Conv1D back to [in, out] */
     int L = m.params.n_layers;
     st_write_tensor *ts = calloc((size_t)L, sizeof *ts);
@@ -407,7 +420,15 @@ int cmd_export(int argc, char **argv)
                     !strncmp(l->name, "h.", 2);
         shapes[i][0] = conv ? l->shape[1] : l->shape[0];
         shapes[i][1] = conv ? l->shape[0] : l->shape[1];
-        if (conv && (tmp[i] = malloc(l->size * sizeof(float)))) {
+        if (conv && !(tmp[i] = malloc(l->size * sizeof(float)))) {
+            /* never the untransposed data under the transposed shape */
+            for (int k = 0; k < i; k++)
+                free(tmp[k]);
+            free(tmp), free(ts), free(shapes);
+            hl_err_set(&err, HL_ERR_NOMEM, "out of memory transposing %s", l->name);
+            goto fail;
+        }
+        if (conv) {
             for (int64_t r = 0; r < l->shape[0]; r++)
                 for (int64_t c = 0; c < l->shape[1]; c++)
                     tmp[i][c * l->shape[0] + r] = src[r * l->shape[1] + c];
@@ -417,7 +438,7 @@ int cmd_export(int argc, char **argv)
                                   .ndim = l->ndim, .shape = shapes[i], .data = src};
     }
     char p[4400], q[4400];
-    snprintf(p, sizeof p, "%s/model.safetensors", out);
+    snprintf(p, sizeof p, "%s/model.safetensors", stage);
     const char *meta[4] = {"format", "pt", "exported_by", "helene " PACKAGE_VERSION};
     hl_status st = st_write(p, ts, L, meta, 2, &err);
     for (int i = 0; i < L; i++)
@@ -432,18 +453,27 @@ int cmd_export(int argc, char **argv)
                                         "generation_config.json"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", cfg.model, files[i]);
-        snprintf(q, sizeof q, "%s/%s", out, files[i]);
+        snprintf(q, sizeof q, "%s/%s", stage, files[i]);
         if (access(p, F_OK) == 0 && copy_file(p, q) != 0) {
-            hl_err_set(&err, HL_ERR_IO, "cannot copy %s to %s", p, q);
+            hl_err_set(&err, HL_ERR_IO, "cannot copy %s into the export", p);
             goto fail;
         }
     }
+    /* publish: OUT must still not exist (no replacing what appeared meanwhile) */
+    if (renameat2(AT_FDCWD, stage, AT_FDCWD, out, RENAME_NOREPLACE) != 0) {
+        hl_err_set(&err, HL_ERR_IO, "cannot create %s: %s", out, strerror(errno));
+        goto fail;
+    }
+    staged = false;
+    file_fsync_parent(out);
     printf("exported %s (step %llu) to %s: %zu parameters, %s\n", ckpt,
            (unsigned long long)ci.step, out, param_set_count(&m.params), dtype);
     rc = 0;
 fail:
     if (rc)
-        fprintf(stderr, "helene export: %s\n", err.msg);
+        fprintf(stderr, "helene export: %s%s\n", err.msg, staged ? "; nothing written" : "");
+    if (staged)
+        file_remove_tree(stage_dir);
     model_free(&m);
     runcfg_free(&cfg);
     return rc;

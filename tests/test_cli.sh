@@ -119,6 +119,19 @@ expect 0 '"skip_bad":[[:space:]]*false' -- $h train --objective quadratic --skip
 expect 0 "exported" -- $h export --checkpoint "$tmp/m" --out "$tmp/gpt2-tuned" --dtype BF16
 expect 0 "storage +BF16" -- $h info --model "$tmp/gpt2-tuned"
 expect 1 "already exists" -- $h export --checkpoint "$tmp/m" --out "$tmp/gpt2-tuned"
+# an export that fails half-way (a tokenizer file it cannot read) leaves
+# nothing behind, so the next export is not refused as "already exists"
+rm -rf "$tmp/g2" && cp -r "$fix/models/gpt2-tiny-f32" "$tmp/g2"
+expect 0 "saved" -- $h train --model "$tmp/g2" --task sst2 --data "$fix/tasks/sst2.tsv" --steps 2 --eval-every 0 --batch-size 4 --save "$tmp/m2" --headless
+rm -rf "$tmp/g2/special_tokens_map.json" && mkdir "$tmp/g2/special_tokens_map.json"
+expect 1 "special_tokens_map.json into the export; nothing written" -- $h export --checkpoint "$tmp/m2" --out "$tmp/g2-out"
+if [ -e "$tmp/g2-out" ] || ls -d "$tmp"/g2-out.export-* >/dev/null 2>&1; then
+  echo "FAIL: a failed export left $(ls -d "$tmp"/g2-out* 2>/dev/null)"; fail=$((fail + 1))
+else
+  echo "ok: a failed export leaves nothing"; pass=$((pass + 1))
+fi
+rmdir "$tmp/g2/special_tokens_map.json"
+expect 0 "exported" -- $h export --checkpoint "$tmp/m2" --out "$tmp/g2-out"
 
 # hostile files: FIFOs given as any config, tokenizer, task, data or
 # checkpoint file are refused at once instead of blocking forever (issue 15)
