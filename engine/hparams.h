@@ -27,7 +27,7 @@ typedef enum optim_method {
     OPTIM_METHOD_ZO_ADAM,
     OPTIM_METHOD_HIZOO,
     OPTIM_METHOD_HELENE,
-    OPTIM_METHOD_LAYER_NEWTON,            /* spec §7: one layer group per step, Newton-scaled */
+    OPTIM_METHOD_LAYER_NEWTON,            /* one layer group per step, Newton-scaled */
     OPTIM_METHOD_COUNT,                   /* the zeroth-order methods above */
     OPTIM_METHOD_FT_ADAM = OPTIM_METHOD_COUNT, /* first-order comparator: backprop +
                                            * AdamW, run by the engine on models */
@@ -99,7 +99,7 @@ typedef struct hparams {
     bool anneal, clip, update_clip;
     int32_t precondition;    /* precondition_mode */
     bool hess_debias; /* h / (1 - β2^r) in the denominator and the floor's comparison */
-    /* layer-newton (spec §7); its η is lr, a fraction of a Newton step */
+    /* layer-newton (optim_lnewton.c); its η is lr, a fraction of a Newton step */
     int32_t groups;          /* layer_granularity of its groups (module by default) */
     int32_t newton_k;        /* K: a group's curvature is re-measured every K of its probes */
     double beta_h, beta_s;   /* EMA decays of the group curvature h_l and score s_l */

@@ -4,9 +4,9 @@
  * interface is a struct of function pointers over an opaque ctx.  Per step t
  * the optimizer calls select_batch(t) once, then eval() on that same batch 2
  * (3 for HiZOO, more for extra probes) times with the parameters perturbed in
- * place.  Implementations: the analytic objectives (analytic.h) now, the
- * model + task objective (token batches -> forward -> per-example losses)
- * later; LoRA or prefix parameters only change the param_set passed in.
+ * place.  Implementations: the analytic objectives (analytic.h) and the
+ * model + task objective (taskobj.h: token batches -> forward -> per-example
+ * losses); LoRA or prefix parameters would only change the param_set passed in.
  *
  * Contract for implementers:
  *  - select_batch(t) is deterministic in t (and the objective's own seed), so

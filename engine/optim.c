@@ -421,6 +421,9 @@ void optim_free(optim *o)
     free(o->lam_on);
     free(o->ablate_scale);
     free(o->zsq_layer);
+    free(o->h_pred);
+    free(o->du2_layer);
+    free(o->clip_layer);
     free(o->loss_buf);
     free(o->lstats);
     free(o->meas_h);
@@ -463,6 +466,9 @@ hl_status optim_init_hp(optim **out, param_set *ps, pool *workers, uint64_t run_
     o->h_sum = calloc(L, sizeof(double));
     o->rel_mean = calloc(L, sizeof(double));
     o->zsq_layer = calloc(L, sizeof(double));
+    o->h_pred = calloc(L, sizeof(double));
+    o->du2_layer = calloc(L, sizeof(double));
+    o->clip_layer = calloc(L, sizeof(double));
     o->lam = calloc(L, sizeof(float));
     o->lam_on = calloc(L, sizeof(float));
     o->ablate_scale = calloc(L, sizeof(float));
@@ -471,7 +477,8 @@ hl_status optim_init_hp(optim **out, param_set *ps, pool *workers, uint64_t run_
     o->meas_raw = calloc(L, sizeof(double));
     o->lscale_buf = calloc(L, sizeof(float));
     hl_status st = HL_OK;
-    if (!o->meas_h || !o->meas_raw || !o->lscale_buf)
+    if (!o->meas_h || !o->meas_raw || !o->lscale_buf || !o->h_pred || !o->du2_layer ||
+        !o->clip_layer)
         st = hl_err_set(err, HL_ERR_NOMEM, "out of memory for the optimizer");
     if (!o->hhat_sum || !o->first_hhat || !o->h_sum || !o->rel_mean || !o->zsq_layer ||
         !o->lam || !o->lam_on || !o->ablate_scale || !o->lstats)

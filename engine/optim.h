@@ -12,7 +12,8 @@
  * and every reduction is summed per piece, then pieces in order, so θ,
  * state and telemetry are bit-identical for any thread count.
  *
- * Methods and formulas: /work/shared/spec/optimizers.md §2-4.  Per-method
+ * Methods and formulas: the header of each method's file (optim_spsa.c,
+ * optim_lnewton.c); man helene, HYPERPARAMETERS, lists the options.  Per-method
  * step counters (HELENE's α_t, refresh schedule, Adam's bias correction)
  * count steps since the method's state was created, so a method switched
  * in mid-run starts like a fresh run (its first step refreshes h).

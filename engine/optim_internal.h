@@ -89,7 +89,10 @@ struct optim {
     bool eff_precondition, eff_clip;
     float last_hb;        /* h_scale of the last step */
     double ablate_rms_before, ablate_rms_raw, ablate_rms_after; /* of the last toggle */
-    double *zsq_layer;    /* scratch: Σ z² per layer */
+    double *zsq_layer;    /* scratch: Σ z² per layer of the last perturbation with zsq */
+    double *h_pred;       /* scratch [n_layers]: Σ h a refresh makes, from the sums */
+    double *du2_layer;    /* scratch [n_layers]: Σ (θ_new − θ_old)² of the update pass */
+    double *clip_layer;   /* scratch [n_layers]: elements under the floor */
 
     double *loss_buf; /* [2 * HPARAMS_MAX_PROBES * cap_batch + 3 * cap_batch] */
     int32_t cap_batch;

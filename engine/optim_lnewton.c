@@ -1,4 +1,4 @@
-/* optim_lnewton.c - layer-sampled Newton ZO (spec §7): each step probes one
+/* optim_lnewton.c - layer-sampled Newton ZO: each step probes one
  * group of layers (a module by default: a Linear's weight + bias, a
  * LayerNorm), measures that group's curvature with a second difference every
  * K of its probes, and takes a Newton-scaled step on it; the group is drawn

@@ -1,6 +1,6 @@
 /* optim_spsa.c - the six methods that probe the whole model with one SPSA
  * perturbation per probe: MeZO, ZO-SGD-MMT, ZO-Sign, ZO-Adam, HiZOO and
- * HELENE (spec §2-4).  Their probe plan is shared: [HiZOO: forward at θ];
+ * HELENE (arXiv 2411.10696).  Their probe plan is shared: [HiZOO: forward at θ];
  * [HELENE blockwise on refresh steps: one ± probe per block]; for each of
  * n_probes probes θ += εz, forward, θ −= 2εz, forward (the restore +εz is
  * fused into the update pass for the last probe); then one fused restore +
@@ -547,7 +547,7 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
                    ? (float)(1.0 / (1.0 - pow(hp->beta2, (double)o->n_refresh)))
                    : 1.0f;
         S->h_scale = u.hb;
-        const double *pred_sum = o->zsq_layer; /* on refresh: Σ h this refresh makes */
+        const double *pred_sum = o->h_pred; /* on refresh: Σ h this refresh makes */
         if (refresh) {
             if (!o->have_first) {
                 memcpy(o->first_hhat, o->hhat_sum, (size_t)L * sizeof(double));
@@ -555,7 +555,7 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
             }
             /* relative: mean of the h this refresh produces, from the sums:
              * Σ h_new = β2 Σ h_old + (1 − β2) Σ ĥ (no extra sweep) */
-            double *pred = o->zsq_layer; /* scratch */
+            double *pred = o->h_pred;
             for (int l = 0; l < L; l++)
                 pred[l] = hp->beta2 * o->h_sum[l] + (1.0 - hp->beta2) * o->hhat_sum[l];
             for (int l = 0; l < L; l++)
@@ -613,10 +613,10 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
                                            .score = NAN, .probe_share = NAN, .group = -1};
         o->h_sum[l] = 0;
     }
-    double *du2 = o->zsq_layer;
+    double *du2 = o->du2_layer;
     for (int l = 0; l < L; l++)
         du2[l] = 0;
-    double *clip = o->hhat_sum; /* scratch now: the step is done with ĥ */
+    double *clip = o->clip_layer;
     for (int l = 0; l < L; l++)
         clip[l] = 0;
     for (size_t p = 0; p < o->n_pieces; p++) {

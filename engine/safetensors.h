@@ -2,7 +2,7 @@
  *
  * Reading maps the file read-only and validates the whole header before any
  * tensor is handed out: every length and offset comes from a possibly hostile
- * file, so all of them are checked (see spec/models.md section 1).  A tensor is
+ * file, so all of them are checked.  A tensor is
  * a view into the mapping; st_tensor_to_f32 converts it to fp32 master weights.
  * st_model_open resolves a model folder: one file or shards plus an index.
  * Writing is atomic (temp file, fsync, rename, fsync of the directory).

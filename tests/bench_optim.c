@@ -375,7 +375,7 @@ static void bench_convergence(long max_steps, const char *only)
         {"helene hess_est=layer_sd", "helene",
          {"hess_estimator", "layer_second_difference", NULL}, 1e-6},
         {"helene precondition=perturbation", "helene", {"precondition", "perturbation", NULL}, 0},
-        /* spec §7: η is a fraction of a Newton step, stable below 2 */
+        /* layer-newton: η is a fraction of a Newton step, stable below 2 */
         {"layer-newton", "layer-newton", {NULL}, 0},
         {"layer-newton sampling=uniform", "layer-newton", {"sampling", "uniform", NULL}, 0},
         {"layer-newton sampling=greedy", "layer-newton", {"sampling", "greedy", NULL}, 0},

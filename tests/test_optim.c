@@ -1,4 +1,4 @@
-/* test_optim.c - the optimizers against spec §5: forward counts, restore
+/* test_optim.c - the optimizers against their formulas: forward counts, restore
  * after probes and failures, bitwise determinism across thread counts,
  * hand-computed steps for every method on a 5-element problem, HELENE's
  * schedule / floors / clip rates, descent on the analytic objectives, and
@@ -532,7 +532,7 @@ static void test_frozen_layers(void)
     param_set_free(&ps);
 }
 
-/* ---- layer-newton (spec §7) by hand -------------------------------------- */
+/* ---- layer-newton by hand -------------------------------------------------- */
 
 typedef struct hand_ln {
     double h[2], s[2], n[2], floored[2];

@@ -472,7 +472,7 @@ static const char *const method_items[OPTIM_METHOD_ALL] = {
     "zo-adam      ZO-Adam",
     "hizoo        HiZOO: diagonal Hessian from extra forwards",
     "helene       HELENE: annealed momentum, clipped A-GNB curvature",
-    "layer-newton one layer group per step, Newton-scaled (spec 7)",
+    "layer-newton one layer group per step, Newton-scaled",
     "ft-adam      first-order AdamW by backprop (models; more memory)",
 };
 
