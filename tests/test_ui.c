@@ -11,6 +11,7 @@
 #include "layout.h"
 #include "panels.h"
 #include "testutil.h"
+#include "form.h"
 #include "widgets.h"
 
 /* Compare a canvas (or a region) with expected text; print both on mismatch. */

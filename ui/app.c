@@ -21,6 +21,7 @@
 #include "canvas.h"
 #include "layout.h"
 #include "panels.h"
+#include "form.h"
 #include "widgets.h"
 
 /* ================================================================ process-wide guards */

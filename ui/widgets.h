@@ -11,15 +11,13 @@
  *     a selected row; the per-layer table sorts its rows (layers_sort_order);
  *   - heat strip: one series over time as shades on a log scale;
  *   - event log: a bounded ring of lines, scrolled from the bottom;
- *   - list chooser and text dialog (help, confirmations);
- *   - the hyperparameter form: one field per hparams key, per-field
- *     validation through hparams_set on a scratch copy, confirm blocked while
- *     any field is invalid, a list of changed fields for the caller to send.
+ *   - list chooser and text dialog (help, confirmations).
+ * The hyperparameter form is in form.h.
  *
  * Everything here is pure drawing and state: no curses, no engine calls, no
  * clocks, so it is tested by rendering into canvases.  Keys are ui_key codes
  * (the app translates curses keys).  Ownership: callers own every array they
- * pass; ui_log and form own their storage (free with their _free).
+ * pass; ui_log owns its storage (free with ui_log_free).
  */
 #ifndef HELENE_WIDGETS_H
 #define HELENE_WIDGETS_H
@@ -231,52 +229,11 @@ void widgets_log(canvas *c, ui_rect r, const ui_log *l, int scroll);
 /* A bordered list of items centred in screen; selected shown reversed. */
 void widgets_list(canvas *c, ui_rect screen, const char *title, const char *const *items,
                   int n, int selected, int scroll, const char *footer);
+/* Clear a w x h box centred in screen, draw its border and title, and
+ * return its inside (the overlays' frame). */
+ui_rect widgets_clear_box(canvas *c, ui_rect screen, int w, int h, const char *title);
 /* A bordered box of text lines centred in screen. */
 void widgets_dialog(canvas *c, ui_rect screen, const char *title, const char *const *lines,
                     int n, uint16_t attr);
-
-/* ---------------------------------------------------------------- form */
-
-#define FORM_VALUE_MAX 256
-
-typedef struct form_field {
-    const hparam_info *info;
-    char value[FORM_VALUE_MAX]; /* as edited */
-    char orig[FORM_VALUE_MAX];  /* when the form opened */
-    char error[HL_ERR_MSG_MAX]; /* "" when the value is valid */
-    bool applies;               /* the current method reads this key */
-} form_field;
-
-typedef struct form {
-    form_field *fields; /* [n], owned */
-    int n;
-    int cur, scroll;
-    bool fresh;         /* the next printable key replaces the value */
-    hparams base;       /* the values the form opened with (owned copy) */
-    int32_t n_layers;
-    char message[HL_ERR_MSG_MAX]; /* why confirming was refused */
-} form;
-
-typedef enum form_result {
-    FORM_RESULT_NONE = 0,
-    FORM_RESULT_CANCEL,
-    FORM_RESULT_CONFIRM, /* every field valid: send form_changed() */
-} form_result;
-
-/* One field per hparams key except "optimizer" (switched with its own
- * chooser), filled with hp's current values. */
-hl_status form_init(form *f, const hparams *hp, int32_t n_layers, hl_err *err);
-void form_free(form *f);
-int form_find(const form *f, const char *key);
-/* Replace field i's text and validate it; returns true when valid. */
-bool form_set_value(form *f, int i, const char *text);
-bool form_valid(const form *f);
-/* Handle a key: Up/Down/Tab/BTab move, printable keys edit, Backspace,
- * Ctrl-U clears, Left/Right cycle enum and on/off choices, Enter confirms
- * (refused with f->message while a field is invalid), Esc cancels. */
-form_result form_key(form *f, int key);
-/* Indices of fields whose value differs from when the form opened. */
-int form_changed(const form *f, int *idx, int cap);
-void form_draw(canvas *c, ui_rect screen, form *f);
 
 #endif
