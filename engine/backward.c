@@ -131,24 +131,13 @@ static void par_colsum(pool *p, float *db, const float *dy, size_t rows, int n, 
 }
 
 /* y = act(x) from a saved pre-activation: the forward's own kernel. */
-static void act_recompute(pool *p, float *y, const float *pre, size_t rows, int F, int act)
+static void act_recompute(pool *p, float *y, const float *pre, size_t rows, int F,
+                          kern_act act)
 {
     memcpy(y, pre, rows * (size_t)F * sizeof(float));
     kern_par_bias_act(p, y, NULL, rows, F, (size_t)F, act);
 }
 
-static int act_code(model_act a)
-{
-    switch (a) {
-    case MODEL_ACT_RELU:
-        return 1;
-    case MODEL_ACT_GELU_TANH:
-        return 2;
-    case MODEL_ACT_GELU_ERF:
-        return 3;
-    }
-    return 0;
-}
 
 typedef struct act_job {
     float *d;
@@ -751,7 +740,7 @@ static void block_forward(backward *bw, int l)
         kern_par_layernorm(p, bw->tmp_c, mid, b->ln1_w, b->ln1_b, N, (int)C, c->ln_eps);
     kern_par_linear(p, pre, F, bw->tmp_c, C, b->w1, (int)N, (int)F, (int)C, 0.0f);
     kern_par_add_rows(p, pre, b->b1, N, (int)F, F);
-    act_recompute(p, bw->tmp_f, pre, N, (int)F, act_code(c->act));
+    act_recompute(p, bw->tmp_f, pre, N, (int)F, model_act_kernel(c->act));
     float *res = c->pre_ln ? xnext : bw->post2 + (size_t)l * NC;
     memcpy(res, c->pre_ln ? mid : bw->tmp_c, NC * sizeof(float));
     if (b->b2)
@@ -864,7 +853,7 @@ static void ffn_back(backward *bw, const model_block *b, model_block *g, const f
     model *m = bw->m;
     pool *p = m->pool;
     const size_t N = bw->n_tokens, C = (size_t)m->cfg.d_model, F = (size_t)m->cfg.d_ffn;
-    act_recompute(p, bw->tmp_f, pre, N, (int)F, act_code(m->cfg.act));
+    act_recompute(p, bw->tmp_f, pre, N, (int)F, model_act_kernel(m->cfg.act));
     mm_dw(p, g->w2, dy, C, bw->tmp_f, F, (int)N, (int)C, (int)F);
     par_colsum(p, g->b2, dy, N, (int)C, C);
     mm_dx(p, bw->dffn, F, dy, C, b->w2, (int)N, (int)C, (int)F, 0.0f);

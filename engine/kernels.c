@@ -55,7 +55,8 @@ float kern_gelu_erf(float x)
     return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
 }
 
-void kern_bias_act(float *y, const float *bias, size_t r0, size_t r1, int n, size_t ld, int act)
+void kern_bias_act(float *y, const float *bias, size_t r0, size_t r1, int n, size_t ld,
+                   kern_act act)
 {
     for (size_t r = r0; r < r1; r++) {
         float *yr = y + r * ld;
@@ -63,19 +64,19 @@ void kern_bias_act(float *y, const float *bias, size_t r0, size_t r1, int n, siz
             for (int i = 0; i < n; i++)
                 yr[i] += bias[i];
         switch (act) {
-        case 1:
+        case KERN_ACT_RELU:
             for (int i = 0; i < n; i++)
                 yr[i] = yr[i] > 0.0f ? yr[i] : 0.0f;
             break;
-        case 2:
+        case KERN_ACT_GELU_TANH:
             for (int i = 0; i < n; i++)
                 yr[i] = kern_gelu_tanh(yr[i]);
             break;
-        case 3:
+        case KERN_ACT_GELU_ERF:
             for (int i = 0; i < n; i++)
                 yr[i] = kern_gelu_erf(yr[i]);
             break;
-        default:
+        case KERN_ACT_NONE:
             break;
         }
     }
@@ -144,7 +145,8 @@ typedef struct rows_job {
     float *out;
     const float *x, *w, *b;
     size_t rows, ld;
-    int n, act;
+    int n;
+    kern_act act;
     float eps;
 } rows_job;
 
@@ -173,7 +175,7 @@ static void bias_act_fn(void *arg, int tid, int nt)
 }
 
 void kern_par_bias_act(pool *p, float *y, const float *bias, size_t rows, int n, size_t ld,
-                       int act)
+                       kern_act act)
 {
     rows_job j = {.out = y, .b = bias, .rows = rows, .ld = ld, .n = n, .act = act};
     pool_run(p, bias_act_fn, &j);
@@ -181,7 +183,7 @@ void kern_par_bias_act(pool *p, float *y, const float *bias, size_t rows, int n,
 
 void kern_par_add_rows(pool *p, float *y, const float *v, size_t rows, int n, size_t ld)
 {
-    kern_par_bias_act(p, y, v, rows, n, ld, 0);
+    kern_par_bias_act(p, y, v, rows, n, ld, KERN_ACT_NONE);
 }
 
 /* ---------------------------------------------------------- attention --- */

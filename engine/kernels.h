@@ -19,9 +19,18 @@
 void kern_layernorm(float *out, const float *x, const float *w, const float *b, size_t r0,
                     size_t r1, int C, size_t ld, float eps);
 
-/* y = act(y + bias) in place over n columns per row, rows [r0, r1). act: 0 none,
- * 1 ReLU, 2 tanh-GELU, 3 erf-GELU. bias may be NULL. */
-void kern_bias_act(float *y, const float *bias, size_t r0, size_t r1, int n, size_t ld, int act);
+/* The activations kern_bias_act applies. */
+typedef enum kern_act {
+    KERN_ACT_NONE = 0,
+    KERN_ACT_RELU,
+    KERN_ACT_GELU_TANH, /* HF "gelu_new" / "gelu_pytorch_tanh" */
+    KERN_ACT_GELU_ERF,  /* HF "gelu" */
+} kern_act;
+
+/* y = act(y + bias) in place over n columns per row, rows [r0, r1).  bias
+ * may be NULL. */
+void kern_bias_act(float *y, const float *bias, size_t r0, size_t r1, int n, size_t ld,
+                   kern_act act);
 
 /* out[N, O] (row stride ldo) = beta * out + in[N, K] (stride ldi) * W[O, K]^T.
  * One sgemm call; OpenBLAS threads it. */
@@ -37,7 +46,7 @@ void kern_par_linear(pool *p, float *out, size_t ldo, const float *in, size_t ld
 void kern_par_layernorm(pool *p, float *out, const float *x, const float *w, const float *b,
                         size_t rows, int C, float eps);
 void kern_par_bias_act(pool *p, float *y, const float *bias, size_t rows, int n, size_t ld,
-                       int act);
+                       kern_act act);
 /* Broadcast-add a [n] vector to every row: y[r, :] += v. */
 void kern_par_add_rows(pool *p, float *y, const float *v, size_t rows, int n, size_t ld);
 

@@ -785,17 +785,17 @@ static void add_pos_fn(void *arg, int tid, int nt)
     }
 }
 
-static int act_code(model_act a)
+kern_act model_act_kernel(model_act a)
 {
     switch (a) {
     case MODEL_ACT_RELU:
-        return 1;
+        return KERN_ACT_RELU;
     case MODEL_ACT_GELU_TANH:
-        return 2;
+        return KERN_ACT_GELU_TANH;
     case MODEL_ACT_GELU_ERF:
-        return 3;
+        return KERN_ACT_GELU_ERF;
     }
-    return 0;
+    return KERN_ACT_NONE;
 }
 
 static void block_forward(model *m, const model_block *b, const model_batch *batch, size_t N,
@@ -839,7 +839,7 @@ static void block_forward(model *m, const model_block *b, const model_batch *bat
         in = a->xn;
     }
     kern_par_linear(m->pool, a->ffn, (size_t)F, in, (size_t)C, b->w1, (int)N, F, C, 0.0f);
-    kern_par_bias_act(p, a->ffn, b->b1, N, F, (size_t)F, act_code(c->act));
+    kern_par_bias_act(p, a->ffn, b->b1, N, F, (size_t)F, model_act_kernel(c->act));
     if (b->b2)
         kern_par_add_rows(p, a->x, b->b2, N, C, (size_t)C);
     kern_par_linear(m->pool, a->x, (size_t)C, a->ffn, (size_t)F, b->w2, (int)N, C, F, 1.0f);

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "kernels.h"
 #include "params.h"
 #include "pool.h"
 
@@ -125,6 +126,9 @@ typedef struct model_batch {
     const int32_t *seq_start; /* [B + 1], seq_start[0] = 0, non-decreasing */
     int32_t n_seq;            /* B */
 } model_batch;
+
+/* The kernel activation of a model's FFN (kernels.h). */
+kern_act model_act_kernel(model_act a);
 
 /* Load a Hugging Face folder.  On error nothing is left allocated and
  * model_free(m) is a no-op. */
