@@ -8,16 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rng.h"
+
 /* ---------------------------------------------------------------------------
  * generator
  * ------------------------------------------------------------------------- */
 
 uint64_t sample_rng_next(sample_rng *r)
 {
-    uint64_t z = (r->state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    return rng_splitmix64(&r->state);
 }
 
 uint64_t sample_rng_below(sample_rng *r, uint64_t n)

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "rng.h"
+
 void lm_set_blas_threads(int n)
 {
     openblas_set_num_threads(n);
@@ -30,14 +32,6 @@ bool lm_bundled_path(char *out, size_t cap, const char *rel)
     return false;
 }
 
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* GPT-2's initialisation: N(0, 0.02) for matrices, 1 for norm weights, 0
  * for biases; seeded, so "random:" models are the same everywhere. */
 static void init_random(model *m, uint64_t seed)
@@ -49,8 +43,8 @@ static void init_random(model *m, uint64_t seed)
         bool norm = pl->ndim == 1 && (strstr(pl->name, "ln_") || strstr(pl->name, "norm"));
         bool weight = strstr(pl->name, ".weight") != NULL;
         for (size_t k = 0; k < pl->size; k += 2) {
-            double u1 = ((double)(splitmix(&s) >> 11) + 0.5) / 9007199254740992.0;
-            double u2 = (double)(splitmix(&s) >> 11) / 9007199254740992.0;
+            double u1 = ((double)(rng_splitmix64(&s) >> 11) + 0.5) / 9007199254740992.0;
+            double u2 = (double)(rng_splitmix64(&s) >> 11) / 9007199254740992.0;
             double r = sqrt(-2.0 * log(u1)), a = 6.283185307179586 * u2;
             float z0 = (float)(r * cos(a)), z1 = (float)(r * sin(a));
             for (int j = 0; j < 2 && k + (size_t)j < pl->size; j++) {

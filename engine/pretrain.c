@@ -21,6 +21,7 @@
 #include "backward.h"
 #include "checkpoint.h"
 #include "lm.h"
+#include "rng.h"
 
 #define DIRBUF (PRETRAIN_PATH_MAX + 64) /* a folder given, or its ".tmp-PID" staging twin */
 #define FILEBUF (DIRBUF + 64)           /* a file inside such a folder */
@@ -672,14 +673,6 @@ static hl_status publish_dir(const char *tmp, const char *dir, hl_err *err)
 
 /* ------------------------------------------------------ corpus, batches --- */
 
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static hl_status tokenize_file(int32_t **ids, size_t *n, const bpe *tok, const char *path,
                                hl_err *err)
 {
@@ -777,7 +770,7 @@ void pretrain_batch_indices(int64_t *out, int64_t *perm, int64_t *cached_epoch, 
             for (int64_t q = 0; q < n_seqs; q++)
                 perm[q] = q;
             for (int64_t q = n_seqs - 1; q > 0; q--) {
-                int64_t r = (int64_t)(splitmix(&s) % (uint64_t)(q + 1));
+                int64_t r = (int64_t)(rng_splitmix64(&s) % (uint64_t)(q + 1));
                 int64_t t = perm[q];
                 perm[q] = perm[r];
                 perm[r] = t;
@@ -792,8 +785,8 @@ void pretrain_batch_indices(int64_t *out, int64_t *perm, int64_t *cached_epoch, 
 
 static double normal01(uint64_t *s)
 {
-    double u1 = ((double)(splitmix(s) >> 11) + 0.5) / 9007199254740992.0;
-    double u2 = (double)(splitmix(s) >> 11) / 9007199254740992.0;
+    double u1 = ((double)(rng_splitmix64(s) >> 11) + 0.5) / 9007199254740992.0;
+    double u2 = (double)(rng_splitmix64(s) >> 11) / 9007199254740992.0;
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 

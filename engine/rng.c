@@ -33,6 +33,11 @@ static uint64_t mix64(uint64_t z)
     return z ^ (z >> 31);
 }
 
+uint64_t rng_splitmix64(uint64_t *state)
+{
+    return mix64(*state += 0x9E3779B97F4A7C15ull);
+}
+
 uint64_t rng_step_seed(uint64_t run_seed, uint64_t t, uint32_t probe)
 {
     uint64_t s = mix64(run_seed + 0x9E3779B97F4A7C15ull);

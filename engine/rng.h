@@ -55,6 +55,9 @@ void rng_philox4x32(uint32_t out[4], const uint32_t ctr[4], const uint32_t key[2
 /* The step seed: a 64-bit mix of (run_seed, t, probe).  Probes of one step
  * (n_probes > 1, blockwise curvature probes) use distinct probe ids. */
 uint64_t rng_step_seed(uint64_t run_seed, uint64_t t, uint32_t probe);
+/* splitmix64 (Steele, Lea & Flood 2014): advance *state and return the next
+ * output.  The one copy: data sampling, random models and pretraining use it. */
+uint64_t rng_splitmix64(uint64_t *state);
 
 /* out[k] = z(seed, layer, i0 + k) for k in [0, n). */
 void rng_normal_fill(float *out, uint64_t seed, uint32_t layer, uint64_t i0, size_t n);
