@@ -36,9 +36,16 @@
  * every token is a printable string in vocab.json ("Ġ" = U+0120 = space).
  */
 
-static bool byte_is_printable(int b)
+int bpe_byte_codepoint(int b)
 {
-    return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    /* the 68 others, in byte order: 0x00-0x20 (33), 0x7F-0xA0 (34), 0xAD */
+    if (b <= 0x20)
+        return 256 + b;
+    if (b >= 0x7F && b <= 0xA0)
+        return 256 + 33 + (b - 0x7F);
+    if (b == 0xAD)
+        return 256 + 33 + 34;
+    return b;
 }
 
 /* byte_of_cp[cp] = byte the alphabet code point cp stands for, or -1. */
@@ -46,13 +53,8 @@ static void alphabet_init(int16_t byte_of_cp[BPE_ALPHABET_CPS])
 {
     for (int i = 0; i < BPE_ALPHABET_CPS; i++)
         byte_of_cp[i] = -1;
-    int extra = 0;
-    for (int b = 0; b < 256; b++) {
-        if (byte_is_printable(b))
-            byte_of_cp[b] = (int16_t)b;
-        else
-            byte_of_cp[256 + extra++] = (int16_t)b;
-    }
+    for (int b = 0; b < 256; b++)
+        byte_of_cp[bpe_byte_codepoint(b)] = (int16_t)b;
 }
 
 /* ---------------------------------------------------------------------------

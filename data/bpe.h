@@ -108,6 +108,11 @@ hl_status bpe_decode_alloc(const bpe *t, const int32_t *ids, size_t n, char **ou
  * none.  For label words: check the result is not -1 to be sure the word is a
  * single token. */
 int32_t bpe_token_to_id(const bpe *t, const char *bytes, size_t len);
+
+/* GPT-2's byte-level alphabet (bytes_to_unicode): the code point byte b
+ * (0..255) is written as in vocab.json: printable Latin-1 bytes stand for
+ * themselves, the other 68 map to U+0100 upwards in byte order. */
+int bpe_byte_codepoint(int b);
 /* Bytes of token id (not NUL-terminated; *len set), or NULL if unknown. */
 const char *bpe_id_to_token(const bpe *t, int32_t id, size_t *len);
 

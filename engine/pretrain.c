@@ -408,23 +408,6 @@ static void sb_json_string(sbuf *b, const char *s, size_t n)
     sb_add(b, "\"", 1);
 }
 
-/* GPT-2's byte -> code point map: printable Latin-1 bytes map to
- * themselves, the other 68 to U+0100 upwards in byte order. */
-static int byte_to_codepoint(int b)
-{
-    static int map[256];
-    static bool ready;
-    if (!ready) {
-        int extra = 0;
-        for (int x = 0; x < 256; x++) {
-            bool keep = (x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE);
-            map[x] = keep ? x : 256 + extra++;
-        }
-        ready = true;
-    }
-    return map[b];
-}
-
 static size_t utf8_put(char *out, int cp)
 {
     if (cp < 0x80) {
@@ -539,7 +522,7 @@ static hl_status tok_derive(tok_files *tf, model_family fam, const char *merges_
             strset_add(&set, opt_special[k], strlen(opt_special[k]));
         }
     for (int b = 0; b < 256; b++) {
-        blen[b] = utf8_put(bytes[b], byte_to_codepoint(b));
+        blen[b] = utf8_put(bytes[b], bpe_byte_codepoint(b));
         strset_add(&set, bytes[b], blen[b]);
         sb_json_string(&v, bytes[b], blen[b]);
         snprintf(num, sizeof num, ": %d, ", id++);

@@ -626,10 +626,31 @@ static int suite_clean(void)
     return 0;
 }
 
+/* The byte alphabet against GPT-2's bytes_to_unicode as its source builds it:
+ * the printable ranges keep their byte, the rest take 256, 257, ... in byte
+ * order; space is U+0120 ("Ġ"); every byte a different code point. */
+static void test_byte_alphabet(void)
+{
+    int next = 256;
+    bool seen[324] = {false};
+    for (int b = 0; b < 256; b++) {
+        bool keep = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+        int want = keep ? b : next++;
+        CU_ASSERT_EQUAL(bpe_byte_codepoint(b), want);
+        int cp = bpe_byte_codepoint(b);
+        CU_ASSERT_FATAL(cp >= 0 && cp < 324);
+        CU_ASSERT(!seen[cp]);
+        seen[cp] = true;
+    }
+    CU_ASSERT_EQUAL(next, 256 + 68);
+    CU_ASSERT_EQUAL(bpe_byte_codepoint(' '), 0x120);
+}
+
 static void register_bpe(void)
 {
     CU_pSuite s = CU_add_suite("bpe", suite_init, suite_clean);
     TEST_ADD(s, test_golden_testplans);
+    TEST_ADD(s, test_byte_alphabet);
     TEST_ADD(s, test_golden_extra);
     TEST_ADD(s, test_roundtrip_random_bytes);
     TEST_ADD(s, test_invalid_utf8);
