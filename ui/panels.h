@@ -18,6 +18,7 @@
 
 #include "canvas.h"
 #include "engine.h"
+#include "layers.h"
 #include "widgets.h"
 
 /* Name shown for a state: "RUNNING", "PAUSED", ... */

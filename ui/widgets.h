@@ -8,7 +8,7 @@
  *   - bar on a log scale shared by a set of values, with an optional marker
  *     (the per-layer floor λ_ℓ on the curvature bar);
  *   - table: columns that drop by priority when narrow, a scroll offset and
- *     a selected row; the per-layer table sorts its rows (layers_sort_order);
+ *     a selected row (the per-layer table built on it is layers.h);
  *   - heat strip: one series over time as shades on a log scale;
  *   - event log: a bounded ring of lines, scrolled from the bottom;
  *   - list chooser and text dialog (help, confirmations).
@@ -28,9 +28,6 @@
 
 #include "canvas.h"
 #include "err.h"
-#include "hparams.h"
-#include "optim.h"
-#include "params.h"
 
 /* ---------------------------------------------------------------- keys */
 
@@ -153,42 +150,9 @@ bool list_scroll_key(int *selected, int *scroll, int n, int visible, int key);
 /* Clamp both after n or visible changed. */
 void list_scroll_clamp(int *selected, int *scroll, int n, int visible);
 
-/* The per-layer panel. */
-typedef enum layers_sort {
-    LAYERS_SORT_MODEL = 0, /* layer-table order */
-    LAYERS_SORT_NAME,      /* by name, numbers compared as numbers */
-    LAYERS_SORT_CURVATURE, /* mean h, largest first */
-    LAYERS_SORT_CLIP,      /* clip rate, largest first */
-    LAYERS_SORT_COUNT
-} layers_sort;
-
-typedef struct layers_view {
-    layers_sort sort;
-    bool reverse;
-    int selected; /* row (position in sorted order) under the cursor */
-    int scroll;   /* first visible row */
-} layers_view;
-
-const char *layers_sort_name(layers_sort s);
-/* order[n] = layer indices in the view's order (stable). */
-void layers_sort_order(int *order, const param_layer *layers, const optim_layer_stats *st,
-                       int n, layers_sort sort, bool reverse);
 /* A layer name for narrow columns: common prefixes ("model.decoder.",
  * "transformer.") dropped, "layers.3." -> "3.", "self_attn." -> "attn.". */
 void widgets_short_layer_name(char *buf, size_t cap, const char *name);
-/* Table with name, mean h, max h, λ, clip, update RMS and a bar of mean h
- * (log scale shared by all layers, λ_ℓ as a marker).  order must come from
- * layers_sort_order.  mark_layer (-1 none) is flagged as the heat-strip
- * layer.  true_curv (NULL: no column) adds "true a", the exact curvature of
- * an analytic objective's layers, beside what the optimizer estimates.
- * Returns the visible row count. */
-int widgets_layers(canvas *c, ui_rect r, const layers_view *v, const int *order,
-                   const param_layer *layers, const optim_layer_stats *st, int n,
-                   int mark_layer, bool focused,
-                   const float *true_curv, bool newton);
-/* newton (layer-newton's table): the group's measured curvature "h", its
- * "score" s_l, the floor h_min, its share of all probes "probes" (instead of
- * max h and clip), update RMS, [true a], the bar of h. */
 
 /* ---------------------------------------------------------------- heat strip */
 
