@@ -630,10 +630,8 @@ hl_status oi_forward_staged(optim *o, const objective *obj, double *losses, int3
                             hl_err *err)
 {
     double t0 = oi_now_ms();
-    hl_status st = save_stage == 0 && start_stage == 0
-                       ? objective_eval(obj, losses, o->ps, o->workers, err)
-                       : objective_eval_staged(obj, losses, o->ps, o->workers, save_stage,
-                                               start_stage, err);
+    hl_status st = objective_eval_staged(obj, losses, o->ps, o->workers, save_stage,
+                                         start_stage, err);
     o->stats.ms_forward += oi_now_ms() - t0;
     o->stats.forwards++;
     o->forwards_total++;

@@ -181,12 +181,14 @@ static hl_status ln_step(optim *o, const objective *obj, uint64_t t, uint64_t tl
     const uint64_t seed = S->seed;
     perturb_state pst = {0};
     double L0 = NAN;
-    bool saved = false; /* the stage's input is kept for this batch */
+    /* the step's first forward keeps the input of the group's stage (save),
+     * the others start there (start); stage 0: full forwards throughout */
+    int32_t save = stage, start = 0;
 
     if (refresh) {
-        if ((st = oi_forward_staged(o, obj, l0, B, stage, 0, "loss at theta", err)) != HL_OK)
+        if ((st = oi_forward_staged(o, obj, l0, B, save, start, "loss at theta", err)) != HL_OK)
             return st;
-        saved = stage > 0;
+        save = 0, start = stage;
         L0 = oi_mean_of(l0, B);
     }
     oi_run_perturb(o, &pst, ids, nid, seed, eps, false, true, &S->ms_perturb);
@@ -194,13 +196,11 @@ static hl_status ln_step(optim *o, const objective *obj, uint64_t t, uint64_t tl
     double zsq = 0;
     for (int l = 0; l < L; l++)
         zsq += o->zsq_layer[l];
-    st = saved ? oi_forward_staged(o, obj, lp, B, 0, stage, "+eps", err)
-               : oi_forward_staged(o, obj, lp, B, stage, 0, "+eps", err);
-    if (st != HL_OK)
+    if ((st = oi_forward_staged(o, obj, lp, B, save, start, "+eps", err)) != HL_OK)
         goto fail;
-    saved = stage > 0;
+    start = stage;
     oi_run_perturb(o, &pst, ids, nid, seed, -2.0 * eps, false, false, &S->ms_perturb);
-    if ((st = oi_forward_staged(o, obj, lm, B, 0, saved ? stage : 0, "-eps", err)) != HL_OK)
+    if ((st = oi_forward_staged(o, obj, lm, B, 0, start, "-eps", err)) != HL_OK)
         goto fail;
 
     const double Lp = oi_mean_of(lp, B), Lm = oi_mean_of(lm, B);
