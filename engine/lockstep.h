@@ -5,8 +5,8 @@
  * alike and each arm's journal times only its own steps.  Used by `helene
  * race` headless and by the live race view's driver thread.
  *
- * Threads: call from one thread; t[i] are the caller's snapshots (engine_
- * snapshot_alloc'd), refreshed here.  Leaves out: scheduling policy (pause,
+ * Threads: call from one thread; *t[i] are the caller's snapshots (engine_
+ * snapshot_alloc'd), refreshed here in place.  Leaves out: scheduling policy (pause,
  * rate limits) and output, which the callers own.
  */
 #ifndef HELENE_LOCKSTEP_H
@@ -22,7 +22,7 @@
  * did it, else the index of an engine that failed or stopped, with why (its
  * reason).  A round always completes, so the arms stay at one step: callers
  * look at signals and quit requests between rounds. */
-int lockstep_round(engine *const *e, engine_telemetry *t, int n, bool finish, char *why,
-                   size_t cap);
+int lockstep_round(engine *const *e, engine_telemetry *const *t, int n, bool finish,
+                   char *why, size_t cap);
 
 #endif

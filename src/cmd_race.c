@@ -155,13 +155,11 @@ static int apply_spec(runcfg *c, const char *spec, bool user_lr)
 static bool step_all(arm *arms, int n, bool finish)
 {
     engine *e[RACE_MAX_ARMS];
-    engine_telemetry t[RACE_MAX_ARMS];
+    engine_telemetry *t[RACE_MAX_ARMS];
     for (int i = 0; i < n; i++)
-        e[i] = arms[i].e, t[i] = arms[i].t;
+        e[i] = arms[i].e, t[i] = &arms[i].t;
     char why[ENGINE_TEXT_MAX];
     int bad = lockstep_round(e, t, n, finish, why, sizeof why);
-    for (int i = 0; i < n; i++)
-        arms[i].t = t[i];
     if (bad >= 0)
         fprintf(stderr, "helene race: arm %d (%s) stopped: %s\n", bad, arms[bad].spec, why);
     return bad < 0;

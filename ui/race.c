@@ -30,6 +30,7 @@ typedef struct driver {
     pthread_cond_t cv;
     engine *e[PANELS_RACE_MAX];
     engine_telemetry t[PANELS_RACE_MAX]; /* the driver's own snapshots */
+    engine_telemetry *tp[PANELS_RACE_MAX]; /* &t[i], as lockstep_round takes them */
     int n;
     uint64_t step, total;
     /* under mu */
@@ -102,7 +103,7 @@ static void *driver_main(void *arg)
         }
         last_round = now_s();
         char why[ENGINE_TEXT_MAX];
-        int bad = lockstep_round(d->e, d->t, d->n, finish, why, sizeof why);
+        int bad = lockstep_round(d->e, d->tp, d->n, finish, why, sizeof why);
 
         pthread_mutex_lock(&d->mu);
         d->in_round = false;
@@ -212,7 +213,7 @@ static void update_finish(view *v)
     v->target = target;
 }
 
-static const char *race_state(view *v, driver *d, char *buf, size_t cap)
+static const char *race_state(driver *d, char *buf, size_t cap)
 {
     pthread_mutex_lock(&d->mu);
     if (d->failed)
@@ -224,7 +225,6 @@ static const char *race_state(view *v, driver *d, char *buf, size_t cap)
     else
         snprintf(buf, cap, "RUNNING");
     pthread_mutex_unlock(&d->mu);
-    (void)v;
     return buf;
 }
 
@@ -239,7 +239,7 @@ static void draw(view *v, driver *d)
         char st[32];
         const int n = v->n, W = c->w, H = c->h;
         ui_rect head = {0, 0, W, n + 1};
-        panels_race_header(c, head, v->info, n, v->sel, race_state(v, d, st, sizeof st));
+        panels_race_header(c, head, v->info, n, v->sel, race_state(d, st, sizeof st));
         int y0 = n + 1, ch = (H - y0 - 1) * 9 / 20;
         ch = ch < 8 ? 8 : ch;
         int half = W / 2;
@@ -422,6 +422,7 @@ hl_status race_view_run(const race_view_arm *arms, int n, const race_view_opts *
     int made = 0;
     for (int i = 0; i < n && !st; i++) {
         d->e[i] = arms[i].e;
+        d->tp[i] = &d->t[i];
         if ((st = engine_snapshot_alloc(arms[i].e, &v->t[i], err)))
             break;
         if ((st = engine_snapshot_alloc(arms[i].e, &d->t[i], err))) {
