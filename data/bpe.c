@@ -513,7 +513,7 @@ static hl_status merges_parse(bpe *t, const char *path, char *text, size_t text_
 hl_status bpe_load(bpe *t, const char *vocab_json_path, const char *merges_path, hl_err *err)
 {
     memset(t, 0, sizeof *t);
-    t->id_s = t->id_slash_s = t->id_pad = t->id_unk = t->id_endoftext = -1;
+    t->id_s = t->id_slash_s = t->id_pad = t->id_unk = t->id_endoftext = t->id_mask = -1;
     if (!vocab_json_path || !merges_path)
         return hl_err_set(err, HL_ERR_INVALID, "bpe_load: NULL path");
     int16_t byte_of_cp[BPE_ALPHABET_CPS];
@@ -540,6 +540,7 @@ hl_status bpe_load(bpe *t, const char *vocab_json_path, const char *merges_path,
     t->id_pad = bpe_token_to_id(t, "<pad>", 5);
     t->id_unk = bpe_token_to_id(t, "<unk>", 5);
     t->id_endoftext = bpe_token_to_id(t, "<|endoftext|>", 13);
+    t->id_mask = bpe_token_to_id(t, "<mask>", 6);
     return HL_OK;
 }
 
@@ -553,7 +554,7 @@ void bpe_free(bpe *t)
     free(t->tok_table);
     free(t->merges);
     memset(t, 0, sizeof *t);
-    t->id_s = t->id_slash_s = t->id_pad = t->id_unk = t->id_endoftext = -1;
+    t->id_s = t->id_slash_s = t->id_pad = t->id_unk = t->id_endoftext = t->id_mask = -1;
 }
 
 /* ---------------------------------------------------------------------------

@@ -58,12 +58,14 @@ typedef struct bpe_merge {
 
 typedef struct bpe {
     /* Special token ids, -1 when vocab.json lacks them.  GPT-2 has only
-     * <|endoftext|>; OPT and RoBERTa have <s>=0, <pad>=1, </s>=2, <unk>=3. */
+     * <|endoftext|>; OPT and RoBERTa have <s>=0, <pad>=1, </s>=2, <unk>=3,
+     * RoBERTa also <mask> (50264). */
     int32_t id_s;         /* "<s>" */
     int32_t id_slash_s;   /* "</s>" */
     int32_t id_pad;       /* "<pad>" */
     int32_t id_unk;       /* "<unk>" */
     int32_t id_endoftext; /* "<|endoftext|>" */
+    int32_t id_mask;      /* "<mask>" (RoBERTa) */
 
     /* Everything below is private to bpe.c. */
     int32_t n_ids;        /* V = max id + 1 */

@@ -529,6 +529,15 @@ hl_status backward_init(backward *bw, model *m, hl_err *err)
     memset(bw, 0, sizeof *bw);
     bw->m = m;
     param_set_init(&bw->grad);
+    if (m->cfg.family != MODEL_FAMILY_OPT && m->cfg.family != MODEL_FAMILY_GPT2)
+        return hl_err_set(err, HL_ERR_INVALID,
+                          "the backward pass (ft-adam, gradient alignment) exists for OPT and "
+                          "GPT-2 only, not %s; the zeroth-order methods need none",
+                          model_family_name(m->cfg.family));
+    if (m->peft.kind != PEFT_NONE)
+        return hl_err_set(err, HL_ERR_INVALID,
+                          "the backward pass (ft-adam, gradient alignment) does not cover PEFT "
+                          "adapters yet; run it full-parameter or with --trainable");
     hl_status st = HL_OK;
     for (int i = 0; i < m->params.n_layers && !st; i++) {
         const param_layer *l = &m->params.layers[i];

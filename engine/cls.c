@@ -47,6 +47,11 @@ hl_status cls_scorer_init(cls_scorer *s, model *m, const int32_t *const *words,
             s->max_word = n_words[c];
         total += n_words[c];
     }
+    s->masked = model_is_masked_lm(&m->cfg);
+    if (s->masked && !s->single)
+        return hl_err_set(err, HL_ERR_INVALID,
+                          "a masked LM scores one token at <mask>: every label word must be a "
+                          "single token");
     if ((int64_t)max_prompt + (s->single ? 0 : s->max_word) > m->cfg.max_pos)
         return hl_err_set(err, HL_ERR_INVALID,
                           "prompts of %d tokens plus a %d-token label word exceed the model's "
@@ -99,6 +104,9 @@ hl_status cls_check_examples(const cls_scorer *s, const cls_example *ex, int32_t
         if (ex[i].label >= s->n_classes || ex[i].label < -1)
             return hl_err_set(err, HL_ERR_INVALID, "example %d: label %d of %d classes", i,
                               ex[i].label, s->n_classes);
+        if (s->masked && (ex[i].mask_pos < 0 || ex[i].mask_pos >= ex[i].n_prompt))
+            return hl_err_set(err, HL_ERR_INVALID, "example %d: <mask> at %d of a %d-token "
+                              "prompt", i, ex[i].mask_pos, ex[i].n_prompt);
     }
     return HL_OK;
 }
@@ -112,9 +120,9 @@ void cls_pack(const cls_scorer *s, const cls_example *ex, int32_t n, int32_t *to
     for (int32_t i = 0; i < n; i++) {
         if (s->single) {
             memcpy(tokens + at, ex[i].prompt, (size_t)ex[i].n_prompt * sizeof(int32_t));
+            rows[nrows++] = s->masked ? at + ex[i].mask_pos : at + ex[i].n_prompt - 1;
             at += ex[i].n_prompt;
             starts[++nseq] = at;
-            rows[nrows++] = at - 1;
             continue;
         }
         for (int32_t c = 0; c < s->n_classes; c++) {

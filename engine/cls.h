@@ -12,8 +12,12 @@
  *
  * These are the functions an optimizer step calls twice: buffers are sized
  * at init for max_batch examples of at most max_prompt tokens, so scoring
- * never allocates.  Leaves out: masked LMs (RoBERTa, later), tokenization
- * (callers pass token ids).
+ * never allocates.
+ *
+ * A masked LM (RoBERTa, LM-BFF / MeZO) reads the label words' logits at the
+ * <mask> of the prompt (cls_example.mask_pos) instead of after it; every
+ * word must then be a single token.  Leaves out: tokenization (callers pass
+ * token ids).
  */
 #ifndef HELENE_CLS_H
 #define HELENE_CLS_H
@@ -30,6 +34,7 @@ typedef struct cls_example {
     const int32_t *prompt; /* [n_prompt] token ids, BOS included when the family uses one */
     int32_t n_prompt;      /* >= 1 */
     int32_t label;         /* gold class, or -1 when unknown (loss is then 0) */
+    int32_t mask_pos;      /* masked LM only: index of <mask> in prompt (read there) */
 } cls_example;
 
 typedef struct cls_scorer {
@@ -38,6 +43,7 @@ typedef struct cls_scorer {
     int32_t *word;              /* continuation tokens of all classes, back to back */
     int32_t word_off[CLS_MAX_CLASSES + 1];
     bool single;                /* every continuation is one token */
+    bool masked;                /* masked LM: words are scored at each prompt's <mask> */
     int32_t max_batch, max_prompt, max_word;
     /* preallocated work space */
     int32_t *tokens;            /* packed sequences */
@@ -49,7 +55,8 @@ typedef struct cls_scorer {
 } cls_scorer;
 
 /* words[c] = token ids of class c's continuation (n_words[c] >= 1).
- * Checks that max_prompt + the longest word fits the model's context. */
+ * Checks that max_prompt + the longest word fits the model's context; for
+ * a masked LM (model_is_masked_lm) that every word is one token. */
 hl_status cls_scorer_init(cls_scorer *s, model *m, const int32_t *const *words,
                           const int32_t *n_words, int32_t n_classes, int32_t max_batch,
                           int32_t max_prompt, hl_err *err);
@@ -60,7 +67,8 @@ hl_status cls_check_examples(const cls_scorer *s, const cls_example *ex, int32_t
 
 /* The batch layout shared by the loss (cls_score) and its gradient
  * (backward_cls), so the two cannot drift apart.  Single-token words: one
- * sequence per example, rows[i] = its last prompt position.  Otherwise one
+ * sequence per example, rows[i] = its last prompt position (masked LM: its
+ * <mask>).  Otherwise one
  * sequence per (example, class) = prompt + the class's word, and one
  * (row, target) per word token: row = the position that predicts it.
  * Buffers are the caller's, large enough for the batch; targets may be NULL

@@ -321,6 +321,26 @@ engine_state engine_wait(engine *e, engine_state state, int timeout_ms)
 
 /* ---------------------------------------------------------- creation --- */
 
+/* --peft: the adapters become what the optimizer tunes.  A resumed run's
+ * adapters must meet the base weights they were trained on. */
+static hl_status attach_peft(engine *e, hl_err *err)
+{
+    peft_spec spec;
+    hl_status st = peft_parse(&spec, e->cfg.peft, err);
+    if (st || spec.kind == PEFT_NONE)
+        return st;
+    char hash[24];
+    snprintf(hash, sizeof hash, "%016llx",
+             (unsigned long long)param_set_hash(&e->lm.model.params));
+    if (e->cfg.resume[0] && e->cfg.base_hash[0] && strcmp(e->cfg.base_hash, hash) != 0)
+        return hl_err_set(err, HL_ERR_INVALID,
+                          "%s: its adapters were trained on other base weights (hash %s) than "
+                          "those in %s (hash %s)",
+                          e->cfg.resume, e->cfg.base_hash, e->cfg.model, hash);
+    snprintf(e->cfg.base_hash, sizeof e->cfg.base_hash, "%s", hash);
+    return model_peft_attach(&e->lm.model, &spec, e->cfg.seed, err);
+}
+
 static hl_status build_objective(engine *e, hl_err *err)
 {
     const runcfg *c = &e->cfg;
@@ -338,7 +358,9 @@ static hl_status build_objective(engine *e, hl_err *err)
             return st;
         e->have_lm = true;
         e->workers = &e->lm.pool;
-        e->ps = &e->lm.model.params;
+        if ((st = attach_peft(e, err)))
+            return st;
+        e->ps = model_trainable(&e->lm.model);
         if ((st = taskobj_create(&e->task, &e->obj, &e->lm, c, err)))
             return st;
         e->have_obj = true;
@@ -347,6 +369,10 @@ static hl_status build_objective(engine *e, hl_err *err)
                  taskobj_task_name(e->task));
         return HL_OK;
     }
+    if (c->peft[0] && strcmp(c->peft, "none") != 0)
+        return hl_err_set(err, HL_ERR_INVALID, "--peft adapts a model; the %s objective has no "
+                          "weights to adapt", c->objective == RUNCFG_OBJECTIVE_QUADRATIC
+                                                  ? "quadratic" : "rosenbrock");
     if ((st = pool_init(&e->pool, threads, err)))
         return st;
     e->have_pool = true;

@@ -194,6 +194,9 @@ typedef struct attn_job {
     const int32_t *seq_start;
     int B, C, NH, max_T;
     int sgemm_min_T;
+    bool causal;
+    const float *pk, *pv; /* [P, C] prefix keys and values, or NULL */
+    int P;
     float scale;
     float *scratch;
 } attn_job;
@@ -204,21 +207,22 @@ typedef struct attn_job {
  * Used for short sequences, where an sgemm call costs more than it saves. */
 static void attention_loops(const attn_job *j, int b, int h, float *scratch)
 {
-    const int C = j->C, HD = C / j->NH;
+    const int C = j->C, HD = C / j->NH, P = j->P;
     const size_t ld = 3 * (size_t)C;
     const int32_t t0 = j->seq_start[b], T = j->seq_start[b + 1] - t0;
     const float *q = j->qkv + (size_t)t0 * ld + (size_t)h * HD;
     const float *k = q + C;
     const float *v = q + 2 * C;
     float *o = j->out + (size_t)t0 * C + (size_t)h * HD;
-    float *s = scratch;                     /* [T] */
-    float *kT = scratch + j->max_T;         /* [HD, T] */
+    float *sp = scratch;                    /* [P] prefix scores, then [T] */
+    float *s = scratch + P;                 /* [T] */
+    float *kT = scratch + P + j->max_T;     /* [HD, T] */
     for (int t = 0; t < T; t++)
         for (int e = 0; e < HD; e++)
             kT[(size_t)e * T + t] = k[(size_t)t * ld + e];
     for (int i = 0; i < T; i++) {
         const float *qi = q + (size_t)i * ld;
-        const int n = i + 1;
+        const int n = j->causal ? i + 1 : T;
         for (int t = 0; t < n; t++)
             s[t] = 0.0f;
         for (int e = 0; e < HD; e++) {
@@ -228,9 +232,21 @@ static void attention_loops(const attn_job *j, int b, int h, float *scratch)
                 s[t] += qe * kr[t];
         }
         float mx = -INFINITY;
+        for (int p = 0; p < P; p++) {
+            const float *kp = j->pk + (size_t)p * C + (size_t)h * HD;
+            float d = 0.0f;
+            for (int e = 0; e < HD; e++)
+                d += qi[e] * j->scale * kp[e];
+            sp[p] = d;
+            mx = d > mx ? d : mx;
+        }
         for (int t = 0; t < n; t++)
             mx = s[t] > mx ? s[t] : mx;
         float sum = 0.0f;
+        for (int p = 0; p < P; p++) {
+            sp[p] = expf(sp[p] - mx);
+            sum += sp[p];
+        }
         for (int t = 0; t < n; t++) {
             s[t] = expf(s[t] - mx);
             sum += s[t];
@@ -239,6 +255,12 @@ static void attention_loops(const attn_job *j, int b, int h, float *scratch)
         float *oi = o + (size_t)i * C;
         for (int e = 0; e < HD; e++)
             oi[e] = 0.0f;
+        for (int p = 0; p < P; p++) {
+            const float *vp = j->pv + (size_t)p * C + (size_t)h * HD;
+            const float pp = sp[p] * inv;
+            for (int e = 0; e < HD; e++)
+                oi[e] += pp * vp[e];
+        }
         for (int t = 0; t < n; t++) {
             const float *vt = v + (size_t)t * ld;
             const float pt = s[t] * inv;
@@ -248,24 +270,28 @@ static void attention_loops(const attn_job *j, int b, int h, float *scratch)
     }
 }
 
-/* One (sequence, head) with two sgemm calls: S = scale·Q·Kᵀ [T, T], causal
- * softmax row by row (only the lower triangle is read), O = P·V.  Each call's
+/* One (sequence, head) with two sgemm calls: S = scale·Q·Kᵀ [T, T], softmax
+ * row by row (causal: only the lower triangle is read), O = P·V.  Each call's
  * shape depends on the sequence alone, so the bits do not depend on which
  * thread runs it.  Scratch: [T, T]. */
 static void attention_sgemm(const attn_job *j, int b, int h, float *S)
 {
-    const int C = j->C, HD = C / j->NH;
+    const int C = j->C, HD = C / j->NH, P = j->P;
     const int ld = 3 * C;
     const int32_t t0 = j->seq_start[b], T = j->seq_start[b + 1] - t0;
+    const int lds = P + T; /* S = [prefix scores | token scores], [T, P + T] */
     const float *q = j->qkv + (size_t)t0 * (size_t)ld + (size_t)h * HD;
     const float *k = q + C;
     const float *v = q + 2 * C;
     float *o = j->out + (size_t)t0 * C + (size_t)h * HD;
+    if (P)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, j->scale, q, ld,
+                    j->pk + (size_t)h * HD, C, 0.0f, S, lds);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, j->scale, q, ld, k, ld, 0.0f,
-                S, T);
+                S + P, lds);
     for (int i = 0; i < T; i++) {
-        float *s = S + (size_t)i * T;
-        const int n = i + 1;
+        float *s = S + (size_t)i * lds;
+        const int n = P + (j->causal ? i + 1 : T);
         float mx = -INFINITY;
         for (int t = 0; t < n; t++)
             mx = s[t] > mx ? s[t] : mx;
@@ -277,11 +303,14 @@ static void attention_sgemm(const attn_job *j, int b, int h, float *S)
         const float inv = 1.0f / sum;
         for (int t = 0; t < n; t++)
             s[t] *= inv;
-        for (int t = n; t < T; t++)
+        for (int t = n; t < lds; t++)
             s[t] = 0.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, S, T, v, ld, 0.0f, o,
-                C);
+    if (P)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, P, 1.0f, S, lds,
+                    j->pv + (size_t)h * HD, C, 0.0f, o, C);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, S + P, lds, v, ld,
+                P ? 1.0f : 0.0f, o, C);
 }
 
 static void attention_task(const attn_job *j, int b, int h, float *scratch)
@@ -298,14 +327,20 @@ static void attention_fn(void *arg, int tid, int nt)
     attn_job *j = arg;
     size_t n_tasks = (size_t)j->B * (size_t)j->NH, t0, t1;
     pool_range(n_tasks, tid, nt, 1, &t0, &t1);
-    float *s = j->scratch + (size_t)tid * kern_attention_scratch(j->max_T, j->C / j->NH);
+    float *s = j->scratch + (size_t)tid * kern_attention_scratch_ex(j->max_T, j->C / j->NH, j->P);
     for (size_t t = t0; t < t1; t++)
         attention_task(j, (int)(t / (size_t)j->NH), (int)(t % (size_t)j->NH), s);
 }
 
 size_t kern_attention_scratch(int max_T, int HD)
 {
-    size_t loops = (size_t)max_T * (size_t)(HD + 1), gemm = (size_t)max_T * (size_t)max_T;
+    return kern_attention_scratch_ex(max_T, HD, 0);
+}
+
+size_t kern_attention_scratch_ex(int max_T, int HD, int n_prefix)
+{
+    size_t T = (size_t)max_T, P = (size_t)n_prefix;
+    size_t loops = P + T * (size_t)(HD + 1), gemm = T * (P + T);
     return loops > gemm ? loops : gemm;
 }
 
@@ -320,8 +355,24 @@ void kern_par_attention_min(pool *p, float *out, const float *qkv, const int32_t
                             int B, int C, int NH, float scale, float *scratch, int max_T,
                             int sgemm_min_T)
 {
+    kern_par_attention_ex(p, out, qkv, seq_start, B, C, NH, scale, scratch, max_T, sgemm_min_T,
+                          NULL);
+}
+
+void kern_par_attention_ex(pool *p, float *out, const float *qkv, const int32_t *seq_start,
+                           int B, int C, int NH, float scale, float *scratch, int max_T,
+                           int sgemm_min_T, const kern_attn_ext *ext)
+{
     attn_job j = {.out = out, .qkv = qkv, .seq_start = seq_start, .B = B, .C = C, .NH = NH,
-                  .max_T = max_T, .sgemm_min_T = sgemm_min_T, .scale = scale,
+                  .max_T = max_T, .sgemm_min_T = sgemm_min_T, .causal = true, .scale = scale,
                   .scratch = scratch};
+    if (ext) {
+        j.causal = !ext->bidirectional;
+        if (ext->prefix_k && ext->prefix_v && ext->n_prefix > 0) {
+            j.pk = ext->prefix_k;
+            j.pv = ext->prefix_v;
+            j.P = ext->n_prefix;
+        }
+    }
     pool_run(p, attention_fn, &j);
 }

@@ -9,6 +9,7 @@
 #ifndef HELENE_KERNELS_H
 #define HELENE_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,7 +51,7 @@ void kern_par_bias_act(pool *p, float *y, const float *bias, size_t rows, int n,
 /* Broadcast-add a [n] vector to every row: y[r, :] += v. */
 void kern_par_add_rows(pool *p, float *y, const float *v, size_t rows, int n, size_t ld);
 
-/* Causal multi-head attention over packed sequences.
+/* Causal multi-head attention over packed sequences (see _ex for encoders).
  * qkv [N, 3C] holds q | k | v per token (biases already added); out [N, C].
  * seq_start [B+1]; scale multiplies q·k.  scratch: threads times
  * kern_attention_scratch(max_T, C / NH) floats. */
@@ -64,6 +65,21 @@ void kern_par_attention(pool *p, float *out, const float *qkv, const int32_t *se
 void kern_par_attention_min(pool *p, float *out, const float *qkv, const int32_t *seq_start,
                             int B, int C, int NH, float scale, float *scratch, int max_T,
                             int sgemm_min_T);
+/* What else an attention may do (NULL = causal, no prefix):
+ * bidirectional: every token attends to its whole sequence (an encoder's;
+ *   packing leaves no padding to mask);
+ * prefix: n_prefix key/value rows [n_prefix, C] that every query of every
+ *   sequence attends to before its own tokens (prefix tuning). */
+typedef struct kern_attn_ext {
+    bool bidirectional;
+    const float *prefix_k, *prefix_v;
+    int n_prefix;
+} kern_attn_ext;
+void kern_par_attention_ex(pool *p, float *out, const float *qkv, const int32_t *seq_start,
+                           int B, int C, int NH, float scale, float *scratch, int max_T,
+                           int sgemm_min_T, const kern_attn_ext *ext);
+/* Scratch floats per thread for kern_par_attention_ex with a prefix. */
+size_t kern_attention_scratch_ex(int max_T, int HD, int n_prefix);
 
 /* Scalar reference activations (exposed for tests). */
 float kern_gelu_tanh(float x);

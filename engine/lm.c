@@ -154,6 +154,13 @@ hl_status lm_open(lm *l, const char *dir, int n_threads, hl_err *err)
         lm_close(l);
         return st;
     }
+    if (model_is_masked_lm(&l->model.cfg) &&
+        (l->tok.id_mask < 0 || l->tok.id_s < 0 || l->tok.id_slash_s < 0)) {
+        st = hl_err_set(err, HL_ERR_FORMAT, "%s: a masked LM's vocabulary needs <s>, </s> and "
+                        "<mask>", vocab);
+        lm_close(l);
+        return st;
+    }
     model_set_pool(&l->model, &l->pool);
     return HL_OK;
 }
@@ -175,22 +182,78 @@ hl_status lm_encode(const lm *l, const char *text, size_t len, int32_t **ids, si
     if (st)
         return st;
     const model_config *c = &l->model.cfg;
-    if (!c->add_bos) {
+    const bool masked = model_is_masked_lm(c);
+    if (!c->add_bos && !masked) {
         *ids = raw;
         *n = nraw;
         return HL_OK;
     }
-    int32_t *out = malloc((nraw + 1) * sizeof *out);
+    int32_t *out = malloc((nraw + 2) * sizeof *out);
     if (!out) {
         free(raw);
         return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
     }
-    out[0] = c->bos_id;
+    /* OPT: BOS + text; RoBERTa: <s> + text + </s> */
+    out[0] = masked ? l->tok.id_s : c->bos_id;
     if (nraw)
         memcpy(out + 1, raw, nraw * sizeof *out);
+    if (masked)
+        out[nraw + 1] = l->tok.id_slash_s;
     free(raw);
     *ids = out;
-    *n = nraw + 1;
+    *n = nraw + 1 + (masked ? 1 : 0);
+    return HL_OK;
+}
+
+/* A masked LM's pseudo-log-likelihood (Salazar et al., 2020): each text token
+ * is replaced by <mask> in turn and predicted from the rest of its window,
+ * <s> + up to max_pos - 2 text tokens + </s>; long texts are cut into
+ * consecutive windows.  One sequence per masked token, 16 to a forward. */
+static hl_status score_masked(lm *l, double *out_nll, size_t *out_tokens, const int32_t *raw,
+                              size_t nraw, hl_err *err)
+{
+    const model_config *c = &l->model.cfg;
+    const size_t W = (size_t)c->max_pos;
+    if (W < 3)
+        return hl_err_set(err, HL_ERR_INVALID, "context of %zu tokens is too short to score", W);
+    enum { MAX_SEQ = 16 };
+    int32_t *buf = malloc(MAX_SEQ * W * sizeof *buf);
+    if (!buf)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+    int32_t starts[MAX_SEQ + 1], rows[MAX_SEQ], targets[MAX_SEQ];
+    double sum = 0;
+    size_t count = 0;
+    hl_status st = HL_OK;
+    for (size_t w0 = 0; w0 < nraw && !st; w0 += W - 2) {
+        size_t wn = nraw - w0 < W - 2 ? nraw - w0 : W - 2;
+        for (size_t k0 = 0; k0 < wn && !st; k0 += MAX_SEQ) {
+            int nseq = 0;
+            size_t used = 0;
+            starts[0] = 0;
+            for (size_t k = k0; k < wn && nseq < MAX_SEQ; k++, nseq++) {
+                int32_t *s = buf + used;
+                s[0] = l->tok.id_s;
+                memcpy(s + 1, raw + w0, wn * sizeof *s);
+                s[wn + 1] = l->tok.id_slash_s;
+                s[k + 1] = l->tok.id_mask;
+                rows[nseq] = (int32_t)(used + k + 1);
+                targets[nseq] = raw[w0 + k];
+                used += wn + 2;
+                starts[nseq + 1] = (int32_t)used;
+            }
+            model_batch b = {.tokens = buf, .seq_start = starts, .n_seq = nseq};
+            double s;
+            if (!(st = model_nll_at(&l->model, &s, &b, rows, targets, (size_t)nseq, err))) {
+                sum += s;
+                count += (size_t)nseq;
+            }
+        }
+    }
+    free(buf);
+    if (st)
+        return st;
+    *out_nll = count ? sum / (double)count : 0.0;
+    *out_tokens = count;
     return HL_OK;
 }
 
@@ -203,6 +266,11 @@ hl_status lm_score_text(lm *l, double *out_nll, size_t *out_tokens, const char *
     if (st)
         return st;
     const model_config *c = &l->model.cfg;
+    if (model_is_masked_lm(c)) {
+        st = score_masked(l, out_nll, out_tokens, raw, nraw, err);
+        free(raw);
+        return st;
+    }
     const size_t W = (size_t)c->max_pos;
     const int bos = c->add_bos ? 1 : 0;
     if (W < 2) {

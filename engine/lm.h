@@ -46,13 +46,16 @@ bool lm_bundled_path(char *out, size_t cap, const char *rel);
 /* Set OpenBLAS's thread count (process-wide). */
 void lm_set_blas_threads(int n);
 
-/* Token ids of text with the family's BOS prepended when it uses one.
+/* Token ids of text with the family's BOS prepended when it uses one
+ * (RoBERTa: <s> + text + </s>).
  * *ids is malloc'ed, owned by the caller. */
 hl_status lm_encode(const lm *l, const char *text, size_t len, int32_t **ids, size_t *n,
                     hl_err *err);
 
 /* Mean NLL per predicted token of a text: BOS + every text token predicted
- * (OPT), or tokens 2..N predicted from their prefixes (GPT-2).  Texts longer
+ * (OPT), or tokens 2..N predicted from their prefixes (GPT-2); for a masked
+ * LM (RoBERTa) the pseudo-log-likelihood: every text token predicted with it
+ * alone replaced by <mask>, in windows of max_pos - 2 tokens.  Texts longer
  * than the context are scored in consecutive windows that each start where
  * the last one ended (with BOS again for BOS families), so each token is
  * predicted exactly once. */

@@ -1,4 +1,4 @@
-/* model.c - OPT and GPT-2: config parsing, loading into the arena, forward.
+/* model.c - OPT, GPT-2 and RoBERTa: config parsing, loading into the arena, forward.
  *
  * Loading happens in three steps so every failure is caught before any
  * weight is read: parse config.json into model_config; declare every weight
@@ -33,8 +33,21 @@ const char *model_family_name(model_family f)
         return "opt";
     case MODEL_FAMILY_GPT2:
         return "gpt2";
+    case MODEL_FAMILY_ROBERTA:
+        return "roberta";
     }
     return "?";
+}
+
+bool model_is_masked_lm(const model_config *cfg)
+{
+    return cfg->family == MODEL_FAMILY_ROBERTA;
+}
+
+void model_hf_tensor_name(const model_config *cfg, const char *name, char *out, size_t cap)
+{
+    bool prefix = cfg->family == MODEL_FAMILY_ROBERTA && strncmp(name, "lm_head.", 8) != 0;
+    snprintf(out, cap, "%s%s", prefix ? "roberta." : "", name);
 }
 
 /* Integer field: absent -> def (or error when def < -1 marks it required). */
@@ -192,6 +205,66 @@ static hl_status config_parse_gpt2(model_config *c, const cJSON *j, const char *
     return HL_OK;
 }
 
+/* RobertaForMaskedLM (HF RobertaConfig). */
+static hl_status config_parse_roberta(model_config *c, const cJSON *j, const char *path,
+                                      hl_err *err)
+{
+    hl_status st;
+    c->family = MODEL_FAMILY_ROBERTA;
+    int32_t n_pos = 0;
+    if ((st = cfg_int(j, path, NAMES("hidden_size"), CFG_REQUIRED, 1, DIM_MAX, &c->d_model,
+                      err)) ||
+        (st = cfg_int(j, path, NAMES("intermediate_size"), CFG_REQUIRED, 1, DIM_MAX, &c->d_ffn,
+                      err)) ||
+        (st = cfg_int(j, path, NAMES("num_attention_heads"), CFG_REQUIRED, 1, 4096, &c->n_heads,
+                      err)) ||
+        (st = cfg_int(j, path, NAMES("num_hidden_layers"), CFG_REQUIRED, 1, 4096, &c->n_layers,
+                      err)) ||
+        (st = cfg_int(j, path, NAMES("vocab_size"), CFG_REQUIRED, 1, 10000000, &c->vocab, err)) ||
+        (st = cfg_int(j, path, NAMES("max_position_embeddings"), CFG_REQUIRED, 1, 1 << 20,
+                      &n_pos, err)) ||
+        (st = cfg_int(j, path, NAMES("type_vocab_size"), 2, 1, 1024, &c->type_vocab, err)) ||
+        (st = cfg_float(j, path, "layer_norm_eps", 1e-12f, &c->ln_eps, err)) ||
+        (st = cfg_bool(j, path, "tie_word_embeddings", true, &c->tied_head, err)) ||
+        (st = cfg_act(j, path, "hidden_act", "gelu", &c->act, err)) ||
+        (st = cfg_int(j, path, NAMES("bos_token_id"), 0, -1, 10000000, &c->bos_id, err)) ||
+        (st = cfg_int(j, path, NAMES("eos_token_id"), 2, -1, 10000000, &c->eos_id, err)) ||
+        (st = cfg_int(j, path, NAMES("pad_token_id"), 1, 0, 10000000, &c->pad_id, err)))
+        return st;
+    const cJSON *pe = cJSON_GetObjectItemCaseSensitive(j, "position_embedding_type");
+    if (pe && !cJSON_IsNull(pe) &&
+        (!cJSON_IsString(pe) || strcmp(pe->valuestring, "absolute") != 0))
+        return hl_err_set(err, HL_ERR_FORMAT,
+                          "%s: position_embedding_type must be \"absolute\" (relative "
+                          "position embeddings are not supported)",
+                          path);
+    bool decoder = false;
+    if ((st = cfg_bool(j, path, "is_decoder", false, &decoder, err)))
+        return st;
+    if (decoder)
+        return hl_err_set(err, HL_ERR_FORMAT,
+                          "%s: is_decoder is true; helene runs RoBERTa as the masked LM "
+                          "(RobertaForMaskedLM) only",
+                          path);
+    /* positions are cumsum(not pad) + padding_idx: the first token uses row
+     * padding_idx + 1, so that many rows are never used by a sequence */
+    c->pos_offset = c->pad_id + 1;
+    c->max_pos = n_pos - c->pos_offset;
+    if (c->max_pos < 1)
+        return hl_err_set(err, HL_ERR_FORMAT,
+                          "%s: max_position_embeddings %d leaves no positions after "
+                          "pad_token_id + 1 = %d",
+                          path, n_pos, c->pos_offset);
+    c->d_embed = c->d_model;
+    c->bidirectional = true;
+    c->pre_ln = false;
+    c->final_ln = false;
+    c->ln_affine = true;
+    c->bias = true;
+    c->add_bos = false; /* masked templates spell out <s> and </s> */
+    return HL_OK;
+}
+
 hl_status model_config_load(model_config *cfg, const char *dir, hl_err *err)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -211,18 +284,26 @@ hl_status model_config_load(model_config *cfg, const char *dir, hl_err *err)
     }
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
     if (!cJSON_IsString(mt)) {
-        st = hl_err_set(err, HL_ERR_FORMAT, "%s: missing \"model_type\" (supported: opt, gpt2)",
-                        path);
+        st = hl_err_set(err, HL_ERR_FORMAT,
+                        "%s: missing \"model_type\" (supported: opt, gpt2, roberta)", path);
         goto done;
     }
     if (!strcmp(mt->valuestring, "opt"))
         st = config_parse_opt(cfg, j, path, err);
     else if (!strcmp(mt->valuestring, "gpt2"))
         st = config_parse_gpt2(cfg, j, path, err);
+    else if (!strcmp(mt->valuestring, "roberta"))
+        st = config_parse_roberta(cfg, j, path, err);
     else {
+        const char *why = !strcmp(mt->valuestring, "bert")
+                              ? " (BERT needs a WordPiece tokenizer, which helene lacks)"
+                          : !strcmp(mt->valuestring, "xlm-roberta")
+                              ? " (XLM-RoBERTa needs a SentencePiece tokenizer)"
+                              : "";
         st = hl_err_set(err, HL_ERR_FORMAT,
-                        "%s: model_type \"%.64s\" is not supported (supported: opt, gpt2)", path,
-                        mt->valuestring);
+                        "%s: model_type \"%.64s\" is not supported%s (supported: opt, gpt2, "
+                        "roberta)",
+                        path, mt->valuestring, why);
         goto done;
     }
     if (st)
@@ -329,6 +410,38 @@ static hl_status declare_layers(param_set *ps, const model_config *c, hl_err *er
             ADD("decoder.final_layer_norm.weight", C, 0, false, -1);
             ADD("decoder.final_layer_norm.bias", C, 0, false, -1);
         }
+    } else if (c->family == MODEL_FAMILY_ROBERTA) {
+        /* HF names without the "roberta." prefix (lm_head.* has none) */
+        ADD("embeddings.word_embeddings.weight", V, C, true, -1);
+        ADD("embeddings.position_embeddings.weight", P, C, true, -1);
+        ADD("embeddings.token_type_embeddings.weight", c->type_vocab, C, true, -1);
+        ADD("embeddings.LayerNorm.weight", C, 0, false, -1);
+        ADD("embeddings.LayerNorm.bias", C, 0, false, -1);
+        for (int32_t i = 0; i < c->n_layers; i++) {
+            static const char *const qkv[3] = {"query", "key", "value"};
+            for (int p = 0; p < 3; p++) {
+                ADDF(C, C, true, i, "encoder.layer.%d.attention.self.%s.weight", i, qkv[p]);
+                ADDF(C, 0, false, i, "encoder.layer.%d.attention.self.%s.bias", i, qkv[p]);
+            }
+            ADDF(C, C, true, i, "encoder.layer.%d.attention.output.dense.weight", i);
+            ADDF(C, 0, false, i, "encoder.layer.%d.attention.output.dense.bias", i);
+            ADDF(C, 0, false, i, "encoder.layer.%d.attention.output.LayerNorm.weight", i);
+            ADDF(C, 0, false, i, "encoder.layer.%d.attention.output.LayerNorm.bias", i);
+            ADDF(F, C, true, i, "encoder.layer.%d.intermediate.dense.weight", i);
+            ADDF(F, 0, false, i, "encoder.layer.%d.intermediate.dense.bias", i);
+            ADDF(C, F, true, i, "encoder.layer.%d.output.dense.weight", i);
+            ADDF(C, 0, false, i, "encoder.layer.%d.output.dense.bias", i);
+            ADDF(C, 0, false, i, "encoder.layer.%d.output.LayerNorm.weight", i);
+            ADDF(C, 0, false, i, "encoder.layer.%d.output.LayerNorm.bias", i);
+        }
+        ADD("lm_head.dense.weight", C, C, true, -1);
+        ADD("lm_head.dense.bias", C, 0, false, -1);
+        ADD("lm_head.layer_norm.weight", C, 0, false, -1);
+        ADD("lm_head.layer_norm.bias", C, 0, false, -1);
+        ADD("lm_head.bias", V, 0, false, -1);
+        if (!c->tied_head)
+            ADD("lm_head.decoder.weight", V, C, true, -1);
+        return st;
     } else {
         ADD("wte.weight", V, C, true, -1);
         ADD("wpe.weight", P, C, true, -1);
@@ -408,6 +521,38 @@ static hl_status bind_weights(model *m, hl_err *err)
             b->w2 = layer_ptr(m, "decoder.layers.%d.fc2.weight", i);
             b->b2 = layer_ptr(m, "decoder.layers.%d.fc2.bias", i);
         }
+    } else if (c->family == MODEL_FAMILY_ROBERTA) {
+        w->wte = layer_ptr(m, "embeddings.word_embeddings.weight");
+        w->wpe = layer_ptr(m, "embeddings.position_embeddings.weight");
+        w->tte = layer_ptr(m, "embeddings.token_type_embeddings.weight");
+        w->emb_ln_w = layer_ptr(m, "embeddings.LayerNorm.weight");
+        w->emb_ln_b = layer_ptr(m, "embeddings.LayerNorm.bias");
+        w->mlm_dense_w = layer_ptr(m, "lm_head.dense.weight");
+        w->mlm_dense_b = layer_ptr(m, "lm_head.dense.bias");
+        w->mlm_ln_w = layer_ptr(m, "lm_head.layer_norm.weight");
+        w->mlm_ln_b = layer_ptr(m, "lm_head.layer_norm.bias");
+        w->head_bias = layer_ptr(m, "lm_head.bias");
+        for (int i = 0; i < c->n_layers; i++) {
+            model_block *b = &w->blocks[i];
+            static const char *const qkv[3] = {"query", "key", "value"};
+            for (int k = 0; k < 3; k++) {
+                b->wqkv[k] = layer_ptr(m, "encoder.layer.%d.attention.self.%s.weight", i, qkv[k]);
+                b->bqkv[k] = layer_ptr(m, "encoder.layer.%d.attention.self.%s.bias", i, qkv[k]);
+            }
+            b->wo = layer_ptr(m, "encoder.layer.%d.attention.output.dense.weight", i);
+            b->bo = layer_ptr(m, "encoder.layer.%d.attention.output.dense.bias", i);
+            /* post-LN: ln1 closes the attention sublayer, ln2 the FFN */
+            b->ln1_w = layer_ptr(m, "encoder.layer.%d.attention.output.LayerNorm.weight", i);
+            b->ln1_b = layer_ptr(m, "encoder.layer.%d.attention.output.LayerNorm.bias", i);
+            b->w1 = layer_ptr(m, "encoder.layer.%d.intermediate.dense.weight", i);
+            b->b1 = layer_ptr(m, "encoder.layer.%d.intermediate.dense.bias", i);
+            b->w2 = layer_ptr(m, "encoder.layer.%d.output.dense.weight", i);
+            b->b2 = layer_ptr(m, "encoder.layer.%d.output.dense.bias", i);
+            b->ln2_w = layer_ptr(m, "encoder.layer.%d.output.LayerNorm.weight", i);
+            b->ln2_b = layer_ptr(m, "encoder.layer.%d.output.LayerNorm.bias", i);
+        }
+        w->head = c->tied_head ? w->wte : layer_ptr(m, "lm_head.decoder.weight");
+        return HL_OK;
     } else {
         w->wte = layer_ptr(m, "wte.weight");
         w->wpe = layer_ptr(m, "wpe.weight");
@@ -482,6 +627,7 @@ static void acts_free(model_acts *a)
     free(a->scores);
     free(a->hidden);
     free(a->pos);
+    free(a->lora);
     memset(a, 0, sizeof *a);
 }
 
@@ -491,6 +637,7 @@ void model_free(model *m)
         return;
     acts_free(&m->acts);
     free(m->stage_x);
+    model_peft_detach(m);
     free(m->w.blocks);
     param_set_free(&m->params);
     memset(m, 0, sizeof *m);
@@ -515,8 +662,11 @@ static const st_tensor *find_tensor(const st_model *sm, const model_config *c, c
 {
     static const char *const opt_prefixes[] = {"model.", "", NULL};
     static const char *const gpt2_prefixes[] = {"transformer.", "", NULL};
-    const char *const *pre = c->family == MODEL_FAMILY_OPT ? opt_prefixes : gpt2_prefixes;
-    if (!strcmp(name, "lm_head.weight"))
+    static const char *const roberta_prefixes[] = {"roberta.", "", NULL};
+    const char *const *pre = c->family == MODEL_FAMILY_OPT    ? opt_prefixes
+                             : c->family == MODEL_FAMILY_GPT2 ? gpt2_prefixes
+                                                              : roberta_prefixes;
+    if (!strncmp(name, "lm_head.", 8))
         return st_model_find(sm, name);
     char full[PARAM_NAME_MAX + 32];
     for (; *pre; pre++) {
@@ -537,12 +687,26 @@ static bool is_gpt2_conv1d(const model_config *c, const char *name)
            (strstr(name, ".c_attn.") || strstr(name, ".c_proj.") || strstr(name, ".c_fc."));
 }
 
+/* Tensors a checkpoint may carry that no weight uses: GPT-2's cached causal
+ * masks, RoBERTa's position_ids buffer and the pooler of RobertaModel (not
+ * part of the masked LM). */
 static bool is_known_buffer(const char *name)
 {
     const char *dot = strrchr(name, '.');
     return dot && (!strcmp(dot, ".masked_bias") ||
                    (!strcmp(dot, ".bias") && strstr(name, ".attn.bias") &&
-                    !strstr(name, "c_attn")));
+                    !strstr(name, "c_attn")) ||
+                   !strcmp(name, "roberta.embeddings.position_ids") ||
+                   !strcmp(name, "embeddings.position_ids") ||
+                   !strncmp(name, "roberta.pooler.", 15) || !strncmp(name, "pooler.", 7));
+}
+
+/* A tensor that repeats a weight of the model byte for byte (a tied head
+ * saved twice: lm_head.weight, RoBERTa's lm_head.decoder.weight and .bias). */
+static bool same_bytes(const st_tensor *a, const st_tensor *b)
+{
+    return a && b && a->dtype == b->dtype && a->nbytes == b->nbytes && a->ndim == b->ndim &&
+           !memcmp(a->data, b->data, (size_t)a->nbytes);
 }
 
 /* The file's tensor for layer i, with the shape config.json implies (GPT-2's
@@ -553,11 +717,17 @@ static hl_status layer_tensor(const model *m, const st_model *sm, int i, const s
     const model_config *c = &m->cfg;
     const param_layer *l = &m->params.layers[i];
     const st_tensor *t = find_tensor(sm, c, l->name);
+    if (!t && c->family == MODEL_FAMILY_ROBERTA && !strncmp(l->name, "lm_head.", 8))
+        return hl_err_set(err, HL_ERR_FORMAT,
+                          "%s: missing tensor \"%s\": helene needs the masked-LM head of a "
+                          "RobertaForMaskedLM checkpoint (a bare RobertaModel has none)",
+                          m->path, l->name);
     if (!t)
-        return hl_err_set(err, HL_ERR_FORMAT, "%s: missing tensor \"%s\"%s", m->path, l->name,
-                          c->family == MODEL_FAMILY_OPT ? " (also tried prefix \"model.\")"
-                                                        : " (also tried prefix "
-                                                          "\"transformer.\")");
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: missing tensor \"%s\" (also tried prefix "
+                          "\"%s\")", m->path, l->name,
+                          c->family == MODEL_FAMILY_OPT    ? "model."
+                          : c->family == MODEL_FAMILY_GPT2 ? "transformer."
+                                                           : "roberta.");
     bool tr = is_gpt2_conv1d(c, l->name);
     bool ok = t->ndim == l->ndim;
     for (int d = 0; ok && d < l->ndim; d++) {
@@ -604,12 +774,20 @@ static hl_status check_file(model *m, const st_model *sm, hl_err *err)
             taken = find_tensor(sm, c, m->params.layers[i].name) == t;
         if (taken)
             continue;
-        if (c->tied_head && strstr(t->name, "lm_head.weight")) {
+        if (c->family == MODEL_FAMILY_ROBERTA && !strcmp(t->name, "lm_head.decoder.bias")) {
+            /* HF ties the decoder's bias to lm_head.bias and may save both */
+            if (same_bytes(t, st_model_find(sm, "lm_head.bias")))
+                continue;
+            return hl_err_set(err, HL_ERR_FORMAT,
+                              "%s: \"lm_head.decoder.bias\" differs from \"lm_head.bias\", "
+                              "which HF ties to it",
+                              t->path);
+        }
+        if (c->tied_head && (strstr(t->name, "lm_head.weight") ||
+                             strstr(t->name, "lm_head.decoder.weight"))) {
             /* a tied checkpoint may carry the head as a copy of the
              * embeddings (older conversions do): the same bytes are fine */
-            const st_tensor *e = find_tensor(sm, c, m->params.layers[0].name);
-            if (e && e->dtype == t->dtype && e->nbytes == t->nbytes && e->ndim == t->ndim &&
-                !memcmp(e->data, t->data, (size_t)t->nbytes))
+            if (same_bytes(t, find_tensor(sm, c, m->params.layers[0].name)))
                 continue;
             return hl_err_set(err, HL_ERR_FORMAT,
                               "%s: config.json ties the output head to the embeddings "
@@ -666,7 +844,10 @@ static hl_status load_weights(model *m, const st_model *sm, hl_err *err)
         const st_tensor *t = st_model_tensor(sm, i);
         if (is_known_buffer(t->name))
             continue;
-        if (c->tied_head && !strcmp(t->name, "lm_head.weight"))
+        if (c->tied_head && (!strcmp(t->name, "lm_head.weight") ||
+                             !strcmp(t->name, "lm_head.decoder.weight")))
+            continue;
+        if (!strcmp(t->name, "lm_head.decoder.bias"))
             continue;
         unused++;
     }
@@ -714,7 +895,10 @@ static hl_status acts_reserve(model *m, size_t n_tok, int max_T, hl_err *err)
 {
     model_acts *a = &m->acts;
     int threads = pool_size(m->pool);
-    if (n_tok <= a->cap_tokens && max_T <= a->cap_seq_len && threads == a->cap_threads)
+    const int rank = m->peft.kind == PEFT_LORA ? m->peft.rank : 0;
+    const int n_prefix = m->peft.kind == PEFT_PREFIX ? m->peft.tokens : 0;
+    if (n_tok <= a->cap_tokens && max_T <= a->cap_seq_len && threads == a->cap_threads &&
+        rank == a->cap_rank && n_prefix == a->cap_prefix)
         return HL_OK;
     size_t cap = n_tok > a->cap_tokens ? n_tok : a->cap_tokens;
     int capT = max_T > a->cap_seq_len ? max_T : a->cap_seq_len;
@@ -729,17 +913,21 @@ static hl_status acts_reserve(model *m, size_t n_tok, int max_T, hl_err *err)
     a->emb = malloc(cap * E * sizeof(float));
     a->hidden = malloc(cap * E * sizeof(float));
     a->scores = malloc((size_t)threads *
-                       kern_attention_scratch(capT, m->cfg.d_model / m->cfg.n_heads) *
+                       kern_attention_scratch_ex(capT, m->cfg.d_model / m->cfg.n_heads,
+                                                 n_prefix) *
                        sizeof(float));
     a->pos = malloc(cap * sizeof(int32_t));
+    a->lora = rank ? malloc(cap * (size_t)rank * sizeof(float)) : NULL;
     if (!a->x || !a->xn || !a->qkv || !a->att || !a->ffn || !a->emb || !a->hidden ||
-        !a->scores || !a->pos) {
+        !a->scores || !a->pos || (rank && !a->lora)) {
         acts_free(a);
         return hl_err_set(err, HL_ERR_NOMEM, "out of memory for activations of %zu tokens", cap);
     }
     a->cap_tokens = cap;
     a->cap_seq_len = capT;
     a->cap_threads = threads;
+    a->cap_rank = rank;
+    a->cap_prefix = n_prefix;
     return HL_OK;
 }
 
@@ -762,11 +950,16 @@ static void embed_fn(void *arg, int tid, int nt)
         memcpy(dst + r * E, m->w.wte + (size_t)j->tokens[r] * E, E * sizeof(float));
     if (m->w.proj_in)
         return; /* positions are added after the projection */
+    const float *tt = m->w.tte; /* RoBERTa: token type 0 for every token */
     for (size_t r = r0; r < r1; r++) {
         const float *p = m->w.wpe + (size_t)m->acts.pos[r] * C;
         float *x = m->acts.x + r * C;
-        for (size_t i = 0; i < C; i++)
-            x[i] += p[i];
+        if (tt)
+            for (size_t i = 0; i < C; i++)
+                x[i] += tt[i] + p[i];
+        else
+            for (size_t i = 0; i < C; i++)
+                x[i] += p[i];
     }
 }
 
@@ -798,7 +991,34 @@ kern_act model_act_kernel(model_act a)
     return KERN_ACT_NONE;
 }
 
-static void block_forward(model *m, const model_block *b, const model_batch *batch, size_t N,
+/* out[N, O] (leading dim ldo) += alpha/r · (in·Aᵀ)·Bᵀ: a LoRA site's
+ * contribution, when the site is adapted. */
+static void lora_add(model *m, const model_block *b, int site, float *out, size_t ldo,
+                     const float *in, size_t ldi, size_t N, int O, int K)
+{
+    if (!b->lora_a[site])
+        return;
+    const int r = m->peft.rank;
+    float *t = m->acts.lora;
+    kern_par_linear(m->pool, t, (size_t)r, in, ldi, b->lora_a[site], (int)N, r, K, 0.0f);
+    const float scale = m->peft.alpha / (float)r;
+    for (size_t i = 0; i < N * (size_t)r; i++)
+        t[i] *= scale;
+    kern_par_linear(m->pool, out, ldo, t, (size_t)r, b->lora_b[site], (int)N, O, r, 1.0f);
+}
+
+/* Prefix init: this block's keys and values of the batch's tokens become
+ * its prefix (the batch is exactly `tokens` tokens, see peft.c). */
+static void capture_prefix(model *m, model_block *b, size_t N)
+{
+    const size_t C = (size_t)m->cfg.d_model;
+    for (size_t t = 0; t < N && t < (size_t)m->peft.tokens; t++) {
+        memcpy(b->prefix_k + t * C, m->acts.qkv + t * 3 * C + C, C * sizeof(float));
+        memcpy(b->prefix_v + t * C, m->acts.qkv + t * 3 * C + 2 * C, C * sizeof(float));
+    }
+}
+
+static void block_forward(model *m, model_block *b, const model_batch *batch, size_t N,
                           int max_T)
 {
     const model_config *c = &m->cfg;
@@ -813,8 +1033,10 @@ static void block_forward(model *m, const model_block *b, const model_batch *bat
         kern_par_layernorm(p, a->xn, a->x, b->ln1_w, b->ln1_b, N, C, c->ln_eps);
         in = a->xn;
     }
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 3; k++) {
         kern_par_linear(m->pool, a->qkv + (size_t)k * C, C3, in, (size_t)C, b->wqkv[k], (int)N, C, C, 0.0f);
+        lora_add(m, b, PEFT_SITE_Q + k, a->qkv + (size_t)k * C, C3, in, (size_t)C, N, C, C);
+    }
     if (b->bqkv[0]) {
         /* GPT-2's three biases are one contiguous [3C]; OPT's are separate. */
         if (b->bqkv[1] == b->bqkv[0] + C && b->bqkv[2] == b->bqkv[0] + 2 * C)
@@ -823,12 +1045,21 @@ static void block_forward(model *m, const model_block *b, const model_batch *bat
             for (int k = 0; k < 3; k++)
                 kern_par_add_rows(p, a->qkv + (size_t)k * C, b->bqkv[k], N, C, C3);
     }
-    kern_par_attention_min(p, a->att, a->qkv, batch->seq_start, batch->n_seq, C, c->n_heads,
-                       1.0f / sqrtf((float)HD), a->scores, max_T, m->attn_sgemm_min_T);
+    kern_attn_ext ext = {.bidirectional = c->bidirectional};
+    if (b->prefix_k && m->peft_capture)
+        capture_prefix(m, b, N); /* and this forward runs without a prefix */
+    else if (b->prefix_k) {
+        ext.prefix_k = b->prefix_k;
+        ext.prefix_v = b->prefix_v;
+        ext.n_prefix = m->peft.tokens;
+    }
+    kern_par_attention_ex(p, a->att, a->qkv, batch->seq_start, batch->n_seq, C, c->n_heads,
+                          1.0f / sqrtf((float)HD), a->scores, max_T, m->attn_sgemm_min_T, &ext);
     /* x += att · Wo^T + bo (residual folded into sgemm's beta) */
     if (b->bo)
         kern_par_add_rows(p, a->x, b->bo, N, C, (size_t)C);
     kern_par_linear(m->pool, a->x, (size_t)C, a->att, (size_t)C, b->wo, (int)N, C, C, 1.0f);
+    lora_add(m, b, PEFT_SITE_O, a->x, (size_t)C, a->att, (size_t)C, N, C, C);
     if (!c->pre_ln)
         kern_par_layernorm(p, a->x, a->x, b->ln1_w, b->ln1_b, N, C, c->ln_eps);
 
@@ -839,10 +1070,12 @@ static void block_forward(model *m, const model_block *b, const model_batch *bat
         in = a->xn;
     }
     kern_par_linear(m->pool, a->ffn, (size_t)F, in, (size_t)C, b->w1, (int)N, F, C, 0.0f);
+    lora_add(m, b, PEFT_SITE_FC1, a->ffn, (size_t)F, in, (size_t)C, N, F, C);
     kern_par_bias_act(p, a->ffn, b->b1, N, F, (size_t)F, model_act_kernel(c->act));
     if (b->b2)
         kern_par_add_rows(p, a->x, b->b2, N, C, (size_t)C);
     kern_par_linear(m->pool, a->x, (size_t)C, a->ffn, (size_t)F, b->w2, (int)N, C, F, 1.0f);
+    lora_add(m, b, PEFT_SITE_FC2, a->x, (size_t)C, a->ffn, (size_t)F, N, C, F);
     if (!c->pre_ln)
         kern_par_layernorm(p, a->x, a->x, b->ln2_w, b->ln2_b, N, C, c->ln_eps);
 }
@@ -854,7 +1087,7 @@ int32_t model_stage_count(const model *m)
 
 int32_t model_layer_stage(const model *m, int32_t layer)
 {
-    const param_set *ps = &m->params;
+    const param_set *ps = model_trainable_const(m);
     if (layer < 0 || layer >= ps->n_layers)
         return 0;
     const param_layer *l = &ps->layers[layer];
@@ -943,6 +1176,9 @@ hl_status model_forward_staged(model *m, const model_batch *batch, int32_t save_
             kern_par_linear(m->pool, a->x, (size_t)C, a->emb, (size_t)E, m->w.proj_in, (int)N, C, E, 0.0f);
             pool_run(m->pool, add_pos_fn, &ej);
         }
+        if (m->w.emb_ln_w)
+            kern_par_layernorm(m->pool, a->x, a->x, m->w.emb_ln_w, m->w.emb_ln_b, N, C,
+                               c->ln_eps);
     }
     for (int l = start_stage > 0 ? start_stage - 1 : 0; l < c->n_layers; l++) {
         if (start_stage == 0 && save_stage == l + 1 && (st = stage_save(m, save_stage, N, err)))
@@ -959,7 +1195,16 @@ hl_status model_forward_staged(model *m, const model_batch *batch, int32_t save_
     }
     if (m->w.proj_out)
         kern_par_linear(m->pool, a->hidden, (size_t)E, h, (size_t)C, m->w.proj_out, (int)N, E, C, 0.0f);
-    else
+    else if (m->w.mlm_dense_w) {
+        /* RobertaLMHead before the decoder: LayerNorm(gelu(dense(x))), with
+         * the erf GELU whatever hidden_act says (HF calls gelu() there) */
+        kern_par_linear(m->pool, a->hidden, (size_t)C, h, (size_t)C, m->w.mlm_dense_w, (int)N, C,
+                        C, 0.0f);
+        kern_par_bias_act(m->pool, a->hidden, m->w.mlm_dense_b, N, C, (size_t)C,
+                          KERN_ACT_GELU_ERF);
+        kern_par_layernorm(m->pool, a->hidden, a->hidden, m->w.mlm_ln_w, m->w.mlm_ln_b, N, C,
+                           c->ln_eps);
+    } else
         memcpy(a->hidden, h, N * (size_t)C * sizeof(float));
     return HL_OK;
 }
@@ -969,15 +1214,22 @@ hl_status model_forward_staged(model *m, const model_batch *batch, int32_t save_
 void model_logits_rows(model *m, float *out, const int32_t *rows, size_t n_rows)
 {
     const int E = m->cfg.d_embed, V = m->cfg.vocab;
+    /* the bias first, folded into sgemm's beta */
+    float beta = 0.0f;
+    if (m->w.head_bias) {
+        for (size_t r = 0; r < n_rows; r++)
+            memcpy(out + r * (size_t)V, m->w.head_bias, (size_t)V * sizeof(float));
+        beta = 1.0f;
+    }
     if (!rows) {
-        kern_par_linear(m->pool, out, (size_t)V, m->acts.hidden, (size_t)E, m->w.head, (int)n_rows, V, E, 0.0f);
+        kern_par_linear(m->pool, out, (size_t)V, m->acts.hidden, (size_t)E, m->w.head, (int)n_rows, V, E, beta);
         return;
     }
     /* Gather the rows into the emb buffer (free after the forward). */
     for (size_t r = 0; r < n_rows; r++)
         memcpy(m->acts.emb + r * (size_t)E, m->acts.hidden + (size_t)rows[r] * E,
                (size_t)E * sizeof(float));
-    kern_par_linear(m->pool, out, (size_t)V, m->acts.emb, (size_t)E, m->w.head, (int)n_rows, V, E, 0.0f);
+    kern_par_linear(m->pool, out, (size_t)V, m->acts.emb, (size_t)E, m->w.head, (int)n_rows, V, E, beta);
 }
 
 void model_logits_select(model *m, float *out, const int32_t *rows, size_t n_rows,
@@ -991,7 +1243,7 @@ void model_logits_select(model *m, float *out, const int32_t *rows, size_t n_row
             float s = 0.0f;
             for (size_t e = 0; e < E; e++)
                 s += h[e] * w[e];
-            out[r * n_ids + j] = s;
+            out[r * n_ids + j] = m->w.head_bias ? s + m->w.head_bias[ids[j]] : s;
         }
     }
 }
@@ -1050,6 +1302,30 @@ hl_status model_nll(model *m, double *out_sum_nll, size_t *out_count, const mode
     free(logits);
     *out_sum_nll = sum;
     *out_count = count;
+    return HL_OK;
+}
+
+hl_status model_nll_at(model *m, double *out_sum_nll, const model_batch *batch,
+                       const int32_t *rows, const int32_t *targets, size_t n, hl_err *err)
+{
+    hl_status st = model_forward(m, batch, err);
+    if (st)
+        return st;
+    const size_t N = (size_t)batch->seq_start[batch->n_seq];
+    for (size_t i = 0; i < n; i++)
+        if (rows[i] < 0 || (size_t)rows[i] >= N || targets[i] < 0 ||
+            targets[i] >= m->cfg.vocab)
+            return hl_err_set(err, HL_ERR_INVALID, "scored pair %zu (row %d, token %d) is "
+                              "outside the batch or the vocabulary", i, rows[i], targets[i]);
+    enum { CHUNK = 32 };
+    float *logits = malloc(CHUNK * (size_t)m->cfg.vocab * sizeof(float));
+    if (!logits)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory for logits");
+    double sum = 0;
+    for (size_t i = 0; i < n; i += CHUNK)
+        sum += nll_rows(m, logits, rows + i, targets + i, n - i < CHUNK ? n - i : CHUNK);
+    free(logits);
+    *out_sum_nll = sum;
     return HL_OK;
 }
 

@@ -1,4 +1,4 @@
-/* model.h - decoder-only transformers (OPT, GPT-2): config, weights, forward.
+/* model.h - transformers (OPT, GPT-2 decoders; RoBERTa encoder): config, weights, forward.
  *
  * A model is a Hugging Face folder: config.json + model.safetensors (or
  * shards).  Loading converts every weight once to fp32 into one param_set
@@ -12,8 +12,15 @@
  * (OPT's word_embed_proj_dim; = C otherwise), F = FFN size, V = vocabulary,
  * NH = heads, HD = C / NH, P = position rows.
  *
- * Leaves out: RoBERTa and Llama (later), KV caches and generation, dropout
- * (ZO training runs with dropout off), fp16 compute.
+ * RoBERTa (RobertaForMaskedLM) runs through the same blocks: post-LN,
+ * bidirectional attention (each packed sequence sees itself whole, so no
+ * padding is ever attended to), embeddings + token type row 0 + positions
+ * from padding_idx + 1, an embedding LayerNorm, and a masked-LM head
+ * (dense, erf GELU, LayerNorm) in the top stage, so acts.hidden is the input
+ * of the tied decoder and the logits add lm_head.bias.
+ *
+ * Leaves out: Llama (later), BERT (WordPiece tokenizer), KV caches and
+ * generation, dropout (ZO training runs with dropout off), fp16 compute.
  */
 #ifndef HELENE_MODEL_H
 #define HELENE_MODEL_H
@@ -25,11 +32,13 @@
 #include "err.h"
 #include "kernels.h"
 #include "params.h"
+#include "peft.h"
 #include "pool.h"
 
 typedef enum model_family {
     MODEL_FAMILY_OPT,
     MODEL_FAMILY_GPT2,
+    MODEL_FAMILY_ROBERTA, /* masked LM */
 } model_family;
 
 typedef enum model_act {
@@ -47,7 +56,11 @@ typedef struct model_config {
     int32_t vocab;       /* V */
     int32_t max_pos;     /* positions a sequence may use (OPT: without the offset of 2) */
     int32_t d_embed;     /* E: OPT word_embed_proj_dim, else C */
-    int32_t pos_offset;  /* OPT: 2 (learned positions start at row 2), GPT-2: 0 */
+    int32_t pos_offset;  /* OPT: 2 (learned positions start at row 2), GPT-2: 0,
+                            RoBERTa: padding_idx + 1 */
+    int32_t type_vocab;  /* RoBERTa: token type rows (row 0 is added); else 0 */
+    bool bidirectional;  /* RoBERTa: every token attends to its whole sequence
+                            (false, the default: causal decoder attention) */
     bool pre_ln;         /* layer norm before attention/FFN (false: opt-350m post-LN) */
     bool final_ln;       /* a final layer norm exists */
     bool ln_affine;      /* layer norms have weight and bias */
@@ -74,6 +87,10 @@ typedef struct model_block {
     float *ln2_w, *ln2_b;  /* [C] final_layer_norm / ln_2 */
     float *w1, *b1;        /* [F, C], [F] */
     float *w2, *b2;        /* [C, F], [C] */
+    /* PEFT (peft.h), into model.peft_params; NULL when absent */
+    float *lora_a[PEFT_SITE_COUNT]; /* [r, in] per site q k v o fc1 fc2 */
+    float *lora_b[PEFT_SITE_COUNT]; /* [out, r] */
+    float *prefix_k, *prefix_v;     /* [tokens, C] keys and values before every sequence */
 } model_block;
 
 typedef struct model_weights {
@@ -83,6 +100,12 @@ typedef struct model_weights {
     float *proj_out;       /* [E, C] or NULL */
     float *lnf_w, *lnf_b;  /* [C] or NULL */
     float *head;           /* [V, E]: wte when tied */
+    /* RoBERTa; NULL otherwise */
+    float *tte;            /* [type_vocab, C] token type embeddings (row 0 used) */
+    float *emb_ln_w, *emb_ln_b;   /* [C] embeddings.LayerNorm */
+    float *mlm_dense_w, *mlm_dense_b; /* [C, C], [C] lm_head.dense */
+    float *mlm_ln_w, *mlm_ln_b;   /* [C] lm_head.layer_norm */
+    float *head_bias;      /* [V] lm_head.bias, added to every logit */
     model_block *blocks;   /* [L] */
 } model_weights;
 
@@ -100,6 +123,8 @@ typedef struct model_acts {
     int cap_threads;
     float *hidden; /* [N, E] final hidden states, the input of the head */
     int32_t *pos;  /* [N] position row per token */
+    float *lora;   /* [N, r] LoRA's x·Aᵀ (when LoRA is attached) */
+    int cap_rank, cap_prefix;
 } model_acts;
 
 typedef struct model {
@@ -117,6 +142,10 @@ typedef struct model {
     float *stage_x;        /* [stage_cap, C] */
     size_t stage_cap, stage_n;
     int32_t stage_saved;   /* stage whose input stage_x holds, 0 = none */
+    /* PEFT: the adapters the optimizers tune instead of params (peft.h) */
+    peft_spec peft;        /* kind PEFT_NONE = full-parameter */
+    param_set peft_params;
+    bool peft_capture;     /* prefix init: blocks copy their k, v into the prefix */
 } model;
 
 /* A batch of B sequences packed back to back: tokens[seq_start[b] ..
@@ -126,6 +155,13 @@ typedef struct model_batch {
     const int32_t *seq_start; /* [B + 1], seq_start[0] = 0, non-decreasing */
     int32_t n_seq;            /* B */
 } model_batch;
+
+/* True for masked LMs (RoBERTa): prompts carry <mask>, scores are read there. */
+bool model_is_masked_lm(const model_config *cfg);
+
+/* The tensor name a Hugging Face checkpoint of this family uses for arena
+ * layer NAME (RoBERTa: "roberta." + name, lm_head.* as is; others: name). */
+void model_hf_tensor_name(const model_config *cfg, const char *name, char *out, size_t cap);
 
 /* The kernel activation of a model's FFN (kernels.h). */
 kern_act model_act_kernel(model_act a);
@@ -139,12 +175,31 @@ hl_status model_init_from_config(model *m, const model_config *cfg, hl_err *err)
 void model_free(model *m);
 void model_set_pool(model *m, pool *p);
 
+/* ---- PEFT (peft.c) ---- */
+
+/* Add the adapters of spec s (LoRA or prefix) to a loaded model; their
+ * initial values come from seed (LoRA's A) or from a forward of random
+ * tokens (prefix).  The base weights are not changed. */
+hl_status model_peft_attach(model *m, const peft_spec *s, uint64_t seed, hl_err *err);
+/* Drop the adapters: the model is the base again. */
+void model_peft_detach(model *m);
+/* What the optimizers tune: the adapters when attached, else the weights. */
+param_set *model_trainable(model *m);
+const param_set *model_trainable_const(const model *m);
+/* Fold LoRA into the base weights (W += alpha/r · B·A) and detach, so the
+ * model alone computes what model + adapters did.  Prefix: an error. */
+hl_status model_peft_merge(model *m, hl_err *err);
+/* The base weight's name (without ".weight") that LoRA site `site` of
+ * block `block` adapts, e.g. "decoder.layers.0.self_attn.q_proj". */
+void model_peft_site_base(const model *m, int32_t block, int site, char *name, size_t cap);
+
 /* Run the body: fills m->acts.hidden [N, E] for every token.  Validates
  * token ids and lengths (against max_pos) and grows the activation buffers
  * when a batch is larger than any before. */
 hl_status model_forward(model *m, const model_batch *batch, hl_err *err);
 
-/* Stages of a forward, in order: 0 = the embeddings (and OPT's project_in),
+/* Stages of a forward, in order (layer indexes model_trainable's layers):
+ * 0 = the embeddings (and OPT's project_in),
  * 1 + i = transformer block i, n_layers + 1 = the top (final norm and OPT's
  * project_out; the head reads acts.hidden after it).  A change to a layer
  * of stage s leaves the input of stage s, and every stage below, unchanged. */
@@ -176,6 +231,12 @@ void model_logits_select(model *m, float *out, const int32_t *rows, size_t n_row
  * NLL and count through out arguments; works in chunks so no [N, V] buffer. */
 hl_status model_nll(model *m, double *out_sum_nll, size_t *out_count, const model_batch *batch,
                     int32_t first_pred, hl_err *err);
+
+/* Summed NLL of chosen tokens at chosen rows after one forward of batch:
+ * -log softmax(logits[rows[i]])[targets[i]] over the full vocabulary (a
+ * masked LM's pseudo-log-likelihood reads the masked rows). */
+hl_status model_nll_at(model *m, double *out_sum_nll, const model_batch *batch,
+                       const int32_t *rows, const int32_t *targets, size_t n, hl_err *err);
 
 /* Floating-point operations of one forward over n_tok tokens split into
  * sequences of length seq_len (body only, and the head for n_head_rows rows

@@ -131,3 +131,31 @@ hl_status param_set_select(param_set *ps, const char *pattern, hl_err *err)
     regfree(&re);
     return HL_OK;
 }
+
+uint64_t param_set_hash(const param_set *ps)
+{
+    /* FNV-1a over 64-bit words, each word mixed in whole: a fraction of a
+     * second for 125M parameters */
+    uint64_t h = 0xcbf29ce484222325ull;
+    const uint64_t prime = 0x100000001b3ull;
+    for (int l = 0; l < ps->n_layers; l++) {
+        const param_layer *pl = &ps->layers[l];
+        for (const char *c = pl->name; *c; c++)
+            h = (h ^ (uint8_t)*c) * prime;
+        for (int d = 0; d < pl->ndim; d++)
+            h = (h ^ (uint64_t)pl->shape[d]) * prime;
+        const float *p = ps->data + pl->offset;
+        size_t k = 0;
+        for (; k + 2 <= pl->size; k += 2) {
+            uint64_t w;
+            memcpy(&w, p + k, sizeof w);
+            h = (h ^ w) * prime;
+        }
+        if (k < pl->size) {
+            uint32_t w;
+            memcpy(&w, p + k, sizeof w);
+            h = (h ^ w) * prime;
+        }
+    }
+    return h;
+}

@@ -76,6 +76,10 @@ size_t param_set_count(const param_set *ps);
 /* Floats and layers that are not frozen. */
 size_t param_set_count_trainable(const param_set *ps, int *n_layers);
 
+/* A 64-bit fingerprint of the layers' values (and names and shapes), to
+ * tell whether two arenas hold the same weights.  Not cryptographic. */
+uint64_t param_set_hash(const param_set *ps);
+
 /* Freeze every layer whose name does not match pattern, a POSIX extended
  * regular expression searched anywhere in the name ("" or NULL: tune all).
  * A pattern that does not compile or matches no layer is an error that

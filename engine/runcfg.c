@@ -5,6 +5,7 @@
 #include "analytic.h"
 #include "fileio.h"
 #include "jsonval.h"
+#include "peft.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -22,6 +23,7 @@ typedef enum key_kind {
     KEY_DURATION, /* seconds, written as 90, 90s, 10m, 1.5h or 1h30m */
     KEY_OBJECTIVE,
     KEY_CURVATURE, /* analytic_curvature by name */
+    KEY_PEFT,      /* a PEFT spec (peft.h), stored in canonical form */
 } key_kind;
 
 typedef struct key_def {
@@ -45,6 +47,14 @@ static const key_def keys[] = {
       "POSIX extended regex: tune only tensors whose name matches it, freeze the rest "
       "(\"\" = all; helene info --tensors lists the names)"},
      KEY_STR, OFF(trainable), 0, 0},
+    {{"peft",
+      "parameter-efficient tuning: none | lora[:r=8,alpha=16,targets=q+v] | prefix[:tokens=5] "
+      "(tunes only the adapters; targets: q k v o fc1 fc2)"},
+     KEY_PEFT, OFF(peft), 0, 0},
+    {{"base_hash",
+      "written by helene for --peft runs: a hash of the base weights the adapters were "
+      "trained on (a resume checks it; \"\" = unknown)"},
+     KEY_STR, OFF(base_hash), 0, 0},
     {{"train_size", "training examples to draw (0 = all)"}, KEY_I32, OFF(train_size), 0, 1e8},
     {{"dev_size", "dev examples to evaluate on (0 = all)"}, KEY_I32, OFF(dev_size), 0, 1e8},
     {{"batch_size", "examples per step (B)"}, KEY_I32, OFF(batch_size), 1, 4096},
@@ -249,6 +259,14 @@ hl_status runcfg_set(runcfg *c, const char *key_in, const char *value, hl_err *e
         return HL_OK;
     case KEY_CURVATURE:
         return analytic_parse_curvature((int32_t *)field, value, err);
+    case KEY_PEFT: {
+        peft_spec ps;
+        hl_status st = peft_parse(&ps, value, err);
+        if (st)
+            return st;
+        peft_format(&ps, field, RUNCFG_PATH_MAX);
+        return HL_OK;
+    }
     case KEY_I32: {
         double x = 0;
         hl_status st = parse_number(&x, d, value, err);
@@ -389,6 +407,7 @@ char *runcfg_to_json(const runcfg *c)
         const char *field = (const char *)c + d->offset;
         switch (d->kind) {
         case KEY_STR:
+        case KEY_PEFT:
             cJSON_AddStringToObject(o, d->pub.key, field);
             break;
         case KEY_BOOL:

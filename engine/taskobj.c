@@ -22,6 +22,7 @@ struct taskobj {
     char name[TASK_NAME_MAX];
     lm *lm;                 /* NULL for a data-only taskobj */
     const bpe *tok;
+    task_model kind;        /* causal (OPT, GPT-2) or masked (RoBERTa) */
     bool add_bos;
     int32_t bos_id, max_pos;
     sample_splits sp;       /* which dataset examples each split holds */
@@ -48,11 +49,67 @@ struct taskobj {
 
 /* ------------------------------------------------------ tokenization --- */
 
+/* The special tokens a masked prompt spells out, matched in the text as
+ * Hugging Face's tokenizers do (so a literal "<mask>" in the data is one). */
+static int32_t special_at(const bpe *tok, const char *p, size_t left, size_t *skip)
+{
+    static const struct {
+        const char *s;
+        size_t n;
+    } sp[] = {{"<s>", 3}, {"</s>", 4}, {"<mask>", 6}};
+    const int32_t ids[] = {tok->id_s, tok->id_slash_s, tok->id_mask};
+    for (size_t k = 0; k < sizeof sp / sizeof sp[0]; k++)
+        if (ids[k] >= 0 && left >= sp[k].n && !memcmp(p, sp[k].s, sp[k].n)) {
+            *skip = sp[k].n;
+            return ids[k];
+        }
+    return -1;
+}
+
+/* Token ids of a rendered prompt into out[0, cap) (out NULL: count only):
+ * causal prompts are plain text; masked ones map <s>, </s> and <mask> to
+ * their ids and BPE-encode the text between them.  *n gets the count. */
+static hl_status encode_prompt(const taskobj *t, const char *text, size_t len, int32_t *out,
+                               size_t cap, size_t *n, hl_err *err)
+{
+    if (t->kind == TASK_MODEL_CAUSAL)
+        return bpe_encode(t->tok, text, len, out, cap, n, err);
+    size_t got = 0, run = 0;
+    for (size_t i = 0; i <= len;) {
+        size_t skip = 0;
+        int32_t id = i < len ? special_at(t->tok, text + i, len - i, &skip) : -1;
+        if (id < 0 && i < len) {
+            i++;
+            continue;
+        }
+        if (i > run) { /* the text before the special token (or the end) */
+            size_t k = 0;
+            hl_status st = bpe_encode(t->tok, text + run, i - run, out ? out + got : NULL,
+                                      out ? cap - got : 0, &k, err);
+            if (st && (out || k == 0))
+                return st;
+            got += k;
+        }
+        if (i == len)
+            break;
+        if (out) {
+            if (got >= cap)
+                return hl_err_set(err, HL_ERR_INVALID, "prompt tokens exceed the buffer");
+            out[got] = id;
+        }
+        got++;
+        i += skip;
+        run = i;
+    }
+    *n = got;
+    return HL_OK;
+}
+
 static int64_t token_len(void *ctx, const char *text, size_t len)
 {
-    const bpe *tok = ctx;
+    const taskobj *t = ctx;
     size_t n = 0;
-    if (bpe_encode(tok, text, len, NULL, 0, &n, NULL) != HL_OK && n == 0)
+    if (encode_prompt(t, text, len, NULL, 0, &n, NULL) != HL_OK && n == 0)
         return -1;
     return (int64_t)n;
 }
@@ -72,19 +129,19 @@ static hl_status build_split(taskobj *t, tsplit *s, const sample_view *v, int64_
         free(off);
         return hl_err_set(err, HL_ERR_NOMEM, "out of memory tokenizing the data");
     }
-    task_fit fit = {.budget = budget, .len_fn = token_len, .ctx = (void *)tok};
+    task_fit fit = {.budget = budget, .len_fn = token_len, .ctx = (void *)t};
     for (uint32_t i = 0; i < v->n; i++) {
         task_example te;
         dataset_example_view(&te, v->ds, v->idx[i]);
         task_prompt info;
         hl_status st = task_render_prompt(t->prompt_buf, t->prompt_cap, &info, &t->task,
-                                          TASK_MODEL_CAUSAL, &te, &fit, err);
+                                          t->kind, &te, &fit, err);
         if (st) {
             free(off);
             return hl_err_prefix(err, "%s:%lld", v->ds->path, (long long)v->ds->ex[v->idx[i]].line);
         }
         size_t need = 0;
-        bpe_encode(tok, t->prompt_buf, info.len, NULL, 0, &need, NULL);
+        encode_prompt(t, t->prompt_buf, info.len, NULL, 0, &need, NULL);
         while (used + need + 1 > cap) {
             cap *= 2;
             int32_t *nt = realloc(s->tok, cap * sizeof *nt);
@@ -98,10 +155,24 @@ static hl_status build_split(taskobj *t, tsplit *s, const sample_view *v, int64_
         if (bos)
             s->tok[used++] = t->bos_id;
         size_t got = 0;
-        if ((st = bpe_encode(tok, t->prompt_buf, info.len, s->tok + used, cap - used, &got,
-                             err))) {
+        if ((st = encode_prompt(t, t->prompt_buf, info.len, s->tok + used, cap - used, &got,
+                                err))) {
             free(off);
             return st;
+        }
+        s->ex[i].mask_pos = -1;
+        if (t->kind == TASK_MODEL_MASKED) {
+            /* the <mask> the template placed: as many tokens precede it as
+             * its prefix encodes to (special tokens split the text) */
+            size_t before = 0;
+            encode_prompt(t, t->prompt_buf, (size_t)info.mask_at, NULL, 0, &before, NULL);
+            s->ex[i].mask_pos = (int32_t)(used - off[i] + before);
+            if (before >= got || s->tok[used + before] != tok->id_mask) {
+                free(off);
+                return hl_err_set(err, HL_ERR_INVALID, "%s:%lld: the <mask> of the template "
+                                  "did not tokenize to the mask token", v->ds->path,
+                                  (long long)v->ds->ex[v->idx[i]].line);
+            }
         }
         used += got;
         s->ex[i].n_prompt = (int32_t)(used - off[i]);
@@ -267,8 +338,13 @@ static hl_status prepare(taskobj *t, const runcfg *cfg, int eval_split, hl_err *
     if (st)
         return st;
     snprintf(t->name, sizeof t->name, "%s", t->task.name);
-    if (!task_supports(&t->task, TASK_MODEL_CAUSAL))
-        return hl_err_set(err, HL_ERR_INVALID, "task %s has no causal-LM template", t->name);
+    if (!task_supports(&t->task, t->kind))
+        return hl_err_set(err, HL_ERR_INVALID,
+                          t->kind == TASK_MODEL_MASKED
+                              ? "task %s has no masked-LM template (\"masked_template\"), "
+                                "which a masked LM such as RoBERTa needs"
+                              : "task %s has no causal-LM template (\"template\")",
+                          t->name);
     if (t->task.n_classes > CLS_MAX_CLASSES)
         return hl_err_set(err, HL_ERR_INVALID, "task %s has too many classes", t->name);
     if ((st = load_data(t, cfg, eval_split, &t->sp, err)))
@@ -278,13 +354,18 @@ static hl_status prepare(taskobj *t, const runcfg *cfg, int eval_split, hl_err *
 
     int32_t max_word = 0;
     for (int32_t c = 0; c < t->task.n_classes; c++) {
-        const char *w = t->task.classes[c].causal;
+        const char *w = task_class_word(&t->task, t->kind, c);
         size_t n = 0;
         if ((st = bpe_encode_alloc(t->tok, w, strlen(w), &t->words[c], &n, err)))
             return st;
         t->n_words[c] = (int32_t)n;
         if (n == 0)
             return hl_err_set(err, HL_ERR_FORMAT, "task %s: label word %d is empty", t->name, c);
+        if (t->kind == TASK_MODEL_MASKED && n != 1)
+            return hl_err_set(err, HL_ERR_FORMAT,
+                              "task %s: label word \"%s\" is %zu tokens; a masked LM predicts "
+                              "one token at <mask>, so each word must be one token",
+                              t->name, w, n);
         if (t->n_words[c] > max_word)
             max_word = t->n_words[c];
     }
@@ -292,7 +373,9 @@ static hl_status prepare(taskobj *t, const runcfg *cfg, int eval_split, hl_err *
     int64_t max_tokens = t->task.max_tokens > 0 ? t->task.max_tokens : t->max_pos;
     if (cfg->max_tokens > 0 && cfg->max_tokens < max_tokens)
         max_tokens = cfg->max_tokens;
-    int64_t room = t->max_pos - (t->add_bos ? 1 : 0) - max_word;
+    /* masked: the word sits at <mask>, inside the prompt */
+    int64_t room = t->max_pos - (t->add_bos ? 1 : 0) -
+                   (t->kind == TASK_MODEL_MASKED ? 0 : max_word);
     if (max_tokens > room)
         max_tokens = room;
     if (max_tokens < 1)
@@ -305,7 +388,7 @@ static hl_status prepare(taskobj *t, const runcfg *cfg, int eval_split, hl_err *
             for (int f = 0; f < t->task.n_fields; f++)
                 if (t->ds[d].max_len[f] > max_len[f])
                     max_len[f] = t->ds[d].max_len[f];
-    t->prompt_cap = task_prompt_max_bytes(&t->task, TASK_MODEL_CAUSAL, max_len) + 1;
+    t->prompt_cap = task_prompt_max_bytes(&t->task, t->kind, max_len) + 1;
     t->prompt_buf = malloc(t->prompt_cap);
     if (!t->prompt_buf)
         return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
@@ -324,6 +407,7 @@ static hl_status create(taskobj **out, objective *obj, lm *l, const runcfg *cfg,
         return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
     t->lm = l;
     t->tok = &l->tok;
+    t->kind = model_is_masked_lm(&l->model.cfg) ? TASK_MODEL_MASKED : TASK_MODEL_CAUSAL;
     t->add_bos = l->model.cfg.add_bos;
     t->bos_id = l->model.cfg.bos_id;
     t->max_pos = l->model.cfg.max_pos;
@@ -385,14 +469,15 @@ hl_status taskobj_create_eval(taskobj **out, lm *l, const runcfg *cfg, taskobj_s
     return create(out, NULL, l, cfg, (int)split, err);
 }
 
-hl_status taskobj_create_data(taskobj **out, const bpe *tok, bool add_bos, int32_t bos_id,
-                              int32_t max_pos, const runcfg *cfg, hl_err *err)
+hl_status taskobj_create_data(taskobj **out, const bpe *tok, bool masked, bool add_bos,
+                              int32_t bos_id, int32_t max_pos, const runcfg *cfg, hl_err *err)
 {
     *out = NULL;
     taskobj *t = calloc(1, sizeof *t);
     if (!t)
         return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
     t->tok = tok;
+    t->kind = masked ? TASK_MODEL_MASKED : TASK_MODEL_CAUSAL;
     t->add_bos = add_bos;
     t->bos_id = bos_id;
     t->max_pos = max_pos;
@@ -426,8 +511,8 @@ hl_status taskobj_render(const taskobj *t, char *out, size_t cap, taskobj_split 
     task_example te;
     dataset_example_view(&te, v->ds, v->idx[i]);
     task_prompt info;
-    task_fit fit = {.budget = t->budget, .len_fn = token_len, .ctx = (void *)t->tok};
-    return task_render_prompt(out, cap, &info, &t->task, TASK_MODEL_CAUSAL, &te, &fit, err);
+    task_fit fit = {.budget = t->budget, .len_fn = token_len, .ctx = (void *)t};
+    return task_render_prompt(out, cap, &info, &t->task, t->kind, &te, &fit, err);
 }
 
 const cls_example *taskobj_examples(const taskobj *t, taskobj_split split, int32_t *n)

@@ -9,7 +9,10 @@
  * (seed, e), so a resumed run sees the same batches without a cursor.
  * Losses come from cls.h (cross-entropy over the label words).
  *
- * Leaves out: masked LMs (RoBERTa, later).  Ownership: the objective's
+ * A masked LM (RoBERTa) gets the task's masked_template: <s>, </s> and
+ * <mask> become their ids, and each example records where its <mask> is.
+ *
+ * Ownership: the objective's
  * destroy frees the taskobj; the lm is borrowed and must outlive it.
  */
 #ifndef HELENE_TASKOBJ_H
@@ -46,8 +49,8 @@ hl_status taskobj_create_eval(taskobj **out, lm *l, const runcfg *cfg, taskobj_s
 
 /* For `helene data`: splits and tokens exactly as training would make them,
  * with any tokenizer and no model.  Cannot score. */
-hl_status taskobj_create_data(taskobj **out, const bpe *tok, bool add_bos, int32_t bos_id,
-                              int32_t max_pos, const runcfg *cfg, hl_err *err);
+hl_status taskobj_create_data(taskobj **out, const bpe *tok, bool masked, bool add_bos,
+                              int32_t bos_id, int32_t max_pos, const runcfg *cfg, hl_err *err);
 void taskobj_free(taskobj *t); /* for taskobjs made without an objective */
 
 struct task;

@@ -115,6 +115,7 @@ int cmd_info(int argc, char **argv)
         cJSON_AddBoolToObject(o, "pre_layer_norm", c->pre_ln);
         cJSON_AddBoolToObject(o, "tied_head", c->tied_head);
         cJSON_AddBoolToObject(o, "adds_bos", c->add_bos);
+        cJSON_AddStringToObject(o, "objective", model_is_masked_lm(c) ? "masked_lm" : "causal_lm");
         if (tensors) {
             cJSON *arr = cJSON_AddArrayToObject(o, "tensors");
             for (int i = 0; i < ps->n_layers; i++) {
@@ -136,9 +137,11 @@ int cmd_info(int argc, char **argv)
         cJSON_Delete(o);
     } else {
         printf("model        %s\n", dir);
-        printf("family       %s (%s-LN%s)\n", model_family_name(c->family),
+        printf("family       %s (%s-LN%s%s)\n", model_family_name(c->family),
                c->pre_ln ? "pre" : "post",
-               c->d_embed != c->d_model ? ", project_in/out" : "");
+               c->d_embed != c->d_model ? ", project_in/out" : "",
+               model_is_masked_lm(c) ? ", bidirectional masked LM: scores the word at <mask>"
+                                     : "");
         printf("layers       %d\n", c->n_layers);
         printf("hidden       %d (%d heads x %d, FFN %d)\n", c->d_model, c->n_heads,
                c->d_model / c->n_heads, c->d_ffn);
@@ -148,7 +151,10 @@ int cmd_info(int argc, char **argv)
         printf("storage      %s\n", l.model.storage_dtype);
         printf("fp32 memory  %.1f MiB\n", mib);
         printf("head         %s\n", c->tied_head ? "tied to the word embeddings" : "separate");
-        printf("BOS          %s\n", c->add_bos ? "prepended" : "none");
+        printf("BOS          %s\n", model_is_masked_lm(c) ? "<s> and </s> spelled by the "
+                                                              "masked templates"
+                                     : c->add_bos ? "prepended"
+                                                  : "none");
         if (l.model.n_unused_tensors)
             printf("note         %d tensor(s) in the file are not used by this architecture\n",
                    l.model.n_unused_tensors);

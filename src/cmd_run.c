@@ -406,10 +406,12 @@ int cmd_export(int argc, char **argv)
     st_write_tensor *ts = calloc((size_t)L, sizeof *ts);
     float **tmp = calloc((size_t)L, sizeof *tmp);
     int64_t(*shapes)[2] = calloc((size_t)L, sizeof *shapes);
-    if (!ts || !tmp || !shapes) {
+    char(*names)[PARAM_NAME_MAX + 16] = calloc((size_t)L, sizeof *names);
+    if (!ts || !tmp || !shapes || !names) {
         free(ts);
         free(tmp);
         free(shapes);
+        free(names);
         hl_err_set(&err, HL_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -424,7 +426,7 @@ int cmd_export(int argc, char **argv)
             /* never the untransposed data under the transposed shape */
             for (int k = 0; k < i; k++)
                 free(tmp[k]);
-            free(tmp), free(ts), free(shapes);
+            free(tmp), free(ts), free(shapes), free(names);
             hl_err_set(&err, HL_ERR_NOMEM, "out of memory transposing %s", l->name);
             goto fail;
         }
@@ -434,7 +436,8 @@ int cmd_export(int argc, char **argv)
                     tmp[i][c * l->shape[0] + r] = src[r * l->shape[1] + c];
             src = tmp[i];
         }
-        ts[i] = (st_write_tensor){.name = l->name, .dtype = dt, .src = ST_SRC_F32,
+        model_hf_tensor_name(&m.cfg, l->name, names[i], sizeof names[i]);
+        ts[i] = (st_write_tensor){.name = names[i], .dtype = dt, .src = ST_SRC_F32,
                                   .ndim = l->ndim, .shape = shapes[i], .data = src};
     }
     char p[4400], q[4400];
@@ -446,6 +449,7 @@ int cmd_export(int argc, char **argv)
     free(tmp);
     free(ts);
     free(shapes);
+    free(names);
     if (st)
         goto fail;
     static const char *const files[] = {"config.json", "vocab.json", "merges.txt",

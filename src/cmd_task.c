@@ -227,7 +227,7 @@ int cmd_data(int argc, char **argv)
     memset(&tok, 0, sizeof tok);
     model_config mc;
     char vocab[4200], merges[4200];
-    bool add_bos = false;
+    bool add_bos = false, masked = false;
     int32_t bos = -1, max_pos = 1024;
     const char *tok_name = "bundled GPT-2";
     char bundled[4200];
@@ -246,6 +246,7 @@ int cmd_data(int argc, char **argv)
         snprintf(vocab, sizeof vocab, "%s/vocab.json", model_dir);
         snprintf(merges, sizeof merges, "%s/merges.txt", model_dir);
         add_bos = mc.add_bos;
+        masked = model_is_masked_lm(&mc);
         bos = mc.bos_id;
         max_pos = mc.max_pos;
         tok_name = model_dir;
@@ -263,19 +264,21 @@ int cmd_data(int argc, char **argv)
     }
     taskobj *t = NULL;
     int rc = 0;
-    if (taskobj_create_data(&t, &tok, add_bos, bos, max_pos, &cfg, &err)) {
+    if (taskobj_create_data(&t, &tok, masked, add_bos, bos, max_pos, &cfg, &err)) {
         fprintf(stderr, "helene data: %s\n", err.msg);
         rc = 1;
         goto done;
     }
     const task *tk = taskobj_task(t);
     printf("task       %s: %s\n", tk->name, tk->description ? tk->description : "");
+    const task_model kind = masked ? TASK_MODEL_MASKED : TASK_MODEL_CAUSAL;
+    const task_template *tpl = masked ? &tk->masked : &tk->causal;
     printf("template   \"");
-    print_escaped(tk->causal.source ? tk->causal.source : "");
-    printf("\"\nwords     ");
+    print_escaped(tpl->source ? tpl->source : "");
+    printf("\"%s\nwords     ", masked ? " (masked LM)" : "");
     for (int c = 0; c < tk->n_classes; c++) {
         printf(" \"");
-        print_escaped(tk->classes[c].causal);
+        print_escaped(task_class_word(tk, kind, c));
         printf("\" (%s)", tk->classes[c].value);
     }
     printf("\ndata       %s\ntokenizer  %s\n\n", data ? data : (tk->data_dir ? tk->data_dir : "?"),
@@ -313,7 +316,8 @@ int cmd_data(int argc, char **argv)
     if (bad)
         printf("\nskipped    %lld malformed line(s); the first: %s\n", (long long)bad,
                first_bad);
-    printf("\nFirst three training prompts (the model scores each label word after it):\n");
+    printf("\nFirst three training prompts (the model scores each label word %s):\n",
+           masked ? "at <mask>" : "after it");
     char *buf = malloc(1 << 16);
     int32_t ntr;
     const cls_example *tr = taskobj_examples(t, TASKOBJ_SPLIT_TRAIN, &ntr);
@@ -323,7 +327,7 @@ int cmd_data(int argc, char **argv)
         printf("  [%d] \"", i + 1);
         print_escaped(buf);
         printf("\"\n      gold: \"");
-        print_escaped(tr[i].label >= 0 ? tk->classes[tr[i].label].causal : "?");
+        print_escaped(tr[i].label >= 0 ? task_class_word(tk, kind, tr[i].label) : "?");
         printf("\"  (%d tokens)\n", tr[i].n_prompt);
     }
     free(buf);

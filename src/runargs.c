@@ -12,6 +12,7 @@
 #include "engine.h"
 #include "hparams.h"
 #include "lm.h"
+#include "peft.h"
 
 static bool flag_is(const char *name, size_t len, const char *want)
 {
@@ -153,6 +154,22 @@ int runargs_parse(runargs *ra, const char *cmd, int argc, char **argv)
         }
         /* presets tune hyperparameters; the user's flags still win below */
         ra->cfg.hp.lr_explicit = true;
+    }
+    /* --peft: MeZO's perturbation scale for the kind (1e-2 LoRA, 1e-1 prefix),
+     * unless --eps is given (the second pass applies it after this) */
+    const char *peft = find_value(argc, argv, "peft", &missing);
+    if (peft && !resume) {
+        peft_spec ps;
+        if (peft_parse(&ps, peft, &err)) {
+            fprintf(stderr, "helene %s: --peft: %s\n", cmd, err.msg);
+            return 2;
+        }
+        char eps[32];
+        snprintf(eps, sizeof eps, "%g", peft_recommended_eps(ps.kind));
+        if (ps.kind != PEFT_NONE && runcfg_set(&ra->cfg, "eps", eps, &err)) {
+            fprintf(stderr, "helene %s: --peft: %s\n", cmd, err.msg);
+            return 1;
+        }
     }
     /* second pass: every run setting */
     for (int i = 1; i < argc; i++) {

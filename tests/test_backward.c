@@ -555,7 +555,7 @@ static void test_thread_count_does_not_change_gradients(void)
             int32_t nw[2] = {2, 1};
             cls_scorer s;
             CU_ASSERT_EQUAL_FATAL(cls_scorer_init(&s, &m, words, nw, 2, 3, T - 2, &err), HL_OK);
-            cls_example ex[3] = {{tok, T - 2, 1}, {tok + T, 50, 0}, {tok + T + 50, 9, -1}};
+            cls_example ex[3] = {{tok, T - 2, 1, 0}, {tok + T, 50, 0, 0}, {tok + T + 50, 9, -1, 0}};
             backward_zero_grad(&bw);
             CU_ASSERT_EQUAL_FATAL(backward_cls(&bw, NULL, &s, ex, 3, 1.0, &err), HL_OK);
             if (!ref_cls) {

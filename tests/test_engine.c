@@ -267,15 +267,15 @@ static bool same_file(const char *a, const char *b)
 
 /* --trainable for the next resume_case runs (NULL: tune everything), and
  * one more setting (key, value) */
-static const char *resume_trainable, *resume_key, *resume_value;
+static const char *resume_trainable, *resume_key, *resume_value, *resume_tag = "";
 
 static void resume_case(const char *obj_name, const char *method, const char *model_dir,
                         const char *task_data, int n)
 {
     char a[512], b[512], cdir[512], steps[32], steps2[32];
-    snprintf(a, sizeof a, "%s/%s-%s-a", tmp, obj_name, method);
-    snprintf(b, sizeof b, "%s/%s-%s-b", tmp, obj_name, method);
-    snprintf(cdir, sizeof cdir, "%s/%s-%s-c", tmp, obj_name, method);
+    snprintf(a, sizeof a, "%s/%s-%s%s-a", tmp, obj_name, method, resume_tag);
+    snprintf(b, sizeof b, "%s/%s-%s%s-b", tmp, obj_name, method, resume_tag);
+    snprintf(cdir, sizeof cdir, "%s/%s-%s%s-c", tmp, obj_name, method, resume_tag);
     snprintf(steps, sizeof steps, "%d", n);
     snprintf(steps2, sizeof steps2, "%d", 2 * n);
     runcfg c;
@@ -444,6 +444,81 @@ static void test_layer_newton_shared_forwards(void)
     CU_ASSERT(memcmp(before, m.params.data, m.params.n * sizeof(float)) != 0); /* it moved */
     free(before);
     model_free(&m);
+}
+
+/* PEFT: every ZO method tunes only the adapters, resumes bit-identically,
+ * and its checkpoints hold the adapters alone, tied to the base weights. */
+static void peft_case(const char *method, const char *dir, const char *spec, const char *tag)
+{
+    resume_key = "peft", resume_value = spec, resume_tag = tag;
+    resume_case("model", method, dir, HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 6);
+    resume_key = resume_value = NULL, resume_tag = "";
+    char a[600], b[600];
+    snprintf(a, sizeof a, "%s/model-%s%s-a/params.safetensors", tmp, method, tag);
+    snprintf(b, sizeof b, "%s/model-%s%s-b", tmp, method, tag);
+    st_file f;
+    hl_err err;
+    CU_ASSERT_EQUAL_FATAL(st_file_open(&f, a, &err), HL_OK);
+    int n = st_file_count(&f), adapters = 0, moved = 0;
+    for (int i = 0; i < n; i++) {
+        const st_tensor *t = st_file_tensor(&f, i);
+        adapters += strstr(t->name, "lora_") || strstr(t->name, "prefix.");
+    }
+    CU_ASSERT(n > 0 && adapters == n); /* no base weight in a PEFT checkpoint */
+    /* the adapters moved; LoRA's B starts at zero and must have left it */
+    model m;
+    CU_ASSERT_EQUAL_FATAL(model_load(&m, dir, &err), HL_OK);
+    peft_spec ps;
+    CU_ASSERT_EQUAL_FATAL(peft_parse(&ps, spec, &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(model_peft_attach(&m, &ps, 1234, &err), HL_OK);
+    float *init = malloc(m.peft_params.n * sizeof *init);
+    memcpy(init, m.peft_params.data, m.peft_params.n * sizeof *init);
+    CU_ASSERT_EQUAL_FATAL(checkpoint_read_params(a, &m.peft_params, &err), HL_OK);
+    for (int l = 0; l < m.peft_params.n_layers; l++)
+        moved += memcmp(init + m.peft_params.layers[l].offset,
+                        param_layer_data(&m.peft_params, l),
+                        m.peft_params.layers[l].size * sizeof *init) != 0;
+    CU_ASSERT_EQUAL(moved, m.peft_params.n_layers);
+    free(init);
+    model_free(&m);
+    st_file_close(&f);
+    /* a resume onto other base weights is refused */
+    runcfg r;
+    runcfg_init(&r);
+    CU_ASSERT_EQUAL_FATAL(checkpoint_read_config(&r, b, &err), HL_OK);
+    CU_ASSERT_EQUAL(strlen(r.base_hash), 16);
+    r.base_hash[0] = r.base_hash[0] == '0' ? '1' : '0';
+    engine *e = NULL;
+    CU_ASSERT_NOT_EQUAL(engine_create(&e, &r, &err), HL_OK);
+    CU_ASSERT(strstr(err.msg, "other base weights") != NULL);
+    if (e)
+        engine_free(e);
+    runcfg_free(&r);
+}
+
+static void test_peft_every_method(void)
+{
+    static const char *const methods[] = {"mezo", "zo-sgd-mmt", "zo-sign", "zo-adam",
+                                          "hizoo", "helene", "layer-newton"};
+    const char *opt = HELENE_TESTDIR "/fixtures/models/opt-tiny-f32";
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        peft_case(methods[i], opt, "lora:r=2,alpha=4", "-lora");
+    peft_case("helene", opt, "prefix:tokens=3", "-prefix");
+    peft_case("mezo", HELENE_TESTDIR "/fixtures/models/gpt2-tiny-f32",
+              "lora:r=2,targets=q+v+o+fc1+fc2", "-lora-gpt2");
+    peft_case("layer-newton", HELENE_TESTDIR "/fixtures/models/gpt2-tiny-f32",
+              "prefix:tokens=2", "-prefix-gpt2");
+    /* ft-adam's backward does not cover adapters: a clear refusal */
+    runcfg c;
+    runcfg_init(&c);
+    set(&c, "model", opt);
+    set(&c, "task", "sst2");
+    set(&c, "data", HELENE_TESTDIR "/fixtures/tasks/sst2.tsv");
+    set(&c, "optimizer", "ft-adam");
+    set(&c, "peft", "lora");
+    set(&c, "steps", "2");
+    CU_ASSERT_EQUAL(run_headless(&c), ENGINE_STATE_ERROR);
+    runcfg_free(&c);
 }
 
 static void test_trainable_subset(void)
@@ -939,6 +1014,7 @@ static void register_engine(void)
     TEST_ADD(s, test_time_limit_ends_run);
     TEST_ADD(s, test_resume_bit_identical_every_method);
     TEST_ADD(s, test_resume_bit_identical_model);
+    TEST_ADD(s, test_peft_every_method);
     TEST_ADD(s, test_trainable_subset);
     TEST_ADD(s, test_layer_newton_shared_forwards);
     TEST_ADD(s, test_bad_checkpoints_are_refused);

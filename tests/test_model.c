@@ -368,6 +368,148 @@ static void test_attention_paths_agree(void)
     model_free(&m);
 }
 
+/* ---------------------------------------------------------------- PEFT --- */
+
+static void test_peft_spec_parsing(void)
+{
+    static const struct {
+        const char *in, *canon;
+    } ok[] = {
+        {"", "none"},
+        {"none", "none"},
+        {"lora", "lora:r=8,alpha=16,targets=q+v"},
+        {"lora:r=4", "lora:r=4,alpha=16,targets=q+v"},
+        {"lora:alpha=8,targets=v+q+fc2,rank=2", "lora:r=2,alpha=8,targets=q+v+fc2"},
+        {"lora:r=16,alpha=0.5,targets=o+fc1", "lora:r=16,alpha=0.5,targets=o+fc1"},
+        {"prefix", "prefix:tokens=5"},
+        {"prefix:tokens=12", "prefix:tokens=12"},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        peft_spec a, b;
+        hl_err err;
+        char t[PEFT_SPEC_MAX];
+        CU_ASSERT_EQUAL_FATAL(peft_parse(&a, ok[i].in, &err), HL_OK);
+        peft_format(&a, t, sizeof t);
+        CU_ASSERT_STRING_EQUAL(t, ok[i].canon);
+        CU_ASSERT_EQUAL_FATAL(peft_parse(&b, t, &err), HL_OK); /* round trip */
+        CU_ASSERT(!memcmp(&a, &b, sizeof a));
+    }
+    static const struct {
+        const char *in, *needle;
+    } bad[] = {
+        {"lorax", "expected none"},      {"lora:r=0", "r=0"},
+        {"lora:r=2.5", "integer"},       {"lora:r", "KEY=VALUE"},
+        {"lora:alpha=-1", "alpha"},      {"lora:targets=q+x", "unknown target"},
+        {"lora:targets=", "targets"},    {"lora:tokens=3", "unknown key"},
+        {"prefix:tokens=0", "tokens"},   {"prefix:r=2", "unknown key"},
+        {"prefix:tokens=1e9", "tokens"}, {"lora:r=8,", "KEY=VALUE"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        peft_spec a;
+        hl_err err;
+        hl_err_clear(&err);
+        CU_ASSERT_NOT_EQUAL(peft_parse(&a, bad[i].in, &err), HL_OK);
+        if (!strstr(err.msg, bad[i].needle))
+            fprintf(stderr, "\n  peft '%s': '%s' lacks '%s'", bad[i].in, err.msg,
+                    bad[i].needle);
+        CU_ASSERT(strstr(err.msg, bad[i].needle) != NULL);
+    }
+}
+
+/* LoRA starts as the base (B = 0) bit for bit; with random A and B the
+ * adapted model equals the merged one (W + alpha/r B·A), for every family
+ * and every site. */
+static void test_lora_forward_equals_merged(void)
+{
+    for (int fam = 0; fam < 3; fam++) {
+        model_config c = tiny_config((model_family)fam);
+        if (fam == MODEL_FAMILY_ROBERTA) {
+            c.pre_ln = c.final_ln = false;
+            c.bidirectional = true;
+            c.type_vocab = 1;
+            c.pos_offset = 2;
+            c.act = MODEL_ACT_GELU_ERF;
+        }
+        model m;
+        hl_err err;
+        CU_ASSERT_EQUAL_FATAL(model_init_from_config(&m, &c, &err), HL_OK);
+        randomise(&m);
+        int32_t tok[30];
+        for (int i = 0; i < 30; i++)
+            tok[i] = (i * 7 + 3) % c.vocab;
+        int32_t st[3] = {0, 17, 30};
+        float *base = run_hidden(&m, tok, st, 2);
+        peft_spec ps;
+        CU_ASSERT_EQUAL_FATAL(peft_parse(&ps, "lora:r=3,alpha=6,targets=q+k+v+o+fc1+fc2", &err),
+                              HL_OK);
+        CU_ASSERT_EQUAL_FATAL(model_peft_attach(&m, &ps, 99, &err), HL_OK);
+        CU_ASSERT_EQUAL(m.peft_params.n_layers, 2 * 6 * c.n_layers);
+        CU_ASSERT_PTR_EQUAL(model_trainable(&m), &m.peft_params);
+        float *start = run_hidden(&m, tok, st, 2);
+        CU_ASSERT(!memcmp(start, base, 30 * (size_t)c.d_embed * sizeof *base));
+        /* random B too; every adapter layer belongs to its block's stage */
+        for (int l = 0; l < m.peft_params.n_layers; l++) {
+            float *d = param_layer_data(&m.peft_params, l);
+            for (size_t k = 0; k < m.peft_params.layers[l].size; k++)
+                d[k] = 0.2f * frand();
+            CU_ASSERT_EQUAL(model_layer_stage(&m, l), m.peft_params.layers[l].block + 1);
+        }
+        float *adapted = run_hidden(&m, tok, st, 2);
+        CU_ASSERT(memcmp(adapted, base, 30 * (size_t)c.d_embed * sizeof *base) != 0);
+        CU_ASSERT_EQUAL_FATAL(model_peft_merge(&m, &err), HL_OK);
+        CU_ASSERT_EQUAL(m.peft.kind, PEFT_NONE);
+        CU_ASSERT_PTR_EQUAL(model_trainable(&m), &m.params);
+        float *merged = run_hidden(&m, tok, st, 2);
+        CU_ASSERT_EQUAL(test_close_floats("lora merged", merged, adapted,
+                                          30 * (size_t)c.d_embed, 1e-4, 1e-4),
+                        0);
+        free(base), free(start), free(adapted), free(merged);
+        model_free(&m);
+    }
+}
+
+/* A prefix of P key/value rows is what the sequence's queries would see if
+ * P tokens with those keys and values came first: attention with a prefix
+ * equals the rows after P of attention over the longer sequence (causal and
+ * bidirectional, loops and sgemm paths). */
+static void test_prefix_attention_equals_longer_sequence(void)
+{
+    enum { C = 24, NH = 3, P = 4, T1 = 9, T2 = 60 };
+    const int T[2] = {T1, T2};
+    for (int bidir = 0; bidir < 2; bidir++)
+        for (int path = 0; path < 2; path++)
+            for (int which = 0; which < 2; which++) {
+                const int n = T[which], L = P + n;
+                float *qkv = malloc((size_t)L * 3 * C * sizeof *qkv);
+                float *full = malloc((size_t)L * C * sizeof *full);
+                float *pre = malloc((size_t)n * C * sizeof *pre);
+                float *pk = malloc((size_t)P * C * sizeof *pk), *pv = malloc((size_t)P * C * sizeof *pv);
+                float *scratch = malloc(kern_attention_scratch_ex(L, C / NH, P) * sizeof(float));
+                for (int i = 0; i < L * 3 * C; i++)
+                    qkv[i] = frand();
+                for (int p = 0; p < P; p++) {
+                    memcpy(pk + p * C, qkv + (size_t)p * 3 * C + C, C * sizeof *pk);
+                    memcpy(pv + p * C, qkv + (size_t)p * 3 * C + 2 * C, C * sizeof *pv);
+                }
+                int32_t s_full[2] = {0, L}, s_pre[2] = {0, n};
+                int min_T = path ? 1 : 1 << 30;
+                kern_attn_ext plain = {.bidirectional = bidir};
+                kern_attn_ext with = {.bidirectional = bidir, .prefix_k = pk, .prefix_v = pv,
+                                      .n_prefix = P};
+                kern_par_attention_ex(NULL, full, qkv, s_full, 1, C, NH, 0.3f, scratch, L, min_T,
+                                      &plain);
+                kern_par_attention_ex(NULL, pre, qkv + (size_t)P * 3 * C, s_pre, 1, C, NH, 0.3f,
+                                      scratch, n, min_T, &with);
+                char what[64];
+                snprintf(what, sizeof what, "prefix %s %s T=%d", bidir ? "bidir" : "causal",
+                         path ? "sgemm" : "loops", n);
+                CU_ASSERT_EQUAL(test_close_floats(what, pre, full + (size_t)P * C,
+                                                  (size_t)n * C, 1e-5, 1e-5),
+                                0);
+                free(qkv), free(full), free(pre), free(pk), free(pv), free(scratch);
+            }
+}
+
 static void test_forward_rejects_bad_batches(void)
 {
     model_config c = tiny_config(MODEL_FAMILY_GPT2);
@@ -732,6 +874,9 @@ static void register_model(void)
     TEST_ADD(s, test_attention_paths_agree);
     TEST_ADD(s, test_forward_rejects_bad_batches);
     TEST_ADD(s, test_staged_forward);
+    TEST_ADD(s, test_peft_spec_parsing);
+    TEST_ADD(s, test_lora_forward_equals_merged);
+    TEST_ADD(s, test_prefix_attention_equals_longer_sequence);
     CU_pSuite bad = CU_add_suite("model_malformed", make_tmpdir, remove_tmpdir);
     TEST_ADD(bad, test_config_errors);
     TEST_ADD(bad, test_tensor_errors_name_the_tensor);
