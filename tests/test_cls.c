@@ -176,6 +176,15 @@ static int check_task(lm *l, const char *folder, const cJSON *want)
     int32_t n_ex = 0;
     const cls_example *ex = taskobj_examples(t, TASKOBJ_SPLIT_DEV, &n_ex);
     bad += check_prompts(what, ex, n_ex, w_prompts);
+    /* masked LM: the label words are read at the template's <mask> */
+    const cJSON *w_mask = cJSON_GetObjectItemCaseSensitive(want, "mask_positions");
+    if (w_mask) {
+        CU_ASSERT_FATAL(json_len(w_mask) == n_ex);
+        for (int32_t i = 0; i < n_ex; i++)
+            if (ex[i].mask_pos != cJSON_GetArrayItem(w_mask, i)->valueint && bad++ < 3)
+                fprintf(stderr, "\n  %s: example %d has <mask> at %d, want %d\n", what, i,
+                        ex[i].mask_pos, cJSON_GetArrayItem(w_mask, i)->valueint);
+    }
     for (int32_t i = 0; i < n_ex && i < n; i++)
         if (ex[i].label != cJSON_GetArrayItem(w_labels, i)->valueint) {
             if (bad++ < 3)

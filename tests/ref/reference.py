@@ -19,7 +19,8 @@ Before anything is written the forwards are cross-checked (see self_check):
   * with mutants: each quirk implemented the wrong way must move the logits by far more than the
     C tests' tolerance, so the fixtures really detect it.
 
-Leaves out: RoBERTa and Llama (later), dropout (eval mode), KV caches, non-ASCII tokenization
+RoBERTa (RobertaForMaskedLM) is in roberta.py, which imports this file and writes its own
+folders.  Leaves out: Llama (later), dropout (eval mode), KV caches, non-ASCII tokenization
 (the C tokenizer has its own golden tests).
 
 Usage: /usr/bin/python3 tests/ref/reference.py --out tests/fixtures/models
@@ -338,7 +339,7 @@ def init_weights(shapes, seed):
     for name in sorted(shapes):
         shape = shapes[name]
         z = torch.randn(shape, generator=g, dtype=torch.float32)
-        if 'layer_norm' in name or '.ln_' in name or name.startswith('ln_'):
+        if 'layer_norm' in name or 'LayerNorm' in name or '.ln_' in name or name.startswith('ln_'):
             z = (1.0 + 0.1 * z) if name.endswith('.weight') else 0.1 * z
         elif name.endswith('.bias'):
             z = 0.1 * z
@@ -751,18 +752,22 @@ def write_model_folder(a, d, dtype, master, prefix, buffers=None, shards=None, t
     return rounded
 
 
-def write_expected(d, a, ids, mask, logits, hidden, last):
+HIDDEN_DOC = ('hidden_states.0 = embeddings + positions (after project_in), '
+              'hidden_states.i = output of layer i-1 (before any final layer norm); '
+              'last_hidden_state = input of lm_head')
+
+
+def write_expected(d, a, ids, mask, logits, hidden, last, generator='tests/ref/reference.py',
+                   hidden_doc=HIDDEN_DOC):
     t = [('input_ids', 'I64', ids.shape, ids), ('attention_mask', 'I64', mask.shape, mask),
          ('logits', 'F32', logits.shape, logits.numpy().astype(np.float32)),
          ('last_hidden_state', 'F32', last.shape, last.numpy().astype(np.float32))]
     for i, h in enumerate(hidden):
         t.append((f'hidden_states.{i}', 'F32', h.shape, h.numpy().astype(np.float32)))
-    meta = {'generator': 'tests/ref/reference.py', 'family': a.family,
+    meta = {'generator': generator, 'family': a.family,
             'pad_token_id': str(a.pad_id), 'vocab_size': str(a.vocab_size),
             'compare': 'logits where attention_mask == 1 (right padding)',
-            'hidden_states': 'hidden_states.0 = embeddings + positions (after project_in), '
-                             'hidden_states.i = output of layer i-1 (before any final layer norm); '
-                             'last_hidden_state = input of lm_head'}
+            'hidden_states': hidden_doc}
     st_write(os.path.join(d, 'expected.safetensors'), t, meta)
     st_read(os.path.join(d, 'expected.safetensors'))
 
