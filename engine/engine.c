@@ -325,20 +325,11 @@ engine_state engine_wait(engine *e, engine_state state, int timeout_ms)
  * adapters must meet the base weights they were trained on. */
 static hl_status attach_peft(engine *e, hl_err *err)
 {
-    peft_spec spec;
-    hl_status st = peft_parse(&spec, e->cfg.peft, err);
-    if (st || spec.kind == PEFT_NONE)
-        return st;
-    char hash[24];
-    snprintf(hash, sizeof hash, "%016llx",
-             (unsigned long long)param_set_hash(&e->lm.model.params));
-    if (e->cfg.resume[0] && e->cfg.base_hash[0] && strcmp(e->cfg.base_hash, hash) != 0)
-        return hl_err_set(err, HL_ERR_INVALID,
-                          "%s: its adapters were trained on other base weights (hash %s) than "
-                          "those in %s (hash %s)",
-                          e->cfg.resume, e->cfg.base_hash, e->cfg.model, hash);
-    snprintf(e->cfg.base_hash, sizeof e->cfg.base_hash, "%s", hash);
-    return model_peft_attach(&e->lm.model, &spec, e->cfg.seed, err);
+    hl_status st = model_peft_attach_text(&e->lm.model, e->cfg.peft,
+                                          e->cfg.resume[0] ? e->cfg.base_hash : NULL,
+                                          e->cfg.seed, e->cfg.base_hash,
+                                          sizeof e->cfg.base_hash, err);
+    return st ? hl_err_prefix(err, "%s", e->cfg.resume[0] ? e->cfg.resume : "--peft") : st;
 }
 
 static hl_status build_objective(engine *e, hl_err *err)

@@ -181,6 +181,11 @@ void model_set_pool(model *m, pool *p);
  * initial values come from seed (LoRA's A) or from a forward of random
  * tokens (prefix).  The base weights are not changed. */
 hl_status model_peft_attach(model *m, const peft_spec *s, uint64_t seed, hl_err *err);
+/* model_peft_attach from a spec's text ("" or "none": nothing), after
+ * checking that the base weights hash to want_hash (hex, from a checkpoint;
+ * NULL or "": unchecked).  hash_out (may be NULL) gets this model's hash. */
+hl_status model_peft_attach_text(model *m, const char *spec, const char *want_hash,
+                                 uint64_t seed, char *hash_out, size_t hash_cap, hl_err *err);
 /* Drop the adapters: the model is the base again. */
 void model_peft_detach(model *m);
 /* What the optimizers tune: the adapters when attached, else the weights. */

@@ -360,3 +360,22 @@ void model_peft_site_base(const model *m, int32_t block, int site, char *name, s
     float *w;
     site_base(m, block, (peft_site)site, name, cap, &o, &in, &w);
 }
+
+hl_status model_peft_attach_text(model *m, const char *spec, const char *want_hash,
+                                 uint64_t seed, char *hash_out, size_t hash_cap, hl_err *err)
+{
+    peft_spec ps;
+    hl_status st = peft_parse(&ps, spec, err);
+    if (st || ps.kind == PEFT_NONE)
+        return st;
+    char hash[24];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)param_set_hash(&m->params));
+    if (want_hash && want_hash[0] && strcmp(want_hash, hash) != 0)
+        return hl_err_set(err, HL_ERR_INVALID,
+                          "the adapters were trained on other base weights (hash %s) than "
+                          "those in %s (hash %s)",
+                          want_hash, m->path, hash);
+    if (hash_out)
+        snprintf(hash_out, hash_cap, "%s", hash);
+    return model_peft_attach(m, &ps, seed, err);
+}

@@ -36,7 +36,9 @@ const char cmd_score_usage[] =
     "standard input), and its perplexity.  Families whose tokenizer adds a BOS token\n"
     "(OPT: </s>) predict every text token; others (GPT-2) predict tokens 2..N from\n"
     "their prefixes.  Text longer than the model's context is scored in consecutive\n"
-    "windows, each token predicted once.\n"
+    "windows, each token predicted once.  A masked LM (RoBERTa) gets its pseudo-\n"
+    "log-likelihood (Salazar et al., 2020): each token is replaced by <mask> in turn\n"
+    "and predicted from all the others in its window (one forward per token).\n"
     "\n"
     "  --model DIR   the model folder (required)\n"
     "  --json        print {\"tokens\": N, \"nll\": X, \"ppl\": Y}\n"
@@ -229,7 +231,11 @@ int cmd_score(int argc, char **argv)
                 len ? "a single token" : "empty");
         rc = 1;
     } else if (json) {
-        printf("{\"tokens\":%zu,\"nll\":%.6f,\"ppl\":%.4f}\n", ntok, nll, exp(nll));
+        printf("{\"tokens\":%zu,\"nll\":%.6f,\"ppl\":%.4f,\"pseudo\":%s}\n", ntok, nll,
+               exp(nll), model_is_masked_lm(&l.model.cfg) ? "true" : "false");
+    } else if (model_is_masked_lm(&l.model.cfg)) {
+        printf("tokens %zu (each masked in turn)\npnll   %.6f nats/token (pseudo-log-"
+               "likelihood)\npppl   %.4f\n", ntok, nll, exp(nll));
     } else {
         printf("tokens %zu\nnll    %.6f nats/token\nppl    %.4f\n", ntok, nll, exp(nll));
     }

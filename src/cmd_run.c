@@ -7,6 +7,7 @@
  * keys and values.  The headless runner drives the same engine API as the
  * TUI: it only starts it, prints progress and events, and handles signals.
  */
+#include <cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -95,14 +96,20 @@ const char cmd_train_usage[] =
 
 const char cmd_export_usage[] =
     "usage: helene export --checkpoint DIR --out MODEL_DIR [--dtype F32|F16|BF16]\n"
+    "                     [--adapter]\n"
     "\n"
     "Write a fine-tuned checkpoint as a Hugging Face model folder (config.json,\n"
     "tokenizer files and model.safetensors) that helene score / eval / train load.\n"
     "The checkpoint must come from a model run; MODEL_DIR must not exist yet.\n"
+    "A LoRA run (--peft lora) is merged into the base weights (W + alpha/r B A);\n"
+    "with --adapter, a --peft run writes only its adapters in the PEFT library's\n"
+    "layout instead (adapter_model.safetensors + adapter_config.json; prefix\n"
+    "tuning can only be exported so).\n"
     "\n"
     "  --checkpoint DIR  a checkpoint folder written by helene train --save\n"
     "  --out MODEL_DIR   the folder to create\n"
-    "  --dtype T         storage type of the weights (default F32)\n";
+    "  --dtype T         storage type of the weights (default F32)\n"
+    "  --adapter         write the PEFT adapter instead of a merged model\n";
 
 /* ------------------------------------------------------------ signals --- */
 
@@ -333,6 +340,180 @@ static int copy_file(const char *from, const char *to)
     return rc;
 }
 
+/* The model's weights under their Hugging Face names in STAGE/model.safetensors
+ * (GPT-2's Conv1D weights back to [in, out]). */
+static hl_status write_weights(const char *stage, const model *m, st_dtype dt, hl_err *err)
+{
+    int L = m->params.n_layers;
+    st_write_tensor *ts = calloc((size_t)L, sizeof *ts);
+    float **tmp = calloc((size_t)L, sizeof *tmp);
+    int64_t(*shapes)[2] = calloc((size_t)L, sizeof *shapes);
+    char(*names)[PARAM_NAME_MAX + 16] = calloc((size_t)L, sizeof *names);
+    hl_status st = HL_OK;
+    if (!ts || !tmp || !shapes || !names) {
+        st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < L; i++) {
+        const param_layer *l = &m->params.layers[i];
+        const float *src = param_layer_data(&m->params, i);
+        bool conv = m->cfg.family == MODEL_FAMILY_GPT2 && l->ndim == 2 &&
+                    !strncmp(l->name, "h.", 2);
+        shapes[i][0] = conv ? l->shape[1] : l->shape[0];
+        shapes[i][1] = conv ? l->shape[0] : l->shape[1];
+        if (conv && !(tmp[i] = malloc(l->size * sizeof(float)))) {
+            /* never the untransposed data under the transposed shape */
+            st = hl_err_set(err, HL_ERR_NOMEM, "out of memory transposing %s", l->name);
+            goto done;
+        }
+        if (conv) {
+            for (int64_t r = 0; r < l->shape[0]; r++)
+                for (int64_t c = 0; c < l->shape[1]; c++)
+                    tmp[i][c * l->shape[0] + r] = src[r * l->shape[1] + c];
+            src = tmp[i];
+        }
+        model_hf_tensor_name(&m->cfg, l->name, names[i], sizeof names[i]);
+        ts[i] = (st_write_tensor){.name = names[i], .dtype = dt, .src = ST_SRC_F32,
+                                  .ndim = l->ndim, .shape = shapes[i], .data = src};
+    }
+    char p[4400];
+    snprintf(p, sizeof p, "%s/model.safetensors", stage);
+    const char *meta[4] = {"format", "pt", "exported_by", "helene " PACKAGE_VERSION};
+    st = st_write(p, ts, L, meta, 2, err);
+done:
+    for (int i = 0; tmp && i < L; i++)
+        free(tmp[i]);
+    free(tmp);
+    free(ts);
+    free(shapes);
+    free(names);
+    return st;
+}
+
+/* The module path of a LoRA site in the HF model class, as the PEFT library
+ * names it ("model.decoder.layers.0.self_attn.q_proj").  False where PEFT
+ * names it differently (GPT-2's fused c_attn holds q, k and v in one). */
+static bool adapter_module(const model *m, int32_t block, int site, char *path, size_t cap)
+{
+    char base[PARAM_NAME_MAX];
+    model_peft_site_base(m, block, site, base, sizeof base);
+    if (m->cfg.family == MODEL_FAMILY_GPT2)
+        return false;
+    snprintf(path, cap, "%s%s", m->cfg.family == MODEL_FAMILY_OPT ? "model." : "roberta.", base);
+    return true;
+}
+
+/* The adapters in the PEFT library's layout: adapter_model.safetensors and
+ * adapter_config.json, loadable with PeftModel.from_pretrained(base, DIR). */
+static hl_status write_adapter(const char *stage, const model *m, const runcfg *cfg,
+                               st_dtype dt, hl_err *err)
+{
+    const param_set *ps = &m->peft_params;
+    const model_config *c = &m->cfg;
+    const int L = c->n_layers;
+    char p[4400];
+    cJSON *j = cJSON_CreateObject();
+    hl_status st = HL_OK;
+    st_write_tensor *ts = calloc((size_t)ps->n_layers, sizeof *ts);
+    char(*names)[PARAM_NAME_MAX * 2] = calloc((size_t)ps->n_layers, sizeof *names);
+    float *pe = NULL;
+    if (!j || !ts || !names) {
+        st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    const char *task_type = model_is_masked_lm(c) ? NULL : "CAUSAL_LM";
+    if (task_type)
+        cJSON_AddStringToObject(j, "task_type", task_type);
+    else
+        cJSON_AddNullToObject(j, "task_type");
+    cJSON_AddStringToObject(j, "base_model_name_or_path", cfg->model);
+    cJSON_AddBoolToObject(j, "inference_mode", true);
+    cJSON_AddStringToObject(j, "revision", "");
+    int n = 0;
+    if (m->peft.kind == PEFT_LORA) {
+        if (c->family == MODEL_FAMILY_GPT2) {
+            st = hl_err_set(err, HL_ERR_INVALID,
+                            "GPT-2 keeps q, k and v in one module (c_attn), which the PEFT "
+                            "library adapts as a whole; export the merged model instead");
+            goto done;
+        }
+        cJSON_AddStringToObject(j, "peft_type", "LORA");
+        cJSON_AddNumberToObject(j, "r", m->peft.rank);
+        cJSON_AddNumberToObject(j, "lora_alpha", m->peft.alpha);
+        cJSON_AddNumberToObject(j, "lora_dropout", 0.0);
+        cJSON_AddStringToObject(j, "bias", "none");
+        cJSON_AddBoolToObject(j, "fan_in_fan_out", false);
+        cJSON_AddBoolToObject(j, "init_lora_weights", true);
+        /* full module paths: PEFT matches a target by name or by suffix,
+         * and RoBERTa's "output.dense" is a suffix of "attention.output.dense" */
+        cJSON *tm = cJSON_AddArrayToObject(j, "target_modules");
+        for (int32_t b = 0; b < L; b++)
+            for (int k = 0; k < PEFT_SITE_COUNT; k++) {
+                if (!(m->peft.targets & (1u << k)))
+                    continue;
+                char path[PARAM_NAME_MAX + 16];
+                adapter_module(m, b, k, path, sizeof path);
+                cJSON_AddItemToArray(tm, cJSON_CreateString(path));
+                for (int ab = 0; ab < 2; ab++, n++) {
+                    snprintf(names[n], sizeof names[n], "base_model.model.%s.lora_%c.weight", path,
+                             ab ? 'B' : 'A');
+                    const param_layer *l = &ps->layers[n];
+                    ts[n] = (st_write_tensor){.name = names[n], .dtype = dt, .src = ST_SRC_F32,
+                                              .ndim = l->ndim, .shape = l->shape,
+                                              .data = param_layer_data(ps, n)};
+                }
+            }
+    } else {
+        /* PREFIX_TUNING without projection: prompt_embeddings [tokens, L·2·C],
+         * row t = layer 0's key, layer 0's value, layer 1's key, ... */
+        const int64_t T = m->peft.tokens, C = c->d_model;
+        pe = malloc((size_t)(T * L * 2 * C) * sizeof *pe);
+        if (!pe) {
+            st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        for (int64_t t = 0; t < T; t++)
+            for (int32_t b = 0; b < L; b++)
+                for (int kv = 0; kv < 2; kv++)
+                    memcpy(pe + (t * L * 2 + b * 2 + kv) * C,
+                           param_layer_data(ps, b * 2 + kv) + t * C, (size_t)C * sizeof *pe);
+        static int64_t shape[2];
+        shape[0] = T;
+        shape[1] = (int64_t)L * 2 * C;
+        snprintf(names[0], sizeof names[0], "prompt_embeddings");
+        ts[0] = (st_write_tensor){.name = names[0], .dtype = dt, .src = ST_SRC_F32, .ndim = 2,
+                                  .shape = shape, .data = pe};
+        n = 1;
+        cJSON_AddStringToObject(j, "peft_type", "PREFIX_TUNING");
+        cJSON_AddNumberToObject(j, "num_virtual_tokens", (double)T);
+        cJSON_AddNumberToObject(j, "token_dim", (double)C);
+        cJSON_AddNumberToObject(j, "num_transformer_submodules", 1);
+        cJSON_AddNumberToObject(j, "num_attention_heads", c->n_heads);
+        cJSON_AddNumberToObject(j, "num_layers", L);
+        cJSON_AddNumberToObject(j, "encoder_hidden_size", (double)C);
+        cJSON_AddBoolToObject(j, "prefix_projection", false);
+    }
+    snprintf(p, sizeof p, "%s/adapter_model.safetensors", stage);
+    const char *meta[4] = {"format", "pt", "exported_by", "helene " PACKAGE_VERSION};
+    if ((st = st_write(p, ts, n, meta, 2, err)))
+        goto done;
+    char *text = cJSON_Print(j);
+    snprintf(p, sizeof p, "%s/adapter_config.json", stage);
+    FILE *f = text ? fopen(p, "wb") : NULL;
+    bool ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    if (f && fclose(f) != 0)
+        ok = false;
+    free(text);
+    if (!ok)
+        st = hl_err_set(err, HL_ERR_IO, "%s: cannot write", p);
+done:
+    cJSON_Delete(j);
+    free(ts);
+    free(names);
+    free(pe);
+    return st;
+}
+
 int cmd_export(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
@@ -340,10 +521,12 @@ int cmd_export(int argc, char **argv)
         return 0;
     }
     const char *ckpt = NULL, *out = NULL, *dtype = "F32";
+    bool adapter = false;
     cli_flag flags[] = {
         {"checkpoint", CLI_KIND_STRING, &ckpt, 0, 0, false},
         {"out", CLI_KIND_STRING, &out, 0, 0, false},
         {"dtype", CLI_KIND_STRING, &dtype, 0, 0, false},
+        {"adapter", CLI_KIND_BOOL, &adapter, 0, 0, false},
         {NULL, CLI_KIND_BOOL, NULL, 0, 0, false},
     };
     const char *pos[1];
@@ -379,14 +562,33 @@ int cmd_export(int argc, char **argv)
     char stage_dir[4200] = "";
     model m;
     memset(&m, 0, sizeof m);
-    if (checkpoint_read_config(&cfg, ckpt, &err))
+    peft_spec ps;
+    if (checkpoint_read_config(&cfg, ckpt, &err) || peft_parse(&ps, cfg.peft, &err))
         goto fail;
     if (cfg.objective != RUNCFG_OBJECTIVE_MODEL || !cfg.model[0]) {
         hl_err_set(&err, HL_ERR_INVALID, "%s: not a model checkpoint (analytic objective)", ckpt);
         goto fail;
     }
+    if (adapter && ps.kind == PEFT_NONE) {
+        hl_err_set(&err, HL_ERR_INVALID, "%s: a full-parameter run has no adapter (--adapter is "
+                   "for --peft runs)", ckpt);
+        goto fail;
+    }
+    if (!adapter && ps.kind == PEFT_PREFIX) {
+        hl_err_set(&err, HL_ERR_INVALID, "%s: prefix tuning cannot be merged into a plain model; "
+                   "export it with --adapter", ckpt);
+        goto fail;
+    }
     checkpoint_info ci;
-    if (model_load(&m, cfg.model, &err) || checkpoint_load(ckpt, &m.params, NULL, &ci, &err))
+    if (model_load(&m, cfg.model, &err))
+        goto fail;
+    if (model_peft_attach_text(&m, cfg.peft, cfg.base_hash, cfg.seed, NULL, 0, &err) ||
+        checkpoint_load(ckpt, model_trainable(&m), NULL, &ci, &err)) {
+        hl_err_prefix(&err, "%s", ckpt);
+        goto fail;
+    }
+    size_t n_written = param_set_count(model_trainable(&m));
+    if (!adapter && model_peft_merge(&m, &err))
         goto fail;
     /* everything goes into a staging folder beside OUT, renamed to OUT only
      * when complete: a failed export leaves nothing behind */
@@ -401,61 +603,15 @@ int cmd_export(int argc, char **argv)
     }
     staged = true;
     snprintf(stage_dir, sizeof stage_dir, "%s", stage);
-    /* weights under their Hugging Face names; GPT-2 Conv1D back to [in, out] */
-    int L = m.params.n_layers;
-    st_write_tensor *ts = calloc((size_t)L, sizeof *ts);
-    float **tmp = calloc((size_t)L, sizeof *tmp);
-    int64_t(*shapes)[2] = calloc((size_t)L, sizeof *shapes);
-    char(*names)[PARAM_NAME_MAX + 16] = calloc((size_t)L, sizeof *names);
-    if (!ts || !tmp || !shapes || !names) {
-        free(ts);
-        free(tmp);
-        free(shapes);
-        free(names);
-        hl_err_set(&err, HL_ERR_NOMEM, "out of memory");
+    if (adapter ? write_adapter(stage, &m, &cfg, dt, &err) : write_weights(stage, &m, dt, &err))
         goto fail;
-    }
-    for (int i = 0; i < L; i++) {
-        const param_layer *l = &m.params.layers[i];
-        const float *src = param_layer_data(&m.params, i);
-        bool conv = m.cfg.family == MODEL_FAMILY_GPT2 && l->ndim == 2 &&
-                    !strncmp(l->name, "h.", 2);
-        shapes[i][0] = conv ? l->shape[1] : l->shape[0];
-        shapes[i][1] = conv ? l->shape[0] : l->shape[1];
-        if (conv && !(tmp[i] = malloc(l->size * sizeof(float)))) {
-            /* never the untransposed data under the transposed shape */
-            for (int k = 0; k < i; k++)
-                free(tmp[k]);
-            free(tmp), free(ts), free(shapes), free(names);
-            hl_err_set(&err, HL_ERR_NOMEM, "out of memory transposing %s", l->name);
-            goto fail;
-        }
-        if (conv) {
-            for (int64_t r = 0; r < l->shape[0]; r++)
-                for (int64_t c = 0; c < l->shape[1]; c++)
-                    tmp[i][c * l->shape[0] + r] = src[r * l->shape[1] + c];
-            src = tmp[i];
-        }
-        model_hf_tensor_name(&m.cfg, l->name, names[i], sizeof names[i]);
-        ts[i] = (st_write_tensor){.name = names[i], .dtype = dt, .src = ST_SRC_F32,
-                                  .ndim = l->ndim, .shape = shapes[i], .data = src};
-    }
+    if (!adapter)
+        n_written = param_set_count(&m.params);
     char p[4400], q[4400];
-    snprintf(p, sizeof p, "%s/model.safetensors", stage);
-    const char *meta[4] = {"format", "pt", "exported_by", "helene " PACKAGE_VERSION};
-    hl_status st = st_write(p, ts, L, meta, 2, &err);
-    for (int i = 0; i < L; i++)
-        free(tmp[i]);
-    free(tmp);
-    free(ts);
-    free(shapes);
-    free(names);
-    if (st)
-        goto fail;
     static const char *const files[] = {"config.json", "vocab.json", "merges.txt",
                                         "tokenizer_config.json", "special_tokens_map.json",
                                         "generation_config.json"};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    for (size_t i = 0; !adapter && i < sizeof files / sizeof files[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", cfg.model, files[i]);
         snprintf(q, sizeof q, "%s/%s", stage, files[i]);
         if (access(p, F_OK) == 0 && copy_file(p, q) != 0) {
@@ -470,8 +626,12 @@ int cmd_export(int argc, char **argv)
     }
     staged = false;
     file_fsync_parent(out);
-    printf("exported %s (step %llu) to %s: %zu parameters, %s\n", ckpt,
-           (unsigned long long)ci.step, out, param_set_count(&m.params), dtype);
+    printf("exported %s (step %llu) to %s: %zu parameters%s, %s\n", ckpt,
+           (unsigned long long)ci.step, out, n_written,
+           adapter                  ? " of adapters (PEFT library layout)"
+           : ps.kind == PEFT_LORA ? " (LoRA merged into the base weights)"
+                                  : "",
+           dtype);
     rc = 0;
 fail:
     if (rc)

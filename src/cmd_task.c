@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
 #include "cli.h"
 #include "dataset.h"
 #include "commands.h"
@@ -15,15 +16,20 @@
 #include "taskobj.h"
 
 const char cmd_eval_usage[] =
-    "usage: helene eval --model DIR [--task NAME|FILE] [--data PATH] [--split dev|test]\n"
-    "                   [--json] [--predictions FILE] [--max-tokens N] [--skip-bad]\n"
-    "                   [--threads N]\n"
+    "usage: helene eval --model DIR | --checkpoint DIR [--task NAME|FILE] [--data PATH]\n"
+    "                   [--split dev|test] [--json] [--predictions FILE] [--max-tokens N]\n"
+    "                   [--skip-bad] [--threads N]\n"
     "\n"
     "Zero-shot (or fine-tuned) accuracy of a model on a prompt-based task: each\n"
     "example becomes the task's prompt, each class its label word, and the\n"
-    "prediction is the label word the model scores highest.\n"
+    "prediction is the label word the model scores highest (a masked LM such as\n"
+    "RoBERTa: the word it predicts at the task's <mask>).\n"
     "\n"
-    "  --model DIR         model folder (required)\n"
+    "  --model DIR         model folder\n"
+    "  --checkpoint DIR    a checkpoint of helene train --save instead: its model\n"
+    "                      with the tuned weights or --peft adapters (--model then\n"
+    "                      only says where the base model is now); the task and data\n"
+    "                      default to the run's\n"
     "  --task NAME|FILE    built-in task (sst2, sst5, rte, cb, boolq, wic, wsc, multirc,\n"
     "                      snli, mnli, trec, source, imdb, yelp, amazon, default) or a\n"
     "                      task JSON file (default: default, = source: which work a\n"
@@ -58,10 +64,12 @@ int cmd_eval(int argc, char **argv)
         return 0;
     }
     const char *model_dir = NULL, *taskname = NULL, *data = NULL, *split = "dev", *pred = NULL;
+    const char *ckpt = NULL;
     bool json = false, skip_bad = false;
     long threads = cli_default_threads(), max_tokens = 0;
     cli_flag flags[] = {
         {"model", CLI_KIND_STRING, &model_dir, 0, 0, false},
+        {"checkpoint", CLI_KIND_STRING, &ckpt, 0, 0, false},
         {"task", CLI_KIND_STRING, &taskname, 0, 0, false},
         {"data", CLI_KIND_STRING, &data, 0, 0, false},
         {"split", CLI_KIND_STRING, &split, 0, 0, false},
@@ -76,8 +84,9 @@ int cmd_eval(int argc, char **argv)
     int npos;
     if (!cli_parse("eval", argc, argv, flags, pos, 0, &npos))
         return 2;
-    if (!model_dir) {
-        fprintf(stderr, "helene eval: --model DIR is required (see 'helene help eval')\n");
+    if (!model_dir && !ckpt) {
+        fprintf(stderr, "helene eval: --model DIR or --checkpoint DIR is required (see 'helene "
+                        "help eval')\n");
         return 2;
     }
     taskobj_split sp;
@@ -93,17 +102,41 @@ int cmd_eval(int argc, char **argv)
     runcfg_init(&cfg);
     hl_err err;
     hl_err_clear(&err);
+    if (ckpt && checkpoint_read_config(&cfg, ckpt, &err)) {
+        fprintf(stderr, "helene eval: %s\n", err.msg);
+        runcfg_free(&cfg);
+        return 1;
+    }
+    if (ckpt && (cfg.objective != RUNCFG_OBJECTIVE_MODEL || !cfg.model[0])) {
+        fprintf(stderr, "helene eval: %s: not a model checkpoint (analytic objective)\n", ckpt);
+        runcfg_free(&cfg);
+        return 1;
+    }
+    if (ckpt && !model_dir)
+        model_dir = cfg.model;
+    if (ckpt && !data && cfg.data[0])
+        data = cfg.data;
     if ((taskname && runcfg_set(&cfg, "task", taskname, &err)) ||
         (data && runcfg_set(&cfg, "data", data, &err))) {
         fprintf(stderr, "helene eval: %s\n", err.msg);
         runcfg_free(&cfg);
         return 2;
     }
-    cfg.max_tokens = (int32_t)max_tokens;
+    if (max_tokens || !ckpt)
+        cfg.max_tokens = (int32_t)max_tokens;
     cfg.skip_bad = skip_bad;
     lm l;
     if (lm_open(&l, model_dir, (int)threads, &err)) {
         fprintf(stderr, "helene eval: %s\n", err.msg);
+        runcfg_free(&cfg);
+        return 1;
+    }
+    checkpoint_info ci;
+    if (ckpt && (model_peft_attach_text(&l.model, cfg.peft, cfg.base_hash, cfg.seed, NULL, 0,
+                                        &err) ||
+                 checkpoint_load(ckpt, model_trainable(&l.model), NULL, &ci, &err))) {
+        fprintf(stderr, "helene eval: %s: %s\n", ckpt, err.msg);
+        lm_close(&l);
         runcfg_free(&cfg);
         return 1;
     }

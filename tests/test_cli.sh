@@ -133,6 +133,47 @@ fi
 rmdir "$tmp/g2/special_tokens_map.json"
 expect 0 "exported" -- $h export --checkpoint "$tmp/m2" --out "$tmp/g2-out"
 
+# RoBERTa (masked LM) end to end, and PEFT: a LoRA run evaluated from its
+# checkpoint scores the same as its merged export; adapters in PEFT's layout
+rob="$fix/models/roberta-tiny-f32"
+sst="$fix/tasks/sst2.tsv"
+expect 0 "family +roberta .*masked LM" -- $h info --model "$rob"
+expect 0 '"objective":"masked_lm"' -- $h info --model "$rob" --json
+expect 0 "pseudo-log-likelihood" -- $h score --model "$rob" "$fix/score.txt"
+expect 0 "It was<mask>\.</s>" -- $h data --model "$rob" --task sst2 --data "$sst"
+expect 0 "^accuracy +0\.6500" -- $h eval --model "$rob" --task sst2 --data "$sst"
+expect 1 "no masked-LM template" -- $h eval --model "$rob" --task boolq --data "$sst"
+expect 1 "backward pass .* not roberta" -- $h train --model "$rob" --task sst2 --data "$sst" --optimizer ft-adam --steps 2 --headless
+for m in mezo helene; do
+  expect 0 "saved" -- $h train --model "$rob" --task sst2 --data "$sst" --optimizer $m --steps 3 --batch-size 4 --eval-every 0 --save "$tmp/rob-$m" --headless
+done
+expect 0 "saved" -- $h train --model "$rob" --task sst2 --data "$sst" --peft lora:r=2,targets=q+v+fc2 --lr 1e-3 --steps 6 --batch-size 4 --eval-every 0 --save "$tmp/rl" --headless
+expect 0 '"eps":[[:space:]]*0.01' -- $h train --model "$rob" --task sst2 --peft lora --print-config
+expect 0 '"eps":[[:space:]]*0.001' -- $h train --model "$rob" --task sst2 --peft prefix --eps 1e-3 --print-config
+expect 2 "unknown target" -- $h train --model "$rob" --task sst2 --peft lora:targets=q+w --headless
+a=$($h eval --checkpoint "$tmp/rl" --data "$sst" --json 2>&1)
+expect 0 "LoRA merged into the base weights" -- $h export --checkpoint "$tmp/rl" --out "$tmp/rl-merged"
+b=$($h eval --model "$tmp/rl-merged" --task sst2 --data "$sst" --json 2>&1)
+c=$($h eval --model "$rob" --task sst2 --data "$sst" --json 2>&1)
+la=$(sed -n 's/.*"loss":\([0-9.]*\).*/\1/p' <<< "$a"); lb=$(sed -n 's/.*"loss":\([0-9.]*\).*/\1/p' <<< "$b")
+lc=$(sed -n 's/.*"loss":\([0-9.]*\).*/\1/p' <<< "$c")
+if [ -n "$la" ] && [ -n "$lb" ] && awk -v a="$la" -v b="$lb" -v c="$lc" 'BEGIN { d = a - b; if (d < 0) d = -d; e = a - c; if (e < 0) e = -e; exit !(d <= 2e-6 && e > 1e-5) }'; then
+  echo "ok: LoRA checkpoint loss $la = merged export $lb (base $lc)"; pass=$((pass + 1))
+else
+  echo "FAIL: LoRA checkpoint '$a' vs merged export '$b' (base '$c')"; fail=$((fail + 1))
+fi
+expect 0 "of adapters \(PEFT library layout\)" -- $h export --checkpoint "$tmp/rl" --out "$tmp/rl-adapter" --adapter
+expect 0 '"peft_type":[[:space:]]*"LORA"' -- cat "$tmp/rl-adapter/adapter_config.json"
+expect 0 "base_model.model.roberta.encoder.layer.1.output.dense.lora_B.weight" -- grep -ao 'base_model[^"]*' "$tmp/rl-adapter/adapter_model.safetensors"
+expect 0 "saved" -- $h train --model "$fix/models/opt-tiny-f32" --task sst2 --data "$sst" --peft prefix:tokens=2 --steps 2 --batch-size 4 --eval-every 0 --save "$tmp/op" --headless
+expect 1 "cannot be merged" -- $h export --checkpoint "$tmp/op" --out "$tmp/op-merged"
+expect 0 "PEFT library layout" -- $h export --checkpoint "$tmp/op" --out "$tmp/op-adapter" --adapter
+expect 0 '"num_virtual_tokens":[[:space:]]*2' -- cat "$tmp/op-adapter/adapter_config.json"
+expect 1 "full-parameter run has no adapter" -- $h export --checkpoint "$tmp/m" --out "$tmp/m-adapter" --adapter
+expect 0 "^accuracy" -- $h eval --checkpoint "$tmp/op"
+rm -rf "$tmp/rob2" && cp -r "$rob" "$tmp/rob2" && cp "$fix/models/roberta-tiny-f16/model.safetensors" "$tmp/rob2/"
+expect 1 "other base weights" -- $h eval --checkpoint "$tmp/rl" --model "$tmp/rob2" --data "$sst"
+
 # hostile files: FIFOs given as any config, tokenizer, task, data or
 # checkpoint file are refused at once instead of blocking forever (issue 15)
 for f in config.json vocab.json merges.txt tokenizer_config.json; do

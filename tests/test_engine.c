@@ -508,6 +508,14 @@ static void test_peft_every_method(void)
               "lora:r=2,targets=q+v+o+fc1+fc2", "-lora-gpt2");
     peft_case("layer-newton", HELENE_TESTDIR "/fixtures/models/gpt2-tiny-f32",
               "prefix:tokens=2", "-prefix-gpt2");
+    /* RoBERTa (masked LM): full-parameter, LoRA and prefix */
+    const char *rob = HELENE_TESTDIR "/fixtures/models/roberta-tiny-f32";
+    resume_tag = "-rob";
+    resume_case("model", "helene", rob, HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 6);
+    resume_case("model", "layer-newton", rob, HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 15);
+    resume_tag = "";
+    peft_case("zo-adam", rob, "lora:r=2,targets=q+v+o", "-lora-rob");
+    peft_case("hizoo", rob, "prefix:tokens=2", "-prefix-rob");
     /* ft-adam's backward does not cover adapters: a clear refusal */
     runcfg c;
     runcfg_init(&c);
