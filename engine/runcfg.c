@@ -55,6 +55,11 @@ static const key_def keys[] = {
       "written by helene for --peft runs: a hash of the base weights the adapters were "
       "trained on (a resume checks it; \"\" = unknown)"},
      KEY_STR, OFF(base_hash), 0, 0},
+    {{"k_shot",
+      "k examples per class for train and k per class for dev, drawn from the training data "
+      "with data_seed (LM-BFF / MeZO's k-shot protocol: 16 or 512, data seeds 13 21 42 87 "
+      "100); test: the data's test or dev file, or the rest, at most 1000 (0 = off)"},
+     KEY_I32, OFF(k_shot), 0, 1000000},
     {{"train_size", "training examples to draw (0 = all)"}, KEY_I32, OFF(train_size), 0, 1e8},
     {{"dev_size", "dev examples to evaluate on (0 = all)"}, KEY_I32, OFF(dev_size), 0, 1e8},
     {{"batch_size", "examples per step (B)"}, KEY_I32, OFF(batch_size), 1, 4096},

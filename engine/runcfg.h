@@ -35,6 +35,8 @@ typedef struct runcfg {
     char trainable[RUNCFG_PATH_MAX]; /* regex of tuned tensor names ("" = all) */
     char peft[RUNCFG_PATH_MAX];   /* PEFT spec in canonical form ("" or "none" = full) */
     char base_hash[RUNCFG_PATH_MAX]; /* PEFT: hash of the base weights ("" = unknown) */
+    int32_t k_shot;               /* > 0: k examples per class for train and for dev
+                                     (LM-BFF / MeZO k-shot), test up to 1000 */
     int32_t train_size;           /* examples drawn for training (0 = all) */
     int32_t dev_size;             /* examples for dev evaluation (0 = all of dev) */
     int32_t batch_size;           /* B */

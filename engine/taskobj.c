@@ -297,6 +297,45 @@ static hl_status load_data(taskobj *t, const runcfg *cfg, int eval_split, sample
     sample_opts so;
     memset(&so, 0, sizeof so);
     so.seed = cfg->data_seed;
+    if (cfg->k_shot > 0) {
+        /* LM-BFF / MeZO: k per class for train and for dev, both from the
+         * training data; the test set is the data's test file, else its dev
+         * file (GLUE's test has no labels, so LM-BFF tests on dev), else the
+         * rest of the training data; at most 1000 test examples */
+        if (cfg->train_size || cfg->dev_size)
+            return hl_err_set(err, HL_ERR_INVALID, "k_shot sizes train and dev itself: drop "
+                              "train_size / dev_size");
+        dataset_init(&t->ds[0]);
+        t->have_ds[0] = true;
+        int test_from = -1; /* split file used as the test source */
+        if (dataset_is_folder(path)) {
+            if ((st = dataset_load(&t->ds[0], &t->task, path, DATASET_SPLIT_TRAIN, &dopt, err)))
+                return st;
+            for (int s = 2; s >= 1 && test_from < 0; s--) {
+                char file[4096];
+                hl_err probe;
+                if (dataset_find_split(file, sizeof file, &t->task, path, (dataset_split)s,
+                                       &probe) == HL_OK)
+                    test_from = s;
+            }
+            if (test_from >= 0) {
+                dataset_init(&t->ds[2]);
+                t->have_ds[2] = true;
+                if ((st = dataset_load(&t->ds[2], &t->task, path, (dataset_split)test_from,
+                                       &dopt, err)))
+                    return st;
+            }
+        } else if ((st = dataset_load_file(&t->ds[0], &t->task, path, &dopt, err)))
+            return st;
+        so.k_train = so.k_dev = cfg->k_shot;
+        so.dev_from_train = true;
+        int64_t left = t->have_ds[2] ? (int64_t)t->ds[2].n
+                                     : (int64_t)t->ds[0].n -
+                                           2 * (int64_t)cfg->k_shot * t->task.n_classes;
+        so.n_test = left < 0 ? 0 : left < 1000 ? left : 1000;
+        return sample_make_splits(sp, &t->ds[0], NULL, t->have_ds[2] ? &t->ds[2] : NULL, &so,
+                                  err);
+    }
     if (dataset_is_folder(path)) {
         for (int s = 0; s < 3; s++) {
             char file[4096];

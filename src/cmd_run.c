@@ -43,7 +43,9 @@ const char cmd_train_usage[] =
     "summary to stdout.\n"
     "\n"
     "What to train:\n"
-    "  --model DIR          Hugging Face folder (OPT or GPT-2; see helene info)\n"
+    "  --model DIR          Hugging Face folder (OPT, GPT-2 or RoBERTa; see helene\n"
+    "                       info); a masked LM reads the label word at the task's\n"
+    "                       <mask> (masked_template)\n"
     "  --task NAME|FILE     built-in task or task JSON (default: default)\n"
     "  --data PATH          data FILE (split with --data-seed into train and dev) or\n"
     "                       a folder with train/dev/test files (default: the task's\n"
@@ -51,6 +53,16 @@ const char cmd_train_usage[] =
     "  --train-size N       training examples to draw (default 0 = all)\n"
     "  --dev-size N         dev examples (default: all of a dev file; for one FILE or a\n"
     "                       folder without dev: a fifth of train, at most 500)\n"
+    "  --k-shot K           LM-BFF / MeZO k-shot: K per class for train and K per class\n"
+    "                       for dev, both from the training data; test = the test or\n"
+    "                       dev file (else the rest), at most 1000 examples\n"
+    "  --data-seeds LIST    run once per data seed (e.g. 13,21,42,87,100, MeZO's) and\n"
+    "                       print each run's dev and test accuracy and their mean (std);\n"
+    "                       headless; --save DIR gets DIR/seed-S\n"
+    "  --peft SPEC          tune adapters instead of the weights: lora[:r=8,alpha=16,\n"
+    "                       targets=q+v] (targets from q k v o fc1 fc2) or\n"
+    "                       prefix[:tokens=5]; eps defaults to 1e-2 (LoRA) / 1e-1\n"
+    "                       (prefix) as in MeZO; checkpoints hold only the adapters\n"
     "  --trainable REGEX    tune only the tensors whose names match this POSIX\n"
     "                       extended regex and freeze the rest (default: all);\n"
     "                       e.g. 'q_proj|v_proj', 'layers\\.3\\.', 'bias|norm'.  Frozen\n"
@@ -60,7 +72,10 @@ const char cmd_train_usage[] =
     "  --objective NAME     quadratic or rosenbrock: analytic objectives, no model\n"
     "                       (their scenario-tuned presets apply unless --no-preset)\n"
     "  --curvature KIND     quadratic: layered (default), homogeneous or coupled\n"
-    "\n"
+    "\n";
+
+/* the rest of train's help (one literal would exceed C's 4095 bytes) */
+static const char train_usage_how[] =
     "How:\n"
     "  --optimizer NAME     helene (default), mezo, zo-sgd-mmt, zo-sign, zo-adam, hizoo,\n"
     "                       layer-newton, ft-adam (man helene: what each is)\n"
@@ -177,8 +192,15 @@ static void print_progress(const engine_telemetry *t, bool tty)
     fflush(stderr);
 }
 
-/* Run headless to the end (or a signal).  Returns the exit status. */
-static int run_headless(engine *e, const runcfg *cfg)
+/* What a finished run reports (NAN where it has none). */
+typedef struct run_result {
+    double best_dev, test_final, test_best;
+    uint64_t steps, best_dev_step;
+} run_result;
+
+/* Run headless to the end (or a signal).  Returns the exit status; res
+ * (may be NULL) gets the run's results. */
+static int run_headless(engine *e, const runcfg *cfg, run_result *res)
 {
     hl_err err;
     engine_telemetry t;
@@ -271,17 +293,155 @@ static int run_headless(engine *e, const runcfg *cfg)
         if (cfg->save[0])
             printf("saved          %s\n", cfg->save);
     }
+    if (res)
+        *res = (run_result){.best_dev = t.best_dev_accuracy, .test_final = t.test_final,
+                            .test_best = t.test_best, .steps = t.step,
+                            .best_dev_step = t.best_dev_step};
     engine_snapshot_free(&t);
     return rc;
+}
+
+/* mean and population standard deviation (numpy's default, as LM-BFF's and
+ * MeZO's tables) of the finite values of x */
+static void mean_std(const double *x, int n, double *mean, double *std)
+{
+    double s = 0, q = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (!isnan(x[i]))
+            s += x[i], k++;
+    *mean = k ? s / k : NAN;
+    for (int i = 0; i < n; i++)
+        if (!isnan(x[i]))
+            q += (x[i] - *mean) * (x[i] - *mean);
+    *std = k ? sqrt(q / k) : NAN;
+}
+
+#define SWEEP_MAX 32
+
+/* helene train --data-seeds 13,21,42,87,100 ...: one headless run per data
+ * seed (--save DIR -> DIR/seed-S), then a table of their accuracies. */
+static int train_sweep(int argc, char **argv, int at)
+{
+    const char *list = argv[at][13] == '=' ? argv[at] + 14 : (at + 1 < argc ? argv[at + 1] : NULL);
+    int skip = argv[at][13] == '=' ? 1 : 2;
+    if (!list || !list[0]) {
+        fprintf(stderr, "helene train: --data-seeds needs a list, e.g. 13,21,42,87,100\n");
+        return 2;
+    }
+    unsigned long long seeds[SWEEP_MAX];
+    int n = 0;
+    for (const char *p = list; *p;) {
+        char *end;
+        errno = 0;
+        if (*p < '0' || *p > '9' || n == SWEEP_MAX)
+            goto bad;
+        seeds[n++] = strtoull(p, &end, 10);
+        if (errno || (*end && *end != ','))
+            goto bad;
+        p = *end ? end + 1 : end;
+        if (*end && !*p)
+            goto bad;
+    }
+    /* argv without --data-seeds; --data-seed S and --save DIR/seed-S per run */
+    char **av = calloc((size_t)argc + 4, sizeof *av);
+    if (!av)
+        return 1;
+    int ac = 0, save_at = -1, save_eq = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i == at) {
+            i += skip - 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--data-seed") || !strncmp(argv[i], "--data-seed=", 12)) {
+            fprintf(stderr, "helene train: give --data-seeds or --data-seed, not both\n");
+            free(av);
+            return 2;
+        }
+        if (!strcmp(argv[i], "--save") && i + 1 < argc)
+            save_at = ac + 1;
+        else if (!strncmp(argv[i], "--save=", 7))
+            save_at = ac, save_eq = 1;
+        av[ac++] = argv[i];
+    }
+    char seed_arg[32], save_arg[RUNCFG_PATH_MAX + 32];
+    const char *save_dir = save_at >= 0 ? av[save_at] + (save_eq ? 7 : 0) : NULL;
+    av[ac] = "--data-seed";
+    av[ac + 1] = seed_arg;
+    av[ac + 2] = "--headless";
+    double dev[SWEEP_MAX], test_best[SWEEP_MAX], test_final[SWEEP_MAX];
+    int rc = 0;
+    for (int k = 0; k < n && !rc; k++) {
+        snprintf(seed_arg, sizeof seed_arg, "%llu", seeds[k]);
+        char *saved_save = save_at >= 0 ? av[save_at] : NULL;
+        if (save_dir) {
+            snprintf(save_arg, sizeof save_arg, "%s%s/seed-%llu", save_eq ? "--save=" : "",
+                     save_dir, seeds[k]);
+            av[save_at] = save_arg;
+        }
+        fprintf(stderr, "helene train: data seed %llu (%d of %d)\n", seeds[k], k + 1, n);
+        runargs ra;
+        rc = runargs_parse(&ra, "train", ac + 3, av);
+        if (save_dir)
+            av[save_at] = saved_save;
+        if (rc) {
+            runargs_free(&ra);
+            break;
+        }
+        engine *e;
+        hl_err err;
+        if (engine_create(&e, &ra.cfg, &err)) {
+            fprintf(stderr, "helene train: data seed %llu: %s\n", seeds[k], err.msg);
+            runargs_free(&ra);
+            rc = 1;
+            break;
+        }
+        run_result r;
+        rc = run_headless(e, &ra.cfg, &r);
+        engine_free(e);
+        runargs_free(&ra);
+        dev[k] = r.best_dev;
+        /* the best dev state is the final one when no separate test was made */
+        test_best[k] = isnan(r.test_best) ? r.test_final : r.test_best;
+        test_final[k] = r.test_final;
+        if (g_signal)
+            break;
+    }
+    free(av);
+    if (rc)
+        return rc;
+    printf("\n%-12s %14s %16s %14s\n", "data seed", "best dev %", "test % (best)",
+           "test % (final)");
+    for (int k = 0; k < n; k++)
+        printf("%-12llu %14.1f %16.1f %14.1f\n", seeds[k], 100 * dev[k], 100 * test_best[k],
+               100 * test_final[k]);
+    double m[3], sd[3];
+    mean_std(dev, n, &m[0], &sd[0]);
+    mean_std(test_best, n, &m[1], &sd[1]);
+    mean_std(test_final, n, &m[2], &sd[2]);
+    char a[3][40];
+    for (int i = 0; i < 3; i++)
+        snprintf(a[i], sizeof a[i], "%.1f (%.1f)", 100 * m[i], 100 * sd[i]);
+    printf("%-12s %14s %16s %14s\n", "mean (std)", a[0], a[1], a[2]);
+    return 0;
+bad:
+    fprintf(stderr, "helene train: --data-seeds '%s': expected up to %d comma-separated "
+                    "non-negative integers, e.g. 13,21,42,87,100\n",
+            list, SWEEP_MAX);
+    return 2;
 }
 
 int cmd_train(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
         fputs(cmd_train_usage, stdout);
+        fputs(train_usage_how, stdout);
         runargs_print_hparams(stdout);
         return 0;
     }
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--data-seeds") || !strncmp(argv[i], "--data-seeds=", 13))
+            return train_sweep(argc, argv, i);
     runargs ra;
     int rc = runargs_parse(&ra, "train", argc, argv);
     if (rc) {
@@ -308,7 +468,7 @@ int cmd_train(int argc, char **argv)
         runargs_free(&ra);
         return 1;
     }
-    rc = run_headless(e, &ra.cfg);
+    rc = run_headless(e, &ra.cfg, NULL);
     engine_free(e);
     runargs_free(&ra);
     return rc;

@@ -47,7 +47,8 @@ const char cmd_eval_usage[] =
 
 const char cmd_data_usage[] =
     "usage: helene data [--task NAME|FILE] [--data PATH] [--model DIR] [--train-size N]\n"
-    "                   [--dev-size N] [--data-seed S] [--max-tokens N] [--skip-bad]\n"
+    "                   [--dev-size N] [--k-shot K] [--data-seed S] [--max-tokens N]\n"
+    "                   [--skip-bad]\n"
     "\n"
     "Show what a model will see: examples per class and split (as `helene train`\n"
     "draws them with the same flags), prompt token-length percentiles, and three\n"
@@ -223,13 +224,14 @@ int cmd_data(int argc, char **argv)
         return 0;
     }
     const char *model_dir = NULL, *taskname = NULL, *data = NULL;
-    long train_size = 0, dev_size = 0, seed = 13, max_tokens = 0;
+    long train_size = 0, dev_size = 0, seed = 13, max_tokens = 0, k_shot = 0;
     bool skip_bad = false;
     cli_flag flags[] = {
         {"model", CLI_KIND_STRING, &model_dir, 0, 0, false},
         {"task", CLI_KIND_STRING, &taskname, 0, 0, false},
         {"data", CLI_KIND_STRING, &data, 0, 0, false},
         {"train-size", CLI_KIND_INT, &train_size, 0, 1e8, false},
+        {"k-shot", CLI_KIND_INT, &k_shot, 0, 1000000, false},
         {"dev-size", CLI_KIND_INT, &dev_size, 0, 1e8, false},
         {"data-seed", CLI_KIND_INT, &seed, 0, 9e18, false},
         {"max-tokens", CLI_KIND_INT, &max_tokens, 1, 1 << 20, false},
@@ -251,6 +253,7 @@ int cmd_data(int argc, char **argv)
         return 2;
     }
     cfg.train_size = (int32_t)train_size;
+    cfg.k_shot = (int32_t)k_shot;
     cfg.dev_size = (int32_t)dev_size;
     cfg.data_seed = (uint64_t)seed;
     cfg.max_tokens = (int32_t)max_tokens;

@@ -174,6 +174,16 @@ expect 0 "^accuracy" -- $h eval --checkpoint "$tmp/op"
 rm -rf "$tmp/rob2" && cp -r "$rob" "$tmp/rob2" && cp "$fix/models/roberta-tiny-f16/model.safetensors" "$tmp/rob2/"
 expect 1 "other base weights" -- $h eval --checkpoint "$tmp/rl" --model "$tmp/rob2" --data "$sst"
 
+# MeZO's k-shot protocol and the data-seed sweep
+expect 0 "^train +8 +4 +4" -- $h data --k-shot 4 --task sst2 --data "$sst" --model "$rob"
+expect 0 "^test +4 +2 +2" -- $h data --k-shot 4 --task sst2 --data "$sst" --model "$rob"
+expect 1 "class 0 has only 10 examples" -- $h data --k-shot 20 --task sst2 --data "$sst" --model "$rob"
+expect 1 "drop train_size" -- $h train --k-shot 4 --train-size 8 --model "$rob" --task sst2 --data "$sst" --steps 1 --headless
+expect 0 "^mean \(std\) +[0-9.]+ \([0-9.]+\)" -- $h train --data-seeds 13,21 --k-shot 4 --model "$rob" --task sst2 --data "$sst" --peft lora:r=2 --steps 2 --batch-size 4 --eval-every 0 --save "$tmp/sweep"
+expect 0 "" -- test -d "$tmp/sweep/seed-21"
+expect 2 "comma-separated" -- $h train --data-seeds 13,,21 --model "$rob" --task sst2
+expect 2 "not both" -- $h train --data-seeds 13,21 --data-seed 5 --model "$rob" --task sst2
+
 # hostile files: FIFOs given as any config, tokenizer, task, data or
 # checkpoint file are refused at once instead of blocking forever (issue 15)
 for f in config.json vocab.json merges.txt tokenizer_config.json; do
