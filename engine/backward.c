@@ -93,7 +93,7 @@ static void mm_dx(pool *p, float *dx, size_t ldx, const float *dy, size_t ldy, c
 static void mm_dw(pool *p, float *dW, const float *dy, size_t ldy, const float *x, size_t ldx,
                   int N, int O, int K)
 {
-    if (N <= 0)
+    if (N <= 0 || !dW) /* no gradient wanted (a frozen base weight under LoRA) */
         return;
     mm_job j = {.trans_a = true, .c = dW, .a = dy, .b = x, .lda = (int)ldy, .ldb = (int)ldx,
                 .ldc = K, .M = O, .N = K, .K = N, .beta = 1.0f};
@@ -461,6 +461,8 @@ static void scatter_fn(void *arg, int tid, int nt)
 static void par_scatter(pool *p, float *dtable, const float *d, const int32_t *index, size_t n,
                         int width)
 {
+    if (!dtable)
+        return;
     scatter_job j = {.dtable = dtable, .d = d, .index = index, .n = n, .width = width};
     pool_run(p, scatter_fn, &j);
 }
@@ -469,9 +471,10 @@ static void par_scatter(pool *p, float *dtable, const float *d, const int32_t *i
 
 float *backward_grad_of(const backward *bw, const float *p)
 {
-    if (!p)
-        return NULL;
-    return bw->grad.data + (p - bw->m->params.data);
+    const param_set *src = model_trainable_const(bw->m);
+    if (!p || p < src->data || p >= src->data + src->n)
+        return NULL; /* not part of what is trained (a base weight under LoRA) */
+    return bw->grad.data + (p - src->data);
 }
 
 static void acts_release(backward *bw)
@@ -496,6 +499,9 @@ static void acts_release(backward *bw)
     free(bw->dhidden);
     free(bw->demb);
     free(bw->scratch);
+    free(bw->lora_u);
+    free(bw->lora_v);
+    bw->lora_u = bw->lora_v = NULL;
     bw->xs = bw->qkv = bw->att = bw->mid = bw->post2 = bw->pre_act = bw->emb = bw->fin = NULL;
     bw->hidden = bw->dx = bw->dmid = bw->dc = bw->dqkv = bw->dffn = bw->tmp_c = NULL;
     bw->tmp_f = bw->dhidden = bw->demb = bw->scratch = NULL;
@@ -534,13 +540,14 @@ hl_status backward_init(backward *bw, model *m, hl_err *err)
                           "the backward pass (ft-adam, gradient alignment) exists for OPT and "
                           "GPT-2 only, not %s; the zeroth-order methods need none",
                           model_family_name(m->cfg.family));
-    if (m->peft.kind != PEFT_NONE)
+    if (m->peft.kind == PEFT_PREFIX)
         return hl_err_set(err, HL_ERR_INVALID,
-                          "the backward pass (ft-adam, gradient alignment) does not cover PEFT "
-                          "adapters yet; run it full-parameter or with --trainable");
+                          "the backward pass (ft-adam, gradient alignment) does not cover prefix "
+                          "adapters yet (LoRA it does); the zeroth-order methods tune them");
+    const param_set *src = model_trainable_const(m);
     hl_status st = HL_OK;
-    for (int i = 0; i < m->params.n_layers && !st; i++) {
-        const param_layer *l = &m->params.layers[i];
+    for (int i = 0; i < src->n_layers && !st; i++) {
+        const param_layer *l = &src->layers[i];
         st = param_set_add(&bw->grad, l->name, l->ndim, l->shape, l->decay, l->block, err);
     }
     if (!st)
@@ -549,7 +556,7 @@ hl_status backward_init(backward *bw, model *m, hl_err *err)
         backward_free(bw);
         return st;
     }
-    if (bw->grad.n != m->params.n) { /* same sizes and alignment rule: cannot happen */
+    if (bw->grad.n != src->n) { /* same sizes and alignment rule: cannot happen */
         backward_free(bw);
         return hl_err_set(err, HL_ERR_INVALID, "gradient arena layout differs from the model's");
     }
@@ -590,6 +597,10 @@ hl_status backward_init(backward *bw, model *m, hl_err *err)
         d->b1 = backward_grad_of(bw, b->b1);
         d->w2 = backward_grad_of(bw, b->w2);
         d->b2 = backward_grad_of(bw, b->b2);
+        for (int k = 0; k < PEFT_SITE_COUNT; k++) {
+            d->lora_a[k] = backward_grad_of(bw, b->lora_a[k]);
+            d->lora_b[k] = backward_grad_of(bw, b->lora_b[k]);
+        }
     }
     return HL_OK;
 }
@@ -641,6 +652,10 @@ static hl_status acts_reserve(backward *bw, size_t n_tok, int max_T, hl_err *err
     ALLOC(bw->dhidden, cap * E);
     size_t HD = C / (size_t)c->n_heads;
     ALLOC(bw->scratch, (size_t)threads * attention_back_scratch(capT, (int)HD));
+    if (m->peft.kind == PEFT_LORA) {
+        ALLOC(bw->lora_u, cap * (size_t)m->peft.rank);
+        ALLOC(bw->lora_v, cap * (size_t)m->peft.rank);
+    }
 #undef ALLOC
     if (!ok) {
         acts_release(bw);
@@ -653,7 +668,7 @@ static hl_status acts_reserve(backward *bw, size_t n_tok, int max_T, hl_err *err
     return HL_OK;
 }
 
-/* ------------------------------------------------------ training forward --- */
+/* ------------------------------------------------- embeddings forward --- */
 
 typedef struct embed_job {
     backward *bw;
@@ -698,13 +713,61 @@ static void add_pos_fn(void *arg, int tid, int nt)
     }
 }
 
+/* ------------------------------------------------------------- LoRA --- */
+
+/* out[N, O] += alpha/r · (in·Aᵀ)·Bᵀ at an adapted site: model.c's lora_add,
+ * the same calls in the same order. */
+static void lora_forward(backward *bw, const model_block *b, int site, float *out, size_t ldo,
+                         const float *in, size_t ldi, size_t N, int O, int K)
+{
+    if (!b->lora_a[site])
+        return;
+    model *m = bw->m;
+    const int r = m->peft.rank;
+    float *t = bw->lora_u;
+    kern_par_linear(m->pool, t, (size_t)r, in, ldi, b->lora_a[site], (int)N, r, K, 0.0f);
+    const float scale = m->peft.alpha / (float)r;
+    for (size_t i = 0; i < N * (size_t)r; i++)
+        t[i] *= scale;
+    kern_par_linear(m->pool, out, ldo, t, (size_t)r, b->lora_b[site], (int)N, O, r, 1.0f);
+}
+
+/* The backward of a site's adapter, from dy [N, O] (the gradient of the
+ * site's output) and its input x [N, K]: with u = s·x·Aᵀ and v = s·dy·B
+ * (s = alpha/r), dB += dyᵀ u, dA += vᵀ x and dx += v A. */
+static void lora_backward(backward *bw, const model_block *b, model_block *g, int site,
+                          const float *dy, size_t ldy, const float *x, size_t ldx, float *dx,
+                          size_t ldxo, size_t N, int O, int K)
+{
+    if (!b->lora_a[site])
+        return;
+    model *m = bw->m;
+    pool *p = m->pool;
+    const int r = m->peft.rank;
+    const float scale = m->peft.alpha / (float)r;
+    float *u = bw->lora_u, *v = bw->lora_v;
+    kern_par_linear(p, u, (size_t)r, x, ldx, b->lora_a[site], (int)N, r, K, 0.0f);
+    mm_dx(p, v, (size_t)r, dy, ldy, b->lora_b[site], (int)N, O, r, 0.0f);
+    for (size_t i = 0; i < N * (size_t)r; i++) {
+        u[i] *= scale;
+        v[i] *= scale;
+    }
+    mm_dw(p, g->lora_b[site], dy, ldy, u, (size_t)r, (int)N, O, r);
+    mm_dw(p, g->lora_a[site], v, (size_t)r, x, ldx, (int)N, r, K);
+    mm_dx(p, dx, ldxo, v, (size_t)r, b->lora_a[site], (int)N, r, K, 1.0f);
+}
+
+/* ------------------------------------------------------ training forward --- */
+
 static void qkv_forward(backward *bw, const model_block *b, float *qkv, const float *in, size_t N)
 {
     pool *p = bw->m->pool;
     const int C = bw->m->cfg.d_model;
     const size_t C3 = 3 * (size_t)C;
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 3; k++) {
         kern_par_linear(p, qkv + (size_t)k * C, C3, in, (size_t)C, b->wqkv[k], (int)N, C, C, 0.0f);
+        lora_forward(bw, b, PEFT_SITE_Q + k, qkv + (size_t)k * C, C3, in, (size_t)C, N, C, C);
+    }
     if (b->bqkv[0]) {
         if (b->bqkv[1] == b->bqkv[0] + C && b->bqkv[2] == b->bqkv[0] + 2 * C)
             kern_par_add_rows(p, qkv, b->bqkv[0], N, 3 * C, C3);
@@ -741,6 +804,7 @@ static void block_forward(backward *bw, int l)
     if (b->bo)
         kern_par_add_rows(p, mid, b->bo, N, (int)C, C);
     kern_par_linear(p, mid, C, att, C, b->wo, (int)N, (int)C, (int)C, 1.0f);
+    lora_forward(bw, b, PEFT_SITE_O, mid, C, att, C, N, (int)C, (int)C);
 
     /* FFN sublayer: its input is LN2(mid) (pre-LN) or LN1(mid) (post-LN) */
     if (c->pre_ln)
@@ -748,6 +812,7 @@ static void block_forward(backward *bw, int l)
     else
         kern_par_layernorm(p, bw->tmp_c, mid, b->ln1_w, b->ln1_b, N, (int)C, c->ln_eps);
     kern_par_linear(p, pre, F, bw->tmp_c, C, b->w1, (int)N, (int)F, (int)C, 0.0f);
+    lora_forward(bw, b, PEFT_SITE_FC1, pre, F, bw->tmp_c, C, N, (int)F, (int)C);
     kern_par_add_rows(p, pre, b->b1, N, (int)F, F);
     act_recompute(p, bw->tmp_f, pre, N, (int)F, model_act_kernel(c->act));
     float *res = c->pre_ln ? xnext : bw->post2 + (size_t)l * NC;
@@ -755,6 +820,7 @@ static void block_forward(backward *bw, int l)
     if (b->b2)
         kern_par_add_rows(p, res, b->b2, N, (int)C, C);
     kern_par_linear(p, res, C, bw->tmp_f, F, b->w2, (int)N, (int)C, (int)F, 1.0f);
+    lora_forward(bw, b, PEFT_SITE_FC2, res, C, bw->tmp_f, F, N, (int)C, (int)F);
     if (!c->pre_ln)
         kern_par_layernorm(p, xnext, res, b->ln2_w, b->ln2_b, N, (int)C, c->ln_eps);
 }
@@ -839,8 +905,11 @@ static void qkv_back(backward *bw, const model_block *b, model_block *g, const f
                   k ? 1.0f : beta);
         }
     }
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 3; k++) {
         par_colsum(p, g->bqkv[k], dq + (size_t)k * C, N, (int)C, C3);
+        lora_backward(bw, b, g, PEFT_SITE_Q + k, dq + (size_t)k * C, C3, in, C, dx, C, N, (int)C,
+                      (int)C);
+    }
 }
 
 static void attention_back(backward *bw, const float *datt, const float *qkv)
@@ -866,11 +935,13 @@ static void ffn_back(backward *bw, const model_block *b, model_block *g, const f
     mm_dw(p, g->w2, dy, C, bw->tmp_f, F, (int)N, (int)C, (int)F);
     par_colsum(p, g->b2, dy, N, (int)C, C);
     mm_dx(p, bw->dffn, F, dy, C, b->w2, (int)N, (int)C, (int)F, 0.0f);
+    lora_backward(bw, b, g, PEFT_SITE_FC2, dy, C, bw->tmp_f, F, bw->dffn, F, N, (int)C, (int)F);
     act_job aj = {.d = bw->dffn, .pre = pre, .n = N * F, .act = m->cfg.act};
     pool_run(p, act_back_fn, &aj);
     mm_dw(p, g->w1, bw->dffn, F, in, C, (int)N, (int)F, (int)C);
     par_colsum(p, g->b1, bw->dffn, N, (int)F, F);
     mm_dx(p, bw->dc, C, bw->dffn, F, b->w1, (int)N, (int)F, (int)C, 0.0f);
+    lora_backward(bw, b, g, PEFT_SITE_FC1, bw->dffn, F, in, C, bw->dc, C, N, (int)F, (int)C);
 }
 
 typedef struct add_job {
@@ -911,6 +982,7 @@ static void block_backward(backward *bw, int l)
         mm_dw(p, g->wo, bw->dmid, C, att, C, (int)N, (int)C, (int)C);
         par_colsum(p, g->bo, bw->dmid, N, (int)C, C);
         mm_dx(p, bw->dc, C, bw->dmid, C, b->wo, (int)N, (int)C, (int)C, 0.0f);
+        lora_backward(bw, b, g, PEFT_SITE_O, bw->dmid, C, att, C, bw->dc, C, N, (int)C, (int)C);
         attention_back(bw, bw->dc, qkv);
         kern_par_layernorm(p, bw->tmp_c, x, b->ln1_w, b->ln1_b, N, (int)C, eps);
         qkv_back(bw, b, g, bw->tmp_c, bw->dc, 0.0f);
@@ -931,6 +1003,7 @@ static void block_backward(backward *bw, int l)
         mm_dw(p, g->wo, bw->dx, C, att, C, (int)N, (int)C, (int)C);
         par_colsum(p, g->bo, bw->dx, N, (int)C, C);
         mm_dx(p, bw->dc, C, bw->dx, C, b->wo, (int)N, (int)C, (int)C, 0.0f);
+        lora_backward(bw, b, g, PEFT_SITE_O, bw->dx, C, att, C, bw->dc, C, N, (int)C, (int)C);
         attention_back(bw, bw->dc, qkv);
         qkv_back(bw, b, g, x, bw->dx, 1.0f);
     }
@@ -1156,11 +1229,12 @@ static void cls_single(backward *bw, double *losses, const cls_scorer *s, const 
             const float g = (float)(ds[c] * coef);
             const size_t id = (size_t)s->word[s->word_off[c]];
             const float *w = m->w.head + id * E;
-            float *dw = bw->gw.head + id * E;
-            for (size_t e = 0; e < E; e++) {
+            float *dw = bw->gw.head ? bw->gw.head + id * E : NULL;
+            for (size_t e = 0; e < E; e++)
                 dh[e] += g * w[e];
-                dw[e] += g * h[e];
-            }
+            if (dw)
+                for (size_t e = 0; e < E; e++)
+                    dw[e] += g * h[e];
         }
     }
 }

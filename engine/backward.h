@@ -35,8 +35,15 @@
  * C hidden, E word-embedding size, F FFN size, V vocabulary, L layers,
  * NH heads, HD = C / NH.
  *
+ * LoRA (model.h's PEFT): when the model carries LoRA adapters the gradient
+ * arena is laid out like its adapters (model_trainable) instead of its
+ * weights: the forward adds each site's alpha/r (x Aᵀ) Bᵀ as model.c does,
+ * and the backward gives dA, dB and the site's input gradient through them;
+ * the frozen base weights get no gradient at all.
+ *
  * Leaves out: dropout, mixed precision, activation checkpointing beyond the
- * recomputations above, RoBERTa / Llama (not in model.h yet).
+ * recomputations above, RoBERTa (bidirectional attention, its embedding and
+ * head layer norms) and prefix adapters (refused at init), Llama.
  *
  * For the engine (`--optimizer ft-adam`, the gradient-alignment diagnostic):
  *     backward bw;  adamw opt;                          once per run
@@ -73,9 +80,11 @@
 typedef struct backward {
     model *m;          /* borrowed */
     param_set grad;    /* owned: dLoss/dθ; same layer table, offsets and padding as
-                        * m->params, so grad.data[i] belongs to m->params.data[i] */
+                        * model_trainable(m) (m->params, or its LoRA adapters), so
+                        * grad.data[i] belongs to that set's data[i] */
     model_weights gw;  /* pointers into grad laid out like m->w (gw.head == gw.wte when
-                        * the head is tied; GPT-2's q|k|v rows of one tensor) */
+                        * the head is tied; GPT-2's q|k|v rows of one tensor); NULL
+                        * for weights without a gradient (frozen under LoRA) */
 
     /* ---- private: saved activations of the last training forward ---- */
     size_t cap_tokens; /* buffers hold this many tokens */
@@ -106,6 +115,7 @@ typedef struct backward {
     float *dhidden;    /* [N, E] */
     float *demb;       /* [N, E] or NULL */
     float *scratch;    /* [threads, attention scratch] */
+    float *lora_u, *lora_v; /* [N, r] LoRA's x Aᵀ and dy B (NULL without LoRA) */
     /* heads */
     float *logits;     /* [BACKWARD_LOGIT_ROWS, V] */
     float *hrows;      /* [BACKWARD_LOGIT_ROWS, E] gathered hidden rows */

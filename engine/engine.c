@@ -733,6 +733,15 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
              tuned, all, 100.0 * (double)tuned / (double)(all ? all : 1), k, e->ps->n_layers,
              e->cfg.trainable);
     }
+    if (e->have_lm && e->lm.model.peft.kind != PEFT_NONE) {
+        int k;
+        size_t tuned = param_set_count_trainable(e->ps, &k);
+        size_t base = param_set_count(&e->lm.model.params);
+        emit(e, ENGINE_EVENT_INFO, 0, 0,
+             "peft %s: tuning %zu adapter parameters in %d tensors (%.3f%% of the model's %zu); "
+             "the base weights are frozen",
+             e->cfg.peft, tuned, k, 100.0 * (double)tuned / (double)(base ? base : 1), base);
+    }
     e->no_layer_stats = calloc((size_t)e->ps->n_layers, sizeof *e->no_layer_stats);
     if (!e->no_layer_stats) {
         st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");

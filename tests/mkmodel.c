@@ -2,8 +2,11 @@
  * benchmarks that need a real file on disk (load time, peak RSS of
  * `helene score`).  Not a pretrained model: the values are a hash of the
  * index, so every run writes the same bytes.
- * Usage: mkmodel OUT_DIR [opt-125m|gpt2-124m|tiny] [F16|F32|BF16]
- * Tokenizer files are copied from the bundled GPT-2 vocabulary. */
+ * Usage: mkmodel OUT_DIR [opt-125m|gpt2-124m|roberta-base|roberta-large|tiny]
+ *                [F16|F32|BF16]
+ * Tokenizer files are the bundled GPT-2 vocabulary's (RoBERTa: in its id
+ * order, <s> <pad> </s> <unk> first and <mask> last). */
+#include <cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +33,45 @@ static int copy_file(const char *from, const char *to)
     return fclose(b);
 }
 
+/* GPT-2's vocab.json re-numbered as RoBERTa's: <s> <pad> </s> <unk> = 0..3,
+ * the byte-level tokens from 4 (GPT-2's order), <mask> = vocab - 1. */
+static int write_roberta_vocab(const char *from, const char *to, int vocab)
+{
+    FILE *f = fopen(from, "rb");
+    if (!f)
+        return -1;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *text = malloc((size_t)n + 1);
+    if (!text || fread(text, 1, (size_t)n, f) != (size_t)n) {
+        fclose(f);
+        free(text);
+        return -1;
+    }
+    fclose(f);
+    text[n] = '\0';
+    cJSON *in = cJSON_Parse(text);
+    free(text);
+    cJSON *out = cJSON_CreateObject();
+    static const char *const sp[4] = {"<s>", "<pad>", "</s>", "<unk>"};
+    for (int i = 0; i < 4; i++)
+        cJSON_AddNumberToObject(out, sp[i], i);
+    for (const cJSON *it = in ? in->child : NULL; it; it = it->next)
+        if (strcmp(it->string, "<|endoftext|>") != 0)
+            cJSON_AddNumberToObject(out, it->string, it->valuedouble + 4);
+    cJSON_AddNumberToObject(out, "<mask>", vocab - 1);
+    char *j = cJSON_PrintUnformatted(out);
+    cJSON_Delete(in);
+    cJSON_Delete(out);
+    f = j ? fopen(to, "wb") : NULL;
+    int rc = f && fputs(j, f) >= 0 ? 0 : -1;
+    if (f && fclose(f) != 0)
+        rc = -1;
+    free(j);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -40,7 +82,8 @@ int main(int argc, char **argv)
     const char *dt = argc > 3 ? argv[3] : "F16";
     st_dtype dtype = !strcmp(dt, "F32") ? ST_DTYPE_F32 : !strcmp(dt, "BF16") ? ST_DTYPE_BF16
                                                                              : ST_DTYPE_F16;
-    bool opt = strncmp(shape, "gpt2", 4) != 0;
+    bool rob = !strncmp(shape, "roberta", 7), large = !strcmp(shape, "roberta-large");
+    bool opt = strncmp(shape, "gpt2", 4) != 0 && !rob;
     bool tiny = !strcmp(shape, "tiny");
     model_config c = {.family = opt ? MODEL_FAMILY_OPT : MODEL_FAMILY_GPT2,
                       .n_layers = tiny ? 2 : 12, .d_model = tiny ? 64 : 768,
@@ -51,6 +94,22 @@ int main(int argc, char **argv)
                       .ln_eps = 1e-5f, .act = opt ? MODEL_ACT_RELU : MODEL_ACT_GELU_TANH,
                       .bos_id = opt ? 2 : 50256, .eos_id = opt ? 2 : 50256, .pad_id = 1,
                       .add_bos = opt};
+    if (rob) { /* RobertaForMaskedLM, roberta-base / roberta-large */
+        c.family = MODEL_FAMILY_ROBERTA;
+        c.n_layers = large ? 24 : 12;
+        c.d_model = c.d_embed = large ? 1024 : 768;
+        c.n_heads = large ? 16 : 12;
+        c.d_ffn = 4 * c.d_model;
+        c.vocab = 50265;
+        c.pos_offset = 2;
+        c.max_pos = 512;
+        c.type_vocab = 1;
+        c.bidirectional = true;
+        c.pre_ln = c.final_ln = false;
+        c.act = MODEL_ACT_GELU_ERF;
+        c.bos_id = 0;
+        c.add_bos = false;
+    }
     model m;
     hl_err err;
     if (model_init_from_config(&m, &c, &err)) {
@@ -72,10 +131,11 @@ int main(int argc, char **argv)
     st_write_tensor *ts = calloc((size_t)m.params.n_layers, sizeof *ts);
     int64_t(*shapes)[2] = calloc((size_t)m.params.n_layers, sizeof *shapes);
     float **tmp = calloc((size_t)m.params.n_layers, sizeof *tmp);
+    char(*names)[PARAM_NAME_MAX + 16] = calloc((size_t)m.params.n_layers, sizeof *names);
     for (int i = 0; i < m.params.n_layers; i++) {
         param_layer *l = &m.params.layers[i];
         const float *src = param_layer_data(&m.params, i);
-        bool conv = !opt && l->ndim == 2 && !strncmp(l->name, "h.", 2);
+        bool conv = !opt && !rob && l->ndim == 2 && !strncmp(l->name, "h.", 2);
         shapes[i][0] = conv ? l->shape[1] : l->shape[0];
         shapes[i][1] = conv ? l->shape[0] : l->shape[1];
         if (conv) { /* GPT-2 Conv1D is stored [in, out] */
@@ -85,7 +145,8 @@ int main(int argc, char **argv)
                     tmp[i][q * l->shape[0] + r] = src[r * l->shape[1] + q];
             src = tmp[i];
         }
-        ts[i] = (st_write_tensor){.name = l->name, .dtype = dtype, .src = ST_SRC_F32,
+        model_hf_tensor_name(&c, l->name, names[i], sizeof names[i]);
+        ts[i] = (st_write_tensor){.name = names[i], .dtype = dtype, .src = ST_SRC_F32,
                                   .ndim = l->ndim, .shape = shapes[i], .data = src};
     }
     char path[4096];
@@ -99,7 +160,14 @@ int main(int argc, char **argv)
     FILE *f = fopen(path, "w");
     if (!f)
         return 1;
-    if (opt)
+    if (rob)
+        fprintf(f, "{\"model_type\": \"roberta\", \"architectures\": [\"RobertaForMaskedLM\"], "
+                   "\"hidden_size\": %d, \"intermediate_size\": %d, \"num_attention_heads\": %d, "
+                   "\"num_hidden_layers\": %d, \"vocab_size\": %d, \"max_position_embeddings\": "
+                   "%d, \"type_vocab_size\": 1, \"layer_norm_eps\": 1e-05, \"hidden_act\": "
+                   "\"gelu\", \"bos_token_id\": 0, \"eos_token_id\": 2, \"pad_token_id\": 1}\n",
+                c.d_model, c.d_ffn, c.n_heads, c.n_layers, c.vocab, c.max_pos + c.pos_offset);
+    else if (opt)
         fprintf(f, "{\"model_type\": \"opt\", \"hidden_size\": %d, \"ffn_dim\": %d, "
                    "\"num_attention_heads\": %d, \"num_hidden_layers\": %d, \"vocab_size\": %d, "
                    "\"max_position_embeddings\": %d, \"word_embed_proj_dim\": %d, "
@@ -117,7 +185,7 @@ int main(int argc, char **argv)
     char from[4096];
     snprintf(from, sizeof from, "%s/gpt2/vocab.json", HELENE_SRCDATADIR);
     snprintf(path, sizeof path, "%s/vocab.json", out);
-    int rc = copy_file(from, path);
+    int rc = rob ? write_roberta_vocab(from, path, c.vocab) : copy_file(from, path);
     snprintf(from, sizeof from, "%s/gpt2/merges.txt", HELENE_SRCDATADIR);
     snprintf(path, sizeof path, "%s/merges.txt", out);
     rc |= copy_file(from, path);
@@ -125,6 +193,7 @@ int main(int argc, char **argv)
         free(tmp[i]);
     free(tmp);
     free(shapes);
+    free(names);
     free(ts);
     printf("%s: %s %s, %zu parameters\n", out, shape, dt, param_set_count(&m.params));
     model_free(&m);

@@ -326,6 +326,150 @@ static void test_fd_cls(void)
     }
 }
 
+/* ---------------------------------------------------------------- LoRA --- */
+
+/* The base weight a LoRA site adapts, with its [O, K] shape. */
+static float *site_weight(const model *m, int l, int k, int *O, int *K)
+{
+    const model_block *b = &m->w.blocks[l];
+    const int C = m->cfg.d_model, F = m->cfg.d_ffn;
+    *O = k == PEFT_SITE_FC1 ? F : C;
+    *K = k == PEFT_SITE_FC2 ? F : C;
+    float *const w[PEFT_SITE_COUNT] = {b->wqkv[0], b->wqkv[1], b->wqkv[2], b->wo, b->w1, b->w2};
+    return w[k];
+}
+
+/* LoRA's gradients follow from the full gradient G of the merged weight
+ * W' = W + s·B·A at the same point (s = alpha/r): dL/dB = s·G·Aᵀ and
+ * dL/dA = s·Bᵀ·G.  So the adapted backward must agree with the (finite-
+ * difference- and PyTorch-checked) full backward of the merged model, for
+ * every site, every block and both losses; and its loss must be the
+ * inference path's with the adapters. */
+static void lora_case(int v, bool cls)
+{
+    model m;
+    make_model(&m, v);
+    hl_err err;
+    peft_spec ps;
+    CU_ASSERT_EQUAL_FATAL(peft_parse(&ps, "lora:r=3,alpha=6,targets=q+k+v+o+fc1+fc2", &err),
+                          HL_OK);
+    CU_ASSERT_EQUAL_FATAL(model_peft_attach(&m, &ps, 7, &err), HL_OK);
+    for (int l = 0; l < m.peft_params.n_layers; l++) { /* B != 0 too */
+        float *d = param_layer_data(&m.peft_params, l);
+        for (size_t k = 0; k < m.peft_params.layers[l].size; k++)
+            d[k] = (float)(0.4 * (urand() - 0.5));
+    }
+    const int lens[3] = {9, 5, 3};
+    int32_t tok[17], starts[4];
+    make_batch(tok, starts, lens, 3, m.cfg.vocab);
+    model_batch b = {.tokens = tok, .seq_start = starts, .n_seq = 3};
+    int32_t w0[1] = {5}, w1[1] = {30};
+    const int32_t *words[2] = {w0, w1};
+    int32_t nw[2] = {1, 1};
+    cls_example ex[3];
+    int labels[3] = {1, 0, 1};
+    for (int i = 0; i < 3; i++)
+        ex[i] = (cls_example){.prompt = tok + starts[i], .n_prompt = lens[i], .label = labels[i]};
+    cls_scorer sc;
+    CU_ASSERT_EQUAL_FATAL(cls_scorer_init(&sc, &m, words, nw, 2, 3, 12, &err), HL_OK);
+
+    /* the adapted backward: loss = inference loss; gradients of the adapters only */
+    backward bw;
+    CU_ASSERT_EQUAL_FATAL(backward_init(&bw, &m, &err), HL_OK);
+    CU_ASSERT_EQUAL(bw.grad.n_layers, m.peft_params.n_layers);
+    CU_ASSERT_PTR_NULL(bw.gw.blocks[0].w1); /* frozen base: no gradient */
+    double sum = 0, ref;
+    size_t count;
+    if (cls) {
+        double got[3], want[3];
+        CU_ASSERT_EQUAL_FATAL(backward_cls(&bw, got, &sc, ex, 3, 1.0, &err), HL_OK);
+        CU_ASSERT_EQUAL(cls_score(&sc, want, NULL, NULL, ex, 3, &err), HL_OK);
+        for (int i = 0; i < 3; i++)
+            CU_ASSERT(got[i] == want[i]); /* the same calls: the same bits */
+    } else {
+        CU_ASSERT_EQUAL_FATAL(backward_lm(&bw, &sum, &count, &b, 1, 1.0, &err), HL_OK);
+        ref = lm_loss(&m, &b);
+        CU_ASSERT(fabs(sum / (double)count - ref) <= 1e-6 * fabs(ref));
+    }
+    float *lg = malloc(bw.grad.n * sizeof *lg), *ab = malloc(m.peft_params.n * sizeof *ab);
+    memcpy(lg, bw.grad.data, bw.grad.n * sizeof *lg);
+    memcpy(ab, m.peft_params.data, m.peft_params.n * sizeof *ab);
+    param_set layout = m.peft_params; /* the table, read before the merge frees it */
+    param_layer *tab = malloc((size_t)layout.n_layers * sizeof *tab);
+    memcpy(tab, layout.layers, (size_t)layout.n_layers * sizeof *tab);
+    backward_free(&bw);
+
+    /* the full backward of the merged model */
+    const float s = ps.alpha / (float)ps.rank;
+    CU_ASSERT_EQUAL_FATAL(model_peft_merge(&m, &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(backward_init(&bw, &m, &err), HL_OK);
+    if (cls) {
+        double got[3];
+        CU_ASSERT_EQUAL_FATAL(backward_cls(&bw, got, &sc, ex, 3, 1.0, &err), HL_OK);
+    } else
+        CU_ASSERT_EQUAL_FATAL(backward_lm(&bw, &sum, &count, &b, 1, 1.0, &err), HL_OK);
+    int bad = 0, at = 0;
+    double worst = 0;
+    for (int l = 0; l < m.cfg.n_layers; l++)
+        for (int k = 0; k < PEFT_SITE_COUNT; k++, at += 2) {
+            int O, K;
+            const float *G = backward_grad_of(&bw, site_weight(&m, l, k, &O, &K));
+            const int r = ps.rank;
+            const float *A = ab + tab[at].offset, *B = ab + tab[at + 1].offset;
+            const float *dA = lg + tab[at].offset, *dB = lg + tab[at + 1].offset;
+            double gmax = 0;
+            for (int i = 0; i < O * K; i++)
+                gmax = fabs(G[i]) > gmax ? fabs(G[i]) : gmax;
+            for (int q = 0; q < r; q++) {
+                for (int x = 0; x < K; x++) { /* dA[q, x] = s Σ_o B[o, q] G[o, x] */
+                    double want = 0;
+                    for (int o = 0; o < O; o++)
+                        want += (double)B[o * r + q] * G[o * K + x];
+                    want *= s;
+                    double e = fabs(dA[q * K + x] - want) / (1e-4 * (1 + gmax));
+                    worst = e > worst ? e : worst;
+                    bad += e > 1;
+                }
+                for (int o = 0; o < O; o++) { /* dB[o, q] = s Σ_x G[o, x] A[q, x] */
+                    double want = 0;
+                    for (int x = 0; x < K; x++)
+                        want += (double)G[o * K + x] * A[q * K + x];
+                    want *= s;
+                    double e = fabs(dB[o * r + q] - want) / (1e-4 * (1 + gmax));
+                    worst = e > worst ? e : worst;
+                    bad += e > 1;
+                }
+            }
+        }
+    fprintf(stderr, "\n  %s, LoRA on every site, %s loss: dA, dB = s Bᵀ G, s G Aᵀ of the merged "
+            "model within %.3g of the tolerance", var_name[v], cls ? "classification" : "LM",
+            worst);
+    CU_ASSERT_EQUAL(bad, 0);
+    free(lg), free(ab), free(tab);
+    backward_free(&bw);
+    cls_scorer_free(&sc);
+    model_free(&m);
+}
+
+static void test_lora_gradients(void)
+{
+    for (int v = 0; v < VAR_COUNT; v++) {
+        lora_case(v, false);
+        lora_case(v, true);
+    }
+    /* prefix adapters: a clear refusal */
+    model m;
+    make_model(&m, VAR_OPT_PRE);
+    hl_err err;
+    peft_spec ps;
+    CU_ASSERT_EQUAL_FATAL(peft_parse(&ps, "prefix:tokens=2", &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(model_peft_attach(&m, &ps, 7, &err), HL_OK);
+    backward bw;
+    CU_ASSERT_EQUAL(backward_init(&bw, &m, &err), HL_ERR_INVALID);
+    CU_ASSERT(strstr(err.msg, "prefix") != NULL);
+    model_free(&m);
+}
+
 /* ------------------------------------------------- PyTorch reference --- */
 
 static int32_t *read_ids(const st_file *f, const char *name, int64_t *n)
@@ -937,6 +1081,7 @@ static void register_tests(void)
     TEST_ADD(s, test_thread_count_does_not_change_gradients);
     TEST_ADD(s, test_accumulation_and_weight);
     TEST_ADD(s, test_cosine_and_zo_alignment);
+    TEST_ADD(s, test_lora_gradients);
     CU_pSuite a = CU_add_suite("adamw", NULL, NULL);
     TEST_ADD(a, test_adamw_one_step_by_hand);
     TEST_ADD(a, test_adamw_schedule);
