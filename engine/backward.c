@@ -273,16 +273,21 @@ typedef struct attb_job {
     float scale;
     float *scratch;
     size_t scratch_stride;
+    bool causal;
+    const float *pk, *pv; /* [P, C] prefix keys / values, or NULL */
+    int P;
+    float *pref_part;     /* [B, 2, P, C]: sequence b's dK_p, dV_p (its head slices) */
 } attb_job;
 
 /* One (sequence, head) with direct loops, rows in order: recompute p_i
- * exactly as kernels.c's attention_loops does, then dv_t += p_it·do_i,
- * ds_it = p_it(dp_it − Σ_t p_it dp_it), dq_i = scale·Σ_t ds_it k_t,
- * dk_t += scale·ds_it q_i.  Each task writes only its own rows and head
- * slice.  Scratch: [HD + 2, T]. */
+ * exactly as kernels.c's attention_loops does (prefix scores first), then
+ * dv_t += p_it·do_i, ds_it = p_it(dp_it − Σ_t p_it dp_it), dq_i = scale·Σ_t
+ * ds_it k_t, dk_t += scale·ds_it q_i, and for the prefix rows the same into
+ * this sequence's slice of pref_part.  Each task writes only its own rows
+ * and head slice.  Scratch: [HD + 2, T] + [2, P]. */
 static void attention_back_loops(const attb_job *j, int b, int h, float *scratch)
 {
-    const int C = j->C, HD = C / j->NH;
+    const int C = j->C, HD = C / j->NH, P = j->P;
     const size_t ld = 3 * (size_t)C;
     const int32_t t0 = j->seq_start[b], T = j->seq_start[b + 1] - t0;
     const float *q = j->qkv + (size_t)t0 * ld + (size_t)h * HD;
@@ -293,16 +298,23 @@ static void attention_back_loops(const attb_job *j, int b, int h, float *scratch
     float *s = scratch;                 /* [T] probabilities */
     float *dp = scratch + j->max_T;     /* [T] */
     float *kT = scratch + 2 * (size_t)j->max_T; /* [HD, T] */
+    float *sp = kT + (size_t)HD * j->max_T;     /* [P] prefix probabilities */
+    float *dpp = sp + P;                        /* [P] */
+    float *dpk = P ? j->pref_part + (size_t)b * 2 * P * C + (size_t)h * HD : NULL;
+    float *dpv = P ? dpk + (size_t)P * C : NULL;
     for (int t = 0; t < T; t++)
         for (int e = 0; e < HD; e++) {
             kT[(size_t)e * T + t] = k[(size_t)t * ld + e];
             dk[(size_t)t * ld + e] = 0.0f;
             dv[(size_t)t * ld + e] = 0.0f;
         }
+    for (int p = 0; p < P; p++)
+        for (int e = 0; e < HD; e++)
+            dpk[(size_t)p * C + e] = dpv[(size_t)p * C + e] = 0.0f;
     for (int i = 0; i < T; i++) {
         const float *qi = q + (size_t)i * ld;
         const float *doi = dout + (size_t)i * C;
-        const int n = i + 1;
+        const int n = j->causal ? i + 1 : T;
         for (int t = 0; t < n; t++)
             s[t] = 0.0f;
         for (int e = 0; e < HD; e++) {
@@ -312,15 +324,39 @@ static void attention_back_loops(const attb_job *j, int b, int h, float *scratch
                 s[t] += qe * kr[t];
         }
         float mx = -INFINITY;
+        for (int p = 0; p < P; p++) {
+            const float *kp = j->pk + (size_t)p * C + (size_t)h * HD;
+            float d = 0.0f;
+            for (int e = 0; e < HD; e++)
+                d += qi[e] * j->scale * kp[e];
+            sp[p] = d;
+            mx = d > mx ? d : mx;
+        }
         for (int t = 0; t < n; t++)
             mx = s[t] > mx ? s[t] : mx;
         float sum = 0.0f;
+        for (int p = 0; p < P; p++) {
+            sp[p] = expf(sp[p] - mx);
+            sum += sp[p];
+        }
         for (int t = 0; t < n; t++) {
             s[t] = expf(s[t] - mx);
             sum += s[t];
         }
         const float inv = 1.0f / sum;
         double spd = 0;
+        for (int p = 0; p < P; p++) {
+            sp[p] *= inv;
+            const float *vp = j->pv + (size_t)p * C + (size_t)h * HD;
+            float *dvp = dpv + (size_t)p * C;
+            float d = 0.0f;
+            for (int e = 0; e < HD; e++) {
+                d += doi[e] * vp[e];
+                dvp[e] += sp[p] * doi[e];
+            }
+            dpp[p] = d;
+            spd += (double)sp[p] * d;
+        }
         for (int t = 0; t < n; t++) {
             s[t] *= inv;
             const float *vt = v + (size_t)t * ld;
@@ -346,28 +382,46 @@ static void attention_back_loops(const attb_job *j, int b, int h, float *scratch
                 dkt[e] += ds * qi[e];
             }
         }
+        for (int p = 0; p < P; p++) {
+            const float ds = sp[p] * (dpp[p] - fspd) * j->scale;
+            const float *kp = j->pk + (size_t)p * C + (size_t)h * HD;
+            float *dkp = dpk + (size_t)p * C;
+            for (int e = 0; e < HD; e++) {
+                dqi[e] += ds * kp[e];
+                dkp[e] += ds * qi[e];
+            }
+        }
     }
 }
 
 /* One (sequence, head) with sgemm, for the sequences kernels.c's forward
- * also runs through sgemm: P from the same call and softmax as the forward,
- * dP = dO·Vᵀ, dV = Pᵀ·dO, dS = P ∘ (dP − rowsum(P ∘ dP)), dQ = scale·dS·K,
- * dK = scale·dSᵀ·Q.  Shapes depend on the sequence alone.  Scratch: [2, T, T]. */
+ * also runs through sgemm: S = [prefix | tokens] scores from the same calls
+ * and softmax as the forward, dP = dO·[PV | V]ᵀ, dV = P_tokᵀ·dO, dPV =
+ * P_preᵀ·dO, dS = P ∘ (dP − rowsum(P ∘ dP)), dQ = scale·(dS_pre·PK +
+ * dS_tok·K), dK = scale·dS_tokᵀ·Q, dPK = scale·dS_preᵀ·Q.  Shapes depend on
+ * the sequence alone.  Scratch: [2, T, P + T]. */
 static void attention_back_sgemm(const attb_job *j, int b, int h, float *scratch)
 {
-    const int C = j->C, HD = C / j->NH, ld = 3 * C;
+    const int C = j->C, HD = C / j->NH, ld = 3 * C, P = j->P;
     const int32_t t0 = j->seq_start[b], T = j->seq_start[b + 1] - t0;
+    const int lds = P + T;
     const float *q = j->qkv + (size_t)t0 * (size_t)ld + (size_t)h * HD;
     const float *k = q + C, *v = q + 2 * C;
     float *dq = j->dqkv + (size_t)t0 * (size_t)ld + (size_t)h * HD;
     float *dk = dq + C, *dv = dq + 2 * C;
     const float *dout = j->datt + (size_t)t0 * C + (size_t)h * HD;
-    float *P = scratch, *dP = scratch + (size_t)T * T;
+    float *S = scratch, *dS = scratch + (size_t)T * lds;
+    const float *pk = P ? j->pk + (size_t)h * HD : NULL, *pv = P ? j->pv + (size_t)h * HD : NULL;
+    float *dpk = P ? j->pref_part + (size_t)b * 2 * P * C + (size_t)h * HD : NULL;
+    float *dpv = P ? dpk + (size_t)P * C : NULL;
+    if (P)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, j->scale, q, ld, pk, C,
+                    0.0f, S, lds);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, j->scale, q, ld, k, ld, 0.0f,
-                P, T);
+                S + P, lds);
     for (int i = 0; i < T; i++) {
-        float *s = P + (size_t)i * T;
-        const int n = i + 1;
+        float *s = S + (size_t)i * lds;
+        const int n = P + (j->causal ? i + 1 : T);
         float mx = -INFINITY;
         for (int t = 0; t < n; t++)
             mx = s[t] > mx ? s[t] : mx;
@@ -379,30 +433,42 @@ static void attention_back_sgemm(const attb_job *j, int b, int h, float *scratch
         const float inv = 1.0f / sum;
         for (int t = 0; t < n; t++)
             s[t] *= inv;
-        for (int t = n; t < T; t++)
+        for (int t = n; t < lds; t++)
             s[t] = 0.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, 1.0f, dout, C, v, ld, 0.0f, dP,
-                T);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, P, T, dout, C, 0.0f, dv,
-                ld);
+    if (P) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, 1.0f, dout, C, pv, C,
+                    0.0f, dS, lds);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P, HD, T, 1.0f, S, lds, dout, C,
+                    0.0f, dpv, C);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, 1.0f, dout, C, v, ld, 0.0f,
+                dS + P, lds);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, S + P, lds, dout, C,
+                0.0f, dv, ld);
     for (int i = 0; i < T; i++) {
-        const float *p = P + (size_t)i * T;
-        float *d = dP + (size_t)i * T;
-        const int n = i + 1;
+        const float *pr = S + (size_t)i * lds;
+        float *d = dS + (size_t)i * lds;
+        const int n = P + (j->causal ? i + 1 : T);
         double spd = 0;
         for (int t = 0; t < n; t++)
-            spd += (double)p[t] * d[t];
+            spd += (double)pr[t] * d[t];
         const float fspd = (float)spd;
         for (int t = 0; t < n; t++)
-            d[t] = p[t] * (d[t] - fspd);
-        for (int t = n; t < T; t++)
+            d[t] = pr[t] * (d[t] - fspd);
+        for (int t = n; t < lds; t++)
             d[t] = 0.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, j->scale, dP, T, k, ld, 0.0f,
-                dq, ld);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, j->scale, dP, T, q, ld, 0.0f,
-                dk, ld);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, j->scale, dS + P, lds, k, ld,
+                0.0f, dq, ld);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, j->scale, dS + P, lds, q, ld,
+                0.0f, dk, ld);
+    if (P) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, P, j->scale, dS, lds, pk, C,
+                    1.0f, dq, ld);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P, HD, T, j->scale, dS, lds, q, ld,
+                    0.0f, dpk, C);
+    }
 }
 
 static void attention_back_task(const attb_job *j, int b, int h, float *scratch)
@@ -425,10 +491,11 @@ static void attention_back_fn(void *arg, int tid, int nt)
 }
 
 /* Per thread, enough for the forward's kernel and both backward paths. */
-static size_t attention_back_scratch(int max_T, int HD)
+static size_t attention_back_scratch(int max_T, int HD, int P)
 {
-    size_t loops = (size_t)max_T * (size_t)(HD + 2), gemm = 2 * (size_t)max_T * (size_t)max_T;
-    size_t fwd = kern_attention_scratch(max_T, HD);
+    size_t T = (size_t)max_T;
+    size_t loops = T * (size_t)(HD + 2) + 2 * (size_t)P, gemm = 2 * T * (T + (size_t)P);
+    size_t fwd = kern_attention_scratch_ex(max_T, HD, P);
     size_t m = loops > gemm ? loops : gemm;
     return m > fwd ? m : fwd;
 }
@@ -501,7 +568,9 @@ static void acts_release(backward *bw)
     free(bw->scratch);
     free(bw->lora_u);
     free(bw->lora_v);
-    bw->lora_u = bw->lora_v = NULL;
+    free(bw->emb_pre);
+    free(bw->mlm_pre);
+    bw->lora_u = bw->lora_v = bw->emb_pre = bw->mlm_pre = NULL;
     bw->xs = bw->qkv = bw->att = bw->mid = bw->post2 = bw->pre_act = bw->emb = bw->fin = NULL;
     bw->hidden = bw->dx = bw->dmid = bw->dc = bw->dqkv = bw->dffn = bw->tmp_c = NULL;
     bw->tmp_f = bw->dhidden = bw->demb = bw->scratch = NULL;
@@ -525,6 +594,7 @@ void backward_free(backward *bw)
     free(bw->cls_rows);
     free(bw->cls_targets);
     free(bw->cls_coef);
+    free(bw->pref_part);
     free(bw->gw.blocks);
     param_set_free(&bw->grad);
     memset(bw, 0, sizeof *bw);
@@ -535,15 +605,6 @@ hl_status backward_init(backward *bw, model *m, hl_err *err)
     memset(bw, 0, sizeof *bw);
     bw->m = m;
     param_set_init(&bw->grad);
-    if (m->cfg.family != MODEL_FAMILY_OPT && m->cfg.family != MODEL_FAMILY_GPT2)
-        return hl_err_set(err, HL_ERR_INVALID,
-                          "the backward pass (ft-adam, gradient alignment) exists for OPT and "
-                          "GPT-2 only, not %s; the zeroth-order methods need none",
-                          model_family_name(m->cfg.family));
-    if (m->peft.kind == PEFT_PREFIX)
-        return hl_err_set(err, HL_ERR_INVALID,
-                          "the backward pass (ft-adam, gradient alignment) does not cover prefix "
-                          "adapters yet (LoRA it does); the zeroth-order methods tune them");
     const param_set *src = model_trainable_const(m);
     hl_status st = HL_OK;
     for (int i = 0; i < src->n_layers && !st; i++) {
@@ -580,6 +641,14 @@ hl_status backward_init(backward *bw, model *m, hl_err *err)
     g->lnf_w = backward_grad_of(bw, w->lnf_w);
     g->lnf_b = backward_grad_of(bw, w->lnf_b);
     g->head = backward_grad_of(bw, w->head);
+    g->tte = backward_grad_of(bw, w->tte);
+    g->emb_ln_w = backward_grad_of(bw, w->emb_ln_w);
+    g->emb_ln_b = backward_grad_of(bw, w->emb_ln_b);
+    g->mlm_dense_w = backward_grad_of(bw, w->mlm_dense_w);
+    g->mlm_dense_b = backward_grad_of(bw, w->mlm_dense_b);
+    g->mlm_ln_w = backward_grad_of(bw, w->mlm_ln_w);
+    g->mlm_ln_b = backward_grad_of(bw, w->mlm_ln_b);
+    g->head_bias = backward_grad_of(bw, w->head_bias);
     for (int l = 0; l < c->n_layers; l++) {
         const model_block *b = &w->blocks[l];
         model_block *d = &g->blocks[l];
@@ -601,6 +670,8 @@ hl_status backward_init(backward *bw, model *m, hl_err *err)
             d->lora_a[k] = backward_grad_of(bw, b->lora_a[k]);
             d->lora_b[k] = backward_grad_of(bw, b->lora_b[k]);
         }
+        d->prefix_k = backward_grad_of(bw, b->prefix_k);
+        d->prefix_v = backward_grad_of(bw, b->prefix_v);
     }
     return HL_OK;
 }
@@ -640,6 +711,10 @@ static hl_status acts_reserve(backward *bw, size_t n_tok, int max_T, hl_err *err
         ALLOC(bw->demb, cap * E);
     }
     ALLOC(bw->fin, NC);
+    if (m->w.emb_ln_w)
+        ALLOC(bw->emb_pre, NC);
+    if (m->w.mlm_dense_w)
+        ALLOC(bw->mlm_pre, NC);
     ALLOC(bw->hidden, cap * E);
     ALLOC(bw->pos, cap);
     ALLOC(bw->dx, NC);
@@ -651,7 +726,8 @@ static hl_status acts_reserve(backward *bw, size_t n_tok, int max_T, hl_err *err
     ALLOC(bw->tmp_f, cap * F);
     ALLOC(bw->dhidden, cap * E);
     size_t HD = C / (size_t)c->n_heads;
-    ALLOC(bw->scratch, (size_t)threads * attention_back_scratch(capT, (int)HD));
+    const int P = m->peft.kind == PEFT_PREFIX ? m->peft.tokens : 0;
+    ALLOC(bw->scratch, (size_t)threads * attention_back_scratch(capT, (int)HD, P));
     if (m->peft.kind == PEFT_LORA) {
         ALLOC(bw->lora_u, cap * (size_t)m->peft.rank);
         ALLOC(bw->lora_v, cap * (size_t)m->peft.rank);
@@ -690,11 +766,16 @@ static void embed_fn(void *arg, int tid, int nt)
         memcpy(dst + r * E, m->w.wte + (size_t)j->tokens[r] * E, E * sizeof(float));
     if (m->w.proj_in)
         return;
+    const float *tt = m->w.tte;
     for (size_t r = r0; r < r1; r++) {
         const float *p = m->w.wpe + (size_t)bw->pos[r] * C;
         float *x = bw->xs + r * C;
-        for (size_t i = 0; i < C; i++)
-            x[i] += p[i];
+        if (tt)
+            for (size_t i = 0; i < C; i++)
+                x[i] += tt[i] + p[i];
+        else
+            for (size_t i = 0; i < C; i++)
+                x[i] += p[i];
     }
 }
 
@@ -798,8 +879,15 @@ static void block_forward(backward *bw, int l)
         in = bw->tmp_c;
     }
     qkv_forward(bw, b, qkv, in, N);
-    kern_par_attention(p, att, qkv, bw->batch.seq_start, bw->batch.n_seq, (int)C, c->n_heads,
-                       1.0f / sqrtf((float)HD), bw->scratch, bw->max_T);
+    kern_attn_ext ext = {.bidirectional = c->bidirectional};
+    if (b->prefix_k) {
+        ext.prefix_k = b->prefix_k;
+        ext.prefix_v = b->prefix_v;
+        ext.n_prefix = m->peft.tokens;
+    }
+    kern_par_attention_ex(p, att, qkv, bw->batch.seq_start, bw->batch.n_seq, (int)C, c->n_heads,
+                          1.0f / sqrtf((float)HD), bw->scratch, bw->max_T,
+                          KERN_ATTENTION_SGEMM_MIN_T, &ext);
     memcpy(mid, x, NC * sizeof(float));
     if (b->bo)
         kern_par_add_rows(p, mid, b->bo, N, (int)C, C);
@@ -869,6 +957,11 @@ static hl_status train_forward(backward *bw, const model_batch *batch, hl_err *e
                         E, 0.0f);
         pool_run(m->pool, add_pos_fn, &ej);
     }
+    if (m->w.emb_ln_w) { /* RoBERTa: LN of the summed embeddings, its input kept */
+        memcpy(bw->emb_pre, bw->xs, N * (size_t)C * sizeof(float));
+        kern_par_layernorm(m->pool, bw->xs, bw->emb_pre, m->w.emb_ln_w, m->w.emb_ln_b, N, C,
+                           c->ln_eps);
+    }
     for (int l = 0; l < c->n_layers; l++)
         block_forward(bw, l);
     const float *xl = bw->xs + (size_t)c->n_layers * N * C;
@@ -880,7 +973,15 @@ static hl_status train_forward(backward *bw, const model_batch *batch, hl_err *e
     if (m->w.proj_out)
         kern_par_linear(m->pool, bw->hidden, (size_t)E, h, (size_t)C, m->w.proj_out, (int)N, E,
                         C, 0.0f);
-    else
+    else if (m->w.mlm_dense_w) {
+        /* RoBERTa's head transform: LN(gelu(dense(x))), the pre-activation kept */
+        kern_par_linear(m->pool, bw->mlm_pre, (size_t)C, h, (size_t)C, m->w.mlm_dense_w, (int)N,
+                        C, C, 0.0f);
+        kern_par_add_rows(m->pool, bw->mlm_pre, m->w.mlm_dense_b, N, C, (size_t)C);
+        act_recompute(m->pool, bw->hidden, bw->mlm_pre, N, C, KERN_ACT_GELU_ERF);
+        kern_par_layernorm(m->pool, bw->hidden, bw->hidden, m->w.mlm_ln_w, m->w.mlm_ln_b, N, C,
+                           c->ln_eps);
+    } else
         memcpy(bw->hidden, h, N * (size_t)C * sizeof(float));
     return HL_OK;
 }
@@ -912,15 +1013,64 @@ static void qkv_back(backward *bw, const model_block *b, model_block *g, const f
     }
 }
 
-static void attention_back(backward *bw, const float *datt, const float *qkv)
+typedef struct pref_sum_job {
+    float *dk, *dv;        /* [P, C] gradients of the prefix keys / values (may be NULL) */
+    const float *part;     /* [B, 2, P, C] */
+    int B;
+    size_t PC;
+} pref_sum_job;
+
+/* dK_p += Σ_b part[b].k, dV_p += Σ_b part[b].v, sequences in order. */
+static void pref_sum_fn(void *arg, int tid, int nt)
 {
-    const model_config *c = &bw->m->cfg;
+    pref_sum_job *j = arg;
+    size_t i0, i1;
+    pool_range(j->PC, tid, nt, 16, &i0, &i1);
+    for (int b = 0; b < j->B; b++) {
+        const float *pk = j->part + (size_t)b * 2 * j->PC, *pv = pk + j->PC;
+        for (size_t i = i0; i < i1; i++) {
+            if (j->dk)
+                j->dk[i] += pk[i];
+            if (j->dv)
+                j->dv[i] += pv[i];
+        }
+    }
+}
+
+/* The attention's backward into bw->dqkv (and block b's prefix gradients). */
+static hl_status attention_back(backward *bw, const model_block *b, model_block *g,
+                                const float *datt, const float *qkv)
+{
+    model *m = bw->m;
+    const model_config *c = &m->cfg;
     const int HD = c->d_model / c->n_heads;
+    const int P = b->prefix_k ? m->peft.tokens : 0;
     attb_job j = {.dqkv = bw->dqkv, .datt = datt, .qkv = qkv, .seq_start = bw->batch.seq_start,
                   .B = bw->batch.n_seq, .C = c->d_model, .NH = c->n_heads, .max_T = bw->max_T,
                   .scale = 1.0f / sqrtf((float)HD), .scratch = bw->scratch,
-                  .scratch_stride = attention_back_scratch(bw->max_T, HD)};
-    pool_run(bw->m->pool, attention_back_fn, &j);
+                  .scratch_stride = attention_back_scratch(bw->max_T, HD, P),
+                  .causal = !c->bidirectional};
+    if (P) {
+        size_t need = (size_t)bw->batch.n_seq * 2 * (size_t)P * (size_t)c->d_model;
+        if (need > bw->pref_cap) {
+            float *np = realloc(bw->pref_part, need * sizeof *np);
+            if (!np)
+                return HL_ERR_NOMEM;
+            bw->pref_part = np;
+            bw->pref_cap = need;
+        }
+        j.pk = b->prefix_k;
+        j.pv = b->prefix_v;
+        j.P = P;
+        j.pref_part = bw->pref_part;
+    }
+    pool_run(m->pool, attention_back_fn, &j);
+    if (P) {
+        pref_sum_job ps = {.dk = g->prefix_k, .dv = g->prefix_v, .part = bw->pref_part,
+                           .B = bw->batch.n_seq, .PC = (size_t)P * (size_t)c->d_model};
+        pool_run(m->pool, pref_sum_fn, &ps);
+    }
+    return HL_OK;
 }
 
 /* FFN backward from dy (gradient of its output): dW2, db2, dW1, db1 and
@@ -959,8 +1109,9 @@ static void add_fn(void *arg, int tid, int nt)
         j->y[i] += j->x[i];
 }
 
-/* On entry bw->dx = dL/d(output of block l); on exit dL/d(input of block l). */
-static void block_backward(backward *bw, int l)
+/* On entry bw->dx = dL/d(output of block l); on exit dL/d(input of block l).
+ * Fails only when the prefix gradients' work space cannot grow. */
+static hl_status block_backward(backward *bw, int l)
 {
     model *m = bw->m;
     const model_config *c = &m->cfg;
@@ -983,7 +1134,8 @@ static void block_backward(backward *bw, int l)
         par_colsum(p, g->bo, bw->dmid, N, (int)C, C);
         mm_dx(p, bw->dc, C, bw->dmid, C, b->wo, (int)N, (int)C, (int)C, 0.0f);
         lora_backward(bw, b, g, PEFT_SITE_O, bw->dmid, C, att, C, bw->dc, C, N, (int)C, (int)C);
-        attention_back(bw, bw->dc, qkv);
+        if (attention_back(bw, b, g, bw->dc, qkv))
+            return HL_ERR_NOMEM;
         kern_par_layernorm(p, bw->tmp_c, x, b->ln1_w, b->ln1_b, N, (int)C, eps);
         qkv_back(bw, b, g, bw->tmp_c, bw->dc, 0.0f);
         layernorm_back(p, bw->dx, bw->dmid, bw->dc, x, b->ln1_w, g->ln1_w, g->ln1_b, bw->tmp_c, N,
@@ -1004,13 +1156,15 @@ static void block_backward(backward *bw, int l)
         par_colsum(p, g->bo, bw->dx, N, (int)C, C);
         mm_dx(p, bw->dc, C, bw->dx, C, b->wo, (int)N, (int)C, (int)C, 0.0f);
         lora_backward(bw, b, g, PEFT_SITE_O, bw->dx, C, att, C, bw->dc, C, N, (int)C, (int)C);
-        attention_back(bw, bw->dc, qkv);
+        if (attention_back(bw, b, g, bw->dc, qkv))
+            return HL_ERR_NOMEM;
         qkv_back(bw, b, g, x, bw->dx, 1.0f);
     }
+    return HL_OK;
 }
 
 /* From bw->dhidden (gradient of the head's input) down to the embeddings. */
-static void body_backward(backward *bw)
+static hl_status body_backward(backward *bw, hl_err *err)
 {
     model *m = bw->m;
     const model_config *c = &m->cfg;
@@ -1021,6 +1175,17 @@ static void body_backward(backward *bw)
     if (m->w.proj_out) {
         mm_dw(p, bw->gw.proj_out, bw->dhidden, E, h, C, (int)N, (int)E, (int)C);
         mm_dx(p, bw->dc, C, bw->dhidden, E, m->w.proj_out, (int)N, (int)E, (int)C, 0.0f);
+    } else if (m->w.mlm_dense_w) {
+        /* hidden = LN(a), a = gelu(u), u = dense(h): a recomputed into dmid */
+        act_recompute(p, bw->dmid, bw->mlm_pre, N, (int)C, KERN_ACT_GELU_ERF);
+        layernorm_back(p, bw->dc, NULL, bw->dhidden, bw->dmid, m->w.mlm_ln_w, bw->gw.mlm_ln_w,
+                       bw->gw.mlm_ln_b, bw->tmp_c, N, (int)C, c->ln_eps);
+        act_job aj = {.d = bw->dc, .pre = bw->mlm_pre, .n = N * C, .act = MODEL_ACT_GELU_ERF};
+        pool_run(p, act_back_fn, &aj);
+        mm_dw(p, bw->gw.mlm_dense_w, bw->dc, C, h, C, (int)N, (int)C, (int)C);
+        par_colsum(p, bw->gw.mlm_dense_b, bw->dc, N, (int)C, C);
+        mm_dx(p, bw->dmid, C, bw->dc, C, m->w.mlm_dense_w, (int)N, (int)C, (int)C, 0.0f);
+        memcpy(bw->dc, bw->dmid, N * C * sizeof(float));
     } else {
         memcpy(bw->dc, bw->dhidden, N * C * sizeof(float));
     }
@@ -1030,7 +1195,14 @@ static void body_backward(backward *bw)
     else
         memcpy(bw->dx, bw->dc, N * C * sizeof(float));
     for (int l = c->n_layers - 1; l >= 0; l--)
-        block_backward(bw, l);
+        if (block_backward(bw, l))
+            return hl_err_set(err, HL_ERR_NOMEM, "out of memory for the prefix gradients");
+    if (m->w.emb_ln_w) { /* through RoBERTa's embedding LN to the summed embeddings */
+        layernorm_back(p, bw->dc, NULL, bw->dx, bw->emb_pre, m->w.emb_ln_w, bw->gw.emb_ln_w,
+                       bw->gw.emb_ln_b, bw->tmp_c, N, (int)C, c->ln_eps);
+        memcpy(bw->dx, bw->dc, N * C * sizeof(float));
+        par_colsum(p, bw->gw.tte, bw->dx, N, (int)C, C); /* token type 0, every token */
+    }
     par_scatter(p, bw->gw.wpe, bw->dx, bw->pos, N, (int)C);
     if (m->w.proj_in) {
         mm_dw(p, bw->gw.proj_in, bw->dx, C, bw->emb, E, (int)N, (int)C, (int)E);
@@ -1039,6 +1211,7 @@ static void body_backward(backward *bw)
     } else {
         par_scatter(p, bw->gw.wte, bw->dx, bw->batch.tokens, N, (int)E);
     }
+    return HL_OK;
 }
 
 /* ------------------------------------------------------- LM cross-entropy --- */
@@ -1079,8 +1252,24 @@ static void ce_fn(void *arg, int tid, int nt)
     }
 }
 
+/* Logits of the R gathered rows in bw->hrows, as model_logits_rows computes
+ * them (RoBERTa's lm_head.bias first, folded into sgemm's beta). */
+static void head_logits(backward *bw, size_t R)
+{
+    model *m = bw->m;
+    const int V = m->cfg.vocab, E = m->cfg.d_embed;
+    float beta = 0.0f;
+    if (m->w.head_bias) {
+        for (size_t r = 0; r < R; r++)
+            memcpy(bw->logits + r * (size_t)V, m->w.head_bias, (size_t)V * sizeof(float));
+        beta = 1.0f;
+    }
+    kern_par_linear(m->pool, bw->logits, (size_t)V, bw->hrows, (size_t)E, m->w.head, (int)R, V, E,
+                    beta);
+}
+
 /* Gradient of a block of R head rows: drows = dl · head, dhead += dl^T · hrows,
- * and dhidden[rows[r]] += drows[r]. */
+ * dbias += column sums of dl, and dhidden[rows[r]] += drows[r]. */
 static void head_back(backward *bw, const float *dl, const float *hrows, const int32_t *rows,
                       size_t R)
 {
@@ -1089,6 +1278,7 @@ static void head_back(backward *bw, const float *dl, const float *hrows, const i
     const int V = m->cfg.vocab, E = m->cfg.d_embed;
     mm_dx(p, bw->drows, (size_t)E, dl, (size_t)V, m->w.head, (int)R, V, E, 0.0f);
     mm_dw(p, bw->gw.head, dl, (size_t)V, hrows, (size_t)E, (int)R, V, E);
+    par_colsum(p, bw->gw.head_bias, dl, R, V, (size_t)V);
     for (size_t r = 0; r < R; r++) {
         float *dst = bw->dhidden + (size_t)rows[r] * E;
         const float *src = bw->drows + r * (size_t)E;
@@ -1105,8 +1295,7 @@ static double lm_chunk(backward *bw, const int32_t *rows, const int32_t *targets
     for (size_t r = 0; r < R; r++)
         memcpy(bw->hrows + r * (size_t)E, bw->hidden + (size_t)rows[r] * E,
                (size_t)E * sizeof(float));
-    kern_par_linear(m->pool, bw->logits, (size_t)V, bw->hrows, (size_t)E, m->w.head, (int)R, V, E,
-                    0.0f);
+    head_logits(bw, R);
     ce_job j = {.logits = bw->logits, .targets = targets, .loss = bw->row_loss, .R = R, .V = V,
                 .scale = scale};
     pool_run(m->pool, ce_fn, &j);
@@ -1151,7 +1340,8 @@ hl_status backward_lm(backward *bw, double *out_sum_nll, size_t *out_count,
         }
     if (n)
         sum += lm_chunk(bw, rows, targets, n, scale);
-    body_backward(bw);
+    if ((st = body_backward(bw, err)))
+        return st;
     *out_sum_nll = sum;
     return HL_OK;
 }
@@ -1213,11 +1403,12 @@ static void cls_single(backward *bw, double *losses, const cls_scorer *s, const 
         const float *h = bw->hidden + (size_t)bw->cls_rows[i] * E;
         for (int32_t c = 0; c < K; c++) {
             /* the same loop as model_logits_select, so the scores match cls_score's bits */
-            const float *w = m->w.head + (size_t)s->word[s->word_off[c]] * E;
+            const size_t id = (size_t)s->word[s->word_off[c]];
+            const float *w = m->w.head + id * E;
             float acc = 0.0f;
             for (size_t e = 0; e < E; e++)
                 acc += h[e] * w[e];
-            sc[c] = acc;
+            sc[c] = m->w.head_bias ? acc + m->w.head_bias[id] : acc;
         }
         double loss = class_softmax(ds, sc, K, ex[i].label);
         if (losses)
@@ -1230,6 +1421,8 @@ static void cls_single(backward *bw, double *losses, const cls_scorer *s, const 
             const size_t id = (size_t)s->word[s->word_off[c]];
             const float *w = m->w.head + id * E;
             float *dw = bw->gw.head ? bw->gw.head + id * E : NULL;
+            if (bw->gw.head_bias)
+                bw->gw.head_bias[id] += g;
             for (size_t e = 0; e < E; e++)
                 dh[e] += g * w[e];
             if (dw)
@@ -1313,8 +1506,7 @@ static hl_status cls_multi(backward *bw, double *losses, const cls_scorer *s,
         for (size_t r = 0; r < R; r++)
             memcpy(bw->hrows + r * (size_t)E, bw->hidden + (size_t)bw->cls_rows[r0 + r] * E,
                    (size_t)E * sizeof(float));
-        kern_par_linear(m->pool, bw->logits, (size_t)V, bw->hrows, (size_t)E, m->w.head, (int)R,
-                        V, E, 0.0f);
+        head_logits(bw, R);
         lsm_score_job j = {.logits = bw->logits, .targets = bw->cls_targets + r0,
                            .logp = logp + r0, .R = R, .V = V};
         pool_run(m->pool, lsm_score_fn, &j);
@@ -1348,8 +1540,7 @@ static hl_status cls_multi(backward *bw, double *losses, const cls_scorer *s,
         for (size_t q = 0; q < R; q++)
             memcpy(bw->hrows + q * (size_t)E, bw->hidden + (size_t)bw->cls_rows[r0 + q] * E,
                    (size_t)E * sizeof(float));
-        kern_par_linear(m->pool, bw->logits, (size_t)V, bw->hrows, (size_t)E, m->w.head, (int)R,
-                        V, E, 0.0f);
+        head_logits(bw, R);
         /* d loss / d logit = coef·(onehot − softmax): lsm_fn with coef negated */
         lsm_job j = {.logits = bw->logits, .targets = bw->cls_targets + r0,
                      .coef = bw->cls_coef + r0, .logp = dummy, .R = R, .V = V};
@@ -1391,8 +1582,7 @@ hl_status backward_cls(backward *bw, double *losses, const cls_scorer *s, const 
         cls_single(bw, losses, s, ex, n, coef);
     else if ((st = cls_multi(bw, losses, s, ex, n, coef, nrows)))
         return hl_err_set(err, st, "out of memory for classification gradients");
-    body_backward(bw);
-    return HL_OK;
+    return body_backward(bw, err);
 }
 
 /* ------------------------------------------------------------ cosine --- */

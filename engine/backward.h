@@ -1,4 +1,4 @@
-/* backward.h - first-order gradients of OPT / GPT-2 by backpropagation.
+/* backward.h - first-order gradients of OPT / GPT-2 / RoBERTa (and their adapters) by backpropagation.
  *
  * A training forward keeps what the backward pass needs (its own buffers:
  * model_acts stays the lean inference path), then the backward pass
@@ -41,9 +41,17 @@
  * and the backward gives dA, dB and the site's input gradient through them;
  * the frozen base weights get no gradient at all.
  *
+ * Prefix adapters: every query also attends to the block's P prefix
+ * keys/values (as kernels.c does); each (sequence, head) task writes its
+ * share of their gradient to a slice of its own, and the shares are summed
+ * over sequences in order, so the bits do not depend on the threads.
+ *
+ * RoBERTa: bidirectional attention, the embedding LayerNorm (token type row
+ * 0 gets every token's gradient), the head transform LN(gelu(dense(x))) and
+ * lm_head.bias.
+ *
  * Leaves out: dropout, mixed precision, activation checkpointing beyond the
- * recomputations above, RoBERTa (bidirectional attention, its embedding and
- * head layer norms) and prefix adapters (refused at init), Llama.
+ * recomputations above, Llama.
  *
  * For the engine (`--optimizer ft-adam`, the gradient-alignment diagnostic):
  *     backward bw;  adamw opt;                          once per run
@@ -116,6 +124,10 @@ typedef struct backward {
     float *demb;       /* [N, E] or NULL */
     float *scratch;    /* [threads, attention scratch] */
     float *lora_u, *lora_v; /* [N, r] LoRA's x Aᵀ and dy B (NULL without LoRA) */
+    float *emb_pre;    /* [N, C] RoBERTa: the summed embeddings before their LN, or NULL */
+    float *mlm_pre;    /* [N, C] RoBERTa: the head's dense output + bias before GELU, or NULL */
+    float *pref_part;  /* [B, 2, P, C] prefix: each sequence's share of dK_p, dV_p */
+    size_t pref_cap;   /* floats in pref_part */
     /* heads */
     float *logits;     /* [BACKWARD_LOGIT_ROWS, V] */
     float *hrows;      /* [BACKWARD_LOGIT_ROWS, E] gathered hidden rows */

@@ -51,15 +51,17 @@ static void randomise(model *m)
         const param_layer *l = &m->params.layers[i];
         float *p = param_layer_data(&m->params, i);
         bool norm_w = l->ndim == 1 && strstr(l->name, ".weight") &&
-                      (strstr(l->name, "norm") || strstr(l->name, "ln_"));
+                      (strstr(l->name, "norm") || strstr(l->name, "Norm") ||
+                       strstr(l->name, "ln_"));
         for (size_t k = 0; k < l->size; k++)
             p[k] = norm_w ? (float)(1.0 + 0.2 * (urand() - 0.5)) : (float)(0.6 * (urand() - 0.5));
     }
 }
 
-enum { VAR_OPT_PRE, VAR_OPT_POST, VAR_GPT2, VAR_OPT_BARE, VAR_COUNT };
+enum { VAR_OPT_PRE, VAR_OPT_POST, VAR_GPT2, VAR_OPT_BARE, VAR_ROBERTA, VAR_COUNT };
 static const char *const var_name[VAR_COUNT] = {"opt pre-LN untied", "opt post-LN proj_in/out",
-                                                "gpt2", "opt no bias/affine, erf-gelu"};
+                                                "gpt2", "opt no bias/affine, erf-gelu",
+                                                "roberta"};
 
 static model_config variant_config(int v)
 {
@@ -97,6 +99,16 @@ static model_config variant_config(int v)
     case VAR_OPT_BARE:
         c.bias = c.ln_affine = false;
         c.act = MODEL_ACT_GELU_ERF;
+        break;
+    case VAR_ROBERTA: /* masked LM: bidirectional, post-LN, embedding LN, MLM head */
+        c.family = MODEL_FAMILY_ROBERTA;
+        c.pre_ln = c.final_ln = false;
+        c.bidirectional = true;
+        c.type_vocab = 2; /* row 1 is never used: its gradient must stay 0 */
+        c.act = MODEL_ACT_GELU_ERF;
+        c.ln_eps = 1e-3f;
+        c.add_bos = false;
+        c.bos_id = 0;
         break;
     }
     return c;
@@ -172,15 +184,25 @@ static double fd_cls(void *ctx)
  * lies within ±h and the coordinate is skipped (this looks at the loss
  * alone, so it cannot hide a wrong gradient; at most 1/4 may be skipped).
  * Returns the number of failures; prints the worst ratio. */
+static int fd_check_set(const char *what, param_set *ps, const float *grad, loss_fn f,
+                        void *ctx);
+
 static int fd_check(const char *what, model *m, const float *grad, loss_fn f, void *ctx)
+{
+    return fd_check_set(what, &m->params, grad, f, ctx);
+}
+
+/* fd_check over any trainable set (the model's adapters). */
+static int fd_check_set(const char *what, param_set *ps, const float *grad, loss_fn f,
+                        void *ctx)
 {
     const double h = 3e-3;
     int bad = 0, checked = 0, skipped = 0;
     double worst = 0;
     const double l0 = f(ctx);
-    for (int i = 0; i < m->params.n_layers; i++) {
-        const param_layer *l = &m->params.layers[i];
-        float *p = param_layer_data(&m->params, i);
+    for (int i = 0; i < ps->n_layers; i++) {
+        const param_layer *l = &ps->layers[i];
+        float *p = param_layer_data(ps, i);
         const float *g = grad + l->offset;
         size_t pick[6];
         int np = 0;
@@ -229,7 +251,7 @@ static int fd_check(const char *what, model *m, const float *grad, loss_fn f, vo
         }
     }
     fprintf(stderr, "\n  %s: %d coordinates in %d layers (%d skipped at kinks), worst |fd-g|/tol "
-            "%.3f", what, checked, m->params.n_layers, skipped, worst);
+            "%.3f", what, checked, ps->n_layers, skipped, worst);
     if (skipped * 3 > checked) {
         fprintf(stderr, "\n  %s: too many kinks", what);
         bad++;
@@ -298,7 +320,8 @@ static void cls_fd_one(int v, bool single)
     for (int i = 0; i < 4; i++) {
         for (int t = 0; t < plen[i]; t++)
             p[i][t] = (int32_t)(urand() * m.cfg.vocab);
-        ex[i] = (cls_example){.prompt = p[i], .n_prompt = plen[i], .label = labels[i]};
+        ex[i] = (cls_example){.prompt = p[i], .n_prompt = plen[i], .label = labels[i],
+                              .mask_pos = plen[i] / 2}; /* read by a masked LM only */
     }
     double got[4], want[4];
     CU_ASSERT_EQUAL_FATAL(backward_cls(&bw, got, &s, ex, 4, 1.0, &err), HL_OK);
@@ -322,8 +345,83 @@ static void test_fd_cls(void)
 {
     for (int v = 0; v < VAR_COUNT; v++) {
         cls_fd_one(v, true);
-        cls_fd_one(v, false);
+        if (v != VAR_ROBERTA) /* a masked LM reads one token at <mask> */
+            cls_fd_one(v, false);
     }
+}
+
+/* RoBERTa's token type embedding: row 0 gets every token's gradient (the
+ * sum of the embedding-LN input gradients), row 1 none. */
+static void test_roberta_token_type_gradient(void)
+{
+    model m;
+    make_model(&m, VAR_ROBERTA);
+    backward bw;
+    hl_err err;
+    CU_ASSERT_EQUAL_FATAL(backward_init(&bw, &m, &err), HL_OK);
+    const int lens[2] = {7, 4};
+    int32_t tok[11], starts[3];
+    make_batch(tok, starts, lens, 2, m.cfg.vocab);
+    model_batch b = {.tokens = tok, .seq_start = starts, .n_seq = 2};
+    double sum;
+    size_t count;
+    CU_ASSERT_EQUAL_FATAL(backward_lm(&bw, &sum, &count, &b, 1, 1.0, &err), HL_OK);
+    const int C = m.cfg.d_model;
+    double r0 = 0, r1 = 0;
+    for (int c = 0; c < C; c++) {
+        r0 += fabs(bw.gw.tte[c]);
+        r1 += fabs(bw.gw.tte[C + c]);
+    }
+    CU_ASSERT(r0 > 0);
+    CU_ASSERT(r1 == 0);
+    backward_free(&bw);
+    model_free(&m);
+}
+
+/* Prefix adapters: the gradients of every block's prefix keys and values by
+ * finite differences, causal and bidirectional, loops and sgemm attention. */
+static void prefix_fd_one(int v, const int *lens, int B, const char *what)
+{
+    model_config c = variant_config(v);
+    int n = 0;
+    for (int b = 0; b < B; b++) {
+        n += lens[b];
+        c.max_pos = lens[b] > c.max_pos ? lens[b] : c.max_pos;
+    }
+    model m;
+    hl_err err;
+    CU_ASSERT_EQUAL_FATAL(model_init_from_config(&m, &c, &err), HL_OK);
+    randomise(&m);
+    peft_spec ps;
+    CU_ASSERT_EQUAL_FATAL(peft_parse(&ps, "prefix:tokens=3", &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(model_peft_attach(&m, &ps, 11, &err), HL_OK);
+    backward bw;
+    CU_ASSERT_EQUAL_FATAL(backward_init(&bw, &m, &err), HL_OK);
+    CU_ASSERT_EQUAL(bw.grad.n_layers, 2 * m.cfg.n_layers);
+    int32_t *tok = malloc((size_t)n * sizeof *tok), starts[8];
+    make_batch(tok, starts, lens, B, m.cfg.vocab);
+    model_batch b = {.tokens = tok, .seq_start = starts, .n_seq = B};
+    double sum;
+    size_t count;
+    CU_ASSERT_EQUAL_FATAL(backward_lm(&bw, &sum, &count, &b, 1, 1.0, &err), HL_OK);
+    double ref = lm_loss(&m, &b);
+    CU_ASSERT(fabs(sum / (double)count - ref) <= 1e-5 * fabs(ref));
+    fd_ctx ctx = {.m = &m, .batch = &b};
+    CU_ASSERT_EQUAL(fd_check_set(what, &m.peft_params, bw.grad.data, fd_lm, &ctx), 0);
+    free(tok);
+    backward_free(&bw);
+    model_free(&m);
+}
+
+static void test_prefix_gradients(void)
+{
+    const int short_lens[3] = {11, 6, 2};
+    const int long_lens[2] = {KERN_ATTENTION_SGEMM_MIN_T + 7, 9};
+    prefix_fd_one(VAR_OPT_PRE, short_lens, 3, "opt pre-LN, prefix");
+    prefix_fd_one(VAR_GPT2, short_lens, 3, "gpt2, prefix");
+    prefix_fd_one(VAR_ROBERTA, short_lens, 3, "roberta, prefix");
+    prefix_fd_one(VAR_OPT_POST, long_lens, 2, "opt post-LN, prefix, sgemm attention");
+    prefix_fd_one(VAR_ROBERTA, long_lens, 2, "roberta, prefix, sgemm attention");
 }
 
 /* ---------------------------------------------------------------- LoRA --- */
@@ -369,7 +467,8 @@ static void lora_case(int v, bool cls)
     cls_example ex[3];
     int labels[3] = {1, 0, 1};
     for (int i = 0; i < 3; i++)
-        ex[i] = (cls_example){.prompt = tok + starts[i], .n_prompt = lens[i], .label = labels[i]};
+        ex[i] = (cls_example){.prompt = tok + starts[i], .n_prompt = lens[i], .label = labels[i],
+                              .mask_pos = lens[i] / 2};
     cls_scorer sc;
     CU_ASSERT_EQUAL_FATAL(cls_scorer_init(&sc, &m, words, nw, 2, 3, 12, &err), HL_OK);
 
@@ -457,17 +556,6 @@ static void test_lora_gradients(void)
         lora_case(v, false);
         lora_case(v, true);
     }
-    /* prefix adapters: a clear refusal */
-    model m;
-    make_model(&m, VAR_OPT_PRE);
-    hl_err err;
-    peft_spec ps;
-    CU_ASSERT_EQUAL_FATAL(peft_parse(&ps, "prefix:tokens=2", &err), HL_OK);
-    CU_ASSERT_EQUAL_FATAL(model_peft_attach(&m, &ps, 7, &err), HL_OK);
-    backward bw;
-    CU_ASSERT_EQUAL(backward_init(&bw, &m, &err), HL_ERR_INVALID);
-    CU_ASSERT(strstr(err.msg, "prefix") != NULL);
-    model_free(&m);
 }
 
 /* ------------------------------------------------- PyTorch reference --- */
@@ -696,7 +784,7 @@ static void test_thread_count_does_not_change_gradients(void)
             /* classification, multi-token path (full head rows) */
             int32_t w0[2] = {7, 2400}, w1[1] = {1999};
             const int32_t *words[2] = {w0, w1};
-            int32_t nw[2] = {2, 1};
+            int32_t nw[2] = {v == VAR_ROBERTA ? 1 : 2, 1}; /* masked: one token at <mask> */
             cls_scorer s;
             CU_ASSERT_EQUAL_FATAL(cls_scorer_init(&s, &m, words, nw, 2, 3, T - 2, &err), HL_OK);
             cls_example ex[3] = {{tok, T - 2, 1, 0}, {tok + T, 50, 0, 0}, {tok + T + 50, 9, -1, 0}};
@@ -1082,6 +1170,8 @@ static void register_tests(void)
     TEST_ADD(s, test_accumulation_and_weight);
     TEST_ADD(s, test_cosine_and_zo_alignment);
     TEST_ADD(s, test_lora_gradients);
+    TEST_ADD(s, test_roberta_token_type_gradient);
+    TEST_ADD(s, test_prefix_gradients);
     CU_pSuite a = CU_add_suite("adamw", NULL, NULL);
     TEST_ADD(a, test_adamw_one_step_by_hand);
     TEST_ADD(a, test_adamw_schedule);

@@ -516,21 +516,17 @@ static void test_peft_every_method(void)
     resume_tag = "";
     peft_case("zo-adam", rob, "lora:r=2,targets=q+v+o", "-lora-rob");
     peft_case("hizoo", rob, "prefix:tokens=2", "-prefix-rob");
+    resume_tag = "-rob";
+    resume_case("model", "ft-adam", rob, HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 6);
+    resume_tag = "";
+    peft_case("ft-adam", rob, "lora:r=2", "-lora-rob");
+    peft_case("ft-adam", rob, "prefix:tokens=2", "-prefix-rob");
     /* the first-order comparator tunes LoRA too (AdamW state over the adapters) */
     peft_case("ft-adam", opt, "lora:r=2,alpha=4,targets=q+v+fc1", "-lora");
     peft_case("ft-adam", HELENE_TESTDIR "/fixtures/models/opt350-tiny-f32", "lora:r=2",
               "-lora-post");
-    /* ... but not prefix adapters yet: a clear refusal */
-    runcfg c;
-    runcfg_init(&c);
-    set(&c, "model", opt);
-    set(&c, "task", "sst2");
-    set(&c, "data", HELENE_TESTDIR "/fixtures/tasks/sst2.tsv");
-    set(&c, "optimizer", "ft-adam");
-    set(&c, "peft", "prefix");
-    set(&c, "steps", "2");
-    CU_ASSERT_EQUAL(run_headless(&c), ENGINE_STATE_ERROR);
-    runcfg_free(&c);
+    /* ... and prefix adapters, and RoBERTa full and with adapters */
+    peft_case("ft-adam", opt, "prefix:tokens=2", "-prefix");
 }
 
 static void test_trainable_subset(void)
