@@ -766,17 +766,8 @@ static void embed_fn(void *arg, int tid, int nt)
         memcpy(dst + r * E, m->w.wte + (size_t)j->tokens[r] * E, E * sizeof(float));
     if (m->w.proj_in)
         return;
-    const float *tt = m->w.tte;
-    for (size_t r = r0; r < r1; r++) {
-        const float *p = m->w.wpe + (size_t)bw->pos[r] * C;
-        float *x = bw->xs + r * C;
-        if (tt)
-            for (size_t i = 0; i < C; i++)
-                x[i] += tt[i] + p[i];
-        else
-            for (size_t i = 0; i < C; i++)
-                x[i] += p[i];
-    }
+    for (size_t r = r0; r < r1; r++) /* RoBERTa: token type 0 for every token */
+        model_add_position_row(bw->xs + r * C, m->w.wpe + (size_t)bw->pos[r] * C, m->w.tte, C);
 }
 
 static void add_pos_fn(void *arg, int tid, int nt)
@@ -786,12 +777,8 @@ static void add_pos_fn(void *arg, int tid, int nt)
     const size_t C = (size_t)bw->m->cfg.d_model;
     size_t r0, r1;
     pool_range(j->n, tid, nt, 1, &r0, &r1);
-    for (size_t r = r0; r < r1; r++) {
-        const float *p = bw->m->w.wpe + (size_t)bw->pos[r] * C;
-        float *x = bw->xs + r * C;
-        for (size_t i = 0; i < C; i++)
-            x[i] += p[i];
-    }
+    for (size_t r = r0; r < r1; r++) /* OPT-350m: after project_in */
+        model_add_position_row(bw->xs + r * C, bw->m->w.wpe + (size_t)bw->pos[r] * C, NULL, C);
 }
 
 /* ------------------------------------------------------------- LoRA --- */

@@ -950,17 +950,8 @@ static void embed_fn(void *arg, int tid, int nt)
         memcpy(dst + r * E, m->w.wte + (size_t)j->tokens[r] * E, E * sizeof(float));
     if (m->w.proj_in)
         return; /* positions are added after the projection */
-    const float *tt = m->w.tte; /* RoBERTa: token type 0 for every token */
-    for (size_t r = r0; r < r1; r++) {
-        const float *p = m->w.wpe + (size_t)m->acts.pos[r] * C;
-        float *x = m->acts.x + r * C;
-        if (tt)
-            for (size_t i = 0; i < C; i++)
-                x[i] += tt[i] + p[i];
-        else
-            for (size_t i = 0; i < C; i++)
-                x[i] += p[i];
-    }
+    for (size_t r = r0; r < r1; r++) /* RoBERTa: token type 0 for every token */
+        model_add_position_row(m->acts.x + r * C, m->w.wpe + (size_t)m->acts.pos[r] * C, m->w.tte, C);
 }
 
 static void add_pos_fn(void *arg, int tid, int nt)
@@ -970,12 +961,8 @@ static void add_pos_fn(void *arg, int tid, int nt)
     const size_t C = (size_t)m->cfg.d_model;
     size_t r0, r1;
     pool_range(j->n, tid, nt, 1, &r0, &r1);
-    for (size_t r = r0; r < r1; r++) {
-        const float *p = m->w.wpe + (size_t)m->acts.pos[r] * C;
-        float *x = m->acts.x + r * C;
-        for (size_t i = 0; i < C; i++)
-            x[i] += p[i];
-    }
+    for (size_t r = r0; r < r1; r++) /* OPT-350m: after project_in */
+        model_add_position_row(m->acts.x + r * C, m->w.wpe + (size_t)m->acts.pos[r] * C, NULL, C);
 }
 
 kern_act model_act_kernel(model_act a)

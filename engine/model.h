@@ -163,6 +163,19 @@ bool model_is_masked_lm(const model_config *cfg);
  * layer NAME (RoBERTa: "roberta." + name, lm_head.* as is; others: name). */
 void model_hf_tensor_name(const model_config *cfg, const char *name, char *out, size_t cap);
 
+/* x[0, C) += tt + p: one token's position row p (and RoBERTa's token type
+ * row 0, tt, or NULL), in the one order the forward and the training
+ * forward both use. */
+static inline void model_add_position_row(float *x, const float *p, const float *tt, size_t C)
+{
+    if (tt)
+        for (size_t i = 0; i < C; i++)
+            x[i] += tt[i] + p[i];
+    else
+        for (size_t i = 0; i < C; i++)
+            x[i] += p[i];
+}
+
 /* The kernel activation of a model's FFN (kernels.h). */
 kern_act model_act_kernel(model_act a);
 
