@@ -488,6 +488,30 @@ const runcfg_key *runcfg_key_at(int i)
     return i >= 0 && i < N_KEYS ? &keys[i].pub : NULL;
 }
 
+/* Learning rates for adapters, where a method's full-parameter default is
+ * far off: the loss moves much less per unit of LoRA's A and B, and far
+ * less per unit of a prefix, than per unit of the weights, so the SGD-like
+ * methods need about 100x (LoRA) and 10^4-10^5x (prefix) their rate; the
+ * adaptive ones (Adam, sign steps) 10-300x; HELENE's preconditioned step
+ * none.  The best of a sweep on the default model and task, 300 steps
+ * (BENCHMARKS.md); other models may want others (--lr). */
+static double peft_lr(int32_t method, peft_kind kind)
+{
+    static const struct {
+        int32_t method;
+        double lora, prefix;
+    } t[] = {
+        {OPTIM_METHOD_MEZO, 3e-3, 1.0},        {OPTIM_METHOD_ZO_SGD_MMT, 3e-4, 0.1},
+        {OPTIM_METHOD_HIZOO, 3e-3, 1.0},       {OPTIM_METHOD_ZO_SIGN, 3e-3, 0.1},
+        {OPTIM_METHOD_ZO_ADAM, 3e-3, 0.1},     {OPTIM_METHOD_FT_ADAM, 1e-4, 1e-2},
+        {OPTIM_METHOD_HELENE, 3e-3, 3e-3},     {OPTIM_METHOD_LAYER_NEWTON, 0.5, 1.0},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (t[i].method == method)
+            return kind == PEFT_LORA ? t[i].lora : kind == PEFT_PREFIX ? t[i].prefix : 0;
+    return 0;
+}
+
 double runcfg_method_lr(const runcfg *c, int32_t method, bool *preset)
 {
     double lr = 0;
@@ -496,6 +520,9 @@ double runcfg_method_lr(const runcfg *c, int32_t method, bool *preset)
                                     ? ANALYTIC_KIND_QUADRATIC
                                     : ANALYTIC_KIND_ROSENBROCK,
                                 optim_method_name(method));
+    peft_spec ps;
+    if (c->objective == RUNCFG_OBJECTIVE_MODEL && peft_parse(&ps, c->peft, NULL) == HL_OK)
+        lr = peft_lr(method, ps.kind);
     if (preset)
         *preset = lr > 0;
     return lr > 0 ? lr : hparams_default_lr(method);

@@ -66,8 +66,9 @@ void runcfg_free(runcfg *c);
 hl_status runcfg_copy(runcfg *dst, const runcfg *src, hl_err *err);
 
 /* The learning rate a method takes in this run when the user gave none for
- * it: an analytic objective's preset for that method, else the method's
- * default (hparams_default_lr).  *preset (may be NULL) says which. */
+ * it: an analytic objective's preset for that method, or its rate for the
+ * run's --peft adapters, else the method's default (hparams_default_lr).
+ * *preset (may be NULL) says whether it is one of the former. */
 double runcfg_method_lr(const runcfg *c, int32_t method, bool *preset);
 
 /* Set one key from text.  Unknown key, bad or out-of-range value -> error

@@ -164,9 +164,17 @@ int runargs_parse(runargs *ra, const char *cmd, int argc, char **argv)
             fprintf(stderr, "helene %s: --peft: %s\n", cmd, err.msg);
             return 2;
         }
-        char eps[32];
+        char eps[32], lr[32];
         snprintf(eps, sizeof eps, "%g", peft_recommended_eps(ps.kind));
-        if (ps.kind != PEFT_NONE && runcfg_set(&ra->cfg, "eps", eps, &err)) {
+        if (ps.kind != PEFT_NONE &&
+            (runcfg_set(&ra->cfg, "peft", peft, &err) || runcfg_set(&ra->cfg, "eps", eps, &err))) {
+            fprintf(stderr, "helene %s: --peft: %s\n", cmd, err.msg);
+            return 1;
+        }
+        /* and the method's learning rate for adapters (--lr still wins) */
+        snprintf(lr, sizeof lr, "%.17g", runcfg_method_lr(&ra->cfg, ra->cfg.hp.method, NULL));
+        if (ps.kind != PEFT_NONE && !ra->cfg.hp.lr_explicit &&
+            runcfg_set(&ra->cfg, "lr", lr, &err)) {
             fprintf(stderr, "helene %s: --peft: %s\n", cmd, err.msg);
             return 1;
         }

@@ -12,8 +12,9 @@
 #                                  default model and task: full, LoRA, prefix
 #   tests/bench_peft.sh            both
 #
-# Run from the build folder (make bench runs `memory`).  Each run is alone on
-# the machine: nothing else should run meanwhile.
+# Run from the build folder (make bench runs both).  BENCH_METHODS="mezo ..."
+# picks the methods of the memory table.  Each run is alone on the machine:
+# nothing else should run meanwhile.
 set -euo pipefail
 srcdir=${srcdir:-$(dirname "$0")/..}
 threads=${BENCH_THREADS:-2}
@@ -43,7 +44,7 @@ memory() {
   for m in opt125 roberta-large; do
     steps=4
     [ "$m" = roberta-large ] && steps=3
-    for opt in mezo helene zo-adam ft-adam; do
+    for opt in ${BENCH_METHODS:-mezo helene zo-adam ft-adam}; do
       for peft in none lora:r=8,alpha=16 prefix:tokens=5; do
         log="$tmp/$m-$opt-${peft%%:*}.jsonl"
         if /usr/bin/time -v ./helene train --model "$tmp/$m" --task sst2 --data "$tmp/long.tsv" \

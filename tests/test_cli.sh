@@ -150,6 +150,9 @@ expect 0 "saved" -- $h train --model "$rob" --task sst2 --data "$sst" --peft lor
 expect 0 '"eps":[[:space:]]*0.01' -- $h train --model "$rob" --task sst2 --peft lora --print-config
 expect 0 '"eps":[[:space:]]*0.001' -- $h train --model "$rob" --task sst2 --peft prefix --eps 1e-3 --print-config
 expect 2 "unknown target" -- $h train --model "$rob" --task sst2 --peft lora:targets=q+w --headless
+expect 0 '"lr":[[:space:]]*0.003,' -- $h train --model "$rob" --task sst2 --peft lora --optimizer mezo --print-config
+expect 0 '"lr":[[:space:]]*1,' -- $h train --model "$rob" --task sst2 --peft prefix --optimizer mezo --print-config
+expect 0 '"lr":[[:space:]]*1e-05,' -- $h train --model "$rob" --task sst2 --peft lora --optimizer mezo --lr 1e-5 --print-config
 a=$($h eval --checkpoint "$tmp/rl" --data "$sst" --json 2>&1)
 expect 0 "LoRA merged into the base weights" -- $h export --checkpoint "$tmp/rl" --out "$tmp/rl-merged"
 b=$($h eval --model "$tmp/rl-merged" --task sst2 --data "$sst" --json 2>&1)
