@@ -259,7 +259,9 @@ static int fd_check_set(const char *what, param_set *ps, const float *grad, loss
     return bad;
 }
 
-static void fd_lm_one(int v, const int *lens, int B, const char *what)
+/* The LM loss's gradient by finite differences, of the weights or (peft
+ * given) of the adapters. */
+static void fd_lm_peft(int v, const int *lens, int B, const char *what, const char *peft)
 {
     model_config c = variant_config(v);
     int n = 0;
@@ -271,8 +273,12 @@ static void fd_lm_one(int v, const int *lens, int B, const char *what)
     hl_err err;
     CU_ASSERT_EQUAL_FATAL(model_init_from_config(&m, &c, &err), HL_OK);
     randomise(&m);
+    peft_spec ps;
+    CU_ASSERT_EQUAL_FATAL(peft_parse(&ps, peft, &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(model_peft_attach(&m, &ps, 11, &err), HL_OK);
     backward bw;
     CU_ASSERT_EQUAL_FATAL(backward_init(&bw, &m, &err), HL_OK);
+    CU_ASSERT_EQUAL(bw.grad.n_layers, model_trainable(&m)->n_layers);
     int32_t *tok = malloc((size_t)n * sizeof *tok), starts[8];
     make_batch(tok, starts, lens, B, m.cfg.vocab);
     model_batch b = {.tokens = tok, .seq_start = starts, .n_seq = B};
@@ -284,10 +290,15 @@ static void fd_lm_one(int v, const int *lens, int B, const char *what)
     double ref = lm_loss(&m, &b);
     CU_ASSERT(fabs(sum / (double)count - ref) <= 1e-5 * fabs(ref));
     fd_ctx ctx = {.m = &m, .batch = &b};
-    CU_ASSERT_EQUAL(fd_check(what, &m, bw.grad.data, fd_lm, &ctx), 0);
+    CU_ASSERT_EQUAL(fd_check_set(what, model_trainable(&m), bw.grad.data, fd_lm, &ctx), 0);
     free(tok);
     backward_free(&bw);
     model_free(&m);
+}
+
+static void fd_lm_one(int v, const int *lens, int B, const char *what)
+{
+    fd_lm_peft(v, lens, B, what, "none");
 }
 
 static void test_fd_lm(void)
@@ -382,35 +393,7 @@ static void test_roberta_token_type_gradient(void)
  * finite differences, causal and bidirectional, loops and sgemm attention. */
 static void prefix_fd_one(int v, const int *lens, int B, const char *what)
 {
-    model_config c = variant_config(v);
-    int n = 0;
-    for (int b = 0; b < B; b++) {
-        n += lens[b];
-        c.max_pos = lens[b] > c.max_pos ? lens[b] : c.max_pos;
-    }
-    model m;
-    hl_err err;
-    CU_ASSERT_EQUAL_FATAL(model_init_from_config(&m, &c, &err), HL_OK);
-    randomise(&m);
-    peft_spec ps;
-    CU_ASSERT_EQUAL_FATAL(peft_parse(&ps, "prefix:tokens=3", &err), HL_OK);
-    CU_ASSERT_EQUAL_FATAL(model_peft_attach(&m, &ps, 11, &err), HL_OK);
-    backward bw;
-    CU_ASSERT_EQUAL_FATAL(backward_init(&bw, &m, &err), HL_OK);
-    CU_ASSERT_EQUAL(bw.grad.n_layers, 2 * m.cfg.n_layers);
-    int32_t *tok = malloc((size_t)n * sizeof *tok), starts[8];
-    make_batch(tok, starts, lens, B, m.cfg.vocab);
-    model_batch b = {.tokens = tok, .seq_start = starts, .n_seq = B};
-    double sum;
-    size_t count;
-    CU_ASSERT_EQUAL_FATAL(backward_lm(&bw, &sum, &count, &b, 1, 1.0, &err), HL_OK);
-    double ref = lm_loss(&m, &b);
-    CU_ASSERT(fabs(sum / (double)count - ref) <= 1e-5 * fabs(ref));
-    fd_ctx ctx = {.m = &m, .batch = &b};
-    CU_ASSERT_EQUAL(fd_check_set(what, &m.peft_params, bw.grad.data, fd_lm, &ctx), 0);
-    free(tok);
-    backward_free(&bw);
-    model_free(&m);
+    fd_lm_peft(v, lens, B, what, "prefix:tokens=3");
 }
 
 static void test_prefix_gradients(void)
