@@ -173,6 +173,94 @@ static size_t pretok_next(const unsigned char *s, size_t len, size_t p)
     return (e == len || last == p) ? e : last;
 }
 
+/* Llama 3's (max_digits 3) and Qwen2's (1) pre-tokenizer regex, one
+ * alternative at a time, in the regex's order:
+ *   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,MAX}|
+ *    ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
+static size_t run_of(const unsigned char *s, size_t len, size_t e, unicode_class c)
+{
+    size_t n;
+    while (e < len && class_at(s, len, e, &n) == c)
+        e += n;
+    return e;
+}
+
+static bool is_crlf(unsigned char c)
+{
+    return c == '\r' || c == '\n';
+}
+
+static size_t pretok_next_llama3(const unsigned char *s, size_t len, size_t p, int max_digits)
+{
+    if (s[p] == '\'' && p + 1 < len) { /* contractions, any case */
+        unsigned c1 = s[p + 1] | 0x20;
+        if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd')
+            return p + 2;
+        if (p + 2 < len) {
+            unsigned c2 = s[p + 2] | 0x20;
+            if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l'))
+                return p + 3;
+        }
+    }
+    size_t n0, n1;
+    unicode_class c0 = class_at(s, len, p, &n0);
+    if (c0 == UNICODE_CLASS_LETTER) /* [^\r\n\p{L}\p{N}]?\p{L}+ */
+        return run_of(s, len, p, UNICODE_CLASS_LETTER);
+    if (c0 != UNICODE_CLASS_NUMBER && !is_crlf(s[p]) && p + n0 < len &&
+        class_at(s, len, p + n0, &n1) == UNICODE_CLASS_LETTER)
+        return run_of(s, len, p + n0, UNICODE_CLASS_LETTER);
+    if (c0 == UNICODE_CLASS_NUMBER) { /* \p{N}{1,max} */
+        size_t e = p;
+        for (int k = 0; k < max_digits && e < len &&
+                        class_at(s, len, e, &n1) == UNICODE_CLASS_NUMBER;
+             k++)
+            e += n1;
+        return e;
+    }
+    size_t q = p; /*  ?[^\s\p{L}\p{N}]+[\r\n]* */
+    unicode_class c = c0;
+    if (s[p] == ' ' && p + 1 < len && class_at(s, len, p + 1, &n1) == UNICODE_CLASS_OTHER) {
+        q = p + 1;
+        c = UNICODE_CLASS_OTHER;
+    }
+    if (c == UNICODE_CLASS_OTHER) {
+        size_t e = run_of(s, len, q, UNICODE_CLASS_OTHER);
+        while (e < len && is_crlf(s[e]))
+            e++;
+        return e;
+    }
+    /* whitespace: \s*[\r\n]+ ends after the run's last CR/LF */
+    size_t e = p, last = p, crlf_end = 0;
+    while (e < len && class_at(s, len, e, &n1) == UNICODE_CLASS_SPACE) {
+        last = e;
+        if (is_crlf(s[e]))
+            crlf_end = e + 1;
+        e += n1;
+    }
+    if (crlf_end)
+        return crlf_end;
+    return (e == len || last == p) ? e : last; /* \s+(?!\S), else \s+ */
+}
+
+static size_t pretok_split(const bpe *t, const unsigned char *s, size_t len, size_t p);
+
+size_t bpe_pretok_end(const bpe *t, const char *text, size_t len, size_t p)
+{
+    return pretok_split(t, (const unsigned char *)text, len, p);
+}
+
+static size_t pretok_split(const bpe *t, const unsigned char *s, size_t len, size_t p)
+{
+    switch (t->pretok) {
+    case BPE_PRETOK_LLAMA3:
+        return pretok_next_llama3(s, len, p, 3);
+    case BPE_PRETOK_QWEN2:
+        return pretok_next_llama3(s, len, p, 1);
+    default:
+        return pretok_next(s, len, p);
+    }
+}
+
 /* ---------------------------------------------------------------------------
  * Hash tables
  */
@@ -514,6 +602,7 @@ hl_status bpe_load(bpe *t, const char *vocab_json_path, const char *merges_path,
 {
     memset(t, 0, sizeof *t);
     t->id_s = t->id_slash_s = t->id_pad = t->id_unk = t->id_endoftext = t->id_mask = -1;
+    t->prepend_id = -1;
     if (!vocab_json_path || !merges_path)
         return hl_err_set(err, HL_ERR_INVALID, "bpe_load: NULL path");
     int16_t byte_of_cp[BPE_ALPHABET_CPS];
@@ -544,6 +633,200 @@ hl_status bpe_load(bpe *t, const char *vocab_json_path, const char *merges_path,
     return HL_OK;
 }
 
+/* tokenizer.json's pre_tokenizer: which regex, or an error naming it. */
+static hl_status tj_pretok(bpe *t, const char *path, const cJSON *pt, hl_err *err)
+{
+    static const char llama3_re[] =
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+        "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    static const char qwen2_re[] =
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+        "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(pt, "type");
+    if (!cJSON_IsString(ty))
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: pre_tokenizer has no \"type\"", path);
+    if (!strcmp(ty->valuestring, "ByteLevel")) {
+        const cJSON *ur = cJSON_GetObjectItemCaseSensitive(pt, "use_regex");
+        const cJSON *ap = cJSON_GetObjectItemCaseSensitive(pt, "add_prefix_space");
+        if (cJSON_IsTrue(ap))
+            return hl_err_set(err, HL_ERR_FORMAT, "%s: pre_tokenizer ByteLevel with "
+                              "add_prefix_space true is not supported", path);
+        if (ur && !cJSON_IsTrue(ur))
+            return hl_err_set(err, HL_ERR_FORMAT, "%s: pre_tokenizer ByteLevel without its "
+                              "regex (use_regex false) alone is not supported", path);
+        t->pretok = BPE_PRETOK_GPT2;
+        return HL_OK;
+    }
+    if (strcmp(ty->valuestring, "Sequence") != 0)
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: pre_tokenizer \"%.40s\" is not supported "
+                          "(ByteLevel, or Split + ByteLevel)", path, ty->valuestring);
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(pt, "pretokenizers");
+    const cJSON *split = cJSON_GetArrayItem(seq, 0), *bl = cJSON_GetArrayItem(seq, 1);
+    const cJSON *sty = cJSON_GetObjectItemCaseSensitive(split, "type");
+    const cJSON *bty = cJSON_GetObjectItemCaseSensitive(bl, "type");
+    const cJSON *pat = cJSON_GetObjectItemCaseSensitive(split, "pattern");
+    const cJSON *re = cJSON_GetObjectItemCaseSensitive(pat, "Regex");
+    const cJSON *beh = cJSON_GetObjectItemCaseSensitive(split, "behavior");
+    if (!cJSON_IsArray(seq) || cJSON_GetArraySize(seq) != 2 || !cJSON_IsString(sty) ||
+        strcmp(sty->valuestring, "Split") || !cJSON_IsString(bty) ||
+        strcmp(bty->valuestring, "ByteLevel") || !cJSON_IsString(re) || !cJSON_IsString(beh) ||
+        strcmp(beh->valuestring, "Isolated") ||
+        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(split, "invert")) ||
+        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(bl, "use_regex")) ||
+        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(bl, "add_prefix_space")))
+        return hl_err_set(err, HL_ERR_FORMAT,
+                          "%s: pre_tokenizer Sequence is supported only as Split (a Regex, "
+                          "Isolated) then ByteLevel without regex or prefix space",
+                          path);
+    if (!strcmp(re->valuestring, llama3_re))
+        t->pretok = BPE_PRETOK_LLAMA3;
+    else if (!strcmp(re->valuestring, qwen2_re))
+        t->pretok = BPE_PRETOK_QWEN2;
+    else
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: the pre-tokenizer regex \"%.60s...\" is not "
+                          "one helene implements (Llama 3's, Qwen2's)", path, re->valuestring);
+    return HL_OK;
+}
+
+hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err)
+{
+    memset(t, 0, sizeof *t);
+    t->id_s = t->id_slash_s = t->id_pad = t->id_unk = t->id_endoftext = t->id_mask = -1;
+    t->prepend_id = -1;
+    int16_t byte_of_cp[BPE_ALPHABET_CPS];
+    alphabet_init(byte_of_cp);
+    char *text = NULL, *vtext = NULL, *mtext = NULL;
+    size_t len;
+    hl_status st = read_file(path, &text, &len, err);
+    if (st)
+        return st;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: not a JSON object", path);
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const cJSON *mty = cJSON_GetObjectItemCaseSensitive(model, "type");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
+    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    cJSON *v2 = NULL;
+    if (!cJSON_IsString(mty) || strcmp(mty->valuestring, "BPE") != 0) {
+        st = hl_err_set(err, HL_ERR_FORMAT, "%s: model type \"%.32s\" is not supported (byte-level "
+                        "BPE only; no Unigram or WordPiece)", path,
+                        cJSON_IsString(mty) ? mty->valuestring : "?");
+        goto done;
+    }
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"))) {
+        st = hl_err_set(err, HL_ERR_FORMAT, "%s: SentencePiece-style BPE (byte_fallback, as "
+                        "Llama 2, TinyLlama and Mistral use) is not supported yet", path);
+        goto done;
+    }
+    const cJSON *nty = cJSON_GetObjectItemCaseSensitive(norm, "type");
+    if (norm && !cJSON_IsNull(norm) && !(cJSON_IsString(nty) && !strcmp(nty->valuestring, "NFC"))) {
+        st = hl_err_set(err, HL_ERR_FORMAT, "%s: normalizer \"%.32s\" is not supported (none, or "
+                        "NFC)", path, cJSON_IsString(nty) ? nty->valuestring : "?");
+        goto done;
+    }
+    t->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
+    if (!pt || cJSON_IsNull(pt)) {
+        st = hl_err_set(err, HL_ERR_FORMAT, "%s: no pre_tokenizer (byte-level BPE needs one)",
+                        path);
+        goto done;
+    }
+    if ((st = tj_pretok(t, path, pt, err)))
+        goto done;
+    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
+        st = hl_err_set(err, HL_ERR_FORMAT, "%s: model.vocab must be an object and model.merges "
+                        "an array", path);
+        goto done;
+    }
+    /* the vocabulary with the added tokens (ids of their own) */
+    v2 = cJSON_Duplicate(vocab, 1);
+    for (const cJSON *a = added ? added->child : NULL; v2 && a; a = a->next) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(a, "id");
+        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(a, "content");
+        if (!cJSON_IsNumber(id) || !cJSON_IsString(ct)) {
+            st = hl_err_set(err, HL_ERR_FORMAT, "%s: an added token lacks \"id\" or \"content\"",
+                            path);
+            goto done;
+        }
+        if (!cJSON_GetObjectItemCaseSensitive(v2, ct->valuestring))
+            cJSON_AddNumberToObject(v2, ct->valuestring, id->valuedouble);
+    }
+    vtext = v2 ? cJSON_PrintUnformatted(v2) : NULL;
+    /* merges as merges.txt lines: "a b" strings or ["a", "b"] pairs */
+    size_t mcap = 64, mlen = 0;
+    for (const cJSON *m = merges->child; m; m = m->next) {
+        if (cJSON_IsString(m))
+            mcap += strlen(m->valuestring) + 1;
+        else if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 &&
+                 cJSON_IsString(cJSON_GetArrayItem(m, 0)) &&
+                 cJSON_IsString(cJSON_GetArrayItem(m, 1)))
+            mcap += strlen(cJSON_GetArrayItem(m, 0)->valuestring) +
+                    strlen(cJSON_GetArrayItem(m, 1)->valuestring) + 2;
+        else {
+            st = hl_err_set(err, HL_ERR_FORMAT, "%s: a merge is neither \"a b\" nor [\"a\", \"b\"]",
+                            path);
+            goto done;
+        }
+    }
+    mtext = malloc(mcap);
+    if (!vtext || !mtext) {
+        st = hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    for (const cJSON *m = merges->child; m; m = m->next) {
+        if (cJSON_IsString(m))
+            mlen += (size_t)snprintf(mtext + mlen, mcap - mlen, "%s\n", m->valuestring);
+        else
+            mlen += (size_t)snprintf(mtext + mlen, mcap - mlen, "%s %s\n",
+                                     cJSON_GetArrayItem(m, 0)->valuestring,
+                                     cJSON_GetArrayItem(m, 1)->valuestring);
+    }
+    if ((st = vocab_parse(t, path, vtext, strlen(vtext), byte_of_cp, err)) ||
+        (st = merges_parse(t, path, mtext, mlen, byte_of_cp, err)))
+        goto done;
+    t->id_s = bpe_token_to_id(t, "<s>", 3);
+    t->id_slash_s = bpe_token_to_id(t, "</s>", 4);
+    t->id_pad = bpe_token_to_id(t, "<pad>", 5);
+    t->id_unk = bpe_token_to_id(t, "<unk>", 5);
+    t->id_endoftext = bpe_token_to_id(t, "<|endoftext|>", 13);
+    t->id_mask = bpe_token_to_id(t, "<mask>", 6);
+    /* a TemplateProcessing post-processor whose single-text template starts
+     * with a special token prepends it (Llama 3's BOS) */
+    const cJSON *pp = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
+    const cJSON *ppt = cJSON_GetObjectItemCaseSensitive(pp, "type");
+    if (cJSON_IsString(ppt) && !strcmp(ppt->valuestring, "Sequence")) { /* Llama 3.1 */
+        const cJSON *pr;
+        cJSON_ArrayForEach(pr, cJSON_GetObjectItemCaseSensitive(pp, "processors"))
+        {
+            const cJSON *ty = cJSON_GetObjectItemCaseSensitive(pr, "type");
+            if (cJSON_IsString(ty) && !strcmp(ty->valuestring, "TemplateProcessing")) {
+                pp = pr;
+                ppt = ty;
+            }
+        }
+    }
+    const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(pp, "single"), 0);
+    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(first, "SpecialToken");
+    const cJSON *spid = cJSON_GetObjectItemCaseSensitive(sp, "id");
+    if (cJSON_IsString(ppt) && !strcmp(ppt->valuestring, "TemplateProcessing") &&
+        cJSON_IsString(spid))
+        t->prepend_id = bpe_token_to_id(t, spid->valuestring, strlen(spid->valuestring));
+done:
+    if (st)
+        bpe_free(t);
+    free(vtext);
+    free(mtext);
+    cJSON_Delete(v2);
+    cJSON_Delete(root);
+    return st;
+}
+
 void bpe_free(bpe *t)
 {
     if (!t)
@@ -555,6 +838,7 @@ void bpe_free(bpe *t)
     free(t->merges);
     memset(t, 0, sizeof *t);
     t->id_s = t->id_slash_s = t->id_pad = t->id_unk = t->id_endoftext = t->id_mask = -1;
+    t->prepend_id = -1;
 }
 
 /* ---------------------------------------------------------------------------
@@ -816,10 +1100,17 @@ hl_status bpe_encode(const bpe *t, const char *text, size_t len, int32_t *ids, s
         cache.mask = n_slots - 1;
     }
     for (size_t p = 0; p < len;) {
-        size_t e = pretok_next(s, len, p);
+        size_t e = pretok_split(t, s, len, p);
         size_t n = e - p;
+        int32_t whole = -1;
+        if (t->ignore_merges && n > 1) {
+            int32_t id = t->tok_table[tok_slot(t, text + p, n)];
+            whole = id >= 0 ? id : -1;
+        }
         if (n == 1) {
             emit(&o, t->byte_id[s[p]]);
+        } else if (whole >= 0) {
+            emit(&o, whole);
         } else {
             if (n > INT32_MAX / 4) {
                 free(cache.slots);

@@ -13,8 +13,8 @@
  *
  * Leaves out: recognising special tokens inside text ("<|endoftext|>" in the
  * text is encoded as ordinary characters; callers add BOS/EOS/PAD ids from
- * the special ids below), added_tokens.json, tokenizer.json, normalization,
- * truncation and padding.
+ * the special ids below), added_tokens.json, SentencePiece-style and
+ * Unigram tokenizer.json models, normalization, truncation and padding.
  *
  * File rules (bpe_load):
  * - vocab.json: a JSON object mapping token strings (in the byte-level
@@ -43,6 +43,7 @@
 #ifndef HELENE_BPE_H
 #define HELENE_BPE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -79,11 +80,42 @@ typedef struct bpe {
     bpe_merge *merges;    /* [merge_cap] open addressing, pair -> merge */
     uint32_t merge_cap;   /* power of two */
     int32_t byte_id[256]; /* id of each single-byte token */
+    int32_t pretok;       /* bpe_pretok: which pre-tokenizer regex splits text */
+    int32_t prepend_id;   /* tokenizer.json: the special token its post-processor puts
+                             before every text (Llama 3's <|begin_of_text|>), or -1 */
+    bool ignore_merges;   /* tokenizer.json (Llama 3): a piece that is a token as a
+                             whole is that token, whatever the merges would make */
 } bpe;
+
+/* The pre-tokenizer regexes a byte-level BPE may use (tokenizer.json). */
+typedef enum bpe_pretok {
+    BPE_PRETOK_GPT2 = 0,   /* GPT-2's, above (also SmolLM's ByteLevel use_regex) */
+    BPE_PRETOK_LLAMA3 = 1, /* Llama 3's Split regex: (?i:'s|'t|'re|'ve|'m|'ll|'d)|
+                            * [^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+                            * \s*[\r\n]+|\s+(?!\S)|\s+ */
+    BPE_PRETOK_QWEN2 = 2,  /* Qwen2's: the same with \p{N} one digit at a time */
+} bpe_pretok;
 
 /* Load a tokenizer.  On failure t is left freed (bpe_free is harmless) and
  * err names the file, and the line for merges.txt. */
 hl_status bpe_load(bpe *t, const char *vocab_json_path, const char *merges_path, hl_err *err);
+
+/* Where the pre-tokenizer piece that starts at text[p] ends (p < len), with
+ * t's regex (exposed for tests). */
+size_t bpe_pretok_end(const bpe *t, const char *text, size_t len, size_t p);
+
+/* Load a Hugging Face tokenizer.json whose model is byte-level BPE (GPT-2,
+ * SmolLM, Llama 3, Qwen2): model.vocab and model.merges (strings "a b" or
+ * pairs ["a", "b"]), the added tokens (ids of their own, e.g.
+ * <|begin_of_text|>; found with bpe_token_to_id), and a pre-tokenizer that is
+ * ByteLevel with use_regex, or Split with Llama 3's or Qwen2's regex followed
+ * by ByteLevel without; model.ignore_merges; an NFC normalizer (Qwen2's),
+ * taken as the identity: text is expected in NFC already, as nearly all text
+ * is (decomposed accents would tokenize differently from Hugging Face's).
+ * Anything else (a Unigram or WordPiece model, SentencePiece-style BPE with
+ * byte_fallback and "▁", another normalizer or regex) is refused naming the
+ * field. */
+hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err);
 void bpe_free(bpe *t);
 
 /* Encode len bytes of text (NUL bytes are ordinary bytes) into ids[0..cap).

@@ -180,6 +180,12 @@ static void act_back_fn(void *arg, int tid, int nt)
             d[i] *= g;
         }
         break;
+    case MODEL_ACT_SILU: /* silu' = s (1 + x (1 - s)), s = sigmoid(x) */
+        for (size_t i = i0; i < i1; i++) {
+            float s = 1.0f / (1.0f + expf(-x[i]));
+            d[i] *= s * (1.0f + x[i] * (1.0f - s));
+        }
+        break;
     }
 }
 
@@ -605,6 +611,11 @@ hl_status backward_init(backward *bw, model *m, hl_err *err)
     memset(bw, 0, sizeof *bw);
     bw->m = m;
     param_set_init(&bw->grad);
+    if (m->cfg.family == MODEL_FAMILY_LLAMA)
+        return hl_err_set(err, HL_ERR_INVALID,
+                          "the backward pass (ft-adam, gradient alignment) does not cover the "
+                          "Llama family yet (RMSNorm, rotary positions, grouped-query attention, "
+                          "SwiGLU); the zeroth-order methods need none");
     const param_set *src = model_trainable_const(m);
     hl_status st = HL_OK;
     for (int i = 0; i < src->n_layers && !st; i++) {

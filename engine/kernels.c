@@ -72,6 +72,10 @@ void kern_bias_act(float *y, const float *bias, size_t r0, size_t r1, int n, siz
             for (int i = 0; i < n; i++)
                 yr[i] = kern_gelu_tanh(yr[i]);
             break;
+        case KERN_ACT_SILU:
+            for (int i = 0; i < n; i++)
+                yr[i] = yr[i] / (1.0f + expf(-yr[i]));
+            break;
         case KERN_ACT_GELU_ERF:
             for (int i = 0; i < n; i++)
                 yr[i] = kern_gelu_erf(yr[i]);
@@ -186,6 +190,91 @@ void kern_par_add_rows(pool *p, float *y, const float *v, size_t rows, int n, si
     kern_par_bias_act(p, y, v, rows, n, ld, KERN_ACT_NONE);
 }
 
+/* ------------------------------------------------------- Llama's rows --- */
+
+static void rmsnorm_fn(void *arg, int tid, int nt)
+{
+    rows_job *j = arg;
+    size_t r0, r1;
+    pool_range(j->rows, tid, nt, 1, &r0, &r1);
+    const int C = j->n;
+    for (size_t r = r0; r < r1; r++) {
+        const float *x = j->x + r * j->ld;
+        float *o = j->out + r * j->ld;
+        float ss = 0.0f;
+        for (int i = 0; i < C; i++)
+            ss += x[i] * x[i];
+        const float rstd = 1.0f / sqrtf(ss / (float)C + j->eps);
+        for (int i = 0; i < C; i++)
+            o[i] = x[i] * rstd * j->w[i];
+    }
+}
+
+void kern_par_rmsnorm(pool *p, float *out, const float *x, const float *w, size_t rows, int C,
+                      float eps)
+{
+    rows_job j = {.out = out, .x = x, .w = w, .rows = rows, .ld = (size_t)C, .n = C,
+                  .eps = eps};
+    pool_run(p, rmsnorm_fn, &j);
+}
+
+typedef struct swiglu_job {
+    float *g;
+    const float *u;
+    size_t n;
+} swiglu_job;
+
+static void swiglu_fn(void *arg, int tid, int nt)
+{
+    swiglu_job *j = arg;
+    size_t i0, i1;
+    pool_range(j->n, tid, nt, 16, &i0, &i1);
+    for (size_t i = i0; i < i1; i++)
+        j->g[i] = j->g[i] / (1.0f + expf(-j->g[i])) * j->u[i];
+}
+
+void kern_par_swiglu(pool *p, float *g, const float *u, size_t n)
+{
+    swiglu_job j = {.g = g, .u = u, .n = n};
+    pool_run(p, swiglu_fn, &j);
+}
+
+typedef struct rope_job {
+    float *x;
+    size_t ld, N;
+    int col0, n_heads, hd;
+    const int32_t *pos;
+    const float *cos_tab, *sin_tab;
+} rope_job;
+
+static void rope_fn(void *arg, int tid, int nt)
+{
+    rope_job *j = arg;
+    size_t r0, r1;
+    pool_range(j->N, tid, nt, 1, &r0, &r1);
+    const int half = j->hd / 2;
+    for (size_t r = r0; r < r1; r++) {
+        const float *c = j->cos_tab + (size_t)j->pos[r] * (size_t)half;
+        const float *s = j->sin_tab + (size_t)j->pos[r] * (size_t)half;
+        for (int h = 0; h < j->n_heads; h++) {
+            float *x = j->x + r * j->ld + (size_t)j->col0 + (size_t)h * (size_t)j->hd;
+            for (int i = 0; i < half; i++) {
+                const float a = x[i], b = x[i + half];
+                x[i] = a * c[i] - b * s[i];
+                x[i + half] = b * c[i] + a * s[i];
+            }
+        }
+    }
+}
+
+void kern_par_rope(pool *p, float *x, size_t ld, size_t N, int col0, int n_heads, int hd,
+                   const int32_t *pos, const float *cos_tab, const float *sin_tab)
+{
+    rope_job j = {.x = x, .ld = ld, .N = N, .col0 = col0, .n_heads = n_heads, .hd = hd,
+                  .pos = pos, .cos_tab = cos_tab, .sin_tab = sin_tab};
+    pool_run(p, rope_fn, &j);
+}
+
 /* ---------------------------------------------------------- attention --- */
 
 typedef struct attn_job {
@@ -195,11 +284,29 @@ typedef struct attn_job {
     int B, C, NH, max_T;
     int sgemm_min_T;
     bool causal;
-    const float *pk, *pv; /* [P, C] prefix keys and values, or NULL */
+    const float *pk, *pv; /* [P, KVD] prefix keys and values, or NULL */
     int P;
     float scale;
     float *scratch;
+    /* layout: qkv rows are q [QD] | k [KVD] | v [KVD] (ld = QD + 2 KVD), out
+     * rows [QD]; query head h reads key/value head h / group (GQA) */
+    int HD, QD, KVD, group;
+    size_t ld;
 } attn_job;
+
+/* Pointers of (sequence b, head h): its q, k, v columns and output columns. */
+static void attn_ptrs(const attn_job *j, int b, int h, const float **q, const float **k,
+                      const float **v, float **o, const float **pk, const float **pv)
+{
+    const int32_t t0 = j->seq_start[b];
+    const int kvh = h / j->group;
+    *q = j->qkv + (size_t)t0 * j->ld + (size_t)h * j->HD;
+    *k = j->qkv + (size_t)t0 * j->ld + (size_t)j->QD + (size_t)kvh * j->HD;
+    *v = *k + j->KVD;
+    *o = j->out + (size_t)t0 * j->QD + (size_t)h * j->HD;
+    *pk = j->pk ? j->pk + (size_t)kvh * j->HD : NULL;
+    *pv = j->pv ? j->pv + (size_t)kvh * j->HD : NULL;
+}
 
 /* One (sequence, head) with direct loops.  K is first copied transposed
  * into scratch so both inner loops are axpy-shaped (s[t] += q[e]·kT[e][t],
@@ -207,13 +314,12 @@ typedef struct attn_job {
  * Used for short sequences, where an sgemm call costs more than it saves. */
 static void attention_loops(const attn_job *j, int b, int h, float *scratch)
 {
-    const int C = j->C, HD = C / j->NH, P = j->P;
-    const size_t ld = 3 * (size_t)C;
+    const int HD = j->HD, P = j->P, KVD = j->KVD, QD = j->QD;
+    const size_t ld = j->ld;
     const int32_t t0 = j->seq_start[b], T = j->seq_start[b + 1] - t0;
-    const float *q = j->qkv + (size_t)t0 * ld + (size_t)h * HD;
-    const float *k = q + C;
-    const float *v = q + 2 * C;
-    float *o = j->out + (size_t)t0 * C + (size_t)h * HD;
+    const float *q, *k, *v, *pkh, *pvh;
+    float *o;
+    attn_ptrs(j, b, h, &q, &k, &v, &o, &pkh, &pvh);
     float *sp = scratch;                    /* [P] prefix scores, then [T] */
     float *s = scratch + P;                 /* [T] */
     float *kT = scratch + P + j->max_T;     /* [HD, T] */
@@ -233,7 +339,7 @@ static void attention_loops(const attn_job *j, int b, int h, float *scratch)
         }
         float mx = -INFINITY;
         for (int p = 0; p < P; p++) {
-            const float *kp = j->pk + (size_t)p * C + (size_t)h * HD;
+            const float *kp = pkh + (size_t)p * KVD;
             float d = 0.0f;
             for (int e = 0; e < HD; e++)
                 d += qi[e] * j->scale * kp[e];
@@ -252,11 +358,11 @@ static void attention_loops(const attn_job *j, int b, int h, float *scratch)
             sum += s[t];
         }
         const float inv = 1.0f / sum;
-        float *oi = o + (size_t)i * C;
+        float *oi = o + (size_t)i * QD;
         for (int e = 0; e < HD; e++)
             oi[e] = 0.0f;
         for (int p = 0; p < P; p++) {
-            const float *vp = j->pv + (size_t)p * C + (size_t)h * HD;
+            const float *vp = pvh + (size_t)p * KVD;
             const float pp = sp[p] * inv;
             for (int e = 0; e < HD; e++)
                 oi[e] += pp * vp[e];
@@ -276,17 +382,16 @@ static void attention_loops(const attn_job *j, int b, int h, float *scratch)
  * thread runs it.  Scratch: [T, T]. */
 static void attention_sgemm(const attn_job *j, int b, int h, float *S)
 {
-    const int C = j->C, HD = C / j->NH, P = j->P;
-    const int ld = 3 * C;
+    const int HD = j->HD, P = j->P, KVD = j->KVD, QD = j->QD;
+    const int ld = (int)j->ld;
     const int32_t t0 = j->seq_start[b], T = j->seq_start[b + 1] - t0;
     const int lds = P + T; /* S = [prefix scores | token scores], [T, P + T] */
-    const float *q = j->qkv + (size_t)t0 * (size_t)ld + (size_t)h * HD;
-    const float *k = q + C;
-    const float *v = q + 2 * C;
-    float *o = j->out + (size_t)t0 * C + (size_t)h * HD;
+    const float *q, *k, *v, *pkh, *pvh;
+    float *o;
+    attn_ptrs(j, b, h, &q, &k, &v, &o, &pkh, &pvh);
     if (P)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, j->scale, q, ld,
-                    j->pk + (size_t)h * HD, C, 0.0f, S, lds);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, j->scale, q, ld, pkh, KVD,
+                    0.0f, S, lds);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, j->scale, q, ld, k, ld, 0.0f,
                 S + P, lds);
     for (int i = 0; i < T; i++) {
@@ -307,10 +412,10 @@ static void attention_sgemm(const attn_job *j, int b, int h, float *S)
             s[t] = 0.0f;
     }
     if (P)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, P, 1.0f, S, lds,
-                    j->pv + (size_t)h * HD, C, 0.0f, o, C);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, P, 1.0f, S, lds, pvh, KVD,
+                    0.0f, o, QD);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, S + P, lds, v, ld,
-                P ? 1.0f : 0.0f, o, C);
+                P ? 1.0f : 0.0f, o, QD);
 }
 
 static void attention_task(const attn_job *j, int b, int h, float *scratch)
@@ -327,7 +432,7 @@ static void attention_fn(void *arg, int tid, int nt)
     attn_job *j = arg;
     size_t n_tasks = (size_t)j->B * (size_t)j->NH, t0, t1;
     pool_range(n_tasks, tid, nt, 1, &t0, &t1);
-    float *s = j->scratch + (size_t)tid * kern_attention_scratch_ex(j->max_T, j->C / j->NH, j->P);
+    float *s = j->scratch + (size_t)tid * kern_attention_scratch_ex(j->max_T, j->HD, j->P);
     for (size_t t = t0; t < t1; t++)
         attention_task(j, (int)(t / (size_t)j->NH), (int)(t % (size_t)j->NH), s);
 }
@@ -365,7 +470,16 @@ void kern_par_attention_ex(pool *p, float *out, const float *qkv, const int32_t 
 {
     attn_job j = {.out = out, .qkv = qkv, .seq_start = seq_start, .B = B, .C = C, .NH = NH,
                   .max_T = max_T, .sgemm_min_T = sgemm_min_T, .causal = true, .scale = scale,
-                  .scratch = scratch};
+                  .scratch = scratch, .HD = C / NH, .QD = C, .KVD = C, .group = 1,
+                  .ld = 3 * (size_t)C};
+    if (ext && ext->head_dim > 0) { /* Llama: GQA and a head size of its own */
+        const int nkv = ext->n_kv_heads > 0 ? ext->n_kv_heads : NH;
+        j.HD = ext->head_dim;
+        j.QD = NH * j.HD;
+        j.KVD = nkv * j.HD;
+        j.group = NH / nkv;
+        j.ld = (size_t)j.QD + 2 * (size_t)j.KVD;
+    }
     if (ext) {
         j.causal = !ext->bidirectional;
         if (ext->prefix_k && ext->prefix_v && ext->n_prefix > 0) {

@@ -26,6 +26,7 @@ typedef enum kern_act {
     KERN_ACT_RELU,
     KERN_ACT_GELU_TANH, /* HF "gelu_new" / "gelu_pytorch_tanh" */
     KERN_ACT_GELU_ERF,  /* HF "gelu" */
+    KERN_ACT_SILU,      /* x·sigmoid(x) */
 } kern_act;
 
 /* y = act(y + bias) in place over n columns per row, rows [r0, r1).  bias
@@ -72,14 +73,33 @@ void kern_par_attention_min(pool *p, float *out, const float *qkv, const int32_t
  *   sequence attends to before its own tokens (prefix tuning). */
 typedef struct kern_attn_ext {
     bool bidirectional;
-    const float *prefix_k, *prefix_v;
+    const float *prefix_k, *prefix_v; /* [n_prefix, n_kv_heads * head_dim] */
     int n_prefix;
+    /* Llama: head_dim > 0 gives qkv rows q [NH·HD] | k [NKV·HD] | v [NKV·HD]
+     * and out rows [NH·HD]; query head h reads key/value head h / (NH / NKV)
+     * (grouped-query attention; n_kv_heads 0 = NH).  0: HD = C / NH, as the
+     * other families. */
+    int head_dim, n_kv_heads;
 } kern_attn_ext;
 void kern_par_attention_ex(pool *p, float *out, const float *qkv, const int32_t *seq_start,
                            int B, int C, int NH, float scale, float *scratch, int max_T,
                            int sgemm_min_T, const kern_attn_ext *ext);
 /* Scratch floats per thread for kern_par_attention_ex with a prefix. */
 size_t kern_attention_scratch_ex(int max_T, int HD, int n_prefix);
+
+/* out[r, :] = x[r, :] / sqrt(mean(x²) + eps) * w (RMSNorm; out may be x). */
+void kern_par_rmsnorm(pool *p, float *out, const float *x, const float *w, size_t rows, int C,
+                      float eps);
+
+/* SwiGLU: g[i] = silu(g[i]) * u[i] over n floats. */
+void kern_par_swiglu(pool *p, float *g, const float *u, size_t n);
+
+/* Rotary position embedding in HF's rotate-half layout, in place: for each
+ * of N rows (stride ld) and each of n_heads heads of hd columns starting at
+ * col0, with c = cos_tab[pos[r], i], s = sin_tab[pos[r], i], i < hd/2:
+ * x[i], x[i + hd/2] <- x[i] c - x[i + hd/2] s, x[i + hd/2] c + x[i] s. */
+void kern_par_rope(pool *p, float *x, size_t ld, size_t N, int col0, int n_heads, int hd,
+                   const int32_t *pos, const float *cos_tab, const float *sin_tab);
 
 /* Scalar reference activations (exposed for tests). */
 float kern_gelu_tanh(float x);

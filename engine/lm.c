@@ -126,15 +126,14 @@ hl_status lm_open(lm *l, const char *dir, int n_threads, hl_err *err)
         pool_free(&l->pool);
         return st;
     }
+    char tj[4200];
     snprintf(vocab, sizeof vocab, "%s/vocab.json", dir);
     snprintf(merges, sizeof merges, "%s/merges.txt", dir);
-    if (access(vocab, F_OK) != 0 || access(merges, F_OK) != 0) {
-        char tj[4200];
-        snprintf(tj, sizeof tj, "%s/tokenizer.json", dir);
+    snprintf(tj, sizeof tj, "%s/tokenizer.json", dir);
+    bool pair = access(vocab, F_OK) == 0 && access(merges, F_OK) == 0;
+    if (!pair && access(tj, F_OK) != 0) {
         st = hl_err_set(err, HL_ERR_FORMAT,
-                        "%s: no vocab.json + merges.txt tokenizer files%s", dir,
-                        access(tj, F_OK) == 0 ? " (tokenizer.json alone is not supported yet)"
-                                              : "");
+                        "%s: no tokenizer (vocab.json + merges.txt, or tokenizer.json)", dir);
         pool_free(&l->pool);
         return st;
     }
@@ -142,14 +141,21 @@ hl_status lm_open(lm *l, const char *dir, int n_threads, hl_err *err)
         pool_free(&l->pool);
         return st;
     }
-    if ((st = bpe_load(&l->tok, vocab, merges, err))) {
+    if ((st = pair ? bpe_load(&l->tok, vocab, merges, err)
+                   : bpe_load_tokenizer_json(&l->tok, tj, err))) {
         model_free(&l->model);
         pool_free(&l->pool);
         return st;
     }
+    model_config *mc = &l->model.cfg;
+    if (!pair && !mc->add_bos_known && l->tok.prepend_id >= 0) {
+        mc->add_bos = true; /* tokenizer.json's post-processor prepends it */
+        mc->bos_id = l->tok.prepend_id;
+    }
     if (bpe_vocab_size(&l->tok) > l->model.cfg.vocab) {
         st = hl_err_set(err, HL_ERR_FORMAT,
-                        "%s: the tokenizer has %d tokens but the model's vocab_size is %d", vocab,
+                        "%s: the tokenizer has %d tokens but the model's vocab_size is %d",
+                        pair ? vocab : tj,
                         bpe_vocab_size(&l->tok), l->model.cfg.vocab);
         lm_close(l);
         return st;

@@ -35,8 +35,25 @@ const char *model_family_name(model_family f)
         return "gpt2";
     case MODEL_FAMILY_ROBERTA:
         return "roberta";
+    case MODEL_FAMILY_LLAMA:
+        return "llama";
     }
     return "?";
+}
+
+int32_t model_head_dim(const model_config *cfg)
+{
+    return cfg->head_dim > 0 ? cfg->head_dim : cfg->d_model / cfg->n_heads;
+}
+
+int32_t model_q_dim(const model_config *cfg)
+{
+    return cfg->n_heads * model_head_dim(cfg);
+}
+
+int32_t model_kv_dim(const model_config *cfg)
+{
+    return (cfg->n_kv_heads > 0 ? cfg->n_kv_heads : cfg->n_heads) * model_head_dim(cfg);
 }
 
 bool model_is_masked_lm(const model_config *cfg)
@@ -46,8 +63,11 @@ bool model_is_masked_lm(const model_config *cfg)
 
 void model_hf_tensor_name(const model_config *cfg, const char *name, char *out, size_t cap)
 {
-    bool prefix = cfg->family == MODEL_FAMILY_ROBERTA && strncmp(name, "lm_head.", 8) != 0;
-    snprintf(out, cap, "%s%s", prefix ? "roberta." : "", name);
+    const char *prefix = strncmp(name, "lm_head.", 8) == 0             ? ""
+                         : cfg->family == MODEL_FAMILY_ROBERTA ? "roberta."
+                         : cfg->family == MODEL_FAMILY_LLAMA   ? "model."
+                                                               : "";
+    snprintf(out, cap, "%s%s", prefix, name);
 }
 
 /* Integer field: absent -> def (or error when def < -1 marks it required). */
@@ -265,6 +285,140 @@ static hl_status config_parse_roberta(model_config *c, const cJSON *j, const cha
     return HL_OK;
 }
 
+static hl_status cfg_double(const cJSON *root, const char *path, const char *name, double def,
+                            double lo, double hi, double *out, hl_err *err)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (!it || cJSON_IsNull(it)) {
+        *out = def;
+        return HL_OK;
+    }
+    if (!cJSON_IsNumber(it) || !(it->valuedouble >= lo) || !(it->valuedouble <= hi))
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: \"%s\" must be a number in [%g, %g]", path,
+                          name, lo, hi);
+    *out = it->valuedouble;
+    return HL_OK;
+}
+
+/* rope_scaling: null, {"rope_type"|"type": "linear", "factor"} or
+ * {"rope_type": "llama3", "factor", "low_freq_factor", "high_freq_factor",
+ * "original_max_position_embeddings"}; anything else is refused by name. */
+static hl_status config_parse_rope(model_config *c, const cJSON *j, const char *path,
+                                   hl_err *err)
+{
+    hl_status st;
+    if ((st = cfg_double(j, path, "rope_theta", 10000.0, 1.0, 1e12, &c->rope_theta, err)))
+        return st;
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
+    if (!rs || cJSON_IsNull(rs))
+        return HL_OK;
+    if (!cJSON_IsObject(rs))
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: \"rope_scaling\" must be an object or null",
+                          path);
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    if (!ty)
+        ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    if (!cJSON_IsString(ty))
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: rope_scaling needs \"rope_type\"", path);
+    if ((st = cfg_double(rs, path, "factor", 1.0, 1e-6, 1e6, &c->rope_factor, err)))
+        return st;
+    if (!strcmp(ty->valuestring, "linear")) {
+        c->rope_scaling = MODEL_ROPE_LINEAR;
+        return HL_OK;
+    }
+    if (!strcmp(ty->valuestring, "llama3")) {
+        c->rope_scaling = MODEL_ROPE_LLAMA3;
+        double omp = 0;
+        if ((st = cfg_double(rs, path, "low_freq_factor", 1.0, 1e-6, 1e6, &c->rope_low_freq,
+                             err)) ||
+            (st = cfg_double(rs, path, "high_freq_factor", 4.0, 1e-6, 1e6, &c->rope_high_freq,
+                             err)) ||
+            (st = cfg_double(rs, path, "original_max_position_embeddings", 8192, 1, 1 << 24,
+                             &omp, err)))
+            return st;
+        if (!(c->rope_high_freq > c->rope_low_freq))
+            return hl_err_set(err, HL_ERR_FORMAT, "%s: rope_scaling: high_freq_factor must "
+                              "exceed low_freq_factor", path);
+        c->rope_orig_max_pos = (int32_t)omp;
+        return HL_OK;
+    }
+    return hl_err_set(err, HL_ERR_FORMAT,
+                      "%s: rope_scaling type \"%.32s\" is not supported (linear, llama3)", path,
+                      ty->valuestring);
+}
+
+/* LlamaForCausalLM and what reduces to it: MistralForCausalLM (no sliding
+ * window), Qwen2ForCausalLM (q/k/v biases). */
+static hl_status config_parse_llama(model_config *c, const cJSON *j, const char *path,
+                                    const char *type, hl_err *err)
+{
+    hl_status st;
+    c->family = MODEL_FAMILY_LLAMA;
+    snprintf(c->model_type, sizeof c->model_type, "%s", type);
+    const bool qwen2 = !strcmp(type, "qwen2");
+    if ((st = cfg_int(j, path, NAMES("hidden_size"), CFG_REQUIRED, 1, DIM_MAX, &c->d_model,
+                      err)) ||
+        (st = cfg_int(j, path, NAMES("intermediate_size"), CFG_REQUIRED, 1, DIM_MAX, &c->d_ffn,
+                      err)) ||
+        (st = cfg_int(j, path, NAMES("num_attention_heads"), CFG_REQUIRED, 1, 4096, &c->n_heads,
+                      err)) ||
+        (st = cfg_int(j, path, NAMES("num_key_value_heads"), c->n_heads, 1, 4096,
+                      &c->n_kv_heads, err)) ||
+        (st = cfg_int(j, path, NAMES("num_hidden_layers"), CFG_REQUIRED, 1, 4096, &c->n_layers,
+                      err)) ||
+        (st = cfg_int(j, path, NAMES("vocab_size"), CFG_REQUIRED, 1, 10000000, &c->vocab, err)) ||
+        (st = cfg_int(j, path, NAMES("max_position_embeddings"), CFG_REQUIRED, 1, 1 << 24,
+                      &c->max_pos, err)) ||
+        (st = cfg_float(j, path, "rms_norm_eps", 1e-6f, &c->ln_eps, err)) ||
+        (st = cfg_bool(j, path, "tie_word_embeddings", false, &c->tied_head, err)) ||
+        (st = cfg_int(j, path, NAMES("bos_token_id"), -1, -1, 10000000, &c->bos_id, err)) ||
+        (st = cfg_int(j, path, NAMES("eos_token_id"), -1, -1, 10000000, &c->eos_id, err)) ||
+        (st = cfg_int(j, path, NAMES("pad_token_id"), -1, -1, 10000000, &c->pad_id, err)) ||
+        (st = config_parse_rope(c, j, path, err)))
+        return st;
+    if (c->d_model % c->n_heads != 0 && !cJSON_GetObjectItemCaseSensitive(j, "head_dim"))
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: hidden size %d is not a multiple of %d heads "
+                          "and no head_dim is given", path, c->d_model, c->n_heads);
+    if ((st = cfg_int(j, path, NAMES("head_dim"), c->d_model / c->n_heads, 2, 65536,
+                      &c->head_dim, err)))
+        return st;
+    if (c->head_dim % 2 != 0)
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: head_dim %d is odd; rotary embeddings need "
+                          "it even", path, c->head_dim);
+    if (c->n_heads % c->n_kv_heads != 0)
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: %d attention heads are not a multiple of %d "
+                          "key/value heads", path, c->n_heads, c->n_kv_heads);
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
+    if (act && !cJSON_IsNull(act) && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu")))
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: hidden_act must be \"silu\" (SwiGLU)", path);
+    bool attn_bias = false, mlp_bias = false;
+    if ((st = cfg_bool(j, path, "attention_bias", false, &attn_bias, err)) ||
+        (st = cfg_bool(j, path, "mlp_bias", false, &mlp_bias, err)))
+        return st;
+    if (attn_bias || mlp_bias)
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: attention_bias / mlp_bias true are not "
+                          "supported", path);
+    /* a sliding window only matters beyond its length */
+    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(j, "sliding_window");
+    bool use_sw = !qwen2; /* Qwen2 says use_sliding_window */
+    if (qwen2 && (st = cfg_bool(j, path, "use_sliding_window", false, &use_sw, err)))
+        return st;
+    if (use_sw && sw && cJSON_IsNumber(sw) && sw->valuedouble < c->max_pos)
+        c->max_pos = (int32_t)sw->valuedouble; /* within the window attention is full */
+    c->qkv_bias = qwen2;
+    c->rms_norm = true;
+    c->gated_mlp = true;
+    c->act = MODEL_ACT_SILU;
+    c->d_embed = c->d_model;
+    c->pos_offset = 0;
+    c->pre_ln = true;
+    c->final_ln = true;
+    c->ln_affine = true;
+    c->bias = false;
+    c->add_bos = false; /* tokenizer_config.json or tokenizer.json's post-processor say */
+    return HL_OK;
+}
+
 hl_status model_config_load(model_config *cfg, const char *dir, hl_err *err)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -285,7 +439,8 @@ hl_status model_config_load(model_config *cfg, const char *dir, hl_err *err)
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
     if (!cJSON_IsString(mt)) {
         st = hl_err_set(err, HL_ERR_FORMAT,
-                        "%s: missing \"model_type\" (supported: opt, gpt2, roberta)", path);
+                        "%s: missing \"model_type\" (supported: opt, gpt2, roberta, llama, "
+                        "mistral, qwen2)", path);
         goto done;
     }
     if (!strcmp(mt->valuestring, "opt"))
@@ -294,6 +449,9 @@ hl_status model_config_load(model_config *cfg, const char *dir, hl_err *err)
         st = config_parse_gpt2(cfg, j, path, err);
     else if (!strcmp(mt->valuestring, "roberta"))
         st = config_parse_roberta(cfg, j, path, err);
+    else if (!strcmp(mt->valuestring, "llama") || !strcmp(mt->valuestring, "mistral") ||
+             !strcmp(mt->valuestring, "qwen2"))
+        st = config_parse_llama(cfg, j, path, mt->valuestring, err);
     else {
         const char *why = !strcmp(mt->valuestring, "bert")
                               ? " (BERT needs a WordPiece tokenizer, which helene lacks)"
@@ -302,13 +460,13 @@ hl_status model_config_load(model_config *cfg, const char *dir, hl_err *err)
                               : "";
         st = hl_err_set(err, HL_ERR_FORMAT,
                         "%s: model_type \"%.64s\" is not supported%s (supported: opt, gpt2, "
-                        "roberta)",
+                        "roberta, llama, mistral, qwen2)",
                         path, mt->valuestring, why);
         goto done;
     }
     if (st)
         goto done;
-    if (cfg->d_model % cfg->n_heads != 0) {
+    if (cfg->family != MODEL_FAMILY_LLAMA && cfg->d_model % cfg->n_heads != 0) {
         st = hl_err_set(err, HL_ERR_FORMAT, "%s: hidden size %d is not a multiple of %d heads",
                         path, cfg->d_model, cfg->n_heads);
         goto done;
@@ -339,6 +497,7 @@ done:
             cJSON_Delete(tj);
             return hl_err_set(err, HL_ERR_FORMAT, "%s: not a JSON object", path);
         }
+        cfg->add_bos_known = cJSON_GetObjectItemCaseSensitive(tj, "add_bos_token") != NULL;
         st = cfg_bool(tj, path, "add_bos_token", cfg->add_bos, &cfg->add_bos, err);
         cJSON_Delete(tj);
         if (st)
@@ -410,6 +569,28 @@ static hl_status declare_layers(param_set *ps, const model_config *c, hl_err *er
             ADD("decoder.final_layer_norm.weight", C, 0, false, -1);
             ADD("decoder.final_layer_norm.bias", C, 0, false, -1);
         }
+    } else if (c->family == MODEL_FAMILY_LLAMA) {
+        /* HF names without the "model." prefix */
+        const int64_t QD = model_q_dim(c), KVD = model_kv_dim(c);
+        ADD("embed_tokens.weight", V, C, true, -1);
+        for (int32_t i = 0; i < c->n_layers; i++) {
+            static const char *const proj[3] = {"q_proj", "k_proj", "v_proj"};
+            ADDF(C, 0, false, i, "layers.%d.input_layernorm.weight", i);
+            for (int p = 0; p < 3; p++) {
+                ADDF(p ? KVD : QD, C, true, i, "layers.%d.self_attn.%s.weight", i, proj[p]);
+                if (c->qkv_bias)
+                    ADDF(p ? KVD : QD, 0, false, i, "layers.%d.self_attn.%s.bias", i, proj[p]);
+            }
+            ADDF(C, QD, true, i, "layers.%d.self_attn.o_proj.weight", i);
+            ADDF(C, 0, false, i, "layers.%d.post_attention_layernorm.weight", i);
+            ADDF(F, C, true, i, "layers.%d.mlp.gate_proj.weight", i);
+            ADDF(F, C, true, i, "layers.%d.mlp.up_proj.weight", i);
+            ADDF(C, F, true, i, "layers.%d.mlp.down_proj.weight", i);
+        }
+        ADD("norm.weight", C, 0, false, -1);
+        if (!c->tied_head)
+            ADD("lm_head.weight", V, C, true, -1);
+        return st;
     } else if (c->family == MODEL_FAMILY_ROBERTA) {
         /* HF names without the "roberta." prefix (lm_head.* has none) */
         ADD("embeddings.word_embeddings.weight", V, C, true, -1);
@@ -486,6 +667,49 @@ static float *layer_ptr(model *m, const char *fmt, ...)
     return idx < 0 ? NULL : param_layer_data(&m->params, idx);
 }
 
+/* Llama's rotary tables: inv_freq_i = theta^(-2i/HD), scaled as HF's
+ * rope_scaling says, then cos and sin of pos·inv_freq_i for every position
+ * (computed in double, stored in float). */
+static hl_status rope_tables(model *m, hl_err *err)
+{
+    const model_config *c = &m->cfg;
+    const int HD = model_head_dim(c), half = HD / 2;
+    const size_t n = (size_t)c->max_pos * (size_t)half;
+    m->rope_cos = malloc(n * sizeof(float));
+    m->rope_sin = malloc(n * sizeof(float));
+    double *inv = malloc((size_t)half * sizeof *inv);
+    if (!m->rope_cos || !m->rope_sin || !inv) {
+        free(inv);
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory for the rotary tables");
+    }
+    for (int i = 0; i < half; i++) {
+        double f = pow(c->rope_theta, -2.0 * i / (double)HD);
+        if (c->rope_scaling == MODEL_ROPE_LINEAR)
+            f /= c->rope_factor;
+        else if (c->rope_scaling == MODEL_ROPE_LLAMA3) {
+            /* HF _compute_llama3_parameters */
+            const double wavelen = 2.0 * 3.14159265358979323846 / f, old = c->rope_orig_max_pos;
+            const double low_wl = old / c->rope_low_freq, high_wl = old / c->rope_high_freq;
+            if (wavelen > low_wl)
+                f /= c->rope_factor;
+            else if (!(wavelen < high_wl)) {
+                double smooth = (old / wavelen - c->rope_low_freq) /
+                                (c->rope_high_freq - c->rope_low_freq);
+                f = (1.0 - smooth) * f / c->rope_factor + smooth * f;
+            }
+        }
+        inv[i] = f;
+    }
+    for (int32_t p = 0; p < c->max_pos; p++)
+        for (int i = 0; i < half; i++) {
+            double a = (double)p * inv[i];
+            m->rope_cos[(size_t)p * half + i] = (float)cos(a);
+            m->rope_sin[(size_t)p * half + i] = (float)sin(a);
+        }
+    free(inv);
+    return HL_OK;
+}
+
 /* Resolve the weight pointers once; the arena never moves after alloc. */
 static hl_status bind_weights(model *m, hl_err *err)
 {
@@ -521,6 +745,25 @@ static hl_status bind_weights(model *m, hl_err *err)
             b->w2 = layer_ptr(m, "decoder.layers.%d.fc2.weight", i);
             b->b2 = layer_ptr(m, "decoder.layers.%d.fc2.bias", i);
         }
+    } else if (c->family == MODEL_FAMILY_LLAMA) {
+        w->wte = layer_ptr(m, "embed_tokens.weight");
+        w->lnf_w = layer_ptr(m, "norm.weight");
+        for (int i = 0; i < c->n_layers; i++) {
+            model_block *b = &w->blocks[i];
+            static const char *const proj[3] = {"q_proj", "k_proj", "v_proj"};
+            b->ln1_w = layer_ptr(m, "layers.%d.input_layernorm.weight", i);
+            for (int k = 0; k < 3; k++) {
+                b->wqkv[k] = layer_ptr(m, "layers.%d.self_attn.%s.weight", i, proj[k]);
+                b->bqkv[k] = layer_ptr(m, "layers.%d.self_attn.%s.bias", i, proj[k]);
+            }
+            b->wo = layer_ptr(m, "layers.%d.self_attn.o_proj.weight", i);
+            b->ln2_w = layer_ptr(m, "layers.%d.post_attention_layernorm.weight", i);
+            b->w1 = layer_ptr(m, "layers.%d.mlp.gate_proj.weight", i);
+            b->w_up = layer_ptr(m, "layers.%d.mlp.up_proj.weight", i);
+            b->w2 = layer_ptr(m, "layers.%d.mlp.down_proj.weight", i);
+        }
+        w->head = c->tied_head ? w->wte : layer_ptr(m, "lm_head.weight");
+        return rope_tables(m, err);
     } else if (c->family == MODEL_FAMILY_ROBERTA) {
         w->wte = layer_ptr(m, "embeddings.word_embeddings.weight");
         w->wpe = layer_ptr(m, "embeddings.position_embeddings.weight");
@@ -623,6 +866,7 @@ static void acts_free(model_acts *a)
     free(a->qkv);
     free(a->att);
     free(a->ffn);
+    free(a->ffn2);
     free(a->emb);
     free(a->scores);
     free(a->hidden);
@@ -637,6 +881,8 @@ void model_free(model *m)
         return;
     acts_free(&m->acts);
     free(m->stage_x);
+    free(m->rope_cos);
+    free(m->rope_sin);
     model_peft_detach(m);
     free(m->w.blocks);
     param_set_free(&m->params);
@@ -663,7 +909,8 @@ static const st_tensor *find_tensor(const st_model *sm, const model_config *c, c
     static const char *const opt_prefixes[] = {"model.", "", NULL};
     static const char *const gpt2_prefixes[] = {"transformer.", "", NULL};
     static const char *const roberta_prefixes[] = {"roberta.", "", NULL};
-    const char *const *pre = c->family == MODEL_FAMILY_OPT    ? opt_prefixes
+    const char *const *pre = c->family == MODEL_FAMILY_OPT || c->family == MODEL_FAMILY_LLAMA
+                                 ? opt_prefixes
                              : c->family == MODEL_FAMILY_GPT2 ? gpt2_prefixes
                                                               : roberta_prefixes;
     if (!strncmp(name, "lm_head.", 8))
@@ -698,7 +945,8 @@ static bool is_known_buffer(const char *name)
                     !strstr(name, "c_attn")) ||
                    !strcmp(name, "roberta.embeddings.position_ids") ||
                    !strcmp(name, "embeddings.position_ids") ||
-                   !strncmp(name, "roberta.pooler.", 15) || !strncmp(name, "pooler.", 7));
+                   !strncmp(name, "roberta.pooler.", 15) || !strncmp(name, "pooler.", 7) ||
+                   !strcmp(dot, ".inv_freq"));
 }
 
 /* A tensor that repeats a weight of the model byte for byte (a tied head
@@ -725,9 +973,9 @@ static hl_status layer_tensor(const model *m, const st_model *sm, int i, const s
     if (!t)
         return hl_err_set(err, HL_ERR_FORMAT, "%s: missing tensor \"%s\" (also tried prefix "
                           "\"%s\")", m->path, l->name,
-                          c->family == MODEL_FAMILY_OPT    ? "model."
-                          : c->family == MODEL_FAMILY_GPT2 ? "transformer."
-                                                           : "roberta.");
+                          c->family == MODEL_FAMILY_GPT2      ? "transformer."
+                          : c->family == MODEL_FAMILY_ROBERTA ? "roberta."
+                                                              : "model.");
     bool tr = is_gpt2_conv1d(c, l->name);
     bool ok = t->ndim == l->ndim;
     for (int d = 0; ok && d < l->ndim; d++) {
@@ -905,21 +1153,22 @@ static hl_status acts_reserve(model *m, size_t n_tok, int max_T, hl_err *err)
     acts_free(a);
     const size_t C = (size_t)m->cfg.d_model, F = (size_t)m->cfg.d_ffn,
                  E = (size_t)m->cfg.d_embed;
+    const size_t QD = (size_t)model_q_dim(&m->cfg), KVD = (size_t)model_kv_dim(&m->cfg);
     a->x = malloc(cap * C * sizeof(float));
     a->xn = malloc(cap * C * sizeof(float));
-    a->qkv = malloc(cap * 3 * C * sizeof(float));
-    a->att = malloc(cap * C * sizeof(float));
+    a->qkv = malloc(cap * (QD + 2 * KVD) * sizeof(float));
+    a->att = malloc(cap * QD * sizeof(float));
     a->ffn = malloc(cap * F * sizeof(float));
+    a->ffn2 = m->cfg.gated_mlp ? malloc(cap * F * sizeof(float)) : NULL;
     a->emb = malloc(cap * E * sizeof(float));
     a->hidden = malloc(cap * E * sizeof(float));
     a->scores = malloc((size_t)threads *
-                       kern_attention_scratch_ex(capT, m->cfg.d_model / m->cfg.n_heads,
-                                                 n_prefix) *
+                       kern_attention_scratch_ex(capT, model_head_dim(&m->cfg), n_prefix) *
                        sizeof(float));
     a->pos = malloc(cap * sizeof(int32_t));
     a->lora = rank ? malloc(cap * (size_t)rank * sizeof(float)) : NULL;
     if (!a->x || !a->xn || !a->qkv || !a->att || !a->ffn || !a->emb || !a->hidden ||
-        !a->scores || !a->pos || (rank && !a->lora)) {
+        !a->scores || !a->pos || (rank && !a->lora) || (m->cfg.gated_mlp && !a->ffn2)) {
         acts_free(a);
         return hl_err_set(err, HL_ERR_NOMEM, "out of memory for activations of %zu tokens", cap);
     }
@@ -950,6 +1199,8 @@ static void embed_fn(void *arg, int tid, int nt)
         memcpy(dst + r * E, m->w.wte + (size_t)j->tokens[r] * E, E * sizeof(float));
     if (m->w.proj_in)
         return; /* positions are added after the projection */
+    if (!m->w.wpe)
+        return; /* Llama: positions are rotations of q and k, in the blocks */
     for (size_t r = r0; r < r1; r++) /* RoBERTa: token type 0 for every token */
         model_add_position_row(m->acts.x + r * C, m->w.wpe + (size_t)m->acts.pos[r] * C, m->w.tte, C);
 }
@@ -974,6 +1225,8 @@ kern_act model_act_kernel(model_act a)
         return KERN_ACT_GELU_TANH;
     case MODEL_ACT_GELU_ERF:
         return KERN_ACT_GELU_ERF;
+    case MODEL_ACT_SILU:
+        return KERN_ACT_SILU;
     }
     return KERN_ACT_NONE;
 }
@@ -998,16 +1251,66 @@ static void lora_add(model *m, const model_block *b, int site, float *out, size_
  * its prefix (the batch is exactly `tokens` tokens, see peft.c). */
 static void capture_prefix(model *m, model_block *b, size_t N)
 {
-    const size_t C = (size_t)m->cfg.d_model;
+    const size_t QD = (size_t)model_q_dim(&m->cfg), KVD = (size_t)model_kv_dim(&m->cfg);
+    const size_t ld = QD + 2 * KVD;
     for (size_t t = 0; t < N && t < (size_t)m->peft.tokens; t++) {
-        memcpy(b->prefix_k + t * C, m->acts.qkv + t * 3 * C + C, C * sizeof(float));
-        memcpy(b->prefix_v + t * C, m->acts.qkv + t * 3 * C + 2 * C, C * sizeof(float));
+        memcpy(b->prefix_k + t * KVD, m->acts.qkv + t * ld + QD, KVD * sizeof(float));
+        memcpy(b->prefix_v + t * KVD, m->acts.qkv + t * ld + QD + KVD, KVD * sizeof(float));
     }
+}
+
+/* A Llama block: x += o(attn(rope(q, k), v)) of RMSNorm(x), then
+ * x += down(silu(gate(n)) * up(n)) of n = RMSNorm(x). */
+static void llama_block_forward(model *m, model_block *b, const model_batch *batch, size_t N,
+                                int max_T)
+{
+    const model_config *c = &m->cfg;
+    model_acts *a = &m->acts;
+    pool *p = m->pool;
+    const int C = c->d_model, F = c->d_ffn, HD = model_head_dim(c);
+    const int QD = model_q_dim(c), KVD = model_kv_dim(c);
+    const size_t ld = (size_t)QD + 2 * (size_t)KVD;
+    const int widths[3] = {QD, KVD, KVD}, cols[3] = {0, QD, QD + KVD};
+
+    kern_par_rmsnorm(p, a->xn, a->x, b->ln1_w, N, C, c->ln_eps);
+    for (int k = 0; k < 3; k++) {
+        kern_par_linear(p, a->qkv + cols[k], ld, a->xn, (size_t)C, b->wqkv[k], (int)N,
+                        widths[k], C, 0.0f);
+        lora_add(m, b, PEFT_SITE_Q + k, a->qkv + cols[k], ld, a->xn, (size_t)C, N, widths[k], C);
+        if (b->bqkv[k])
+            kern_par_add_rows(p, a->qkv + cols[k], b->bqkv[k], N, widths[k], ld);
+    }
+    kern_par_rope(p, a->qkv, ld, N, 0, c->n_heads, HD, a->pos, m->rope_cos, m->rope_sin);
+    kern_par_rope(p, a->qkv, ld, N, QD, c->n_kv_heads, HD, a->pos, m->rope_cos, m->rope_sin);
+    kern_attn_ext ext = {.head_dim = HD, .n_kv_heads = c->n_kv_heads};
+    if (b->prefix_k && m->peft_capture)
+        capture_prefix(m, b, N);
+    else if (b->prefix_k) {
+        ext.prefix_k = b->prefix_k;
+        ext.prefix_v = b->prefix_v;
+        ext.n_prefix = m->peft.tokens;
+    }
+    kern_par_attention_ex(p, a->att, a->qkv, batch->seq_start, batch->n_seq, C, c->n_heads,
+                          1.0f / sqrtf((float)HD), a->scores, max_T, m->attn_sgemm_min_T, &ext);
+    kern_par_linear(p, a->x, (size_t)C, a->att, (size_t)QD, b->wo, (int)N, C, QD, 1.0f);
+    lora_add(m, b, PEFT_SITE_O, a->x, (size_t)C, a->att, (size_t)QD, N, C, QD);
+
+    kern_par_rmsnorm(p, a->xn, a->x, b->ln2_w, N, C, c->ln_eps);
+    kern_par_linear(p, a->ffn, (size_t)F, a->xn, (size_t)C, b->w1, (int)N, F, C, 0.0f);
+    lora_add(m, b, PEFT_SITE_FC1, a->ffn, (size_t)F, a->xn, (size_t)C, N, F, C);
+    kern_par_linear(p, a->ffn2, (size_t)F, a->xn, (size_t)C, b->w_up, (int)N, F, C, 0.0f);
+    kern_par_swiglu(p, a->ffn, a->ffn2, N * (size_t)F);
+    kern_par_linear(p, a->x, (size_t)C, a->ffn, (size_t)F, b->w2, (int)N, C, F, 1.0f);
+    lora_add(m, b, PEFT_SITE_FC2, a->x, (size_t)C, a->ffn, (size_t)F, N, C, F);
 }
 
 static void block_forward(model *m, model_block *b, const model_batch *batch, size_t N,
                           int max_T)
 {
+    if (m->cfg.family == MODEL_FAMILY_LLAMA) {
+        llama_block_forward(m, b, batch, N, max_T);
+        return;
+    }
     const model_config *c = &m->cfg;
     model_acts *a = &m->acts;
     pool *p = m->pool;
@@ -1176,7 +1479,10 @@ hl_status model_forward_staged(model *m, const model_batch *batch, int32_t save_
         return st;
 
     float *h = a->x;
-    if (c->final_ln) {
+    if (c->final_ln && c->rms_norm) {
+        kern_par_rmsnorm(m->pool, a->xn, a->x, m->w.lnf_w, N, C, c->ln_eps);
+        h = a->xn;
+    } else if (c->final_ln) {
         kern_par_layernorm(m->pool, a->xn, a->x, m->w.lnf_w, m->w.lnf_b, N, C, c->ln_eps);
         h = a->xn;
     }

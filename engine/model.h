@@ -19,8 +19,13 @@
  * (dense, erf GELU, LayerNorm) in the top stage, so acts.hidden is the input
  * of the tied decoder and the logits add lm_head.bias.
  *
- * Leaves out: Llama (later), BERT (WordPiece tokenizer), KV caches and
- * generation, dropout (ZO training runs with dropout off), fp16 compute.
+ * The Llama family (Llama, Mistral, Qwen2) runs through them too: RMSNorm,
+ * rotary positions (rotate-half, rope_theta, linear / llama3 scaling) applied
+ * to q and k in place, grouped-query attention (k, v narrower than q), and
+ * the SwiGLU MLP; no learned positions.
+ *
+ * Leaves out: BERT (WordPiece tokenizer), KV caches and generation, dropout
+ * (ZO training runs with dropout off), fp16 compute, sliding windows.
  */
 #ifndef HELENE_MODEL_H
 #define HELENE_MODEL_H
@@ -39,12 +44,21 @@ typedef enum model_family {
     MODEL_FAMILY_OPT,
     MODEL_FAMILY_GPT2,
     MODEL_FAMILY_ROBERTA, /* masked LM */
+    MODEL_FAMILY_LLAMA,   /* Llama, Mistral, Qwen2 (model_type in cfg.model_type) */
 } model_family;
+
+/* Rotary position embedding frequency scaling (HF rope_scaling). */
+typedef enum model_rope_scaling {
+    MODEL_ROPE_NONE = 0,
+    MODEL_ROPE_LINEAR, /* positions / factor */
+    MODEL_ROPE_LLAMA3, /* Llama 3.1's smooth per-frequency scaling */
+} model_rope_scaling;
 
 typedef enum model_act {
     MODEL_ACT_RELU,
     MODEL_ACT_GELU_TANH, /* HF "gelu_new" / "gelu_pytorch_tanh" */
     MODEL_ACT_GELU_ERF,  /* HF "gelu" */
+    MODEL_ACT_SILU,      /* HF "silu" (Llama's gate) */
 } model_act;
 
 typedef struct model_config {
@@ -68,8 +82,20 @@ typedef struct model_config {
     bool tied_head;      /* lm_head shares the word embeddings */
     float ln_eps;
     model_act act;
+    /* Llama family (0 / false elsewhere) */
+    int32_t n_kv_heads;  /* NKV: key/value heads (grouped-query attention) */
+    int32_t head_dim;    /* HD (may differ from C / NH) */
+    bool rms_norm;       /* RMSNorm (weight only) instead of LayerNorm */
+    bool gated_mlp;      /* SwiGLU: down(silu(gate(x)) * up(x)) */
+    bool qkv_bias;       /* Qwen2: q, k, v biases (no other linear has one) */
+    double rope_theta;
+    model_rope_scaling rope_scaling;
+    double rope_factor, rope_low_freq, rope_high_freq;
+    int32_t rope_orig_max_pos;
+    char model_type[16]; /* "llama", "mistral", "qwen2" */
     int32_t bos_id, eos_id, pad_id; /* -1 when absent */
     bool add_bos;        /* tokenizer prepends BOS (OPT: </s>) */
+    bool add_bos_known;  /* tokenizer_config.json said so (add_bos_token) */
     char torch_dtype[16];
 } model_config;
 
@@ -87,6 +113,7 @@ typedef struct model_block {
     float *ln2_w, *ln2_b;  /* [C] final_layer_norm / ln_2 */
     float *w1, *b1;        /* [F, C], [F] */
     float *w2, *b2;        /* [C, F], [C] */
+    float *w_up;           /* Llama: [F, C] up_proj (w1 is gate_proj, w2 down_proj) */
     /* PEFT (peft.h), into model.peft_params; NULL when absent */
     float *lora_a[PEFT_SITE_COUNT]; /* [r, in] per site q k v o fc1 fc2 */
     float *lora_b[PEFT_SITE_COUNT]; /* [out, r] */
@@ -118,6 +145,7 @@ typedef struct model_acts {
     float *qkv;    /* [N, 3C] */
     float *att;    /* [N, C] attention output before out_proj */
     float *ffn;    /* [N, F] */
+    float *ffn2;   /* [N, F] Llama: the up projection (gated MLP) */
     float *emb;    /* [N, E] embeddings before project_in / hidden after project_out */
     float *scores; /* [threads, kern_attention_scratch] attention scratch */
     int cap_threads;
@@ -142,6 +170,8 @@ typedef struct model {
     float *stage_x;        /* [stage_cap, C] */
     size_t stage_cap, stage_n;
     int32_t stage_saved;   /* stage whose input stage_x holds, 0 = none */
+    /* Llama: rotary tables [max_pos, HD / 2], from rope_theta and scaling */
+    float *rope_cos, *rope_sin;
     /* PEFT: the adapters the optimizers tune instead of params (peft.h) */
     peft_spec peft;        /* kind PEFT_NONE = full-parameter */
     param_set peft_params;
@@ -155,6 +185,12 @@ typedef struct model_batch {
     const int32_t *seq_start; /* [B + 1], seq_start[0] = 0, non-decreasing */
     int32_t n_seq;            /* B */
 } model_batch;
+
+/* Widths of a block's attention: QD = NH·HD (queries, attention output),
+ * KVD = NKV·HD (keys, values); C / NH heads of C / NH for the other families. */
+int32_t model_head_dim(const model_config *cfg);
+int32_t model_q_dim(const model_config *cfg);
+int32_t model_kv_dim(const model_config *cfg);
 
 /* True for masked LMs (RoBERTa): prompts carry <mask>, scores are read there. */
 bool model_is_masked_lm(const model_config *cfg);

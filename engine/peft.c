@@ -160,6 +160,10 @@ static void site_base(const model *m, int32_t i, peft_site s, char *name, size_t
     static const char *const gpt2[PEFT_SITE_COUNT] = {"attn.c_attn.q", "attn.c_attn.k",
                                                       "attn.c_attn.v", "attn.c_proj",
                                                       "mlp.c_fc", "mlp.c_proj"};
+    /* Llama: fc1 is gate_proj (up_proj is not adapted), fc2 down_proj */
+    static const char *const llama[PEFT_SITE_COUNT] = {
+        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+        "mlp.gate_proj", "mlp.down_proj"};
     static const char *const rob[PEFT_SITE_COUNT] = {
         "attention.self.query", "attention.self.key", "attention.self.value",
         "attention.output.dense", "intermediate.dense", "output.dense"};
@@ -167,11 +171,15 @@ static void site_base(const model *m, int32_t i, peft_site s, char *name, size_t
         snprintf(name, cap, "decoder.layers.%d.%s", (int)i, opt[s]);
     else if (c->family == MODEL_FAMILY_GPT2)
         snprintf(name, cap, "h.%d.%s", (int)i, gpt2[s]);
+    else if (c->family == MODEL_FAMILY_LLAMA)
+        snprintf(name, cap, "layers.%d.%s", (int)i, llama[s]);
     else
         snprintf(name, cap, "encoder.layer.%d.%s", (int)i, rob[s]);
-    const int64_t C = c->d_model, F = c->d_ffn;
-    *out_dim = s == PEFT_SITE_FC1 ? F : C;
-    *in_dim = s == PEFT_SITE_FC2 ? F : C;
+    const int64_t C = c->d_model, F = c->d_ffn, QD = model_q_dim(c), KVD = model_kv_dim(c);
+    const int64_t outs[PEFT_SITE_COUNT] = {QD, KVD, KVD, C, F, C};
+    const int64_t ins[PEFT_SITE_COUNT] = {C, C, C, QD, C, F};
+    *out_dim = outs[s];
+    *in_dim = ins[s];
     float *const ws[PEFT_SITE_COUNT] = {b->wqkv[0], b->wqkv[1], b->wqkv[2], b->wo, b->w1, b->w2};
     *w = ws[s];
 }
@@ -179,12 +187,12 @@ static void site_base(const model *m, int32_t i, peft_site s, char *name, size_t
 static hl_status declare(model *m, const peft_spec *s, hl_err *err)
 {
     param_set *ps = &m->peft_params;
-    const int64_t C = m->cfg.d_model;
+    const int64_t KVD = model_kv_dim(&m->cfg); /* a prefix row is one token's keys */
     hl_status st = HL_OK;
     char base[PARAM_NAME_MAX - 32], n[PARAM_NAME_MAX];
     for (int32_t i = 0; i < m->cfg.n_layers && !st; i++) {
         if (s->kind == PEFT_PREFIX) {
-            int64_t sh[2] = {s->tokens, C};
+            int64_t sh[2] = {s->tokens, KVD};
             snprintf(n, sizeof n, "prefix.%d.key", (int)i);
             if ((st = param_set_add(ps, n, 2, sh, false, i, err)))
                 break;

@@ -106,6 +106,8 @@ int cmd_info(int argc, char **argv)
         cJSON_AddNumberToObject(o, "n_layers", c->n_layers);
         cJSON_AddNumberToObject(o, "hidden_size", c->d_model);
         cJSON_AddNumberToObject(o, "n_heads", c->n_heads);
+        cJSON_AddNumberToObject(o, "n_kv_heads", c->n_kv_heads > 0 ? c->n_kv_heads : c->n_heads);
+        cJSON_AddNumberToObject(o, "head_dim", model_head_dim(c));
         cJSON_AddNumberToObject(o, "ffn_dim", c->d_ffn);
         cJSON_AddNumberToObject(o, "vocab_size", c->vocab);
         cJSON_AddNumberToObject(o, "tokenizer_size", bpe_vocab_size(&l.tok));
@@ -139,14 +141,27 @@ int cmd_info(int argc, char **argv)
         cJSON_Delete(o);
     } else {
         printf("model        %s\n", dir);
-        printf("family       %s (%s-LN%s%s)\n", model_family_name(c->family),
-               c->pre_ln ? "pre" : "post",
-               c->d_embed != c->d_model ? ", project_in/out" : "",
-               model_is_masked_lm(c) ? ", bidirectional masked LM: scores the word at <mask>"
-                                     : "");
+        if (c->family == MODEL_FAMILY_LLAMA)
+            printf("family       llama (%s: RMSNorm, rotary positions theta %g%s, %s, SwiGLU%s)\n",
+                   c->model_type, c->rope_theta,
+                   c->rope_scaling == MODEL_ROPE_LINEAR   ? " scaled linearly"
+                   : c->rope_scaling == MODEL_ROPE_LLAMA3 ? " scaled as llama3"
+                                                          : "",
+                   c->n_kv_heads < c->n_heads ? "grouped-query attention" : "multi-head attention",
+                   c->qkv_bias ? ", q/k/v biases" : "");
+        else
+            printf("family       %s (%s-LN%s%s)\n", model_family_name(c->family),
+                   c->pre_ln ? "pre" : "post",
+                   c->d_embed != c->d_model ? ", project_in/out" : "",
+                   model_is_masked_lm(c) ? ", bidirectional masked LM: scores the word at <mask>"
+                                         : "");
         printf("layers       %d\n", c->n_layers);
-        printf("hidden       %d (%d heads x %d, FFN %d)\n", c->d_model, c->n_heads,
-               c->d_model / c->n_heads, c->d_ffn);
+        if (c->n_kv_heads > 0 && c->n_kv_heads != c->n_heads)
+            printf("hidden       %d (%d query heads and %d key/value heads x %d, FFN %d)\n",
+                   c->d_model, c->n_heads, c->n_kv_heads, model_head_dim(c), c->d_ffn);
+        else
+            printf("hidden       %d (%d heads x %d, FFN %d)\n", c->d_model, c->n_heads,
+                   model_head_dim(c), c->d_ffn);
         printf("vocabulary   %d (tokenizer %d)\n", c->vocab, bpe_vocab_size(&l.tok));
         printf("context      %d tokens\n", c->max_pos);
         printf("parameters   %zu in %d tensors\n", n_params, l.model.params.n_layers);

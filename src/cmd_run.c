@@ -559,7 +559,8 @@ static bool adapter_module(const model *m, int32_t block, int site, char *path, 
     model_peft_site_base(m, block, site, base, sizeof base);
     if (m->cfg.family == MODEL_FAMILY_GPT2)
         return false;
-    snprintf(path, cap, "%s%s", m->cfg.family == MODEL_FAMILY_OPT ? "model." : "roberta.", base);
+    snprintf(path, cap, "%s%s", m->cfg.family == MODEL_FAMILY_ROBERTA ? "roberta." : "model.",
+             base);
     return true;
 }
 
@@ -769,8 +770,8 @@ int cmd_export(int argc, char **argv)
         n_written = param_set_count(&m.params);
     char p[4400], q[4400];
     static const char *const files[] = {"config.json", "vocab.json", "merges.txt",
-                                        "tokenizer_config.json", "special_tokens_map.json",
-                                        "generation_config.json"};
+                                        "tokenizer.json", "tokenizer_config.json",
+                                        "special_tokens_map.json", "generation_config.json"};
     for (size_t i = 0; !adapter && i < sizeof files / sizeof files[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", cfg.model, files[i]);
         snprintf(q, sizeof q, "%s/%s", stage, files[i]);

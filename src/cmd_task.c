@@ -293,10 +293,17 @@ int cmd_data(int argc, char **argv)
         runcfg_free(&cfg);
         return 1;
     }
-    if (bpe_load(&tok, vocab, merges, &err)) {
+    char tjson[4200] = "";
+    if (model_dir && (access(vocab, F_OK) != 0 || access(merges, F_OK) != 0))
+        snprintf(tjson, sizeof tjson, "%s/tokenizer.json", model_dir);
+    if (tjson[0] ? bpe_load_tokenizer_json(&tok, tjson, &err) : bpe_load(&tok, vocab, merges, &err)) {
         fprintf(stderr, "helene data: %s\n", err.msg);
         runcfg_free(&cfg);
         return 1;
+    }
+    if (tjson[0] && !mc.add_bos_known && tok.prepend_id >= 0) { /* as lm_open decides */
+        add_bos = true;
+        bos = tok.prepend_id;
     }
     taskobj *t = NULL;
     int rc = 0;

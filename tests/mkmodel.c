@@ -2,7 +2,8 @@
  * benchmarks that need a real file on disk (load time, peak RSS of
  * `helene score`).  Not a pretrained model: the values are a hash of the
  * index, so every run writes the same bytes.
- * Usage: mkmodel OUT_DIR [opt-125m|gpt2-124m|roberta-base|roberta-large|tiny]
+ * Usage: mkmodel OUT_DIR [opt-125m|gpt2-124m|roberta-base|roberta-large|
+ *                        smollm2-135m|tiny]
  *                [F16|F32|BF16]
  * Tokenizer files are the bundled GPT-2 vocabulary's (RoBERTa: in its id
  * order, <s> <pad> </s> <unk> first and <mask> last). */
@@ -72,6 +73,53 @@ static int write_roberta_vocab(const char *from, const char *to, int vocab)
     return rc;
 }
 
+/* The bundled GPT-2 vocab.json + merges.txt as one tokenizer.json (model
+ * BPE, ByteLevel pre-tokenizer with its regex, as SmolLM's). */
+static int write_tokenizer_json(const char *vocab_path, const char *merges_path, const char *to)
+{
+    FILE *f = fopen(vocab_path, "rb"), *g = fopen(merges_path, "rb");
+    char *vt = NULL, *mt = NULL;
+    long vn = 0, mn = 0;
+    if (f && !fseek(f, 0, SEEK_END) && (vn = ftell(f)) > 0 && !fseek(f, 0, SEEK_SET) &&
+        (vt = malloc((size_t)vn + 1)) && fread(vt, 1, (size_t)vn, f) == (size_t)vn)
+        vt[vn] = '\0';
+    if (g && !fseek(g, 0, SEEK_END) && (mn = ftell(g)) > 0 && !fseek(g, 0, SEEK_SET) &&
+        (mt = malloc((size_t)mn + 1)) && fread(mt, 1, (size_t)mn, g) == (size_t)mn)
+        mt[mn] = '\0';
+    if (f)
+        fclose(f);
+    if (g)
+        fclose(g);
+    if (!vt || !mt) {
+        free(vt);
+        free(mt);
+        return -1;
+    }
+    cJSON *root = cJSON_CreateObject(), *bpe_model = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddStringToObject(bpe_model, "type", "BPE");
+    cJSON_AddItemToObject(bpe_model, "vocab", cJSON_Parse(vt));
+    cJSON *merges = cJSON_AddArrayToObject(bpe_model, "merges");
+    char *save = NULL;
+    for (char *l = strtok_r(mt, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+        if (l[0] != '#' && strchr(l, ' '))
+            cJSON_AddItemToArray(merges, cJSON_CreateString(l));
+    cJSON_AddNullToObject(root, "normalizer");
+    cJSON *pt = cJSON_AddObjectToObject(root, "pre_tokenizer");
+    cJSON_AddStringToObject(pt, "type", "ByteLevel");
+    cJSON_AddBoolToObject(pt, "add_prefix_space", false);
+    cJSON_AddBoolToObject(pt, "use_regex", true);
+    char *j = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    free(vt);
+    free(mt);
+    FILE *o = j ? fopen(to, "wb") : NULL;
+    int rc = o && fputs(j, o) >= 0 ? 0 : -1;
+    if (o && fclose(o) != 0)
+        rc = -1;
+    free(j);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -83,7 +131,8 @@ int main(int argc, char **argv)
     st_dtype dtype = !strcmp(dt, "F32") ? ST_DTYPE_F32 : !strcmp(dt, "BF16") ? ST_DTYPE_BF16
                                                                              : ST_DTYPE_F16;
     bool rob = !strncmp(shape, "roberta", 7), large = !strcmp(shape, "roberta-large");
-    bool opt = strncmp(shape, "gpt2", 4) != 0 && !rob;
+    bool llama = !strcmp(shape, "smollm2-135m");
+    bool opt = strncmp(shape, "gpt2", 4) != 0 && !rob && !llama;
     bool tiny = !strcmp(shape, "tiny");
     model_config c = {.family = opt ? MODEL_FAMILY_OPT : MODEL_FAMILY_GPT2,
                       .n_layers = tiny ? 2 : 12, .d_model = tiny ? 64 : 768,
@@ -94,6 +143,25 @@ int main(int argc, char **argv)
                       .ln_eps = 1e-5f, .act = opt ? MODEL_ACT_RELU : MODEL_ACT_GELU_TANH,
                       .bos_id = opt ? 2 : 50256, .eos_id = opt ? 2 : 50256, .pad_id = 1,
                       .add_bos = opt};
+    if (llama) { /* SmolLM2-135M's shape (GPT-2's vocabulary, not its 49,152) */
+        c.family = MODEL_FAMILY_LLAMA;
+        snprintf(c.model_type, sizeof c.model_type, "llama");
+        c.n_layers = 30;
+        c.d_model = c.d_embed = 576;
+        c.n_heads = 9;
+        c.n_kv_heads = 3;
+        c.head_dim = 64;
+        c.d_ffn = 1536;
+        c.vocab = 50257;
+        c.max_pos = 2048;
+        c.pos_offset = 0;
+        c.rms_norm = c.gated_mlp = true;
+        c.bias = false;
+        c.act = MODEL_ACT_SILU;
+        c.rope_theta = 100000.0;
+        c.bos_id = c.eos_id = 50256;
+        c.add_bos = false;
+    }
     if (rob) { /* RobertaForMaskedLM, roberta-base / roberta-large */
         c.family = MODEL_FAMILY_ROBERTA;
         c.n_layers = large ? 24 : 12;
@@ -135,7 +203,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < m.params.n_layers; i++) {
         param_layer *l = &m.params.layers[i];
         const float *src = param_layer_data(&m.params, i);
-        bool conv = !opt && !rob && l->ndim == 2 && !strncmp(l->name, "h.", 2);
+        bool conv = !opt && !rob && !llama && l->ndim == 2 && !strncmp(l->name, "h.", 2);
         shapes[i][0] = conv ? l->shape[1] : l->shape[0];
         shapes[i][1] = conv ? l->shape[0] : l->shape[1];
         if (conv) { /* GPT-2 Conv1D is stored [in, out] */
@@ -160,7 +228,15 @@ int main(int argc, char **argv)
     FILE *f = fopen(path, "w");
     if (!f)
         return 1;
-    if (rob)
+    if (llama)
+        fprintf(f, "{\"model_type\": \"llama\", \"architectures\": [\"LlamaForCausalLM\"], "
+                   "\"hidden_size\": %d, \"intermediate_size\": %d, \"num_attention_heads\": %d, "
+                   "\"num_key_value_heads\": %d, \"num_hidden_layers\": %d, \"vocab_size\": %d, "
+                   "\"max_position_embeddings\": %d, \"rms_norm_eps\": 1e-05, \"rope_theta\": "
+                   "100000.0, \"tie_word_embeddings\": true, \"hidden_act\": \"silu\", "
+                   "\"bos_token_id\": 50256, \"eos_token_id\": 50256}\n",
+                c.d_model, c.d_ffn, c.n_heads, c.n_kv_heads, c.n_layers, c.vocab, c.max_pos);
+    else if (rob)
         fprintf(f, "{\"model_type\": \"roberta\", \"architectures\": [\"RobertaForMaskedLM\"], "
                    "\"hidden_size\": %d, \"intermediate_size\": %d, \"num_attention_heads\": %d, "
                    "\"num_hidden_layers\": %d, \"vocab_size\": %d, \"max_position_embeddings\": "
@@ -184,11 +260,19 @@ int main(int argc, char **argv)
     fclose(f);
     char from[4096];
     snprintf(from, sizeof from, "%s/gpt2/vocab.json", HELENE_SRCDATADIR);
-    snprintf(path, sizeof path, "%s/vocab.json", out);
-    int rc = rob ? write_roberta_vocab(from, path, c.vocab) : copy_file(from, path);
-    snprintf(from, sizeof from, "%s/gpt2/merges.txt", HELENE_SRCDATADIR);
-    snprintf(path, sizeof path, "%s/merges.txt", out);
-    rc |= copy_file(from, path);
+    int rc;
+    if (llama) { /* Llama folders carry tokenizer.json only */
+        char merges_from[4096];
+        snprintf(merges_from, sizeof merges_from, "%s/gpt2/merges.txt", HELENE_SRCDATADIR);
+        snprintf(path, sizeof path, "%s/tokenizer.json", out);
+        rc = write_tokenizer_json(from, merges_from, path);
+    } else {
+        snprintf(path, sizeof path, "%s/vocab.json", out);
+        rc = rob ? write_roberta_vocab(from, path, c.vocab) : copy_file(from, path);
+        snprintf(from, sizeof from, "%s/gpt2/merges.txt", HELENE_SRCDATADIR);
+        snprintf(path, sizeof path, "%s/merges.txt", out);
+        rc |= copy_file(from, path);
+    }
     for (int i = 0; i < m.params.n_layers; i++)
         free(tmp[i]);
     free(tmp);

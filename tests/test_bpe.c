@@ -603,6 +603,211 @@ static void test_malformed_merges(void)
 
 /* ---- suite -------------------------------------------------------------- */
 
+/* ---- tokenizer.json ------------------------------------------------------ */
+
+/* GPT-2's own files as one tokenizer.json (ByteLevel pre-tokenizer with its
+ * regex, merges as "a b" strings or ["a", "b"] pairs, one added token): it
+ * must encode every golden text exactly as vocab.json + merges.txt do. */
+static char *gpt2_tokenizer_json(bool pairs, const char *pre_tokenizer)
+{
+    size_t vl, ml;
+    char *vt = slurp(VOCAB_PATH, &vl), *mt = slurp(MERGES_PATH, &ml);
+    cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddStringToObject(model, "type", "BPE");
+    cJSON_AddItemToObject(model, "vocab", cJSON_Parse(vt));
+    cJSON *merges = cJSON_AddArrayToObject(model, "merges");
+    char *save = NULL;
+    for (char *l = strtok_r(mt, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        if (l[0] == '#')
+            continue;
+        char *sp = strchr(l, ' ');
+        if (!sp)
+            continue;
+        if (pairs) {
+            *sp = '\0';
+            cJSON *pr = cJSON_CreateArray();
+            cJSON_AddItemToArray(pr, cJSON_CreateString(l));
+            cJSON_AddItemToArray(pr, cJSON_CreateString(sp + 1));
+            cJSON_AddItemToArray(merges, pr);
+        } else
+            cJSON_AddItemToArray(merges, cJSON_CreateString(l));
+    }
+    cJSON_AddBoolToObject(model, "byte_fallback", false);
+    cJSON_AddNullToObject(root, "normalizer");
+    cJSON_AddItemToObject(root, "pre_tokenizer", cJSON_Parse(pre_tokenizer));
+    cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
+    cJSON *a = cJSON_CreateObject();
+    cJSON_AddNumberToObject(a, "id", 50257);
+    cJSON_AddStringToObject(a, "content", "<|begin_of_text|>");
+    cJSON_AddBoolToObject(a, "special", true);
+    cJSON_AddItemToArray(added, a);
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    free(vt);
+    free(mt);
+    return out;
+}
+
+static void test_tokenizer_json_equals_vocab_merges(void)
+{
+    static const char *const texts[] = {
+        "The movie was great. It was fun to watch, and the music was good.",
+        "I'd see it again with my 2 friends, but the ending wasn't terrible!\n\n  Really?",
+        "  leading spaces, tabs\tand 12345 numbers; caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac",
+    };
+    for (int pairs = 0; pairs < 2; pairs++) {
+        char *j = gpt2_tokenizer_json(pairs, "{\"type\": \"ByteLevel\", \"add_prefix_space\": "
+                                              "false, \"trim_offsets\": true, \"use_regex\": true}");
+        const char *p = tmp_write("tokenizer.json", j);
+        free(j);
+        bpe t;
+        hl_err err;
+        CU_ASSERT_EQUAL_FATAL(bpe_load_tokenizer_json(&t, p, &err), HL_OK);
+        CU_ASSERT_EQUAL(bpe_token_to_id(&t, "<|begin_of_text|>", 17), 50257);
+        CU_ASSERT_EQUAL(bpe_vocab_size(&t), 50258);
+        CU_ASSERT_EQUAL(t.prepend_id, -1);
+        for (size_t k = 0; k < sizeof texts / sizeof texts[0]; k++) {
+            int32_t *a = NULL, *b = NULL;
+            size_t na = 0, nb = 0;
+            CU_ASSERT_EQUAL(bpe_encode_alloc(&t, texts[k], strlen(texts[k]), &a, &na, &err), HL_OK);
+            CU_ASSERT_EQUAL(bpe_encode_alloc(&gpt2, texts[k], strlen(texts[k]), &b, &nb, &err),
+                            HL_OK);
+            CU_ASSERT(ids_match("tokenizer.json vs vocab.json", a, na, b, nb));
+            free(a);
+            free(b);
+        }
+        bpe_free(&t);
+    }
+}
+
+/* Llama 3's and Qwen2's Split regex: where they cut differently from GPT-2's
+ * (digit runs of at most 3 or 1, a non-letter glued to a word, newline runs
+ * on their own, case-insensitive contractions), seen through merges that
+ * would cross those cuts. */
+static void test_tokenizer_json_llama3_split(void)
+{
+    static const char llama3[] =
+        "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": "
+        "{\"Regex\": \"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|"
+        "\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|"
+        "\\\\s+(?!\\\\S)|\\\\s+\"}, \"behavior\": \"Isolated\", \"invert\": false}, "
+        "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, "
+        "\"use_regex\": false}]}";
+    char *j = gpt2_tokenizer_json(false, llama3);
+    const char *p = tmp_write("tokenizer.json", j);
+    free(j);
+    bpe t;
+    hl_err err;
+    if (bpe_load_tokenizer_json(&t, p, &err) != HL_OK)
+        fprintf(stderr, "\n  %s", err.msg);
+    CU_ASSERT_EQUAL_FATAL(t.pretok, BPE_PRETOK_LLAMA3);
+    /* text -> the pieces each regex makes: GPT-2's, Llama 3's, Qwen2's */
+    static const struct {
+        const char *text;
+        const char *pieces[3][8];
+    } splits[] = {
+        {"12345", {{"12345"}, {"123", "45"}, {"1", "2", "3", "4", "5"}}},
+        {"hello,world", {{"hello", ",", "world"}, {"hello", ",world"}, {"hello", ",world"}}},
+        {"a\n\n  b", {{"a", "\n\n ", " b"}, {"a", "\n\n", " ", " b"}, {"a", "\n\n", " ", " b"}}},
+        {"I'M here", {{"I", "'", "M", " here"}, {"I", "'M", " here"}, {"I", "'M", " here"}}},
+        {"x!!\n\ny", {{"x", "!!", "\n", "\n", "y"}, {"x", "!!\n\n", "y"}, {"x", "!!\n\n", "y"}}},
+        {"end   ", {{"end", "   "}, {"end", "   "}, {"end", "   "}}},
+        {" 42x", {{" 42", "x"}, {" ", "42", "x"}, {" ", "4", "2", "x"}}},
+        {"caf\xc3\xa9-\xc3\xa9t\xc3\xa9", {{"caf\xc3\xa9", "-", "\xc3\xa9t\xc3\xa9"},
+                                            {"caf\xc3\xa9", "-\xc3\xa9t\xc3\xa9"},
+                                            {"caf\xc3\xa9", "-\xc3\xa9t\xc3\xa9"}}},
+    };
+    for (int re = 0; re < 3; re++) {
+        bpe probe = t;
+        probe.pretok = re == 0 ? BPE_PRETOK_GPT2 : re == 1 ? BPE_PRETOK_LLAMA3 : BPE_PRETOK_QWEN2;
+        for (size_t k = 0; k < sizeof splits / sizeof splits[0]; k++) {
+            const char *x = splits[k].text;
+            size_t len = strlen(x), at = 0;
+            int q = 0;
+            bool ok = true;
+            while (at < len) {
+                size_t e = bpe_pretok_end(&probe, x, len, at);
+                const char *want = splits[k].pieces[re][q++];
+                ok = ok && want && strlen(want) == e - at && !memcmp(want, x + at, e - at);
+                at = e;
+            }
+            ok = ok && !splits[k].pieces[re][q];
+            if (!ok)
+                fprintf(stderr, "\n  regex %d splits \"%s\" differently", re, x);
+            CU_ASSERT(ok);
+        }
+    }
+    /* the same through encode: pieces BPE-encoded one by one */
+    static const struct {
+        const char *text;
+        const char *pieces[8];
+    } cases[] = {
+        {"12345", {"123", "45"}},
+        {"a\n\n  b", {"a", "\n\n", " ", " b"}},
+        {"x!!\n\ny", {"x", "!!\n\n", "y"}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int32_t want[64], *got = NULL;
+        size_t nw = 0, ng = 0;
+        for (int q = 0; q < 8 && cases[k].pieces[q]; q++) {
+            size_t n = 0;
+            CU_ASSERT_EQUAL_FATAL(bpe_encode(&gpt2, cases[k].pieces[q], strlen(cases[k].pieces[q]),
+                                             want + nw, 64 - nw, &n, &err),
+                                  HL_OK);
+            nw += n;
+        }
+        CU_ASSERT_EQUAL(bpe_encode_alloc(&t, cases[k].text, strlen(cases[k].text), &got, &ng, &err),
+                        HL_OK);
+        char label[64];
+        snprintf(label, sizeof label, "llama3 split case %zu", k);
+        CU_ASSERT(ids_match(label, got, ng, want, nw));
+        free(got);
+    }
+    bpe_free(&t);
+}
+
+static void test_tokenizer_json_refusals(void)
+{
+    static const struct {
+        const char *json, *needle;
+    } cases[] = {
+        {"[1]", "not a JSON object"},
+        {"{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}", "Unigram"},
+        {"{\"model\": {\"type\": \"BPE\", \"byte_fallback\": true, \"vocab\": {}, "
+         "\"merges\": []}}",
+         "SentencePiece"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}, \"normalizer\": "
+         "{\"type\": \"NFKC\"}}",
+         "normalizer"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}}", "pre_tokenizer"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}, \"pre_tokenizer\": "
+         "{\"type\": \"Metaspace\"}}",
+         "Metaspace"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}, \"pre_tokenizer\": "
+         "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": "
+         "{\"Regex\": \"\\\\w+\"}, \"behavior\": \"Isolated\"}, {\"type\": \"ByteLevel\"}]}}",
+         "regex"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": [7]}, \"pre_tokenizer\": "
+         "{\"type\": \"ByteLevel\"}}",
+         "merge"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}, \"pre_tokenizer\": "
+         "{\"type\": \"ByteLevel\"}, \"added_tokens\": [{\"content\": \"x\"}]}",
+         "added token"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *p = tmp_write("tokenizer.json", cases[i].json);
+        bpe t;
+        hl_err err;
+        hl_err_clear(&err);
+        CU_ASSERT_NOT_EQUAL(bpe_load_tokenizer_json(&t, p, &err), HL_OK);
+        bool named = strstr(err.msg, "tokenizer.json") != NULL;
+        bool has = strstr(err.msg, cases[i].needle) != NULL;
+        if (!named || !has)
+            fprintf(stderr, "\n  case %zu: want \"%s\" in: %s", i, cases[i].needle, err.msg);
+        CU_ASSERT(named && has);
+    }
+}
+
 static int suite_init(void)
 {
     hl_err err;
@@ -621,6 +826,8 @@ static int suite_clean(void)
     snprintf(p, sizeof p, "%s/vocab.json", tmpdir);
     unlink(p);
     snprintf(p, sizeof p, "%s/merges.txt", tmpdir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/tokenizer.json", tmpdir);
     unlink(p);
     rmdir(tmpdir);
     return 0;
@@ -661,6 +868,9 @@ static void register_bpe(void)
     TEST_ADD(s, test_small_vocab_any_order);
     TEST_ADD(s, test_malformed_vocab);
     TEST_ADD(s, test_malformed_merges);
+    TEST_ADD(s, test_tokenizer_json_equals_vocab_merges);
+    TEST_ADD(s, test_tokenizer_json_llama3_split);
+    TEST_ADD(s, test_tokenizer_json_refusals);
 }
 
 TEST_MAIN(register_bpe)

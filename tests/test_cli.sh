@@ -176,6 +176,18 @@ expect 0 "^accuracy" -- $h eval --checkpoint "$tmp/op"
 rm -rf "$tmp/rob2" && cp -r "$rob" "$tmp/rob2" && cp "$fix/models/roberta-tiny-f16/model.safetensors" "$tmp/rob2/"
 expect 1 "other base weights" -- $h eval --checkpoint "$tmp/rl" --model "$tmp/rob2" --data "$sst"
 
+# the Llama family from tokenizer.json alone
+lla="$fix/models/llama-tiny-f32"
+expect 0 "family +llama \(llama: RMSNorm, rotary .*grouped-query" -- $h info --model "$lla"
+expect 0 "q/k/v biases" -- $h info --model "$fix/models/qwen2-tiny-f16"
+expect 0 "^nll +[0-9.]+ nats/token" -- $h score --model "$lla" "$fix/score.txt"
+expect 0 "^accuracy" -- $h eval --model "$fix/models/mistral-tiny-f32" --task sst2 --data "$sst"
+expect 0 "saved" -- $h train --model "$fix/models/llama-tiny-bf16" --task sst2 --data "$sst" --peft lora:r=2 --steps 3 --batch-size 4 --eval-every 0 --save "$tmp/ll" --headless
+expect 0 "LoRA merged" -- $h export --checkpoint "$tmp/ll" --out "$tmp/ll-merged"
+expect 0 "^accuracy" -- $h eval --model "$tmp/ll-merged" --task sst2 --data "$sst"
+expect 0 "model.layers.0.self_attn.q_proj.lora_A.weight" -- bash -c "$h export --checkpoint '$tmp/ll' --out '$tmp/ll-ad' --adapter >/dev/null && grep -ao 'base_model[^\"]*' '$tmp/ll-ad/adapter_model.safetensors'"
+expect 1 "does not cover the Llama family" -- $h train --model "$lla" --task sst2 --data "$sst" --optimizer ft-adam --steps 1 --headless
+
 # MeZO's k-shot protocol and the data-seed sweep
 expect 0 "^train +8 +4 +4" -- $h data --k-shot 4 --task sst2 --data "$sst" --model "$rob"
 expect 0 "^test +4 +2 +2" -- $h data --k-shot 4 --task sst2 --data "$sst" --model "$rob"

@@ -521,6 +521,20 @@ static void test_peft_every_method(void)
     resume_tag = "";
     peft_case("ft-adam", rob, "lora:r=2", "-lora-rob");
     peft_case("ft-adam", rob, "prefix:tokens=2", "-prefix-rob");
+    /* the Llama family: GQA + biases (Qwen2), head_dim != C/NH (Mistral), a
+     * sharded BF16 folder with llama3 rope scaling */
+    resume_tag = "-llama";
+    resume_case("model", "mezo", HELENE_TESTDIR "/fixtures/models/llama-tiny-f32",
+                HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 6);
+    resume_case("model", "layer-newton", HELENE_TESTDIR "/fixtures/models/qwen2-tiny-f16",
+                HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 15);
+    resume_case("model", "helene", HELENE_TESTDIR "/fixtures/models/llama-tiny-bf16",
+                HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 6);
+    resume_tag = "";
+    peft_case("zo-adam", HELENE_TESTDIR "/fixtures/models/mistral-tiny-f32",
+              "lora:r=2,targets=q+k+v+o+fc1+fc2", "-lora-mistral");
+    peft_case("helene", HELENE_TESTDIR "/fixtures/models/qwen2-tiny-f16", "prefix:tokens=2",
+              "-prefix-qwen2");
     /* the first-order comparator tunes LoRA too (AdamW state over the adapters) */
     peft_case("ft-adam", opt, "lora:r=2,alpha=4,targets=q+v+fc1", "-lora");
     peft_case("ft-adam", HELENE_TESTDIR "/fixtures/models/opt350-tiny-f32", "lora:r=2",

@@ -421,7 +421,7 @@ static void test_peft_spec_parsing(void)
  * and every site. */
 static void test_lora_forward_equals_merged(void)
 {
-    for (int fam = 0; fam < 3; fam++) {
+    for (int fam = 0; fam < 4; fam++) {
         model_config c = tiny_config((model_family)fam);
         if (fam == MODEL_FAMILY_ROBERTA) {
             c.pre_ln = c.final_ln = false;
@@ -429,6 +429,15 @@ static void test_lora_forward_equals_merged(void)
             c.type_vocab = 1;
             c.pos_offset = 2;
             c.act = MODEL_ACT_GELU_ERF;
+        }
+        if (fam == MODEL_FAMILY_LLAMA) { /* GQA 4 -> 2, head_dim 12 != C/NH */
+            c.n_kv_heads = 2;
+            c.head_dim = 12;
+            c.rms_norm = c.gated_mlp = c.qkv_bias = true;
+            c.bias = false;
+            c.act = MODEL_ACT_SILU;
+            c.rope_theta = 10000.0;
+            c.pos_offset = 0;
         }
         model m;
         hl_err err;
