@@ -1625,9 +1625,11 @@ hl_status model_nll_at(model *m, double *out_sum_nll, const model_batch *batch,
 double model_flops_body(const model_config *c, double n_tok, double seq_len)
 {
     const double C = c->d_model, F = c->d_ffn, L = c->n_layers;
-    /* per token per layer: qkv 3C², out C², fc1+fc2 2CF (each 2 flops per MAC);
-     * attention: q·k and p·v over on average (T+1)/2 keys, 2·C each. */
-    double mm = 2.0 * (4.0 * C * C + 2.0 * C * F);
-    double att = 2.0 * 2.0 * C * (seq_len + 1.0) / 2.0;
+    const double QD = model_q_dim(c), KVD = model_kv_dim(c);
+    /* per token per layer: q, k, v C·(QD + 2 KVD), out QD·C, the MLP 2CF (3CF
+     * gated), each 2 flops per MAC; attention: q·k and p·v over on average
+     * (T+1)/2 keys (causal), QD each. */
+    double mm = 2.0 * (C * (QD + 2.0 * KVD) + QD * C + (c->gated_mlp ? 3.0 : 2.0) * C * F);
+    double att = 2.0 * 2.0 * QD * (seq_len + 1.0) / 2.0;
     return L * n_tok * (mm + att);
 }

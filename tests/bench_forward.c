@@ -35,6 +35,9 @@ static double time_sgemm(int M, int N, int K, int reps)
     return 2.0 * M * N * K / bench_median(t + 1, reps) / 1e9;
 }
 
+static int run_shape(const char *tag, const model_config *cfg, pool *pl, int N, int B, int T,
+                     int reps, double sgemm_gflops);
+
 int main(int argc, char **argv)
 {
     int threads = argc > 1 ? atoi(argv[1]) : 2;
@@ -73,6 +76,27 @@ int main(int argc, char **argv)
                       .pos_offset = 2, .pre_ln = true, .final_ln = true, .ln_affine = true,
                       .bias = true, .tied_head = true, .ln_eps = 1e-5f, .act = MODEL_ACT_RELU,
                       .bos_id = 2, .eos_id = 2, .pad_id = 1, .add_bos = true};
+    int rc = run_shape("", &c, &p, N, B, T, reps, sgemm_gflops);
+    /* SmolLM2-135M's shape: 30 layers of 576, GQA 9 -> 3 heads of 64, SwiGLU
+     * 1536, RMSNorm, rotary positions, tied head over its 49,152 tokens */
+    model_config l = {.family = MODEL_FAMILY_LLAMA, .n_layers = 30, .d_model = 576, .n_heads = 9,
+                      .n_kv_heads = 3, .head_dim = 64, .d_ffn = 1536, .vocab = 49152,
+                      .max_pos = 2048, .d_embed = 576, .pre_ln = true, .final_ln = true,
+                      .ln_affine = true, .tied_head = true, .ln_eps = 1e-5f,
+                      .act = MODEL_ACT_SILU, .rms_norm = true, .gated_mlp = true,
+                      .rope_theta = 100000.0, .bos_id = 1, .eos_id = 2, .pad_id = -1};
+    if (!rc)
+        rc = run_shape("smollm2_", &l, &p, N, B, T, reps, sgemm_gflops);
+    pool_free(&p);
+    return rc;
+}
+
+/* One model shape: body, full-vocabulary and classification forwards. */
+static int run_shape(const char *tag, const model_config *cfg, pool *pl, int N, int B, int T,
+                     int reps, double sgemm_gflops)
+{
+    hl_err err;
+    model_config c = *cfg;
     model m;
     if (model_init_from_config(&m, &c, &err)) {
         fprintf(stderr, "%s\n", err.msg);
@@ -80,7 +104,7 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < m.params.n; i++)
         m.params.data[i] = (float)((i * 2654435761u) % 1000) * 1e-4f - 0.05f;
-    model_set_pool(&m, &p);
+    model_set_pool(&m, pl);
     int32_t *tok = malloc((size_t)N * sizeof *tok), *starts = malloc((size_t)(B + 1) * 4);
     for (int i = 0; i < N; i++)
         tok[i] = (i * 7919) % c.vocab;
@@ -108,18 +132,20 @@ int main(int argc, char **argv)
     double body = bench_median(tb + 1, reps), full = bench_median(tf + 1, reps),
            clsf = bench_median(tc + 1, reps);
     double flops = model_flops_body(&c, N, T);
-    printf("body_ms                   %.1f\n", body * 1e3);
-    printf("body_gflops               %.1f\n", flops / body / 1e9);
-    printf("body_vs_sgemm             %.2f\n", flops / body / 1e9 / sgemm_gflops);
-    printf("forward_full_logits_ms    %.1f\n", full * 1e3);
-    printf("forward_class_logits_ms   %.1f\n", clsf * 1e3);
-    printf("tokens_per_s_class        %.0f\n", N / clsf);
-    printf("peak_rss_mib              %.0f\n", bench_peak_rss_mib());
+    char k[64];
+#define OUT(name, fmt, v) (snprintf(k, sizeof k, "%s%s", tag, name), printf("%-32s" fmt "\n", k, v))
+    OUT("body_ms", "%.1f", body * 1e3);
+    OUT("body_gflops", "%.1f", flops / body / 1e9);
+    OUT("body_vs_sgemm", "%.2f", flops / body / 1e9 / sgemm_gflops);
+    OUT("forward_full_logits_ms", "%.1f", full * 1e3);
+    OUT("forward_class_logits_ms", "%.1f", clsf * 1e3);
+    OUT("tokens_per_s_class", "%.0f", N / clsf);
+    OUT("peak_rss_mib", "%.0f", bench_peak_rss_mib());
+#undef OUT
     free(tok);
     free(starts);
     free(logits);
     free(last);
     model_free(&m);
-    pool_free(&p);
     return 0;
 }
