@@ -598,6 +598,17 @@ static hl_status merges_parse(bpe *t, const char *path, char *text, size_t text_
     return st;
 }
 
+/* The special tokens' ids, -1 for those the vocabulary lacks. */
+static void find_specials(bpe *t)
+{
+    t->id_s = bpe_token_to_id(t, "<s>", 3);
+    t->id_slash_s = bpe_token_to_id(t, "</s>", 4);
+    t->id_pad = bpe_token_to_id(t, "<pad>", 5);
+    t->id_unk = bpe_token_to_id(t, "<unk>", 5);
+    t->id_endoftext = bpe_token_to_id(t, "<|endoftext|>", 13);
+    t->id_mask = bpe_token_to_id(t, "<mask>", 6);
+}
+
 hl_status bpe_load(bpe *t, const char *vocab_json_path, const char *merges_path, hl_err *err)
 {
     memset(t, 0, sizeof *t);
@@ -624,12 +635,7 @@ hl_status bpe_load(bpe *t, const char *vocab_json_path, const char *merges_path,
         bpe_free(t);
         return st;
     }
-    t->id_s = bpe_token_to_id(t, "<s>", 3);
-    t->id_slash_s = bpe_token_to_id(t, "</s>", 4);
-    t->id_pad = bpe_token_to_id(t, "<pad>", 5);
-    t->id_unk = bpe_token_to_id(t, "<unk>", 5);
-    t->id_endoftext = bpe_token_to_id(t, "<|endoftext|>", 13);
-    t->id_mask = bpe_token_to_id(t, "<mask>", 6);
+    find_specials(t);
     return HL_OK;
 }
 
@@ -790,12 +796,7 @@ hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err)
     if ((st = vocab_parse(t, path, vtext, strlen(vtext), byte_of_cp, err)) ||
         (st = merges_parse(t, path, mtext, mlen, byte_of_cp, err)))
         goto done;
-    t->id_s = bpe_token_to_id(t, "<s>", 3);
-    t->id_slash_s = bpe_token_to_id(t, "</s>", 4);
-    t->id_pad = bpe_token_to_id(t, "<pad>", 5);
-    t->id_unk = bpe_token_to_id(t, "<unk>", 5);
-    t->id_endoftext = bpe_token_to_id(t, "<|endoftext|>", 13);
-    t->id_mask = bpe_token_to_id(t, "<mask>", 6);
+    find_specials(t);
     /* a TemplateProcessing post-processor whose single-text template starts
      * with a special token prepends it (Llama 3's BOS) */
     const cJSON *pp = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
