@@ -53,6 +53,10 @@ seed() {  # seed TARGET -> directory of seed files
         done ;;
     bpe)
         { cat "$m/vocab.json"; printf '\377'; cat "$m/merges.txt"; } > "$d/opt-tiny" ;;
+    tokenizer_json)
+        for mm in llama-tiny-f32 llama-tiny-bf16 qwen2-tiny-f16; do
+            cp "$fix/models/$mm/tokenizer.json" "$d/$mm"
+        done ;;
     dataset)
         { printf '\000'; cat "$fix/tasks/sst2.tsv"; } > "$d/sst2"
         { printf '\001'; cat "$fix/tasks/sst5-kshot/train.csv"; } > "$d/sst5"
