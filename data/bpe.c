@@ -398,6 +398,11 @@ static long alphabet_to_bytes(const int16_t byte_of_cp[BPE_ALPHABET_CPS], const 
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t o = 0;
+    if (!byte_of_cp) { /* SentencePiece vocabularies: tokens are their UTF-8 */
+        if (out)
+            memcpy(out, str, n);
+        return (long)n;
+    }
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         i += utf8_decode(s, n, i, &cp);
@@ -509,7 +514,14 @@ static hl_status vocab_parse(bpe *t, const char *path, const char *text, size_t 
             used += (size_t)blen;
         }
     }
-    for (int b = 0; b < 256; b++) {
+    for (int b = 0; b < 256 && !byte_of_cp; b++) { /* SentencePiece: <0xXX> tokens */
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        t->fallback_id[b] = t->tok_table[tok_slot(t, name, 6)];
+        char c = (char)b;
+        t->byte_id[b] = t->tok_table[tok_slot(t, &c, 1)];
+    }
+    for (int b = 0; b < 256 && byte_of_cp; b++) {
         char c = (char)b;
         t->byte_id[b] = t->tok_table[tok_slot(t, &c, 1)];
         if (t->byte_id[b] < 0) {
@@ -613,7 +625,7 @@ hl_status bpe_load(bpe *t, const char *vocab_json_path, const char *merges_path,
 {
     memset(t, 0, sizeof *t);
     t->id_s = t->id_slash_s = t->id_pad = t->id_unk = t->id_endoftext = t->id_mask = -1;
-    t->prepend_id = -1;
+    t->prepend_id = t->unk_id = -1;
     if (!vocab_json_path || !merges_path)
         return hl_err_set(err, HL_ERR_INVALID, "bpe_load: NULL path");
     int16_t byte_of_cp[BPE_ALPHABET_CPS];
@@ -637,6 +649,51 @@ hl_status bpe_load(bpe *t, const char *vocab_json_path, const char *merges_path,
     }
     find_specials(t);
     return HL_OK;
+}
+
+/* A SentencePiece-style file: "▁" + text with spaces replaced, as the
+ * normalizer Sequence [Prepend, Replace] (Llama 2) or a Metaspace
+ * pre-tokenizer that neither splits nor prepends to later sections. */
+static hl_status tj_spm(bpe *t, const char *path, const cJSON *norm, const cJSON *pt,
+                        hl_err *err)
+{
+    static const char meta[] = "\xe2\x96\x81"; /* ▁ */
+    const cJSON *nty = cJSON_GetObjectItemCaseSensitive(norm, "type");
+    const cJSON *pty = cJSON_GetObjectItemCaseSensitive(pt, "type");
+    if (cJSON_IsString(nty) && !strcmp(nty->valuestring, "Sequence") && (!pt || cJSON_IsNull(pt))) {
+        const cJSON *ns = cJSON_GetObjectItemCaseSensitive(norm, "normalizers");
+        const cJSON *a = cJSON_GetArrayItem(ns, 0), *b = cJSON_GetArrayItem(ns, 1);
+        const cJSON *aty = cJSON_GetObjectItemCaseSensitive(a, "type");
+        const cJSON *pre = cJSON_GetObjectItemCaseSensitive(a, "prepend");
+        const cJSON *bty = cJSON_GetObjectItemCaseSensitive(b, "type");
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(b, "pattern"), "String");
+        const cJSON *con = cJSON_GetObjectItemCaseSensitive(b, "content");
+        if (cJSON_GetArraySize(ns) == 2 && cJSON_IsString(aty) &&
+            !strcmp(aty->valuestring, "Prepend") && cJSON_IsString(pre) &&
+            !strcmp(pre->valuestring, meta) && cJSON_IsString(bty) &&
+            !strcmp(bty->valuestring, "Replace") && cJSON_IsString(pat) &&
+            !strcmp(pat->valuestring, " ") && cJSON_IsString(con) && !strcmp(con->valuestring, meta))
+            return HL_OK;
+    }
+    if ((!norm || cJSON_IsNull(norm)) && cJSON_IsString(pty) &&
+        !strcmp(pty->valuestring, "Metaspace")) {
+        const cJSON *rep = cJSON_GetObjectItemCaseSensitive(pt, "replacement");
+        const cJSON *ps = cJSON_GetObjectItemCaseSensitive(pt, "prepend_scheme");
+        const cJSON *split = cJSON_GetObjectItemCaseSensitive(pt, "split");
+        if (cJSON_IsString(rep) && !strcmp(rep->valuestring, meta) && cJSON_IsFalse(split) &&
+            (!ps || (cJSON_IsString(ps) && (!strcmp(ps->valuestring, "first") ||
+                                            !strcmp(ps->valuestring, "always"))))) {
+            t->spm_metaspace = true;
+            return HL_OK;
+        }
+    }
+    return hl_err_set(err, HL_ERR_FORMAT,
+                      "%s: a SentencePiece-style BPE (byte_fallback) is supported with the "
+                      "normalizer Sequence [Prepend \"\xe2\x96\x81\", Replace \" \" -> "
+                      "\"\xe2\x96\x81\"] and no pre-tokenizer, or a Metaspace pre-tokenizer "
+                      "(prepend first, split false) and no normalizer",
+                      path);
 }
 
 /* tokenizer.json's pre_tokenizer: which regex, or an error naming it. */
@@ -698,7 +755,7 @@ hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err)
 {
     memset(t, 0, sizeof *t);
     t->id_s = t->id_slash_s = t->id_pad = t->id_unk = t->id_endoftext = t->id_mask = -1;
-    t->prepend_id = -1;
+    t->prepend_id = t->unk_id = -1;
     int16_t byte_of_cp[BPE_ALPHABET_CPS];
     alphabet_init(byte_of_cp);
     char *text = NULL, *vtext = NULL, *mtext = NULL;
@@ -726,25 +783,27 @@ hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err)
                         cJSON_IsString(mty) ? mty->valuestring : "?");
         goto done;
     }
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"))) {
-        st = hl_err_set(err, HL_ERR_FORMAT, "%s: SentencePiece-style BPE (byte_fallback, as "
-                        "Llama 2, TinyLlama and Mistral use) is not supported yet", path);
-        goto done;
-    }
-    const cJSON *nty = cJSON_GetObjectItemCaseSensitive(norm, "type");
-    if (norm && !cJSON_IsNull(norm) && !(cJSON_IsString(nty) && !strcmp(nty->valuestring, "NFC"))) {
-        st = hl_err_set(err, HL_ERR_FORMAT, "%s: normalizer \"%.32s\" is not supported (none, or "
-                        "NFC)", path, cJSON_IsString(nty) ? nty->valuestring : "?");
-        goto done;
-    }
+    t->spm = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     t->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
-    if (!pt || cJSON_IsNull(pt)) {
-        st = hl_err_set(err, HL_ERR_FORMAT, "%s: no pre_tokenizer (byte-level BPE needs one)",
-                        path);
-        goto done;
+    if (t->spm) {
+        if ((st = tj_spm(t, path, norm, pt, err)))
+            goto done;
+    } else {
+        const cJSON *nty = cJSON_GetObjectItemCaseSensitive(norm, "type");
+        if (norm && !cJSON_IsNull(norm) &&
+            !(cJSON_IsString(nty) && !strcmp(nty->valuestring, "NFC"))) {
+            st = hl_err_set(err, HL_ERR_FORMAT, "%s: normalizer \"%.32s\" is not supported (none, "
+                            "or NFC)", path, cJSON_IsString(nty) ? nty->valuestring : "?");
+            goto done;
+        }
+        if (!pt || cJSON_IsNull(pt)) {
+            st = hl_err_set(err, HL_ERR_FORMAT, "%s: no pre_tokenizer (byte-level BPE needs one)",
+                            path);
+            goto done;
+        }
+        if ((st = tj_pretok(t, path, pt, err)))
+            goto done;
     }
-    if ((st = tj_pretok(t, path, pt, err)))
-        goto done;
     if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
         st = hl_err_set(err, HL_ERR_FORMAT, "%s: model.vocab must be an object and model.merges "
                         "an array", path);
@@ -793,10 +852,15 @@ hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err)
                                      cJSON_GetArrayItem(m, 0)->valuestring,
                                      cJSON_GetArrayItem(m, 1)->valuestring);
     }
-    if ((st = vocab_parse(t, path, vtext, strlen(vtext), byte_of_cp, err)) ||
-        (st = merges_parse(t, path, mtext, mlen, byte_of_cp, err)))
+    const int16_t *alpha = t->spm ? NULL : byte_of_cp; /* SentencePiece: plain UTF-8 */
+    if ((st = vocab_parse(t, path, vtext, strlen(vtext), alpha, err)) ||
+        (st = merges_parse(t, path, mtext, mlen, alpha, err)))
         goto done;
     find_specials(t);
+    const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+    t->unk_id = cJSON_IsString(unk) ? bpe_token_to_id(t, unk->valuestring,
+                                                      strlen(unk->valuestring))
+                                    : -1;
     /* a TemplateProcessing post-processor whose single-text template starts
      * with a special token prepends it (Llama 3's BOS) */
     const cJSON *pp = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
@@ -839,7 +903,7 @@ void bpe_free(bpe *t)
     free(t->merges);
     memset(t, 0, sizeof *t);
     t->id_s = t->id_slash_s = t->id_pad = t->id_unk = t->id_endoftext = t->id_mask = -1;
-    t->prepend_id = -1;
+    t->prepend_id = t->unk_id = -1;
 }
 
 /* ---------------------------------------------------------------------------
@@ -1025,6 +1089,8 @@ static void emit(bpe_out *o, int32_t id)
  * pair iff its left symbol is alive and the symbol after it still ends at the
  * recorded end: any merge touching either symbol moves one of those bounds.
  * False only when out of memory. */
+static bool merge_symbols(const bpe *t, bpe_scratch *sc, int32_t n);
+
 static bool merge_piece(const bpe *t, const unsigned char *s, int32_t n, bpe_scratch *sc,
                         bpe_cache *cache, bpe_out *o)
 {
@@ -1039,8 +1105,33 @@ static bool merge_piece(const bpe *t, const unsigned char *s, int32_t n, bpe_scr
             return true;
         }
     }
-    for (int32_t i = 0; i < n; i++) {
+    for (int32_t i = 0; i < n; i++)
         sc->sym[i] = t->byte_id[s[i]];
+    if (!merge_symbols(t, sc, n))
+        return false;
+    size_t n_ids = 0;
+    for (int32_t i = 0; i >= 0; i = sc->next[i]) {
+        emit(o, sc->sym[i]);
+        n_ids++;
+    }
+    if (slot && n_ids <= BPE_CACHE_IDS) {
+        slot->hash = hash;
+        slot->len = (uint8_t)n;
+        slot->n_ids = (uint8_t)n_ids;
+        memcpy(slot->word, s, (size_t)n);
+        n_ids = 0;
+        for (int32_t i = 0; i >= 0; i = sc->next[i])
+            slot->ids[n_ids++] = sc->sym[i];
+    }
+    return true;
+}
+
+/* The merges over n initial symbols sc->sym[0, n): lowest rank first, every
+ * occurrence of that pair left to right.  The survivors are linked by
+ * sc->next from 0. */
+static bool merge_symbols(const bpe *t, bpe_scratch *sc, int32_t n)
+{
+    for (int32_t i = 0; i < n; i++) {
         sc->prev[i] = i - 1;
         sc->next[i] = i + 1 < n ? i + 1 : -1;
     }
@@ -1067,21 +1158,63 @@ static bool merge_piece(const bpe *t, const unsigned char *s, int32_t n, bpe_scr
                 return false;
         }
     }
-    size_t n_ids = 0;
-    for (int32_t i = 0; i >= 0; i = sc->next[i]) {
-        emit(o, sc->sym[i]);
-        n_ids++;
-    }
-    if (slot && n_ids <= BPE_CACHE_IDS) {
-        slot->hash = hash;
-        slot->len = (uint8_t)n;
-        slot->n_ids = (uint8_t)n_ids;
-        memcpy(slot->word, s, (size_t)n);
-        n_ids = 0;
-        for (int32_t i = 0; i >= 0; i = sc->next[i])
-            slot->ids[n_ids++] = sc->sym[i];
-    }
     return true;
+}
+
+/* SentencePiece-style BPE: "▁" + text with spaces as "▁" is one piece; its
+ * characters are the initial symbols (bytes as <0xXX> where a character has
+ * no token, unk where neither exists, consecutive unks fused). */
+static hl_status spm_encode(const bpe *t, const unsigned char *s, size_t len, bpe_scratch *sc,
+                            bpe_out *o, hl_err *err)
+{
+    if (len == 0)
+        return HL_OK;
+    size_t spaces = 0;
+    for (size_t i = 0; i < len; i++)
+        spaces += s[i] == ' ';
+    size_t n = len + 2 * spaces + 3; /* each space grows by 2 bytes; the prefix is 3 */
+    if (n > INT32_MAX / 4)
+        return hl_err_set(err, HL_ERR_INVALID, "bpe_encode: a %zu-byte text is too long", len);
+    unsigned char *w = malloc(n);
+    if (!w || !scratch_reserve(sc, n)) {
+        free(w);
+        return hl_err_set(err, HL_ERR_NOMEM, "bpe_encode: out of memory (%zu bytes)", n);
+    }
+    /* Prepend "▁", then Replace " " -> "▁"; Metaspace prepends only where the
+     * text does not start with a space already */
+    size_t k = 0;
+    if (!(t->spm_metaspace && s[0] == ' ')) {
+        memcpy(w, "\xe2\x96\x81", 3);
+        k = 3;
+    }
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == ' ') {
+            memcpy(w + k, "\xe2\x96\x81", 3);
+            k += 3;
+        } else
+            w[k++] = s[i];
+    int32_t m = 0;
+    for (size_t i = 0; i < k;) {
+        uint32_t cp;
+        size_t cl = utf8_decode(w, k, i, &cp);
+        int32_t id = t->tok_table[tok_slot(t, (const char *)w + i, cl)];
+        if (id >= 0)
+            sc->sym[m++] = id;
+        else
+            for (size_t b = 0; b < cl; b++) {
+                int32_t f = t->fallback_id[w[i + b]];
+                if (f < 0 && m > 0 && sc->sym[m - 1] == t->unk_id)
+                    continue; /* fuse_unk */
+                sc->sym[m++] = f >= 0 ? f : t->unk_id;
+            }
+        i += cl;
+    }
+    free(w);
+    if (m > 0 && !merge_symbols(t, sc, m))
+        return hl_err_set(err, HL_ERR_NOMEM, "bpe_encode: out of memory");
+    for (int32_t i = 0; m > 0 && i >= 0; i = sc->next[i])
+        emit(o, sc->sym[i]);
+    return HL_OK;
 }
 
 hl_status bpe_encode(const bpe *t, const char *text, size_t len, int32_t *ids, size_t cap,
@@ -1095,6 +1228,17 @@ hl_status bpe_encode(const bpe *t, const char *text, size_t len, int32_t *ids, s
     bpe_out o = {ids, ids ? cap : 0, 0};
     bpe_scratch sc = {0};
     bpe_cache cache = {NULL, 0};
+    if (t->spm) {
+        hl_status st = spm_encode(t, s, len, &sc, &o, err);
+        scratch_free(&sc);
+        if (st)
+            return st;
+        *n_out = o.n;
+        if (ids && o.n > cap)
+            return hl_err_set(err, HL_ERR_INVALID,
+                              "bpe_encode: text needs %zu ids, buffer holds %zu", o.n, cap);
+        return HL_OK;
+    }
     if (len >= BPE_CACHE_MIN_TEXT) { /* about one slot per 16 bytes, 128..4096 slots */
         uint32_t n_slots = pow2_at_least(len / 16 < 4096 ? len / 16 : 4096);
         cache.slots = calloc(n_slots, sizeof *cache.slots); /* NULL: run without */
@@ -1172,6 +1316,43 @@ hl_status bpe_encode_alloc(const bpe *t, const char *text, size_t len, int32_t *
  */
 
 /* Check every id and count the bytes they decode to. */
+/* A token's decoded bytes into out (NULL: count only): its bytes, except
+ * for SentencePiece-style vocabularies, where "▁" is a space, the text's
+ * leading one (the prepended "▁") is dropped, and <0xXX> is that byte. */
+static size_t decode_token(const bpe *t, int32_t id, bool first, char *out)
+{
+    const char *b = t->pool + t->tok_off[id];
+    size_t n = t->tok_len[id];
+    if (!t->spm) {
+        if (out)
+            memcpy(out, b, n);
+        return n;
+    }
+    for (int v = 0; v < 256; v++)
+        if (t->fallback_id[v] == id) {
+            if (out)
+                out[0] = (char)v;
+            return 1;
+        }
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        if (n - i >= 3 && !memcmp(b + i, "\xe2\x96\x81", 3)) {
+            if (!(first && i == 0)) {
+                if (out)
+                    out[o] = ' ';
+                o++;
+            }
+            i += 3;
+        } else {
+            if (out)
+                out[o] = b[i];
+            o++;
+            i++;
+        }
+    }
+    return o;
+}
+
 static hl_status decode_len(const bpe *t, const int32_t *ids, size_t n, size_t *len, hl_err *err)
 {
     size_t total = 0;
@@ -1180,7 +1361,7 @@ static hl_status decode_len(const bpe *t, const int32_t *ids, size_t n, size_t *
         if (id < 0 || id >= t->n_ids || t->tok_len[id] == BPE_NO_TOKEN)
             return hl_err_set(err, HL_ERR_INVALID,
                               "bpe_decode: unknown token id %d at position %zu", (int)id, i);
-        total += t->tok_len[id];
+        total += decode_token(t, id, i == 0, NULL);
     }
     *len = total;
     return HL_OK;
@@ -1202,10 +1383,8 @@ hl_status bpe_decode(const bpe *t, const int32_t *ids, size_t n, char *out, size
         return hl_err_set(err, HL_ERR_INVALID,
                           "bpe_decode: text needs %zu bytes + NUL, buffer holds %zu", len, cap);
     size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        memcpy(out + o, t->pool + t->tok_off[ids[i]], t->tok_len[ids[i]]);
-        o += t->tok_len[ids[i]];
-    }
+    for (size_t i = 0; i < n; i++)
+        o += decode_token(t, ids[i], i == 0, out + o);
     out[o] = '\0';
     return HL_OK;
 }

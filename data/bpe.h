@@ -1,5 +1,7 @@
-/* bpe.h - GPT-2 byte-level BPE tokenizer (vocab.json + merges.txt), the one
- * GPT-2, OPT and RoBERTa share, each with its own vocab.json id order.
+/* bpe.h - BPE tokenizers: GPT-2's byte-level BPE (vocab.json + merges.txt), the
+ * one GPT-2, OPT and RoBERTa share, each with its own vocab.json id order; and
+ * Hugging Face tokenizer.json files of byte-level BPE (other split regexes) or
+ * SentencePiece-style BPE (see bpe_load_tokenizer_json).
  *
  * Encoding splits text with GPT-2's pre-tokenizer regex
  *     's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
@@ -13,8 +15,8 @@
  *
  * Leaves out: recognising special tokens inside text ("<|endoftext|>" in the
  * text is encoded as ordinary characters; callers add BOS/EOS/PAD ids from
- * the special ids below), added_tokens.json, SentencePiece-style and
- * Unigram tokenizer.json models, normalization, truncation and padding.
+ * the special ids below), added_tokens.json, Unigram and WordPiece models,
+ * normalization beyond the forms below, truncation and padding.
  *
  * File rules (bpe_load):
  * - vocab.json: a JSON object mapping token strings (in the byte-level
@@ -85,6 +87,15 @@ typedef struct bpe {
                              before every text (Llama 3's <|begin_of_text|>), or -1 */
     bool ignore_merges;   /* tokenizer.json (Llama 3): a piece that is a token as a
                              whole is that token, whatever the merges would make */
+    /* SentencePiece-style BPE (Llama 2, TinyLlama, Mistral v0.1-0.3): tokens are
+     * UTF-8 strings with "▁" for spaces; text becomes "▁" + text with every
+     * space replaced, one piece; a character without a token becomes its
+     * bytes' <0xXX> tokens (byte fallback) */
+    bool spm;
+    bool spm_metaspace;       /* Metaspace (prepend "first"): no "▁" is prepended to a
+                                 text that already starts with a space */
+    int32_t fallback_id[256]; /* spm: the id of <0xXX>, or -1 */
+    int32_t unk_id;           /* spm: model.unk_token's id, or -1 */
 } bpe;
 
 /* The pre-tokenizer regexes a byte-level BPE may use (tokenizer.json). */
@@ -112,8 +123,11 @@ size_t bpe_pretok_end(const bpe *t, const char *text, size_t len, size_t p);
  * by ByteLevel without; model.ignore_merges; an NFC normalizer (Qwen2's),
  * taken as the identity: text is expected in NFC already, as nearly all text
  * is (decomposed accents would tokenize differently from Hugging Face's).
- * Anything else (a Unigram or WordPiece model, SentencePiece-style BPE with
- * byte_fallback and "▁", another normalizer or regex) is refused naming the
+ * SentencePiece-style BPE (byte_fallback) in both layouts HF writes: the
+ * normalizer Sequence [Prepend "▁", Replace " " -> "▁"] without a
+ * pre-tokenizer (Llama 2), or a Metaspace pre-tokenizer ("▁", prepend
+ * first, no split) without a normalizer.  Anything else (a Unigram or
+ * WordPiece model, another normalizer or regex) is refused naming the
  * field. */
 hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err);
 void bpe_free(bpe *t);

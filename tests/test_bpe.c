@@ -766,6 +766,74 @@ static void test_tokenizer_json_llama3_split(void)
     bpe_free(&t);
 }
 
+/* SentencePiece-style BPE (Llama 2's layout and the Metaspace one): a tiny
+ * model trained with Debian's sentencepiece and converted as HF does; every
+ * golden encoding is sentencepiece's own (tests/fixtures/tokenizers). */
+static void test_tokenizer_json_sentencepiece(void)
+{
+    static const char *const files[] = {
+        HELENE_TESTDIR "/fixtures/tokenizers/spm-bpe/tokenizer.json",
+        HELENE_TESTDIR "/fixtures/tokenizers/spm-bpe-metaspace/tokenizer.json"};
+    static const char *const goldens[] = {
+        HELENE_TESTDIR "/fixtures/tokenizers/spm-bpe/golden.jsonl",
+        HELENE_TESTDIR "/fixtures/tokenizers/spm-bpe-metaspace/golden.jsonl"};
+    for (int f = 0; f < 2; f++) {
+        size_t glen;
+        char *golden = slurp(goldens[f], &glen);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(golden);
+        bpe t;
+        hl_err err;
+        if (bpe_load_tokenizer_json(&t, files[f], &err) != HL_OK)
+            fprintf(stderr, "\n  %s", err.msg);
+        CU_ASSERT_FATAL(t.spm);
+        char *copy = strdup(golden), *save = NULL;
+        int cases = 0, fallback = 0;
+        for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+            cJSON *o = cJSON_Parse(l);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+            const cJSON *text = cJSON_GetObjectItemCaseSensitive(o, "text");
+            const cJSON *ids = cJSON_GetObjectItemCaseSensitive(o, "ids");
+            CU_ASSERT_FATAL(cJSON_IsString(text) && cJSON_IsArray(ids));
+            int32_t want[2048];
+            size_t nw = 0;
+            const cJSON *v;
+            cJSON_ArrayForEach(v, ids)
+            {
+                CU_ASSERT_FATAL(nw < 2048);
+                want[nw] = (int32_t)v->valuedouble;
+                for (int b = 0; b < 256; b++)
+                    fallback += t.fallback_id[b] == want[nw];
+                nw++;
+            }
+            int32_t *got = NULL;
+            size_t ng = 0;
+            CU_ASSERT_EQUAL(bpe_encode_alloc(&t, text->valuestring, strlen(text->valuestring),
+                                             &got, &ng, &err),
+                            HL_OK);
+            char label[96];
+            snprintf(label, sizeof label, "sentencepiece %s golden %d", f ? "metaspace" : "legacy",
+                     cases + 1);
+            CU_ASSERT(ids_match(label, got, ng, want, nw));
+            /* and back: "▁" is a space, <0xXX> its byte, the leading "▁" dropped */
+            char *back = NULL;
+            size_t nb = 0;
+            if (ng && bpe_decode_alloc(&t, got, ng, &back, &nb, &err) == HL_OK &&
+                strcmp(back, text->valuestring) != 0 && text->valuestring[0] != ' ')
+                fprintf(stderr, "\n  %s: decodes to \"%s\"", label, back);
+            free(back);
+            free(got);
+            cJSON_Delete(o);
+            cases++;
+        }
+        fprintf(stderr, "\n  %s: %d goldens, %d byte-fallback tokens", files[f], cases, fallback);
+        CU_ASSERT(cases >= 15);
+        CU_ASSERT(fallback > 0);
+        free(copy);
+        free(golden);
+        bpe_free(&t);
+    }
+}
+
 static void test_tokenizer_json_refusals(void)
 {
     static const struct {
@@ -870,6 +938,7 @@ static void register_bpe(void)
     TEST_ADD(s, test_malformed_merges);
     TEST_ADD(s, test_tokenizer_json_equals_vocab_merges);
     TEST_ADD(s, test_tokenizer_json_llama3_split);
+    TEST_ADD(s, test_tokenizer_json_sentencepiece);
     TEST_ADD(s, test_tokenizer_json_refusals);
 }
 

@@ -56,7 +56,9 @@ seed() {  # seed TARGET -> directory of seed files
     tokenizer_json)
         for mm in llama-tiny-f32 llama-tiny-bf16 qwen2-tiny-f16; do
             cp "$fix/models/$mm/tokenizer.json" "$d/$mm"
-        done ;;
+        done
+        cp "$fix/tokenizers/spm-bpe/tokenizer.json" "$d/spm-bpe"
+        cp "$fix/tokenizers/spm-bpe-metaspace/tokenizer.json" "$d/spm-metaspace" ;;
     dataset)
         { printf '\000'; cat "$fix/tasks/sst2.tsv"; } > "$d/sst2"
         { printf '\001'; cat "$fix/tasks/sst5-kshot/train.csv"; } > "$d/sst5"
