@@ -19,7 +19,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "fileio.h"
 #include "kernels.h"
 #include "safetensors.h"
 
