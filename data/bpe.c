@@ -415,10 +415,13 @@ static long alphabet_to_bytes(const int16_t byte_of_cp[BPE_ALPHABET_CPS], const 
     return (long)o;
 }
 
+static hl_status vocab_from_json(bpe *t, const char *path, const cJSON *root,
+                                 const int16_t byte_of_cp[BPE_ALPHABET_CPS], hl_err *err);
+
+/* vocab.json's text: parsed, then read as tokenizer.json's model.vocab is. */
 static hl_status vocab_parse(bpe *t, const char *path, const char *text, size_t text_len,
                              const int16_t byte_of_cp[BPE_ALPHABET_CPS], hl_err *err)
 {
-    char m1[64], m2[64];
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, text_len, &end, 0);
     if (!root) {
@@ -427,6 +430,17 @@ static hl_status vocab_parse(bpe *t, const char *path, const char *text, size_t 
             line += *c == '\n';
         return hl_err_set(err, HL_ERR_FORMAT, "%s:%zu: invalid JSON", path, line);
     }
+    hl_status st = vocab_from_json(t, path, root, byte_of_cp, err);
+    cJSON_Delete(root);
+    return st;
+}
+
+/* A JSON object mapping tokens to ids (byte_of_cp NULL: tokens are plain
+ * UTF-8, SentencePiece-style) into the token table. */
+static hl_status vocab_from_json(bpe *t, const char *path, const cJSON *root,
+                                 const int16_t byte_of_cp[BPE_ALPHABET_CPS], hl_err *err)
+{
+    char m1[64], m2[64];
     hl_status st = HL_OK;
     const cJSON **owner = NULL;
     if (!cJSON_IsObject(root)) {
@@ -532,7 +546,6 @@ static hl_status vocab_parse(bpe *t, const char *path, const char *text, size_t 
     }
 done:
     free(owner);
-    cJSON_Delete(root);
     return st;
 }
 
@@ -758,7 +771,7 @@ hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err)
     t->prepend_id = t->unk_id = -1;
     int16_t byte_of_cp[BPE_ALPHABET_CPS];
     alphabet_init(byte_of_cp);
-    char *text = NULL, *vtext = NULL, *mtext = NULL;
+    char *text = NULL, *mtext = NULL;
     size_t len;
     hl_status st = read_file(path, &text, &len, err);
     if (st)
@@ -776,7 +789,6 @@ hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err)
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
     const cJSON *pt = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    cJSON *v2 = NULL;
     if (!cJSON_IsString(mty) || strcmp(mty->valuestring, "BPE") != 0) {
         st = hl_err_set(err, HL_ERR_FORMAT, "%s: model type \"%.32s\" is not supported (byte-level "
                         "BPE only; no Unigram or WordPiece)", path,
@@ -809,9 +821,8 @@ hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err)
                         "an array", path);
         goto done;
     }
-    /* the vocabulary with the added tokens (ids of their own) */
-    v2 = cJSON_Duplicate(vocab, 1);
-    for (const cJSON *a = added ? added->child : NULL; v2 && a; a = a->next) {
+    /* the vocabulary with the added tokens (ids of their own), in place */
+    for (const cJSON *a = added ? added->child : NULL; a; a = a->next) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(a, "id");
         const cJSON *ct = cJSON_GetObjectItemCaseSensitive(a, "content");
         if (!cJSON_IsNumber(id) || !cJSON_IsString(ct)) {
@@ -819,10 +830,12 @@ hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err)
                             path);
             goto done;
         }
-        if (!cJSON_GetObjectItemCaseSensitive(v2, ct->valuestring))
-            cJSON_AddNumberToObject(v2, ct->valuestring, id->valuedouble);
+        if (!cJSON_GetObjectItemCaseSensitive(vocab, ct->valuestring) &&
+            !cJSON_AddNumberToObject((cJSON *)vocab, ct->valuestring, id->valuedouble)) {
+            st = hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
+            goto done;
+        }
     }
-    vtext = v2 ? cJSON_PrintUnformatted(v2) : NULL;
     /* merges as merges.txt lines: "a b" strings or ["a", "b"] pairs */
     size_t mcap = 64, mlen = 0;
     for (const cJSON *m = merges->child; m; m = m->next) {
@@ -840,7 +853,7 @@ hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err)
         }
     }
     mtext = malloc(mcap);
-    if (!vtext || !mtext) {
+    if (!mtext) {
         st = hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
@@ -853,7 +866,7 @@ hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err)
                                      cJSON_GetArrayItem(m, 1)->valuestring);
     }
     const int16_t *alpha = t->spm ? NULL : byte_of_cp; /* SentencePiece: plain UTF-8 */
-    if ((st = vocab_parse(t, path, vtext, strlen(vtext), alpha, err)) ||
+    if ((st = vocab_from_json(t, path, vocab, alpha, err)) ||
         (st = merges_parse(t, path, mtext, mlen, alpha, err)))
         goto done;
     find_specials(t);
@@ -885,9 +898,7 @@ hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err)
 done:
     if (st)
         bpe_free(t);
-    free(vtext);
     free(mtext);
-    cJSON_Delete(v2);
     cJSON_Delete(root);
     return st;
 }
@@ -1328,12 +1339,13 @@ static size_t decode_token(const bpe *t, int32_t id, bool first, char *out)
             memcpy(out, b, n);
         return n;
     }
-    for (int v = 0; v < 256; v++)
-        if (t->fallback_id[v] == id) {
-            if (out)
-                out[0] = (char)v;
-            return 1;
-        }
+    unsigned v;
+    if (n == 6 && !memcmp(b, "<0x", 3) && b[5] == '>' && sscanf(b + 3, "%2x", &v) == 1 &&
+        t->fallback_id[v] == id) { /* a byte-fallback token: its byte */
+        if (out)
+            out[0] = (char)v;
+        return 1;
+    }
     size_t o = 0;
     for (size_t i = 0; i < n;) {
         if (n - i >= 3 && !memcmp(b + i, "\xe2\x96\x81", 3)) {

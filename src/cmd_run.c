@@ -578,6 +578,7 @@ static hl_status write_adapter(const char *stage, const model *m, const runcfg *
     st_write_tensor *ts = calloc((size_t)ps->n_layers, sizeof *ts);
     char(*names)[PARAM_NAME_MAX * 2] = calloc((size_t)ps->n_layers, sizeof *names);
     float *pe = NULL;
+    int64_t pe_shape[2]; /* the prefix's prompt_embeddings, alive until st_write */
     if (!j || !ts || !names) {
         st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
         goto done;
@@ -638,12 +639,11 @@ static hl_status write_adapter(const char *stage, const model *m, const runcfg *
                 for (int kv = 0; kv < 2; kv++)
                     memcpy(pe + (t * L * 2 + b * 2 + kv) * C,
                            param_layer_data(ps, b * 2 + kv) + t * C, (size_t)C * sizeof *pe);
-        static int64_t shape[2];
-        shape[0] = T;
-        shape[1] = (int64_t)L * 2 * C;
+        pe_shape[0] = T;
+        pe_shape[1] = (int64_t)L * 2 * C;
         snprintf(names[0], sizeof names[0], "prompt_embeddings");
         ts[0] = (st_write_tensor){.name = names[0], .dtype = dt, .src = ST_SRC_F32, .ndim = 2,
-                                  .shape = shape, .data = pe};
+                                  .shape = pe_shape, .data = pe};
         n = 1;
         cJSON_AddStringToObject(j, "peft_type", "PREFIX_TUNING");
         cJSON_AddNumberToObject(j, "num_virtual_tokens", (double)T);
