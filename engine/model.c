@@ -772,6 +772,32 @@ static void capture_prefix(model *m, model_block *b, size_t N)
     }
 }
 
+/* acts.att = attention over acts.qkv, as the family has it: causal or
+ * bidirectional, grouped-query heads (Llama), the block's prefix rows; a
+ * prefix-init forward copies the block's keys and values instead and runs
+ * without a prefix. */
+static void block_attention(model *m, model_block *b, const model_batch *batch, size_t N,
+                            int max_T)
+{
+    const model_config *c = &m->cfg;
+    const int HD = model_head_dim(c);
+    kern_attn_ext ext = {.bidirectional = c->bidirectional};
+    if (c->family == MODEL_FAMILY_LLAMA) {
+        ext.head_dim = HD;
+        ext.n_kv_heads = c->n_kv_heads;
+    }
+    if (b->prefix_k && m->peft_capture)
+        capture_prefix(m, b, N);
+    else if (b->prefix_k) {
+        ext.prefix_k = b->prefix_k;
+        ext.prefix_v = b->prefix_v;
+        ext.n_prefix = m->peft.tokens;
+    }
+    kern_par_attention_ex(m->pool, m->acts.att, m->acts.qkv, batch->seq_start, batch->n_seq,
+                          c->d_model, c->n_heads, 1.0f / sqrtf((float)HD), m->acts.scores, max_T,
+                          m->attn_sgemm_min_T, &ext);
+}
+
 /* A Llama block: x += o(attn(rope(q, k), v)) of RMSNorm(x), then
  * x += down(silu(gate(n)) * up(n)) of n = RMSNorm(x). */
 static void llama_block_forward(model *m, model_block *b, const model_batch *batch, size_t N,
@@ -795,16 +821,7 @@ static void llama_block_forward(model *m, model_block *b, const model_batch *bat
     }
     kern_par_rope(p, a->qkv, ld, N, 0, c->n_heads, HD, a->pos, m->rope_cos, m->rope_sin);
     kern_par_rope(p, a->qkv, ld, N, QD, c->n_kv_heads, HD, a->pos, m->rope_cos, m->rope_sin);
-    kern_attn_ext ext = {.head_dim = HD, .n_kv_heads = c->n_kv_heads};
-    if (b->prefix_k && m->peft_capture)
-        capture_prefix(m, b, N);
-    else if (b->prefix_k) {
-        ext.prefix_k = b->prefix_k;
-        ext.prefix_v = b->prefix_v;
-        ext.n_prefix = m->peft.tokens;
-    }
-    kern_par_attention_ex(p, a->att, a->qkv, batch->seq_start, batch->n_seq, C, c->n_heads,
-                          1.0f / sqrtf((float)HD), a->scores, max_T, m->attn_sgemm_min_T, &ext);
+    block_attention(m, b, batch, N, max_T);
     kern_par_linear(p, a->x, (size_t)C, a->att, (size_t)QD, b->wo, (int)N, C, QD, 1.0f);
     lora_add(m, b, PEFT_SITE_O, a->x, (size_t)C, a->att, (size_t)QD, N, C, QD);
 
@@ -827,7 +844,7 @@ static void block_forward(model *m, model_block *b, const model_batch *batch, si
     const model_config *c = &m->cfg;
     model_acts *a = &m->acts;
     pool *p = m->pool;
-    const int C = c->d_model, F = c->d_ffn, HD = C / c->n_heads;
+    const int C = c->d_model, F = c->d_ffn;
     const size_t C3 = 3 * (size_t)C;
 
     /* attention sublayer */
@@ -848,16 +865,7 @@ static void block_forward(model *m, model_block *b, const model_batch *batch, si
             for (int k = 0; k < 3; k++)
                 kern_par_add_rows(p, a->qkv + (size_t)k * C, b->bqkv[k], N, C, C3);
     }
-    kern_attn_ext ext = {.bidirectional = c->bidirectional};
-    if (b->prefix_k && m->peft_capture)
-        capture_prefix(m, b, N); /* and this forward runs without a prefix */
-    else if (b->prefix_k) {
-        ext.prefix_k = b->prefix_k;
-        ext.prefix_v = b->prefix_v;
-        ext.n_prefix = m->peft.tokens;
-    }
-    kern_par_attention_ex(p, a->att, a->qkv, batch->seq_start, batch->n_seq, C, c->n_heads,
-                          1.0f / sqrtf((float)HD), a->scores, max_T, m->attn_sgemm_min_T, &ext);
+    block_attention(m, b, batch, N, max_T);
     /* x += att · Wo^T + bo (residual folded into sgemm's beta) */
     if (b->bo)
         kern_par_add_rows(p, a->x, b->bo, N, C, (size_t)C);
