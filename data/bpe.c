@@ -549,29 +549,78 @@ done:
     return st;
 }
 
+/* The merge table, open-addressed, sized for n merges. */
+static hl_status merges_alloc(bpe *t, const char *path, size_t n, hl_err *err)
+{
+    if (n > BPE_MAX_ID)
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: more than %d merges", path, BPE_MAX_ID);
+    t->merge_cap = pow2_at_least(n * 2 + 1);
+    t->merges = malloc(sizeof *t->merges * t->merge_cap);
+    if (!t->merges)
+        return hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
+    for (uint32_t i = 0; i < t->merge_cap; i++)
+        t->merges[i] = (bpe_merge){BPE_EMPTY_PAIR, 0, 0};
+    return HL_OK;
+}
+
+/* Add merge "a b" with the next rank: both parts and their concatenation
+ * must be tokens.  `alpha` maps GPT-2's byte alphabet (NULL: plain UTF-8);
+ * `joined` is scratch of at least na + nb bytes; `where` names the merge in
+ * messages (a line of merges.txt, an index of tokenizer.json's list). */
+static hl_status merge_add(bpe *t, const char *path, const char *where, const char *a, size_t na,
+                           const char *b, size_t nb, const int16_t *alpha, char *joined,
+                           int32_t *rank, hl_err *err)
+{
+    char m1[64], m2[64], m3[64];
+    long ba = alphabet_to_bytes(alpha, a, na, joined);
+    long bb = ba < 0 ? -1 : alphabet_to_bytes(alpha, b, nb, joined + ba);
+    int32_t ia = -1, ib = -1, ir = -1;
+    if (ba >= 0 && bb >= 0) {
+        ia = t->tok_table[tok_slot(t, joined, (size_t)ba)];
+        ib = t->tok_table[tok_slot(t, joined + ba, (size_t)bb)];
+        ir = t->tok_table[tok_slot(t, joined, (size_t)(ba + bb))];
+    }
+    if (ia < 0 || ib < 0 || ir < 0) {
+        char cat[80]; /* a + b as written (each cut at 40 bytes), for the message */
+        size_t ka = na < 40 ? na : 40, kb = nb < 40 ? nb : 40;
+        memcpy(cat, a, ka);
+        memcpy(cat + ka, b, kb);
+        const char *what = ia < 0 ? token_for_msg(m3, a, na)
+                         : ib < 0 ? token_for_msg(m3, b, nb)
+                                  : token_for_msg(m3, cat, ka + kb);
+        return hl_err_set(err, HL_ERR_FORMAT, "%s:%s: merge \"%s %s\": %s \"%s\" is not in the vocab",
+                          path, where, token_for_msg(m1, a, na), token_for_msg(m2, b, nb),
+                          ia < 0 || ib < 0 ? "token" : "their concatenation", what);
+    }
+    uint64_t key = pair_key(ia, ib);
+    uint32_t mask = t->merge_cap - 1, i = hash_pair(key) & mask;
+    while (t->merges[i].pair != BPE_EMPTY_PAIR && t->merges[i].pair != key)
+        i = (i + 1) & mask;
+    if (t->merges[i].pair == BPE_EMPTY_PAIR)
+        t->n_merges++;
+    t->merges[i] = (bpe_merge){key, (*rank)++, ir}; /* a repeat takes the later rank */
+    return HL_OK;
+}
+
+/* merges.txt: one "a b" a line, an optional "#version" first line, CRLF
+ * tolerated. */
 static hl_status merges_parse(bpe *t, const char *path, char *text, size_t text_len,
                               const int16_t byte_of_cp[BPE_ALPHABET_CPS], hl_err *err)
 {
     size_t n_lines = 1;
     for (size_t i = 0; i < text_len; i++)
         n_lines += text[i] == '\n';
-    if (n_lines > BPE_MAX_ID)
-        return hl_err_set(err, HL_ERR_FORMAT, "%s: more than %d lines", path, BPE_MAX_ID);
-    t->merge_cap = pow2_at_least(n_lines * 2);
-    t->merges = malloc(sizeof *t->merges * t->merge_cap);
+    hl_status st = merges_alloc(t, path, n_lines, err);
+    if (st)
+        return st;
     /* joined: scratch for "a" + "b" as bytes; never longer than the line */
     char *joined = malloc(text_len + 1);
-    if (!t->merges || !joined) {
-        free(joined);
+    if (!joined)
         return hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
-    }
-    for (uint32_t i = 0; i < t->merge_cap; i++)
-        t->merges[i] = (bpe_merge){BPE_EMPTY_PAIR, 0, 0};
-    hl_status st = HL_OK;
-    char m1[64], m2[64], m3[64];
+    char m1[64], where[32];
     int32_t rank = 0;
     size_t line_no = 0;
-    for (size_t pos = 0; pos < text_len;) {
+    for (size_t pos = 0; pos < text_len && !st;) {
         char *line = text + pos;
         char *nl = memchr(line, '\n', text_len - pos);
         size_t n = nl ? (size_t)(nl - line) : text_len - pos;
@@ -589,35 +638,73 @@ static hl_status merges_parse(bpe *t, const char *path, char *text, size_t text_
                             line_no, token_for_msg(m1, line, n));
             break;
         }
-        /* The parts, their bytes concatenated, and each looked up. */
-        long ba = alphabet_to_bytes(byte_of_cp, line, na, joined);
-        long bb = ba < 0 ? -1 : alphabet_to_bytes(byte_of_cp, sp + 1, nb, joined + ba);
-        int32_t ia = -1, ib = -1, ir = -1;
-        if (ba >= 0 && bb >= 0) {
-            ia = t->tok_table[tok_slot(t, joined, (size_t)ba)];
-            ib = t->tok_table[tok_slot(t, joined + ba, (size_t)bb)];
-            ir = t->tok_table[tok_slot(t, joined, (size_t)(ba + bb))];
+        snprintf(where, sizeof where, "%zu", line_no);
+        st = merge_add(t, path, where, line, na, sp + 1, nb, byte_of_cp, joined, &rank, err);
+    }
+    free(joined);
+    return st;
+}
+
+/* tokenizer.json's model.merges: check every entry's shape (before the
+ * vocabulary is read, so a malformed list is named first); *n merges, the
+ * longest "a" + "b" in bytes. */
+static hl_status merges_json_shape(const char *path, const cJSON *merges, size_t *n_out,
+                                   size_t *longest_out, hl_err *err)
+{
+    size_t n = 0, longest = 0;
+    for (const cJSON *m = merges->child; m; m = m->next, n++) {
+        const cJSON *a = cJSON_GetArrayItem(m, 0), *b = cJSON_GetArrayItem(m, 1);
+        size_t len;
+        if (cJSON_IsString(m))
+            len = strlen(m->valuestring);
+        else if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 && cJSON_IsString(a) &&
+                 cJSON_IsString(b))
+            len = strlen(a->valuestring) + strlen(b->valuestring);
+        else
+            return hl_err_set(err, HL_ERR_FORMAT, "%s: merge %zu is neither \"a b\" nor "
+                              "[\"a\", \"b\"]", path, n);
+        longest = len > longest ? len : longest;
+    }
+    *n_out = n;
+    *longest_out = longest;
+    return HL_OK;
+}
+
+/* The merges of tokenizer.json (shape checked): "a b" strings split at their
+ * one space, as the tokenizers library does, or ["a", "b"] pairs (whose parts
+ * may hold spaces).  Parts are taken as they are: a "\r" token is a token. */
+static hl_status merges_from_json(bpe *t, const char *path, const cJSON *merges, size_t n,
+                                  size_t longest, const int16_t *alpha, hl_err *err)
+{
+    hl_status st = merges_alloc(t, path, n, err);
+    if (st)
+        return st;
+    char *joined = malloc(longest + 1);
+    if (!joined)
+        return hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
+    char m1[64], where[40];
+    int32_t rank = 0;
+    size_t k = 0;
+    for (const cJSON *m = merges->child; m && !st; m = m->next, k++) {
+        snprintf(where, sizeof where, " merge %zu", k);
+        if (cJSON_IsString(m)) {
+            const char *s = m->valuestring, *sp = strchr(s, ' ');
+            size_t n_all = strlen(s), na = sp ? (size_t)(sp - s) : n_all;
+            size_t nb = sp ? n_all - na - 1 : 0;
+            if (!sp || na == 0 || nb == 0 || memchr(sp + 1, ' ', nb))
+                st = hl_err_set(err, HL_ERR_FORMAT, "%s:%s: expected two tokens separated by one "
+                                "space, got \"%s\"", path, where, token_for_msg(m1, s, n_all));
+            else
+                st = merge_add(t, path, where, s, na, sp + 1, nb, alpha, joined, &rank, err);
+        } else {
+            const char *a = cJSON_GetArrayItem(m, 0)->valuestring;
+            const char *b = cJSON_GetArrayItem(m, 1)->valuestring;
+            if (!*a || !*b)
+                st = hl_err_set(err, HL_ERR_FORMAT, "%s:%s: an empty token", path, where);
+            else
+                st = merge_add(t, path, where, a, strlen(a), b, strlen(b), alpha, joined, &rank,
+                               err);
         }
-        if (ia < 0 || ib < 0 || ir < 0) {
-            char cat[80]; /* a + b as written (each cut at 40 bytes), for the message */
-            size_t ka = na < 40 ? na : 40, kb = nb < 40 ? nb : 40;
-            memcpy(cat, line, ka);
-            memcpy(cat + ka, sp + 1, kb);
-            const char *what = ia < 0 ? token_for_msg(m3, line, na)
-                             : ib < 0 ? token_for_msg(m3, sp + 1, nb)
-                                      : token_for_msg(m3, cat, ka + kb);
-            st = hl_err_set(err, HL_ERR_FORMAT, "%s:%zu: merge \"%s %s\": %s \"%s\" is not in the vocab",
-                            path, line_no, token_for_msg(m1, line, na), token_for_msg(m2, sp + 1, nb),
-                            ia < 0 || ib < 0 ? "token" : "their concatenation", what);
-            break;
-        }
-        uint64_t key = pair_key(ia, ib);
-        uint32_t mask = t->merge_cap - 1, i = hash_pair(key) & mask;
-        while (t->merges[i].pair != BPE_EMPTY_PAIR && t->merges[i].pair != key)
-            i = (i + 1) & mask;
-        if (t->merges[i].pair == BPE_EMPTY_PAIR)
-            t->n_merges++;
-        t->merges[i] = (bpe_merge){key, rank++, ir}; /* a repeat takes the later rank */
     }
     free(joined);
     return st;
@@ -771,7 +858,7 @@ hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err)
     t->prepend_id = t->unk_id = -1;
     int16_t byte_of_cp[BPE_ALPHABET_CPS];
     alphabet_init(byte_of_cp);
-    char *text = NULL, *mtext = NULL;
+    char *text = NULL;
     size_t len;
     hl_status st = read_file(path, &text, &len, err);
     if (st)
@@ -836,38 +923,12 @@ hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err)
             goto done;
         }
     }
-    /* merges as merges.txt lines: "a b" strings or ["a", "b"] pairs */
-    size_t mcap = 64, mlen = 0;
-    for (const cJSON *m = merges->child; m; m = m->next) {
-        if (cJSON_IsString(m))
-            mcap += strlen(m->valuestring) + 1;
-        else if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 &&
-                 cJSON_IsString(cJSON_GetArrayItem(m, 0)) &&
-                 cJSON_IsString(cJSON_GetArrayItem(m, 1)))
-            mcap += strlen(cJSON_GetArrayItem(m, 0)->valuestring) +
-                    strlen(cJSON_GetArrayItem(m, 1)->valuestring) + 2;
-        else {
-            st = hl_err_set(err, HL_ERR_FORMAT, "%s: a merge is neither \"a b\" nor [\"a\", \"b\"]",
-                            path);
-            goto done;
-        }
-    }
-    mtext = malloc(mcap);
-    if (!mtext) {
-        st = hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
+    size_t n_merges = 0, longest = 0;
+    if ((st = merges_json_shape(path, merges, &n_merges, &longest, err)))
         goto done;
-    }
-    for (const cJSON *m = merges->child; m; m = m->next) {
-        if (cJSON_IsString(m))
-            mlen += (size_t)snprintf(mtext + mlen, mcap - mlen, "%s\n", m->valuestring);
-        else
-            mlen += (size_t)snprintf(mtext + mlen, mcap - mlen, "%s %s\n",
-                                     cJSON_GetArrayItem(m, 0)->valuestring,
-                                     cJSON_GetArrayItem(m, 1)->valuestring);
-    }
     const int16_t *alpha = t->spm ? NULL : byte_of_cp; /* SentencePiece: plain UTF-8 */
     if ((st = vocab_from_json(t, path, vocab, alpha, err)) ||
-        (st = merges_parse(t, path, mtext, mlen, alpha, err)))
+        (st = merges_from_json(t, path, merges, n_merges, longest, alpha, err)))
         goto done;
     find_specials(t);
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
@@ -898,7 +959,6 @@ hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err)
 done:
     if (st)
         bpe_free(t);
-    free(mtext);
     cJSON_Delete(root);
     return st;
 }

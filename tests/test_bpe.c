@@ -834,6 +834,46 @@ static void test_tokenizer_json_sentencepiece(void)
     }
 }
 
+/* Merges are read from tokenizer.json as they are: Llama 2's vocabulary has a
+ * literal "\r" token (merge "; \r"), and the pair form's parts may hold
+ * spaces.  Both were lost when the list was turned into merges.txt lines. */
+static void test_tokenizer_json_merge_parts(void)
+{
+    static const char json[] =
+        "{\"model\": {\"type\": \"BPE\", \"byte_fallback\": true, \"unk_token\": \"<unk>\","
+        " \"vocab\": {\"<unk>\": 0, \"\\u2581\": 1, \";\": 2, \"\\r\": 3, \";\\r\": 4,"
+        " \"\\u2581;\\r\": 5, \"x\": 6, \"x\\u2581\": 7, \"x \": 8},"
+        " \"merges\": [\"; \\r\", \"\\u2581 ;\\r\", [\"x\", \"\\u2581\"]]},"
+        " \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": ["
+        "{\"type\": \"Prepend\", \"prepend\": \"\\u2581\"},"
+        " {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\\u2581\"}]}}";
+    const char *p = tmp_write("tokenizer.json", json);
+    bpe t;
+    hl_err err;
+    hl_err_clear(&err);
+    hl_status st = bpe_load_tokenizer_json(&t, p, &err);
+    if (st != HL_OK)
+        fprintf(stderr, "\n  %s", err.msg);
+    CU_ASSERT_EQUAL_FATAL(st, HL_OK);
+    CU_ASSERT_EQUAL(t.n_merges, 3);
+    int32_t *got = NULL;
+    size_t ng = 0;
+    CU_ASSERT_EQUAL(bpe_encode_alloc(&t, ";\r", 2, &got, &ng, &err), HL_OK);
+    CU_ASSERT(ids_match("\";\\r\"", got, ng, (const int32_t[]){5}, 1));
+    free(got);
+    bpe_free(&t);
+    /* a pair whose part holds a space is a merge of its own */
+    static const char pair[] =
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a b\": 0, \"c\": 1, \"a bc\": 2},"
+        " \"merges\": [[\"a b\", \"c\"]]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}";
+    p = tmp_write("tokenizer.json", pair);
+    st = bpe_load_tokenizer_json(&t, p, &err);
+    /* byte-level BPE needs all 256 bytes, so the load stops at the vocabulary,
+     * not at the merge: the pair's shape was accepted */
+    CU_ASSERT_NOT_EQUAL(st, HL_OK);
+    CU_ASSERT_PTR_NULL(strstr(err.msg, "merge"));
+}
+
 static void test_tokenizer_json_refusals(void)
 {
     static const struct {
@@ -939,6 +979,7 @@ static void register_bpe(void)
     TEST_ADD(s, test_tokenizer_json_equals_vocab_merges);
     TEST_ADD(s, test_tokenizer_json_llama3_split);
     TEST_ADD(s, test_tokenizer_json_sentencepiece);
+    TEST_ADD(s, test_tokenizer_json_merge_parts);
     TEST_ADD(s, test_tokenizer_json_refusals);
 }
 
