@@ -24,6 +24,7 @@
 #include "analytic.h"
 #include "backward.h"
 #include "checkpoint.h"
+#include "dist.h"
 #include "journal.h"
 #include "lm.h"
 #include "rng.h"
@@ -355,6 +356,8 @@ static hl_status build_objective(engine *e, hl_err *err)
         if ((st = taskobj_create(&e->task, &e->obj, &e->lm, c, err)))
             return st;
         e->have_obj = true;
+        if ((st = dist_wrap_objective(&e->obj, c->shards, err))) /* mpirun: each rank its shards */
+            return st;
         snprintf(e->work.model_name, sizeof e->work.model_name, "%.255s", c->model);
         snprintf(e->work.task_name, sizeof e->work.task_name, "%s",
                  taskobj_task_name(e->task));
@@ -381,6 +384,8 @@ static hl_status build_objective(engine *e, hl_err *err)
     if ((st = analytic_init(&e->obj, &e->analytic_ps, &ac, err)))
         return st;
     e->have_obj = true;
+    if ((st = dist_wrap_objective(&e->obj, c->shards, err))) /* (whole on every rank) */
+        return st;
     e->ps = &e->analytic_ps;
     snprintf(e->work.model_name, sizeof e->work.model_name, "%s (analytic)",
              analytic_kind_name(kind));
@@ -674,6 +679,12 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
         free(e);
         return st;
     }
+    if (dist_active() && !dist_leader()) { /* rank 0 keeps the run's records */
+        e->cfg.log[0] = '\0';
+        e->cfg.save[0] = '\0';
+        e->cfg.eval_every = 0;
+        e->cfg.checkpoint_every = 0;
+    }
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     hparams_init(&e->work.hp);
@@ -749,6 +760,12 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
     }
     for (int l = 0; l < e->ps->n_layers; l++)
         e->no_layer_stats[l] = (optim_layer_stats){.score = NAN, .probe_share = NAN, .group = -1};
+    if (dist_active() && (method_is_fo(e) || e->cfg.grad_alignment)) {
+        st = hl_err_set(err, HL_ERR_INVALID, "%s runs in one process only: under mpirun the "
+                        "ranks share zeroth-order probes, not gradients",
+                        method_is_fo(e) ? "ft-adam" : "grad_alignment");
+        goto fail;
+    }
     if (method_is_fo(e) && (st = fo_prepare(e, err)))
         goto fail;
     if (e->cfg.grad_alignment && (st = align_prepare(e, err)))
@@ -1320,9 +1337,51 @@ static void throttle(engine *e, double t0)
     pthread_mutex_unlock(&e->mu);
 }
 
+/* Under mpirun every rank must take the same steps; a failed step cannot be
+ * paused and rolled back on one rank alone, so it ends the job. */
+static void dist_step_failed(const engine *e, const hl_err *err)
+{
+    char msg[HL_ERR_MSG_MAX + 64];
+    snprintf(msg, sizeof msg, "step %llu failed: %s", (unsigned long long)e->step + 1, err->msg);
+    dist_abort(1, msg);
+}
+
+/* Every check_every steps, under mpirun: the ranks' θ agree, or the job ends. */
+static void dist_check(engine *e)
+{
+    hl_err err;
+    if (dist_active() && e->cfg.check_every && e->step % e->cfg.check_every == 0 &&
+        !dist_params_agree(e->ps, e->step, &err))
+        dist_abort(1, dist_leader() ? err.msg : NULL); /* every rank knows; the leader says */
+}
+
+/* A follower rank (mpirun, rank > 0): take a step whenever the leader says
+ * so, with the same objective, seed and hyperparameters, and nothing else. */
+static void *engine_follow(engine *e)
+{
+    while (dist_next_step(false)) {
+        double t0 = now_s();
+        hl_err err;
+        hl_err_clear(&err);
+        if (optim_step(e->opt, &e->obj, &err))
+            dist_step_failed(e, &err);
+        e->step++;
+        const double step_s = now_s() - t0;
+        e->run_s += step_s;
+        record_step(e, step_s);
+        dist_check(e);
+        e->work.run_s = e->run_s;
+        publish(e, false);
+    }
+    set_state(e, ENGINE_STATE_FINISHED, "the leader ended the run");
+    return NULL;
+}
+
 static void *engine_main(void *arg)
 {
     engine *e = arg;
+    if (dist_active() && !dist_leader())
+        return engine_follow(e);
     /* The zero-shot point: a fresh run evaluates dev before its first step,
      * so every dev chart and journal starts where fine-tuning started. */
     if (e->step == 0 && e->cfg.eval_every > 0) {
@@ -1364,6 +1423,7 @@ static void *engine_main(void *arg)
             pthread_mutex_unlock(&e->mu);
             continue;
         }
+        dist_next_step(true); /* the followers take this step too */
         double t0 = now_s();
         hl_err err;
         hl_err_clear(&err);
@@ -1385,6 +1445,8 @@ static void *engine_main(void *arg)
             e->work.grad_cosine_avg = sum / e->cos_n;
         }
         e->work.grad_cosine = cosine;
+        if (st && dist_active())
+            dist_step_failed(e, &err);
         if (st) {
             char why[ENGINE_TEXT_MAX];
             snprintf(why, sizeof why, "step %llu failed: %.400s%s",
@@ -1401,6 +1463,7 @@ static void *engine_main(void *arg)
         const double step_s = now_s() - t0;
         e->run_s += step_s;
         record_step(e, step_s);
+        dist_check(e);
         if (e->step_once) {
             e->step_once = false;
             publish(e, true);
@@ -1417,6 +1480,7 @@ static void *engine_main(void *arg)
         publish(e, false);
         throttle(e, t0);
     }
+    dist_next_step(false); /* the followers' run ends with the leader's */
     journal_flush(&e->jr);
     set_state(e, ENGINE_STATE_QUIT, "quit");
     return NULL;

@@ -54,12 +54,28 @@ typedef struct objective {
     int32_t (*layer_stage)(void *ctx, int32_t layer);
     hl_status (*eval_staged)(void *ctx, double *losses, const param_set *ps, pool *workers,
                              int32_t save_stage, int32_t start_stage, hl_err *err);
+    /* Optional (NULL): from now on split each selected batch into `shards`
+     * contiguous shards (objective_shard) and let eval and eval_staged
+     * evaluate only shards [first, last), each with a forward of its own,
+     * writing their losses and leaving the others untouched.  A shard's
+     * losses must not depend on who evaluates it, nor on the other shards
+     * (dist.h: data-parallel ranks); (1, 0, 1) = the whole batch at once. */
+    void (*set_shards)(void *ctx, int32_t shards, int32_t first, int32_t last);
     /* Optional (NULL): the loss to report for ps. */
     hl_status (*full_loss)(void *ctx, double *loss, const param_set *ps, pool *workers,
                            hl_err *err);
     /* Optional (NULL): free ctx. */
     void (*destroy)(void *ctx);
 } objective;
+
+/* Shard `part` of `parts` of a batch of B: examples [*lo, *hi), contiguous,
+ * sizes differing by at most one, in shard order. */
+static inline void objective_shard(int32_t B, int32_t part, int32_t parts, int32_t *lo,
+                                   int32_t *hi)
+{
+    *lo = (int32_t)((int64_t)B * part / parts);
+    *hi = (int32_t)((int64_t)B * (part + 1) / parts);
+}
 
 /* Convenience wrappers (check for NULL ops and bad batch sizes). */
 hl_status objective_select_batch(const objective *obj, int32_t *batch_size, uint64_t step,

@@ -83,6 +83,15 @@ static const key_def keys[] = {
      OFF(save), 0, 0},
     {{"checkpoint_every", "write a checkpoint every N steps (0 = none)"}, KEY_U64,
      OFF(checkpoint_every), 0, 1e12},
+    {{"shards",
+      "evaluate each batch as this many contiguous shards, one forward each (0 = one per "
+      "mpirun rank, 1 in one process); runs with the same shards are bit-identical whatever "
+      "the number of ranks"},
+     KEY_I32, OFF(shards), 0, 4096},
+    {{"check_every",
+      "under mpirun: compare a hash of the parameters across ranks every N steps and stop "
+      "the job if they differ (0 = never)"},
+     KEY_U64, OFF(check_every), 0, 1e12},
     {{"keep_last", "periodic checkpoints to keep"}, KEY_I32, OFF(keep_last), 1, 1000},
     {{"resume", "continue from this checkpoint folder"}, KEY_STR, OFF(resume), 0, 0},
     {{"log", "JSONL journal file (one holding another run is refused unless --resume "
@@ -106,6 +115,7 @@ void runcfg_init(runcfg *c)
     c->objective = RUNCFG_OBJECTIVE_MODEL;
     c->batch_size = 16;
     c->steps = 1000;
+    c->check_every = 50;
     c->seed = 42;
     c->data_seed = 13;
     c->eval_every = 100;

@@ -50,6 +50,8 @@ typedef struct runcfg {
     uint64_t eval_every;          /* 0 = only at the end */
     char save[RUNCFG_PATH_MAX];   /* final checkpoint folder ("" = none) */
     uint64_t checkpoint_every;    /* 0 = none; periodic ones go to save/step-N */
+    int32_t shards;               /* batch shards, one forward each (0 = one per rank) */
+    uint64_t check_every;         /* mpirun: compare θ's hash across ranks every N steps */
     int32_t keep_last;            /* periodic checkpoints kept */
     char resume[RUNCFG_PATH_MAX]; /* checkpoint folder to continue from */
     char log[RUNCFG_PATH_MAX];    /* JSONL journal path ("" = none) */

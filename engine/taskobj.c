@@ -39,6 +39,7 @@ struct taskobj {
     uint32_t *pos;          /* [batch_size] positions drawn for the step */
     cls_example *batch;     /* [max(batch_size, EVAL_CHUNK)] */
     int32_t n_batch;
+    int32_t shards, shard_first, shard_last; /* objective set_shards */
     int64_t batch_tokens;
     double *eval_loss;
     int32_t *eval_pred;
@@ -208,14 +209,6 @@ static hl_status op_select(void *ctx, int32_t *batch_size, uint64_t step, hl_err
     return HL_OK;
 }
 
-static hl_status op_eval(void *ctx, double *losses, const param_set *ps, pool *workers,
-                         hl_err *err)
-{
-    taskobj *t = ctx;
-    (void)ps; /* the model reads its own arena, which is ps */
-    (void)workers;
-    return cls_score(&t->scorer, losses, NULL, NULL, t->batch, t->n_batch, err);
-}
 
 static int32_t op_layer_stage(void *ctx, int32_t layer)
 {
@@ -223,13 +216,45 @@ static int32_t op_layer_stage(void *ctx, int32_t layer)
     return model_layer_stage(t->scorer.m, layer);
 }
 
+/* The selected batch, or shards [first, last) of it (set_shards), each its
+ * own forward: a shard's losses then do not depend on the other shards
+ * (OpenBLAS's results for a row depend on the rows beside it in a product).
+ * Several shards share no stage cache, so they are evaluated whole. */
 static hl_status op_eval_staged(void *ctx, double *losses, const param_set *ps, pool *workers,
                                 int32_t save_stage, int32_t start_stage, hl_err *err)
 {
     taskobj *t = ctx;
-    (void)ps, (void)workers;
-    return cls_score_staged(&t->scorer, losses, NULL, NULL, t->batch, t->n_batch, save_stage,
-                            start_stage, err);
+    (void)ps, (void)workers; /* the model reads its own arena, which is ps */
+    if (t->shards <= 1)
+        return cls_score_staged(&t->scorer, losses, NULL, NULL, t->batch, t->n_batch,
+                                save_stage, start_stage, err);
+    const bool one = t->shard_last - t->shard_first == 1;
+    for (int32_t sh = t->shard_first; sh < t->shard_last; sh++) {
+        int32_t lo, hi;
+        objective_shard(t->n_batch, sh, t->shards, &lo, &hi);
+        if (hi == lo)
+            continue;
+        hl_status st = cls_score_staged(&t->scorer, losses + lo, NULL, NULL, t->batch + lo,
+                                        hi - lo, one ? save_stage : 0, one ? start_stage : 0,
+                                        err);
+        if (st)
+            return st;
+    }
+    return HL_OK;
+}
+
+static void op_set_shards(void *ctx, int32_t shards, int32_t first, int32_t last)
+{
+    taskobj *t = ctx;
+    t->shards = shards;
+    t->shard_first = first;
+    t->shard_last = last;
+}
+
+static hl_status op_eval(void *ctx, double *losses, const param_set *ps, pool *workers,
+                         hl_err *err)
+{
+    return op_eval_staged(ctx, losses, ps, workers, 0, 0, err);
 }
 
 static void op_destroy(void *ctx)
@@ -487,6 +512,7 @@ static hl_status create(taskobj **out, objective *obj, lm *l, const runcfg *cfg,
         obj->eval = op_eval;
         obj->layer_stage = op_layer_stage;
         obj->eval_staged = op_eval_staged;
+        obj->set_shards = op_set_shards;
         obj->full_loss = NULL;
         obj->destroy = op_destroy;
     }

@@ -23,6 +23,7 @@
 #include "checkpoint.h"
 #include "cli.h"
 #include "commands.h"
+#include "dist.h"
 #include "engine.h"
 #include "fileio.h"
 #include "model.h"
@@ -208,10 +209,13 @@ static int run_headless(engine *e, const runcfg *cfg, run_result *res)
         fprintf(stderr, "helene train: %s\n", err.msg);
         return 1;
     }
+    /* under mpirun the leader prints and decides; followers stay silent and
+     * leave a signal to the leader, which ends the run for every rank */
+    const bool quiet = !dist_leader();
     bool tty = isatty(STDERR_FILENO);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
+    sa.sa_handler = quiet ? SIG_IGN : on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
@@ -228,9 +232,10 @@ static int run_headless(engine *e, const runcfg *cfg, run_result *res)
         s = engine_wait(e, s, 250);
         engine_snapshot(e, &t);
         s = t.state;
-        print_events(e, &after, tty);
+        if (!quiet)
+            print_events(e, &after, tty);
         double now = now_s();
-        if (now - last_line >= (tty ? 0.25 : 10.0) || s != ENGINE_STATE_RUNNING) {
+        if (!quiet && (now - last_line >= (tty ? 0.25 : 10.0) || s != ENGINE_STATE_RUNNING)) {
             if (t.step > 0)
                 print_progress(&t, tty);
             last_line = now;
@@ -269,12 +274,13 @@ static int run_headless(engine *e, const runcfg *cfg, run_result *res)
             engine_cmd q = {.kind = ENGINE_CMD_QUIT};
             engine_post(e, &q, NULL, &err);
             engine_join(e);
-            print_events(e, &after, false);
+            if (!quiet)
+                print_events(e, &after, false);
             engine_snapshot(e, &t);
             break;
         }
     }
-    if (rc == 0) {
+    if (rc == 0 && !quiet) {
         printf("steps          %llu\n", (unsigned long long)t.step);
         printf("running time   %.1f s%s\n", t.run_s,
                t.time_limit > 0 && t.step < t.total_steps ? " (stopped by --time-limit)" : "");
@@ -431,6 +437,8 @@ bad:
     return 2;
 }
 
+static int train_ranks(int argc, char **argv);
+
 int cmd_train(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
@@ -440,8 +448,16 @@ int cmd_train(int argc, char **argv)
         return 0;
     }
     for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--data-seeds") || !strncmp(argv[i], "--data-seeds=", 13))
+        if (!strcmp(argv[i], "--data-seeds") || !strncmp(argv[i], "--data-seeds=", 13)) {
+            if (dist_launched_size() > 1) {
+                fprintf(stderr, "helene train: --data-seeds runs one process; under mpirun, "
+                                "start one job per data seed\n");
+                return 2;
+            }
             return train_sweep(argc, argv, i);
+        }
+    if (dist_launched_size() > 1)
+        return train_ranks(argc, argv);
     runargs ra;
     int rc = runargs_parse(&ra, "train", argc, argv);
     if (rc) {
@@ -471,6 +487,71 @@ int cmd_train(int argc, char **argv)
     rc = run_headless(e, &ra.cfg, NULL);
     engine_free(e);
     runargs_free(&ra);
+    return rc;
+}
+
+/* Under mpirun (dist.h): one headless run on every rank, each with its
+ * shards of every batch; the leader (rank 0) prints, journals and saves.
+ * Every stage that can fail on one rank ends with a check that all ranks
+ * passed it, so no rank waits for a rank that has given up. */
+static int train_ranks(int argc, char **argv)
+{
+    hl_err err;
+    hl_err_clear(&err);
+    if (dist_init(&argc, &argv, &err)) {
+        fprintf(stderr, "helene train: %s\n", err.msg);
+        return 2;
+    }
+    const bool leader = dist_leader();
+    runargs ra;
+    engine *e = NULL;
+    char *json = NULL;
+    int rc = runargs_parse(&ra, "train", argc, argv);
+    if (!rc && (ra.print_config || !ra.headless)) {
+        if (leader)
+            fprintf(stderr, "helene train: under mpirun, give --headless (the workbench and "
+                            "--print-config run in one process)\n");
+        rc = 2;
+    }
+    if (!dist_all_ok(rc == 0)) {
+        rc = rc ? rc : 2; /* another rank's options were refused (it said why) */
+        goto out;
+    }
+    /* the same run everywhere (thread counts may differ: the bits do not) */
+    runcfg same;
+    if (!runcfg_copy(&same, &ra.cfg, &err)) {
+        same.threads = 0;
+        json = runcfg_to_json(&same);
+        runcfg_free(&same);
+    }
+    if (!dist_all_ok(json != NULL)) {
+        rc = 1;
+        goto out;
+    }
+    if (!dist_same_text(json, "configuration (its options)", &err)) {
+        if (leader)
+            fprintf(stderr, "helene train: %s\n", err.msg);
+        rc = 2;
+        goto out;
+    }
+    if (engine_create(&e, &ra.cfg, &err)) {
+        fprintf(stderr, "helene train (rank %d): %s\n", dist_rank(), err.msg);
+        rc = 1;
+    }
+    if (!dist_all_ok(rc == 0)) { /* every rank starts, or none */
+        rc = 1;
+        goto out;
+    }
+    if (leader)
+        fprintf(stderr, "helene train: %d ranks, each evaluating %s of every batch of %d\n",
+                dist_size(), ra.cfg.shards > 0 ? "its shards" : "one shard", ra.cfg.batch_size);
+    rc = run_headless(e, &ra.cfg, NULL);
+out:
+    if (e)
+        engine_free(e);
+    free(json);
+    runargs_free(&ra);
+    dist_finalize();
     return rc;
 }
 

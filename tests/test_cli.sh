@@ -282,6 +282,14 @@ else
   echo "FAIL: race SIGINT -> exit $rc"; tail -3 "$tmp/rint.err"; fail=$((fail + 1))
 fi
 
+# started by mpirun as one of 2 ranks: a build without MPI says so and runs
+# nothing (an MPI build's mpirun tests are tests/test_mpi.sh)
+if ! grep -q '^#define HAVE_MPI 1' config.h 2>/dev/null; then
+  expect 2 "built without MPI .*--with-mpi" -- env OMPI_COMM_WORLD_SIZE=2 $h train --objective quadratic --steps 2 --headless
+fi
+expect 2 "--data-seeds runs one process" -- env OMPI_COMM_WORLD_SIZE=2 $h train --data-seeds 1,2 --headless
+expect 2 "--shards: shards: expected a non-negative" -- $h train --shards -1 --headless
+expect 1 "quadratic objective cannot be evaluated in shards" -- $h train --objective quadratic --shards 2 --steps 1 --headless
 # SIGINT: checkpoint and exit 130 with the resume command
 $h train --objective quadratic --steps 100000000 --eval-every 0 --save "$tmp/int" --headless > /dev/null 2> "$tmp/int.err" &
 pid=$!

@@ -23,9 +23,12 @@
 #include "analytic.h"
 #include "checkpoint.h"
 #include "engine.h"
+#include "dist.h"
 #include "journal.h"
+#include "lm.h"
 #include "model.h"
 #include "safetensors.h"
+#include "taskobj.h"
 #include "testutil.h"
 
 static char tmp[256];
@@ -444,6 +447,61 @@ static void test_layer_newton_shared_forwards(void)
     CU_ASSERT(memcmp(before, m.params.data, m.params.n * sizeof(float)) != 0); /* it moved */
     free(before);
     model_free(&m);
+}
+
+/* Shards (data-parallel ranks' unit of work, dist.h): a shard's losses do
+ * not depend on who evaluates it or on the other shards, so evaluating the
+ * shards one at a time (as ranks do) gives the bits of evaluating them all in
+ * one process; and --shards S makes runs with any thread count agree. */
+static void test_shards_are_independent(void)
+{
+    static const char *const fixtures[] = {HELENE_TESTDIR "/fixtures/models/opt-tiny-f32",
+                                           HELENE_SRCDATADIR "/default-model"};
+    for (int f = 0; f < 2; f++) {
+        runcfg c;
+        runcfg_init(&c);
+        set(&c, "model", fixtures[f]);
+        if (f == 0) {
+            set(&c, "task", "sst2");
+            set(&c, "data", HELENE_TESTDIR "/fixtures/tasks/sst2.tsv");
+        }
+        set(&c, "batch_size", "16");
+        lm l;
+        taskobj *t = NULL;
+        objective obj;
+        hl_err err;
+        CU_ASSERT_EQUAL_FATAL(lm_open(&l, fixtures[f], 2, &err), HL_OK);
+        CU_ASSERT_EQUAL_FATAL(taskobj_create(&t, &obj, &l, &c, &err), HL_OK);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(obj.set_shards);
+        int32_t B = 0;
+        CU_ASSERT_EQUAL_FATAL(objective_select_batch(&obj, &B, 3, &err), HL_OK);
+        CU_ASSERT_FATAL(B == 16);
+        const param_set *ps = model_trainable(&l.model);
+        double whole[16], all[16], one_by_one[16];
+        obj.set_shards(obj.ctx, 1, 0, 1);
+        CU_ASSERT_EQUAL(objective_eval(&obj, whole, ps, &l.pool, &err), HL_OK);
+        for (int S = 2; S <= 5; S += 3) {
+            obj.set_shards(obj.ctx, S, 0, S);
+            CU_ASSERT_EQUAL(objective_eval(&obj, all, ps, &l.pool, &err), HL_OK);
+            for (int32_t k = 0; k < S; k++) {
+                obj.set_shards(obj.ctx, S, k, k + 1);
+                CU_ASSERT_EQUAL(objective_eval(&obj, one_by_one, ps, &l.pool, &err), HL_OK);
+            }
+            CU_ASSERT(memcmp(all, one_by_one, sizeof all) == 0);
+            int differ = 0; /* OpenBLAS: the same rows in another product */
+            double worst = 0;
+            for (int b = 0; b < 16; b++) {
+                differ += all[b] != whole[b];
+                worst = fmax(worst, fabs(all[b] - whole[b]) / fmax(fabs(whole[b]), 1e-30));
+            }
+            CU_ASSERT(worst < 1e-5); /* the same losses, to rounding */
+            fprintf(stderr, "\n  %s, %d shards: %d of 16 losses differ from one forward's "
+                    "(relative %.1e)", f ? "default model" : "opt-tiny", S, differ, worst);
+        }
+        objective_destroy(&obj);
+        lm_close(&l);
+        runcfg_free(&c);
+    }
 }
 
 /* PEFT: every ZO method tunes only the adapters, resumes bit-identically,
@@ -1033,6 +1091,7 @@ static void register_engine(void)
     CU_pSuite s = CU_add_suite("engine", suite_init, suite_clean);
     TEST_ADD(s, test_command_queue_semantics);
     TEST_ADD(s, test_time_limit_parsing);
+    TEST_ADD(s, test_shards_are_independent);
     TEST_ADD(s, test_time_limit_ends_run);
     TEST_ADD(s, test_resume_bit_identical_every_method);
     TEST_ADD(s, test_resume_bit_identical_model);
