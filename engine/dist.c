@@ -204,6 +204,24 @@ bool dist_same_text(const char *text, const char *what, hl_err *err)
     return true;
 }
 
+hl_status dist_exchange_probes(void *ctx, double *lp, double *lm, int32_t n_probes, int32_t B,
+                               hl_err *err)
+{
+    (void)ctx, (void)err;
+#ifdef HAVE_MPI
+    for (int32_t p = 0; p < n_probes && g_size > 1; p++) {
+        int root = (int)(p % g_size);
+        mpi_check(MPI_Bcast(lp + (size_t)p * B, B, MPI_DOUBLE, root, MPI_COMM_WORLD),
+                  "the probe exchange");
+        mpi_check(MPI_Bcast(lm + (size_t)p * B, B, MPI_DOUBLE, root, MPI_COMM_WORLD),
+                  "the probe exchange");
+    }
+#else
+    (void)lp, (void)lm, (void)n_probes, (void)B;
+#endif
+    return HL_OK;
+}
+
 /* ------------------------------------------------ the sharded objective --- */
 
 #ifdef HAVE_MPI

@@ -88,6 +88,11 @@ bool dist_same_text(const char *text, const char *what, hl_err *err);
  * ones) are evaluated whole on every rank: nothing to gather. */
 hl_status dist_wrap_objective(objective *obj, int32_t shards, hl_err *err);
 
+/* optim_share_probes' exchange (--probes-per-rank): probe p's loss rows
+ * lp[p B ..), lm[p B ..) are broadcast from rank p mod N, in probe order. */
+hl_status dist_exchange_probes(void *ctx, double *lp, double *lm, int32_t n_probes, int32_t B,
+                               hl_err *err);
+
 /* Bytes of losses all-gathered per forward for a batch of B (payload). */
 static inline uint64_t dist_bytes_per_forward(int32_t B) { return (uint64_t)B * sizeof(double); }
 

@@ -356,7 +356,11 @@ static hl_status build_objective(engine *e, hl_err *err)
         if ((st = taskobj_create(&e->task, &e->obj, &e->lm, c, err)))
             return st;
         e->have_obj = true;
-        if ((st = dist_wrap_objective(&e->obj, c->shards, err))) /* mpirun: each rank its shards */
+        /* mpirun: each rank its shards, or (probes_per_rank) the whole batch */
+        if (c->probes_per_rank && c->shards > 1)
+            return hl_err_set(err, HL_ERR_INVALID, "--probes-per-rank evaluates whole batches; "
+                              "leave --shards out");
+        if (!c->probes_per_rank && (st = dist_wrap_objective(&e->obj, c->shards, err)))
             return st;
         snprintf(e->work.model_name, sizeof e->work.model_name, "%.255s", c->model);
         snprintf(e->work.task_name, sizeof e->work.task_name, "%s",
@@ -718,8 +722,27 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
     e->work.dev_accuracy = e->work.best_dev_accuracy = NAN;
     e->work.test_final = e->work.test_best = NAN;
 
+    if (e->cfg.probes_per_rank && dist_active()) { /* one probe per rank, or n_probes */
+        if (e->cfg.hp.method == OPTIM_METHOD_LAYER_NEWTON || e->cfg.hp.method == OPTIM_METHOD_FT_ADAM) {
+            st = hl_err_set(err, HL_ERR_INVALID, "--probes-per-rank splits the SPSA probes of "
+                            "mezo, helene, zo-sgd-mmt, zo-sign, zo-adam and hizoo; %s has none",
+                            optim_method_name(e->cfg.hp.method));
+            goto fail;
+        }
+        if (e->cfg.hp.n_probes == 1)
+            e->cfg.hp.n_probes = dist_size() < HPARAMS_MAX_PROBES ? dist_size()
+                                                                  : HPARAMS_MAX_PROBES;
+        if (e->cfg.hp.n_probes < dist_size()) {
+            st = hl_err_set(err, HL_ERR_INVALID, "--probes-per-rank with %d ranks needs "
+                            "n_probes >= %d (got %d)", dist_size(), dist_size(),
+                            (int)e->cfg.hp.n_probes);
+            goto fail;
+        }
+    }
     if ((st = optim_init_hp(&e->opt, e->ps, e->workers, e->cfg.seed, &e->cfg.hp, err)))
         goto fail;
+    if (e->cfg.probes_per_rank && dist_active())
+        optim_share_probes(e->opt, dist_rank(), dist_size(), dist_exchange_probes, NULL);
     /* apply the run's hyperparameters through the validated path */
     for (int i = 0; i < hparams_count(); i++) {
         const hparam_info *h = hparams_info_at(i);

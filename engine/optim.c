@@ -421,6 +421,7 @@ void optim_free(optim *o)
     free(o->lam_on);
     free(o->ablate_scale);
     free(o->zsq_layer);
+    free(o->zsq_probe);
     free(o->h_pred);
     free(o->du2_layer);
     free(o->clip_layer);
@@ -466,6 +467,7 @@ hl_status optim_init_hp(optim **out, param_set *ps, pool *workers, uint64_t run_
     o->h_sum = calloc(L, sizeof(double));
     o->rel_mean = calloc(L, sizeof(double));
     o->zsq_layer = calloc(L, sizeof(double));
+    o->zsq_probe = calloc(L * HPARAMS_MAX_PROBES, sizeof(double));
     o->h_pred = calloc(L, sizeof(double));
     o->du2_layer = calloc(L, sizeof(double));
     o->clip_layer = calloc(L, sizeof(double));
@@ -481,6 +483,7 @@ hl_status optim_init_hp(optim **out, param_set *ps, pool *workers, uint64_t run_
         !o->clip_layer)
         st = hl_err_set(err, HL_ERR_NOMEM, "out of memory for the optimizer");
     if (!o->hhat_sum || !o->first_hhat || !o->h_sum || !o->rel_mean || !o->zsq_layer ||
+        !o->zsq_probe ||
         !o->lam || !o->lam_on || !o->ablate_scale || !o->lstats)
         st = hl_err_set(err, HL_ERR_NOMEM, "out of memory for the optimizer");
     for (size_t l = 0; st == HL_OK && l < L; l++)
@@ -539,6 +542,14 @@ hl_status optim_set(optim *o, const char *key, const char *value, hl_err *err)
 hl_status optim_get(const optim *o, char *buf, size_t cap, const char *key, hl_err *err)
 {
     return hparams_get(&o->hp, buf, cap, key, err);
+}
+
+void optim_share_probes(optim *o, int32_t rank, int32_t n, optim_probe_exchange fn, void *ctx)
+{
+    o->share_rank = rank;
+    o->share_n = n > 1 && fn ? n : 1;
+    o->share_fn = fn;
+    o->share_ctx = ctx;
 }
 
 const hparams *optim_hparams(const optim *o)

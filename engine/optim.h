@@ -106,6 +106,17 @@ void optim_free(optim *o);
  * and the new method's state starts fresh (old state arenas are freed). */
 hl_status optim_set(optim *o, const char *key, const char *value, hl_err *err);
 hl_status optim_get(const optim *o, char *buf, size_t cap, const char *key, hl_err *err);
+/* Probes split across processes (dist.h, --probes-per-rank): from now on
+ * the SPSA methods run probe p's two forwards only on rank p mod n; every
+ * rank still makes every perturbation (so θ moves identically everywhere),
+ * and before the probes' coefficients are computed `fn` must fill the loss
+ * rows of the probes other ranks evaluated: lp[p B .. p B + B) and lm[...]
+ * for every p not this rank's.  n <= 1 or fn NULL: every probe here.  The
+ * result is bit-identical to one process with the same n_probes. */
+typedef hl_status (*optim_probe_exchange)(void *ctx, double *lp, double *lm, int32_t n_probes,
+                                          int32_t B, hl_err *err);
+void optim_share_probes(optim *o, int32_t rank, int32_t n, optim_probe_exchange fn, void *ctx);
+
 const hparams *optim_hparams(const optim *o);
 
 /* One step.  On error (objective failure, non-finite loss, out of memory),

@@ -90,6 +90,11 @@ struct optim {
     float last_hb;        /* h_scale of the last step */
     double ablate_rms_before, ablate_rms_raw, ablate_rms_after; /* of the last toggle */
     double *zsq_layer;    /* scratch: Σ z² per layer of the last perturbation with zsq */
+    double *zsq_probe;    /* scratch [HPARAMS_MAX_PROBES][n_layers]: each probe's zsq_layer */
+    /* optim_share_probes: probe p's forwards run on rank p mod share_n only */
+    int32_t share_rank, share_n;
+    optim_probe_exchange share_fn;
+    void *share_ctx;
     double *h_pred;       /* scratch [n_layers]: Σ h a refresh makes, from the sums */
     double *du2_layer;    /* scratch [n_layers]: Σ (θ_new − θ_old)² of the update pass */
     double *clip_layer;   /* scratch [n_layers]: elements under the floor */

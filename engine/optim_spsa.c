@@ -453,24 +453,49 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
     if (helene && refresh && !h_from_groups)
         for (int l = 0; l < L; l++)
             o->hhat_sum[l] = 0;
+    /* Every probe's perturbations run here; its forwards only on the rank
+     * that owns it (optim_share_probes), the others' losses arrive below. */
+    const bool shared = o->share_n > 1;
     for (int32_t p = 0; p < nq; p++) {
         uint64_t seed = rng_step_seed(o->run_seed, t, (uint32_t)p);
         u.seeds[p] = seed;
         double *lpp = lp + (size_t)p * B, *lmp = lm + (size_t)p * B;
+        const bool mine = !shared || p % o->share_n == o->share_rank;
         bool want_zsq = helene && refresh && !h_from_groups;
         oi_run_perturb(o, &pst, o->all_ids, o->n_pieces, seed, eps, hizoo, want_zsq,
                     &S->ms_perturb);
-        if (want_zsq)
+        if (want_zsq) {
             oi_reduce_to_layers(o, o->zsq_layer, o->piece_zsq, o->all_ids, o->n_pieces);
-        if ((st = oi_forward(o, obj, lpp, B, "+eps", err)) != HL_OK)
+            memcpy(o->zsq_probe + (size_t)p * L, o->zsq_layer, (size_t)L * sizeof(double));
+        }
+        if (mine && (st = oi_forward(o, obj, lpp, B, "+eps", err)) != HL_OK)
             goto fail;
         oi_run_perturb(o, &pst, o->all_ids, o->n_pieces, seed, -2.0 * eps, hizoo, false,
                     &S->ms_perturb);
-        if ((st = oi_forward(o, obj, lmp, B, "-eps", err)) != HL_OK)
+        if (mine && (st = oi_forward(o, obj, lmp, B, "-eps", err)) != HL_OK)
             goto fail;
         if (p < nq - 1) /* the last probe's restore is fused into the update */
             oi_run_perturb(o, &pst, o->all_ids, o->n_pieces, seed, eps, hizoo, false,
                         &S->ms_perturb);
+    }
+    if (shared) {
+        if ((st = o->share_fn(o->share_ctx, lp, lm, nq, B, err)) != HL_OK)
+            goto fail;
+        /* the job's forwards: the other ranks' count as this step's too */
+        for (int32_t p = 0; p < nq; p++)
+            if (p % o->share_n != o->share_rank) {
+                S->forwards += 2;
+                o->forwards_total += 2;
+            }
+    }
+    for (int32_t p = 0; p < nq; p++) {
+        const double *lpp = lp + (size_t)p * B, *lmp = lm + (size_t)p * B;
+        for (int32_t b = 0; b < B && shared; b++) /* (own forwards were checked there) */
+            if (!isfinite(lpp[b]) || !isfinite(lmp[b])) {
+                st = hl_err_set(err, HL_ERR_NUMERIC, "step %llu: non-finite loss for example "
+                                "%d of probe %d", (unsigned long long)t, (int)b, (int)p);
+                goto fail;
+            }
         double q, c = probe_coeffs(&q, lpp, lmp, B, eps, hp->hess_estimator);
         double Lpp = oi_mean_of(lpp, B), Lmp = oi_mean_of(lmp, B);
         c_mean += c / nq;
@@ -490,9 +515,9 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
             u.hw[p] = (float)(q / nq);
             break;
         }
-        if (want_zsq)
+        if (helene && refresh && !h_from_groups)
             for (int l = 0; l < L; l++)
-                o->hhat_sum[l] += (double)u.hw[p] * o->zsq_layer[l];
+                o->hhat_sum[l] += (double)u.hw[p] * o->zsq_probe[(size_t)p * L + l];
     }
     S->proj_grad = c_mean;
     S->q = q_mean;

@@ -88,6 +88,11 @@ static const key_def keys[] = {
       "mpirun rank, 1 in one process); runs with the same shards are bit-identical whatever "
       "the number of ranks"},
      KEY_I32, OFF(shards), 0, 4096},
+    {{"probes_per_rank",
+      "under mpirun: each rank probes the whole batch with its own seed instead of "
+      "evaluating a shard, and every rank applies every probe: n_probes (default: the number "
+      "of ranks) probes a step for the time of one (true/false)"},
+     KEY_BOOL, OFF(probes_per_rank), 0, 0},
     {{"check_every",
       "under mpirun: compare a hash of the parameters across ranks every N steps and stop "
       "the job if they differ (0 = never)"},

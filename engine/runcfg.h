@@ -51,6 +51,7 @@ typedef struct runcfg {
     char save[RUNCFG_PATH_MAX];   /* final checkpoint folder ("" = none) */
     uint64_t checkpoint_every;    /* 0 = none; periodic ones go to save/step-N */
     int32_t shards;               /* batch shards, one forward each (0 = one per rank) */
+    bool probes_per_rank;         /* mpirun: ranks split the probes, not the batch */
     uint64_t check_every;         /* mpirun: compare θ's hash across ranks every N steps */
     int32_t keep_last;            /* periodic checkpoints kept */
     char resume[RUNCFG_PATH_MAX]; /* checkpoint folder to continue from */

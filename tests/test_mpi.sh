@@ -7,6 +7,8 @@
 #     HELENE, MeZO and layer-newton (its staged forwards);
 #  2. runs with the same --shards are bit-identical whatever the number of
 #     ranks (np 2 with --shards 4 = one process with --shards 4; HiZOO);
+#  2b. --probes-per-rank (each rank probes the whole batch with its own
+#     seeds) = one process with the same n_probes; layer-newton refused;
 #  3. a run checkpointed under np 2 and resumed in one process ends
 #     bit-identical to the uninterrupted np 2 run;
 #  4. only rank 0 writes the journal, and it has each step once;
@@ -65,6 +67,32 @@ if same_state "$tmp/hz-1" "$tmp/hz-2"; then
     say "ok: hizoo, --shards 4: np 2 = one process"
 else
     bad "hizoo: --shards 4 with np 2 and with one process differ"
+fi
+
+# 2b. --probes-per-rank: each rank its probes on the whole batch = one process
+# with the same n_probes (every rank makes every perturbation)
+for m in helene hizoo; do
+    for q in 2 4; do
+        "$HELENE" "${RUN[@]}" --optimizer $m --steps 12 --n-probes $q --save "$tmp/pr-$m-$q-1" \
+            > "$tmp/pr-1.out" 2>&1 || bad "probes: one process failed: $(tail -3 "$tmp/pr-1.out")"
+        np_q=(); [ $q -ne 2 ] && np_q=(--n-probes $q) # default: one per rank
+        "${MPIRUN[@]}" -np 2 "$HELENE" "${RUN[@]}" --optimizer $m --steps 12 --probes-per-rank \
+            "${np_q[@]}" --save "$tmp/pr-$m-$q-2" > "$tmp/pr-2.out" 2>&1 ||
+            bad "probes: np 2 failed: $(tail -5 "$tmp/pr-2.out")"
+        if same_state "$tmp/pr-$m-$q-1" "$tmp/pr-$m-$q-2"; then
+            say "ok: $m, --probes-per-rank with $q probes on np 2 = one process with --n-probes $q"
+        else
+            bad "$m: --probes-per-rank ($q probes) differs from one process"
+        fi
+    done
+done
+"${MPIRUN[@]}" -np 2 "$HELENE" "${RUN[@]}" --optimizer layer-newton --steps 2 --probes-per-rank \
+    > "$tmp/pr-ln.out" 2>&1
+rc=$?
+if [ $rc -ne 0 ] && grep -q "probes-per-rank splits the SPSA probes" "$tmp/pr-ln.out"; then
+    say "ok: --probes-per-rank with layer-newton refused (exit $rc)"
+else
+    bad "--probes-per-rank with layer-newton: exit $rc"
 fi
 
 # 3. checkpointed under np 2, resumed in one process
