@@ -271,55 +271,83 @@ static void layernorm_back(pool *p, float *dx, const float *acc, const float *dy
 /* ---------------------------------------------------- attention back --- */
 
 typedef struct attb_job {
-    float *dqkv;             /* [N, 3C] */
-    const float *datt;       /* [N, C] */
-    const float *qkv;        /* [N, 3C] */
+    float *dqkv;             /* [N, QD + 2 KVD] */
+    const float *datt;       /* [N, QD] */
+    const float *qkv;        /* [N, QD + 2 KVD] */
     const int32_t *seq_start;
-    int B, C, NH, max_T;
+    int B, NKV, max_T;
+    /* kernels.c's layout: rows q [QD] | k [KVD] | v [KVD] (ld = QD + 2 KVD);
+     * query heads g·group .. (g + 1)·group − 1 read key/value head g */
+    int HD, QD, KVD, group;
+    size_t ld;
     float scale;
     float *scratch;
     size_t scratch_stride;
     bool causal;
-    const float *pk, *pv; /* [P, C] prefix keys / values, or NULL */
+    const float *pk, *pv; /* [P, KVD] prefix keys / values, or NULL */
     int P;
-    float *pref_part;     /* [B, 2, P, C]: sequence b's dK_p, dV_p (its head slices) */
+    float *pref_part;     /* [B, 2, P, KVD]: sequence b's dK_p, dV_p (its head slices) */
 } attb_job;
 
-/* One (sequence, head) with direct loops, rows in order: recompute p_i
- * exactly as kernels.c's attention_loops does (prefix scores first), then
- * dv_t += p_it·do_i, ds_it = p_it(dp_it − Σ_t p_it dp_it), dq_i = scale·Σ_t
- * ds_it k_t, dk_t += scale·ds_it q_i, and for the prefix rows the same into
- * this sequence's slice of pref_part.  Each task writes only its own rows
- * and head slice.  Scratch: [HD + 2, T] + [2, P]. */
-static void attention_back_loops(const attb_job *j, int b, int h, float *scratch)
+/* Pointers of (sequence b, query head h): q, its key/value head's k and v,
+ * their gradients, dO, the prefix rows and sequence b's share of their
+ * gradients (as kernels.c's attn_ptrs). */
+typedef struct attb_ptrs {
+    const float *q, *k, *v, *dout, *pk, *pv;
+    float *dq, *dk, *dv, *dpk, *dpv;
+} attb_ptrs;
+
+static attb_ptrs attb_ptrs_of(const attb_job *j, int b, int h)
 {
-    const int C = j->C, HD = C / j->NH, P = j->P;
-    const size_t ld = 3 * (size_t)C;
-    const int32_t t0 = j->seq_start[b], T = j->seq_start[b + 1] - t0;
-    const float *q = j->qkv + (size_t)t0 * ld + (size_t)h * HD;
-    const float *k = q + C, *v = q + 2 * C;
-    float *dq = j->dqkv + (size_t)t0 * ld + (size_t)h * HD;
-    float *dk = dq + C, *dv = dq + 2 * C;
-    const float *dout = j->datt + (size_t)t0 * C + (size_t)h * HD;
+    const size_t row = (size_t)j->seq_start[b] * j->ld;
+    const size_t kcol = (size_t)j->QD + (size_t)(h / j->group) * j->HD;
+    attb_ptrs r = {.q = j->qkv + row + (size_t)h * j->HD, .k = j->qkv + row + kcol,
+                   .dq = j->dqkv + row + (size_t)h * j->HD, .dk = j->dqkv + row + kcol,
+                   .dout = j->datt + (size_t)j->seq_start[b] * j->QD + (size_t)h * j->HD};
+    r.v = r.k + j->KVD;
+    r.dv = r.dk + j->KVD;
+    if (j->P) {
+        const size_t kv = (size_t)(h / j->group) * j->HD;
+        r.pk = j->pk + kv;
+        r.pv = j->pv + kv;
+        r.dpk = j->pref_part + (size_t)b * 2 * j->P * j->KVD + kv;
+        r.dpv = r.dpk + (size_t)j->P * j->KVD;
+    }
+    return r;
+}
+
+/* One (sequence, query head) with direct loops, rows in order: recompute
+ * p_i exactly as kernels.c's attention_loops does (prefix scores first),
+ * then dv_t += p_it·do_i, ds_it = p_it(dp_it − Σ_t p_it dp_it), dq_i =
+ * scale·Σ_t ds_it k_t, dk_t += scale·ds_it q_i, and for the prefix rows the
+ * same into this sequence's slice of pref_part.  The first head of a group
+ * (`first`) starts dk, dv and the prefix slices at 0, the others add to
+ * them.  Scratch: [HD + 2, T] + [2, P]. */
+static void attention_back_loops(const attb_job *j, int b, int h, bool first, float *scratch)
+{
+    const int HD = j->HD, P = j->P, KVD = j->KVD, QD = j->QD;
+    const size_t ld = j->ld;
+    const int32_t T = j->seq_start[b + 1] - j->seq_start[b];
+    const attb_ptrs a = attb_ptrs_of(j, b, h);
+    const float *q = a.q, *k = a.k, *v = a.v, *dout = a.dout;
+    float *dq = a.dq, *dk = a.dk, *dv = a.dv, *dpk = a.dpk, *dpv = a.dpv;
     float *s = scratch;                 /* [T] probabilities */
     float *dp = scratch + j->max_T;     /* [T] */
     float *kT = scratch + 2 * (size_t)j->max_T; /* [HD, T] */
     float *sp = kT + (size_t)HD * j->max_T;     /* [P] prefix probabilities */
     float *dpp = sp + P;                        /* [P] */
-    float *dpk = P ? j->pref_part + (size_t)b * 2 * P * C + (size_t)h * HD : NULL;
-    float *dpv = P ? dpk + (size_t)P * C : NULL;
     for (int t = 0; t < T; t++)
         for (int e = 0; e < HD; e++) {
             kT[(size_t)e * T + t] = k[(size_t)t * ld + e];
-            dk[(size_t)t * ld + e] = 0.0f;
-            dv[(size_t)t * ld + e] = 0.0f;
+            if (first)
+                dk[(size_t)t * ld + e] = dv[(size_t)t * ld + e] = 0.0f;
         }
-    for (int p = 0; p < P; p++)
+    for (int p = 0; p < P && first; p++)
         for (int e = 0; e < HD; e++)
-            dpk[(size_t)p * C + e] = dpv[(size_t)p * C + e] = 0.0f;
+            dpk[(size_t)p * KVD + e] = dpv[(size_t)p * KVD + e] = 0.0f;
     for (int i = 0; i < T; i++) {
         const float *qi = q + (size_t)i * ld;
-        const float *doi = dout + (size_t)i * C;
+        const float *doi = dout + (size_t)i * QD;
         const int n = j->causal ? i + 1 : T;
         for (int t = 0; t < n; t++)
             s[t] = 0.0f;
@@ -331,7 +359,7 @@ static void attention_back_loops(const attb_job *j, int b, int h, float *scratch
         }
         float mx = -INFINITY;
         for (int p = 0; p < P; p++) {
-            const float *kp = j->pk + (size_t)p * C + (size_t)h * HD;
+            const float *kp = a.pk + (size_t)p * KVD;
             float d = 0.0f;
             for (int e = 0; e < HD; e++)
                 d += qi[e] * j->scale * kp[e];
@@ -353,8 +381,8 @@ static void attention_back_loops(const attb_job *j, int b, int h, float *scratch
         double spd = 0;
         for (int p = 0; p < P; p++) {
             sp[p] *= inv;
-            const float *vp = j->pv + (size_t)p * C + (size_t)h * HD;
-            float *dvp = dpv + (size_t)p * C;
+            const float *vp = a.pv + (size_t)p * KVD;
+            float *dvp = dpv + (size_t)p * KVD;
             float d = 0.0f;
             for (int e = 0; e < HD; e++) {
                 d += doi[e] * vp[e];
@@ -390,8 +418,8 @@ static void attention_back_loops(const attb_job *j, int b, int h, float *scratch
         }
         for (int p = 0; p < P; p++) {
             const float ds = sp[p] * (dpp[p] - fspd) * j->scale;
-            const float *kp = j->pk + (size_t)p * C + (size_t)h * HD;
-            float *dkp = dpk + (size_t)p * C;
+            const float *kp = a.pk + (size_t)p * KVD;
+            float *dkp = dpk + (size_t)p * KVD;
             for (int e = 0; e < HD; e++) {
                 dqi[e] += ds * kp[e];
                 dkp[e] += ds * qi[e];
@@ -400,28 +428,25 @@ static void attention_back_loops(const attb_job *j, int b, int h, float *scratch
     }
 }
 
-/* One (sequence, head) with sgemm, for the sequences kernels.c's forward
- * also runs through sgemm: S = [prefix | tokens] scores from the same calls
- * and softmax as the forward, dP = dO·[PV | V]ᵀ, dV = P_tokᵀ·dO, dPV =
- * P_preᵀ·dO, dS = P ∘ (dP − rowsum(P ∘ dP)), dQ = scale·(dS_pre·PK +
- * dS_tok·K), dK = scale·dS_tokᵀ·Q, dPK = scale·dS_preᵀ·Q.  Shapes depend on
- * the sequence alone.  Scratch: [2, T, P + T]. */
-static void attention_back_sgemm(const attb_job *j, int b, int h, float *scratch)
+/* One (sequence, query head) with sgemm, for the sequences kernels.c's
+ * forward also runs through sgemm: S = [prefix | tokens] scores from the
+ * same calls and softmax as the forward, dP = dO·[PV | V]ᵀ, dV = P_tokᵀ·dO,
+ * dPV = P_preᵀ·dO, dS = P ∘ (dP − rowsum(P ∘ dP)), dQ = scale·(dS_pre·PK +
+ * dS_tok·K), dK = scale·dS_tokᵀ·Q, dPK = scale·dS_preᵀ·Q; dK, dV, dPK and
+ * dPV are written by the first head of a group (beta 0) and added to by the
+ * others.  Shapes depend on the sequence alone.  Scratch: [2, T, P + T]. */
+static void attention_back_sgemm(const attb_job *j, int b, int h, bool first, float *scratch)
 {
-    const int C = j->C, HD = C / j->NH, ld = 3 * C, P = j->P;
-    const int32_t t0 = j->seq_start[b], T = j->seq_start[b + 1] - t0;
+    const int HD = j->HD, P = j->P, KVD = j->KVD, QD = j->QD, ld = (int)j->ld;
+    const int32_t T = j->seq_start[b + 1] - j->seq_start[b];
     const int lds = P + T;
-    const float *q = j->qkv + (size_t)t0 * (size_t)ld + (size_t)h * HD;
-    const float *k = q + C, *v = q + 2 * C;
-    float *dq = j->dqkv + (size_t)t0 * (size_t)ld + (size_t)h * HD;
-    float *dk = dq + C, *dv = dq + 2 * C;
-    const float *dout = j->datt + (size_t)t0 * C + (size_t)h * HD;
+    const attb_ptrs a = attb_ptrs_of(j, b, h);
+    const float *q = a.q, *k = a.k, *v = a.v, *dout = a.dout, *pk = a.pk, *pv = a.pv;
+    float *dq = a.dq, *dk = a.dk, *dv = a.dv, *dpk = a.dpk, *dpv = a.dpv;
+    const float acc = first ? 0.0f : 1.0f; /* beta of the key/value gradients */
     float *S = scratch, *dS = scratch + (size_t)T * lds;
-    const float *pk = P ? j->pk + (size_t)h * HD : NULL, *pv = P ? j->pv + (size_t)h * HD : NULL;
-    float *dpk = P ? j->pref_part + (size_t)b * 2 * P * C + (size_t)h * HD : NULL;
-    float *dpv = P ? dpk + (size_t)P * C : NULL;
     if (P)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, j->scale, q, ld, pk, C,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, j->scale, q, ld, pk, KVD,
                     0.0f, S, lds);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, j->scale, q, ld, k, ld, 0.0f,
                 S + P, lds);
@@ -443,15 +468,15 @@ static void attention_back_sgemm(const attb_job *j, int b, int h, float *scratch
             s[t] = 0.0f;
     }
     if (P) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, 1.0f, dout, C, pv, C,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, 1.0f, dout, QD, pv, KVD,
                     0.0f, dS, lds);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P, HD, T, 1.0f, S, lds, dout, C,
-                    0.0f, dpv, C);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P, HD, T, 1.0f, S, lds, dout, QD,
+                    acc, dpv, KVD);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, 1.0f, dout, C, v, ld, 0.0f,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, 1.0f, dout, QD, v, ld, 0.0f,
                 dS + P, lds);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, S + P, lds, dout, C,
-                0.0f, dv, ld);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, S + P, lds, dout, QD,
+                acc, dv, ld);
     for (int i = 0; i < T; i++) {
         const float *pr = S + (size_t)i * lds;
         float *d = dS + (size_t)i * lds;
@@ -468,32 +493,38 @@ static void attention_back_sgemm(const attb_job *j, int b, int h, float *scratch
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, j->scale, dS + P, lds, k, ld,
                 0.0f, dq, ld);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, j->scale, dS + P, lds, q, ld,
-                0.0f, dk, ld);
+                acc, dk, ld);
     if (P) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, P, j->scale, dS, lds, pk, C,
-                    1.0f, dq, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, P, j->scale, dS, lds, pk,
+                    KVD, 1.0f, dq, ld);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P, HD, T, j->scale, dS, lds, q, ld,
-                    0.0f, dpk, C);
+                    acc, dpk, KVD);
     }
 }
 
-static void attention_back_task(const attb_job *j, int b, int h, float *scratch)
+/* One (sequence, key/value head): its query heads in order, so the sums
+ * over a group that make dK and dV run in one fixed order whatever the
+ * thread count (and no two tasks write the same columns). */
+static void attention_back_task(const attb_job *j, int b, int g, float *scratch)
 {
     const int32_t T = j->seq_start[b + 1] - j->seq_start[b];
-    if (T >= KERN_ATTENTION_SGEMM_MIN_T)
-        attention_back_sgemm(j, b, h, scratch);
-    else
-        attention_back_loops(j, b, h, scratch);
+    for (int h = g * j->group; h < (g + 1) * j->group; h++) {
+        const bool first = h == g * j->group;
+        if (T >= KERN_ATTENTION_SGEMM_MIN_T)
+            attention_back_sgemm(j, b, h, first, scratch);
+        else
+            attention_back_loops(j, b, h, first, scratch);
+    }
 }
 
 static void attention_back_fn(void *arg, int tid, int nt)
 {
     attb_job *j = arg;
-    size_t n_tasks = (size_t)j->B * (size_t)j->NH, t0, t1;
+    size_t n_tasks = (size_t)j->B * (size_t)j->NKV, t0, t1;
     pool_range(n_tasks, tid, nt, 1, &t0, &t1);
     float *s = j->scratch + (size_t)tid * j->scratch_stride;
     for (size_t t = t0; t < t1; t++)
-        attention_back_task(j, (int)(t / (size_t)j->NH), (int)(t % (size_t)j->NH), s);
+        attention_back_task(j, (int)(t / (size_t)j->NKV), (int)(t % (size_t)j->NKV), s);
 }
 
 /* Per thread, enough for the forward's kernel and both backward paths. */
@@ -704,6 +735,8 @@ static hl_status acts_reserve(backward *bw, size_t n_tok, int max_T, hl_err *err
     const model_config *c = &m->cfg;
     const size_t C = (size_t)c->d_model, F = (size_t)c->d_ffn, E = (size_t)c->d_embed;
     const size_t L = (size_t)c->n_layers, NC = cap * C;
+    /* attention widths: q and its output QD, k and v KVD each (C elsewhere) */
+    const size_t QD = (size_t)model_q_dim(c), QKV = QD + 2 * (size_t)model_kv_dim(c);
     bool ok = true;
 #define ALLOC(ptr, count)                                                                   \
     do {                                                                                    \
@@ -711,8 +744,8 @@ static hl_status acts_reserve(backward *bw, size_t n_tok, int max_T, hl_err *err
         ok = ok && (ptr);                                                                   \
     } while (0)
     ALLOC(bw->xs, (L + 1) * NC);
-    ALLOC(bw->qkv, L * 3 * NC);
-    ALLOC(bw->att, L * NC);
+    ALLOC(bw->qkv, L * cap * QKV);
+    ALLOC(bw->att, L * cap * QD);
     ALLOC(bw->mid, L * NC);
     if (!c->pre_ln)
         ALLOC(bw->post2, L * NC);
@@ -730,13 +763,13 @@ static hl_status acts_reserve(backward *bw, size_t n_tok, int max_T, hl_err *err
     ALLOC(bw->pos, cap);
     ALLOC(bw->dx, NC);
     ALLOC(bw->dmid, NC);
-    ALLOC(bw->dc, NC);
-    ALLOC(bw->dqkv, 3 * NC);
+    ALLOC(bw->dc, cap * (QD > C ? QD : C));
+    ALLOC(bw->dqkv, cap * QKV);
     ALLOC(bw->dffn, cap * F);
     ALLOC(bw->tmp_c, NC);
     ALLOC(bw->tmp_f, cap * F);
     ALLOC(bw->dhidden, cap * E);
-    size_t HD = C / (size_t)c->n_heads;
+    const size_t HD = (size_t)model_head_dim(c);
     const int P = m->peft.kind == PEFT_PREFIX ? m->peft.tokens : 0;
     ALLOC(bw->scratch, (size_t)threads * attention_back_scratch(capT, (int)HD, P));
     if (m->peft.kind == PEFT_LORA) {
@@ -1012,8 +1045,8 @@ static void qkv_back(backward *bw, const model_block *b, model_block *g, const f
 }
 
 typedef struct pref_sum_job {
-    float *dk, *dv;        /* [P, C] gradients of the prefix keys / values (may be NULL) */
-    const float *part;     /* [B, 2, P, C] */
+    float *dk, *dv;        /* [P, KVD] gradients of the prefix keys / values (may be NULL) */
+    const float *part;     /* [B, 2, P, KVD] */
     int B;
     size_t PC;
 } pref_sum_job;
@@ -1035,21 +1068,24 @@ static void pref_sum_fn(void *arg, int tid, int nt)
     }
 }
 
-/* The attention's backward into bw->dqkv (and block b's prefix gradients). */
+/* The attention's backward into bw->dqkv (and block b's prefix gradients),
+ * from datt [N, QD]: q, k, v as the attention read them (for Llama, after
+ * the rotation). */
 static hl_status attention_back(backward *bw, const model_block *b, model_block *g,
                                 const float *datt, const float *qkv)
 {
     model *m = bw->m;
     const model_config *c = &m->cfg;
-    const int HD = c->d_model / c->n_heads;
+    const int HD = model_head_dim(c), QD = model_q_dim(c), KVD = model_kv_dim(c);
     const int P = b->prefix_k ? m->peft.tokens : 0;
     attb_job j = {.dqkv = bw->dqkv, .datt = datt, .qkv = qkv, .seq_start = bw->batch.seq_start,
-                  .B = bw->batch.n_seq, .C = c->d_model, .NH = c->n_heads, .max_T = bw->max_T,
+                  .B = bw->batch.n_seq, .NKV = KVD / HD, .max_T = bw->max_T, .HD = HD,
+                  .QD = QD, .KVD = KVD, .group = QD / KVD, .ld = (size_t)QD + 2 * (size_t)KVD,
                   .scale = 1.0f / sqrtf((float)HD), .scratch = bw->scratch,
                   .scratch_stride = attention_back_scratch(bw->max_T, HD, P),
                   .causal = !c->bidirectional};
     if (P) {
-        size_t need = (size_t)bw->batch.n_seq * 2 * (size_t)P * (size_t)c->d_model;
+        size_t need = (size_t)bw->batch.n_seq * 2 * (size_t)P * (size_t)KVD;
         if (need > bw->pref_cap) {
             float *np = realloc(bw->pref_part, need * sizeof *np);
             if (!np)
@@ -1065,7 +1101,7 @@ static hl_status attention_back(backward *bw, const model_block *b, model_block 
     pool_run(m->pool, attention_back_fn, &j);
     if (P) {
         pref_sum_job ps = {.dk = g->prefix_k, .dv = g->prefix_v, .part = bw->pref_part,
-                           .B = bw->batch.n_seq, .PC = (size_t)P * (size_t)c->d_model};
+                           .B = bw->batch.n_seq, .PC = (size_t)P * (size_t)KVD};
         pool_run(m->pool, pref_sum_fn, &ps);
     }
     return HL_OK;

@@ -102,8 +102,9 @@ typedef struct backward {
     int max_T;
     model_batch batch; /* the last forward's batch (pointers borrowed from the caller) */
     float *xs;         /* [L + 1, N, C] block inputs; xs[L] = output of the last block */
-    float *qkv;        /* [L, N, 3C] q | k | v with biases, q unscaled */
-    float *att;        /* [L, N, C] attention output before out_proj */
+    float *qkv;        /* [L, N, QD + 2 KVD] q | k | v with biases, q unscaled (Llama:
+                        * q and k rotated, as the attention reads them) */
+    float *att;        /* [L, N, QD] attention output before out_proj */
     float *mid;        /* [L, N, C] pre-LN: residual after attention (input of LN2);
                         * post-LN: residual before LN1 */
     float *post2;      /* [L, N, C] post-LN only: residual before LN2; NULL for pre-LN */
@@ -115,8 +116,8 @@ typedef struct backward {
     /* backward work space */
     float *dx;         /* [N, C] gradient of the residual stream */
     float *dmid;       /* [N, C] */
-    float *dc;         /* [N, C] gradient of a layer-norm output / attention output */
-    float *dqkv;       /* [N, 3C] */
+    float *dc;         /* [N, max(C, QD)] gradient of a norm output / attention output */
+    float *dqkv;       /* [N, QD + 2 KVD] */
     float *dffn;       /* [N, F] */
     float *tmp_c;      /* [N, C] recomputed layer-norm outputs */
     float *tmp_f;      /* [N, F] recomputed activations */
@@ -126,7 +127,7 @@ typedef struct backward {
     float *lora_u, *lora_v; /* [N, r] LoRA's x Aᵀ and dy B (NULL without LoRA) */
     float *emb_pre;    /* [N, C] RoBERTa: the summed embeddings before their LN, or NULL */
     float *mlm_pre;    /* [N, C] RoBERTa: the head's dense output + bias before GELU, or NULL */
-    float *pref_part;  /* [B, 2, P, C] prefix: each sequence's share of dK_p, dV_p */
+    float *pref_part;  /* [B, 2, P, KVD] prefix: each sequence's share of dK_p, dV_p */
     size_t pref_cap;   /* floats in pref_part */
     /* heads */
     float *logits;     /* [BACKWARD_LOGIT_ROWS, V] */
