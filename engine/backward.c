@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backward_internal.h"
 #include "kernels.h"
 
 /* ------------------------------------------------------ fixed-chunk sgemm --- */
@@ -79,8 +80,8 @@ static void mm_fn(void *arg, int tid, int nt)
 
 /* dx[N, K] (ldx) = beta * dx + dy[N, O] (ldy) · W[O, K]: the input gradient
  * of y = x W^T. */
-static void mm_dx(pool *p, float *dx, size_t ldx, const float *dy, size_t ldy, const float *W,
-                  int N, int O, int K, float beta)
+void bi_mm_dx(pool *p, float *dx, size_t ldx, const float *dy, size_t ldy, const float *W,
+              int N, int O, int K, float beta)
 {
     if (N <= 0)
         return;
@@ -90,8 +91,8 @@ static void mm_dx(pool *p, float *dx, size_t ldx, const float *dy, size_t ldy, c
 }
 
 /* dW[O, K] += dy[N, O]^T (ldy) · x[N, K] (ldx): the weight gradient. */
-static void mm_dw(pool *p, float *dW, const float *dy, size_t ldy, const float *x, size_t ldx,
-                  int N, int O, int K)
+void bi_mm_dw(pool *p, float *dW, const float *dy, size_t ldy, const float *x, size_t ldx,
+              int N, int O, int K)
 {
     if (N <= 0 || !dW) /* no gradient wanted (a frozen base weight under LoRA) */
         return;
@@ -122,7 +123,7 @@ static void colsum_fn(void *arg, int tid, int nt)
     }
 }
 
-static void par_colsum(pool *p, float *db, const float *dy, size_t rows, int n, size_t ld)
+void bi_colsum(pool *p, float *db, const float *dy, size_t rows, int n, size_t ld)
 {
     if (!db)
         return;
@@ -200,10 +201,13 @@ typedef struct lnb_job {
     size_t rows;
     int C;
     float eps;
+    bool rms;         /* RMSNorm: no mean, no bias */
 } lnb_job;
 
 /* Per row: mean and rstd recomputed exactly as kern_layernorm does, then
- * dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·w. */
+ * dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·w.  RMSNorm is the
+ * same with the mean taken as 0 (rstd as kern_par_rmsnorm computes it):
+ * dx = rstd·(g − x̂·mean(g·x̂)). */
 static void lnb_rows_fn(void *arg, int tid, int nt)
 {
     lnb_job *j = arg;
@@ -213,16 +217,24 @@ static void lnb_rows_fn(void *arg, int tid, int nt)
     for (size_t r = r0; r < r1; r++) {
         const float *xr = j->x + r * (size_t)C, *dy = j->dy + r * (size_t)C;
         float *xh = j->xhat + r * (size_t)C, *dx = j->dx + r * (size_t)C;
-        float sum = 0.0f;
-        for (int i = 0; i < C; i++)
-            sum += xr[i];
-        float mean = sum / (float)C;
-        float var = 0.0f;
-        for (int i = 0; i < C; i++) {
-            float d = xr[i] - mean;
-            var += d * d;
+        float mean = 0.0f, rstd;
+        if (j->rms) {
+            float ss = 0.0f;
+            for (int i = 0; i < C; i++)
+                ss += xr[i] * xr[i];
+            rstd = 1.0f / sqrtf(ss / (float)C + j->eps);
+        } else {
+            float sum = 0.0f;
+            for (int i = 0; i < C; i++)
+                sum += xr[i];
+            mean = sum / (float)C;
+            float var = 0.0f;
+            for (int i = 0; i < C; i++) {
+                float d = xr[i] - mean;
+                var += d * d;
+            }
+            rstd = 1.0f / sqrtf(var / (float)C + j->eps);
         }
-        float rstd = 1.0f / sqrtf(var / (float)C + j->eps);
         double sg = 0, sgx = 0;
         for (int i = 0; i < C; i++) {
             xh[i] = (xr[i] - mean) * rstd;
@@ -230,7 +242,7 @@ static void lnb_rows_fn(void *arg, int tid, int nt)
             sg += g;
             sgx += (double)g * xh[i];
         }
-        float mg = (float)(sg / C), mgx = (float)(sgx / C);
+        float mg = j->rms ? 0.0f : (float)(sg / C), mgx = (float)(sgx / C);
         const float *acc = j->acc ? j->acc + r * (size_t)C : NULL;
         for (int i = 0; i < C; i++) {
             float g = j->w ? dy[i] * j->w[i] : dy[i];
@@ -246,12 +258,15 @@ static void lnb_params_fn(void *arg, int tid, int nt)
     const size_t C = (size_t)j->C;
     size_t c0, c1;
     pool_range(C, tid, nt, 16, &c0, &c1);
+    float *dw = j->dw, *db = j->db;
     for (size_t r = 0; r < j->rows; r++) {
         const float *dy = j->dy + r * C, *xh = j->xhat + r * C;
-        for (size_t c = c0; c < c1; c++) {
-            j->dw[c] += dy[c] * xh[c];
-            j->db[c] += dy[c];
-        }
+        if (dw)
+            for (size_t c = c0; c < c1; c++)
+                dw[c] += dy[c] * xh[c];
+        if (db)
+            for (size_t c = c0; c < c1; c++)
+                db[c] += dy[c];
     }
 }
 
@@ -265,6 +280,16 @@ static void layernorm_back(pool *p, float *dx, const float *acc, const float *dy
                  .db = db, .rows = rows, .C = C, .eps = eps};
     pool_run(p, lnb_rows_fn, &j);
     if (dw && db)
+        pool_run(p, lnb_params_fn, &j);
+}
+
+void bi_rmsnorm_back(pool *p, float *dx, const float *acc, const float *dy, const float *x,
+                     const float *w, float *dw, float *xhat, size_t rows, int C, float eps)
+{
+    lnb_job j = {.dx = dx, .acc = acc, .dy = dy, .x = x, .w = w, .xhat = xhat, .dw = dw,
+                 .rows = rows, .C = C, .eps = eps, .rms = true};
+    pool_run(p, lnb_rows_fn, &j);
+    if (dw)
         pool_run(p, lnb_params_fn, &j);
 }
 
@@ -829,8 +854,8 @@ static void add_pos_fn(void *arg, int tid, int nt)
 
 /* out[N, O] += alpha/r · (in·Aᵀ)·Bᵀ at an adapted site: model.c's lora_add,
  * the same calls in the same order. */
-static void lora_forward(backward *bw, const model_block *b, int site, float *out, size_t ldo,
-                         const float *in, size_t ldi, size_t N, int O, int K)
+void bi_lora_forward(backward *bw, const model_block *b, int site, float *out, size_t ldo,
+                     const float *in, size_t ldi, size_t N, int O, int K)
 {
     if (!b->lora_a[site])
         return;
@@ -847,9 +872,9 @@ static void lora_forward(backward *bw, const model_block *b, int site, float *ou
 /* The backward of a site's adapter, from dy [N, O] (the gradient of the
  * site's output) and its input x [N, K]: with u = s·x·Aᵀ and v = s·dy·B
  * (s = alpha/r), dB += dyᵀ u, dA += vᵀ x and dx += v A. */
-static void lora_backward(backward *bw, const model_block *b, model_block *g, int site,
-                          const float *dy, size_t ldy, const float *x, size_t ldx, float *dx,
-                          size_t ldxo, size_t N, int O, int K)
+void bi_lora_backward(backward *bw, const model_block *b, model_block *g, int site,
+                      const float *dy, size_t ldy, const float *x, size_t ldx, float *dx,
+                      size_t ldxo, size_t N, int O, int K)
 {
     if (!b->lora_a[site])
         return;
@@ -859,14 +884,14 @@ static void lora_backward(backward *bw, const model_block *b, model_block *g, in
     const float scale = m->peft.alpha / (float)r;
     float *u = bw->lora_u, *v = bw->lora_v;
     kern_par_linear(p, u, (size_t)r, x, ldx, b->lora_a[site], (int)N, r, K, 0.0f);
-    mm_dx(p, v, (size_t)r, dy, ldy, b->lora_b[site], (int)N, O, r, 0.0f);
+    bi_mm_dx(p, v, (size_t)r, dy, ldy, b->lora_b[site], (int)N, O, r, 0.0f);
     for (size_t i = 0; i < N * (size_t)r; i++) {
         u[i] *= scale;
         v[i] *= scale;
     }
-    mm_dw(p, g->lora_b[site], dy, ldy, u, (size_t)r, (int)N, O, r);
-    mm_dw(p, g->lora_a[site], v, (size_t)r, x, ldx, (int)N, r, K);
-    mm_dx(p, dx, ldxo, v, (size_t)r, b->lora_a[site], (int)N, r, K, 1.0f);
+    bi_mm_dw(p, g->lora_b[site], dy, ldy, u, (size_t)r, (int)N, O, r);
+    bi_mm_dw(p, g->lora_a[site], v, (size_t)r, x, ldx, (int)N, r, K);
+    bi_mm_dx(p, dx, ldxo, v, (size_t)r, b->lora_a[site], (int)N, r, K, 1.0f);
 }
 
 /* ------------------------------------------------------ training forward --- */
@@ -878,7 +903,7 @@ static void qkv_forward(backward *bw, const model_block *b, float *qkv, const fl
     const size_t C3 = 3 * (size_t)C;
     for (int k = 0; k < 3; k++) {
         kern_par_linear(p, qkv + (size_t)k * C, C3, in, (size_t)C, b->wqkv[k], (int)N, C, C, 0.0f);
-        lora_forward(bw, b, PEFT_SITE_Q + k, qkv + (size_t)k * C, C3, in, (size_t)C, N, C, C);
+        bi_lora_forward(bw, b, PEFT_SITE_Q + k, qkv + (size_t)k * C, C3, in, (size_t)C, N, C, C);
     }
     if (b->bqkv[0]) {
         if (b->bqkv[1] == b->bqkv[0] + C && b->bqkv[2] == b->bqkv[0] + 2 * C)
@@ -923,7 +948,7 @@ static void block_forward(backward *bw, int l)
     if (b->bo)
         kern_par_add_rows(p, mid, b->bo, N, (int)C, C);
     kern_par_linear(p, mid, C, att, C, b->wo, (int)N, (int)C, (int)C, 1.0f);
-    lora_forward(bw, b, PEFT_SITE_O, mid, C, att, C, N, (int)C, (int)C);
+    bi_lora_forward(bw, b, PEFT_SITE_O, mid, C, att, C, N, (int)C, (int)C);
 
     /* FFN sublayer: its input is LN2(mid) (pre-LN) or LN1(mid) (post-LN) */
     if (c->pre_ln)
@@ -931,7 +956,7 @@ static void block_forward(backward *bw, int l)
     else
         kern_par_layernorm(p, bw->tmp_c, mid, b->ln1_w, b->ln1_b, N, (int)C, c->ln_eps);
     kern_par_linear(p, pre, F, bw->tmp_c, C, b->w1, (int)N, (int)F, (int)C, 0.0f);
-    lora_forward(bw, b, PEFT_SITE_FC1, pre, F, bw->tmp_c, C, N, (int)F, (int)C);
+    bi_lora_forward(bw, b, PEFT_SITE_FC1, pre, F, bw->tmp_c, C, N, (int)F, (int)C);
     kern_par_add_rows(p, pre, b->b1, N, (int)F, F);
     act_recompute(p, bw->tmp_f, pre, N, (int)F, model_act_kernel(c->act));
     float *res = c->pre_ln ? xnext : bw->post2 + (size_t)l * NC;
@@ -939,7 +964,7 @@ static void block_forward(backward *bw, int l)
     if (b->b2)
         kern_par_add_rows(p, res, b->b2, N, (int)C, C);
     kern_par_linear(p, res, C, bw->tmp_f, F, b->w2, (int)N, (int)C, (int)F, 1.0f);
-    lora_forward(bw, b, PEFT_SITE_FC2, res, C, bw->tmp_f, F, N, (int)C, (int)F);
+    bi_lora_forward(bw, b, PEFT_SITE_FC2, res, C, bw->tmp_f, F, N, (int)C, (int)F);
     if (!c->pre_ln)
         kern_par_layernorm(p, xnext, res, b->ln2_w, b->ln2_b, N, (int)C, c->ln_eps);
 }
@@ -1028,18 +1053,18 @@ static void qkv_back(backward *bw, const model_block *b, model_block *g, const f
     const float *dq = bw->dqkv;
     bool packed = b->wqkv[1] == b->wqkv[0] + C * C && b->wqkv[2] == b->wqkv[0] + 2 * C * C;
     if (packed) { /* GPT-2's c_attn: one [3C, C] weight */
-        mm_dw(p, g->wqkv[0], dq, C3, in, C, (int)N, (int)C3, (int)C);
-        mm_dx(p, dx, C, dq, C3, b->wqkv[0], (int)N, (int)C3, (int)C, beta);
+        bi_mm_dw(p, g->wqkv[0], dq, C3, in, C, (int)N, (int)C3, (int)C);
+        bi_mm_dx(p, dx, C, dq, C3, b->wqkv[0], (int)N, (int)C3, (int)C, beta);
     } else {
         for (int k = 0; k < 3; k++) {
-            mm_dw(p, g->wqkv[k], dq + (size_t)k * C, C3, in, C, (int)N, (int)C, (int)C);
-            mm_dx(p, dx, C, dq + (size_t)k * C, C3, b->wqkv[k], (int)N, (int)C, (int)C,
+            bi_mm_dw(p, g->wqkv[k], dq + (size_t)k * C, C3, in, C, (int)N, (int)C, (int)C);
+            bi_mm_dx(p, dx, C, dq + (size_t)k * C, C3, b->wqkv[k], (int)N, (int)C, (int)C,
                   k ? 1.0f : beta);
         }
     }
     for (int k = 0; k < 3; k++) {
-        par_colsum(p, g->bqkv[k], dq + (size_t)k * C, N, (int)C, C3);
-        lora_backward(bw, b, g, PEFT_SITE_Q + k, dq + (size_t)k * C, C3, in, C, dx, C, N, (int)C,
+        bi_colsum(p, g->bqkv[k], dq + (size_t)k * C, N, (int)C, C3);
+        bi_lora_backward(bw, b, g, PEFT_SITE_Q + k, dq + (size_t)k * C, C3, in, C, dx, C, N, (int)C,
                       (int)C);
     }
 }
@@ -1071,8 +1096,8 @@ static void pref_sum_fn(void *arg, int tid, int nt)
 /* The attention's backward into bw->dqkv (and block b's prefix gradients),
  * from datt [N, QD]: q, k, v as the attention read them (for Llama, after
  * the rotation). */
-static hl_status attention_back(backward *bw, const model_block *b, model_block *g,
-                                const float *datt, const float *qkv)
+hl_status bi_attention_back(backward *bw, const model_block *b, model_block *g,
+                            const float *datt, const float *qkv)
 {
     model *m = bw->m;
     const model_config *c = &m->cfg;
@@ -1116,16 +1141,16 @@ static void ffn_back(backward *bw, const model_block *b, model_block *g, const f
     pool *p = m->pool;
     const size_t N = bw->n_tokens, C = (size_t)m->cfg.d_model, F = (size_t)m->cfg.d_ffn;
     act_recompute(p, bw->tmp_f, pre, N, (int)F, model_act_kernel(m->cfg.act));
-    mm_dw(p, g->w2, dy, C, bw->tmp_f, F, (int)N, (int)C, (int)F);
-    par_colsum(p, g->b2, dy, N, (int)C, C);
-    mm_dx(p, bw->dffn, F, dy, C, b->w2, (int)N, (int)C, (int)F, 0.0f);
-    lora_backward(bw, b, g, PEFT_SITE_FC2, dy, C, bw->tmp_f, F, bw->dffn, F, N, (int)C, (int)F);
+    bi_mm_dw(p, g->w2, dy, C, bw->tmp_f, F, (int)N, (int)C, (int)F);
+    bi_colsum(p, g->b2, dy, N, (int)C, C);
+    bi_mm_dx(p, bw->dffn, F, dy, C, b->w2, (int)N, (int)C, (int)F, 0.0f);
+    bi_lora_backward(bw, b, g, PEFT_SITE_FC2, dy, C, bw->tmp_f, F, bw->dffn, F, N, (int)C, (int)F);
     act_job aj = {.d = bw->dffn, .pre = pre, .n = N * F, .act = m->cfg.act};
     pool_run(p, act_back_fn, &aj);
-    mm_dw(p, g->w1, bw->dffn, F, in, C, (int)N, (int)F, (int)C);
-    par_colsum(p, g->b1, bw->dffn, N, (int)F, F);
-    mm_dx(p, bw->dc, C, bw->dffn, F, b->w1, (int)N, (int)F, (int)C, 0.0f);
-    lora_backward(bw, b, g, PEFT_SITE_FC1, bw->dffn, F, in, C, bw->dc, C, N, (int)F, (int)C);
+    bi_mm_dw(p, g->w1, bw->dffn, F, in, C, (int)N, (int)F, (int)C);
+    bi_colsum(p, g->b1, bw->dffn, N, (int)F, F);
+    bi_mm_dx(p, bw->dc, C, bw->dffn, F, b->w1, (int)N, (int)F, (int)C, 0.0f);
+    bi_lora_backward(bw, b, g, PEFT_SITE_FC1, bw->dffn, F, in, C, bw->dc, C, N, (int)F, (int)C);
 }
 
 typedef struct add_job {
@@ -1164,11 +1189,11 @@ static hl_status block_backward(backward *bw, int l)
         ffn_back(bw, b, g, bw->dx, pre, bw->tmp_c);
         layernorm_back(p, bw->dmid, bw->dx, bw->dc, mid, b->ln2_w, g->ln2_w, g->ln2_b, bw->tmp_c,
                        N, (int)C, eps);
-        mm_dw(p, g->wo, bw->dmid, C, att, C, (int)N, (int)C, (int)C);
-        par_colsum(p, g->bo, bw->dmid, N, (int)C, C);
-        mm_dx(p, bw->dc, C, bw->dmid, C, b->wo, (int)N, (int)C, (int)C, 0.0f);
-        lora_backward(bw, b, g, PEFT_SITE_O, bw->dmid, C, att, C, bw->dc, C, N, (int)C, (int)C);
-        if (attention_back(bw, b, g, bw->dc, qkv))
+        bi_mm_dw(p, g->wo, bw->dmid, C, att, C, (int)N, (int)C, (int)C);
+        bi_colsum(p, g->bo, bw->dmid, N, (int)C, C);
+        bi_mm_dx(p, bw->dc, C, bw->dmid, C, b->wo, (int)N, (int)C, (int)C, 0.0f);
+        bi_lora_backward(bw, b, g, PEFT_SITE_O, bw->dmid, C, att, C, bw->dc, C, N, (int)C, (int)C);
+        if (bi_attention_back(bw, b, g, bw->dc, qkv))
             return HL_ERR_NOMEM;
         kern_par_layernorm(p, bw->tmp_c, x, b->ln1_w, b->ln1_b, N, (int)C, eps);
         qkv_back(bw, b, g, bw->tmp_c, bw->dc, 0.0f);
@@ -1186,11 +1211,11 @@ static hl_status block_backward(backward *bw, int l)
         layernorm_back(p, bw->dx, NULL, bw->dc, mid, b->ln1_w, g->ln1_w, g->ln1_b, bw->tmp_c, N,
                        (int)C, eps);
         /* bw->dx = dL/dmid: the residual passes it through to x */
-        mm_dw(p, g->wo, bw->dx, C, att, C, (int)N, (int)C, (int)C);
-        par_colsum(p, g->bo, bw->dx, N, (int)C, C);
-        mm_dx(p, bw->dc, C, bw->dx, C, b->wo, (int)N, (int)C, (int)C, 0.0f);
-        lora_backward(bw, b, g, PEFT_SITE_O, bw->dx, C, att, C, bw->dc, C, N, (int)C, (int)C);
-        if (attention_back(bw, b, g, bw->dc, qkv))
+        bi_mm_dw(p, g->wo, bw->dx, C, att, C, (int)N, (int)C, (int)C);
+        bi_colsum(p, g->bo, bw->dx, N, (int)C, C);
+        bi_mm_dx(p, bw->dc, C, bw->dx, C, b->wo, (int)N, (int)C, (int)C, 0.0f);
+        bi_lora_backward(bw, b, g, PEFT_SITE_O, bw->dx, C, att, C, bw->dc, C, N, (int)C, (int)C);
+        if (bi_attention_back(bw, b, g, bw->dc, qkv))
             return HL_ERR_NOMEM;
         qkv_back(bw, b, g, x, bw->dx, 1.0f);
     }
@@ -1207,8 +1232,8 @@ static hl_status body_backward(backward *bw, hl_err *err)
     const float *xl = bw->xs + (size_t)c->n_layers * N * C;
     const float *h = c->final_ln ? bw->fin : xl;
     if (m->w.proj_out) {
-        mm_dw(p, bw->gw.proj_out, bw->dhidden, E, h, C, (int)N, (int)E, (int)C);
-        mm_dx(p, bw->dc, C, bw->dhidden, E, m->w.proj_out, (int)N, (int)E, (int)C, 0.0f);
+        bi_mm_dw(p, bw->gw.proj_out, bw->dhidden, E, h, C, (int)N, (int)E, (int)C);
+        bi_mm_dx(p, bw->dc, C, bw->dhidden, E, m->w.proj_out, (int)N, (int)E, (int)C, 0.0f);
     } else if (m->w.mlm_dense_w) {
         /* hidden = LN(a), a = gelu(u), u = dense(h): a recomputed into dmid */
         act_recompute(p, bw->dmid, bw->mlm_pre, N, (int)C, KERN_ACT_GELU_ERF);
@@ -1216,9 +1241,9 @@ static hl_status body_backward(backward *bw, hl_err *err)
                        bw->gw.mlm_ln_b, bw->tmp_c, N, (int)C, c->ln_eps);
         act_job aj = {.d = bw->dc, .pre = bw->mlm_pre, .n = N * C, .act = MODEL_ACT_GELU_ERF};
         pool_run(p, act_back_fn, &aj);
-        mm_dw(p, bw->gw.mlm_dense_w, bw->dc, C, h, C, (int)N, (int)C, (int)C);
-        par_colsum(p, bw->gw.mlm_dense_b, bw->dc, N, (int)C, C);
-        mm_dx(p, bw->dmid, C, bw->dc, C, m->w.mlm_dense_w, (int)N, (int)C, (int)C, 0.0f);
+        bi_mm_dw(p, bw->gw.mlm_dense_w, bw->dc, C, h, C, (int)N, (int)C, (int)C);
+        bi_colsum(p, bw->gw.mlm_dense_b, bw->dc, N, (int)C, C);
+        bi_mm_dx(p, bw->dmid, C, bw->dc, C, m->w.mlm_dense_w, (int)N, (int)C, (int)C, 0.0f);
         memcpy(bw->dc, bw->dmid, N * C * sizeof(float));
     } else {
         memcpy(bw->dc, bw->dhidden, N * C * sizeof(float));
@@ -1235,12 +1260,12 @@ static hl_status body_backward(backward *bw, hl_err *err)
         layernorm_back(p, bw->dc, NULL, bw->dx, bw->emb_pre, m->w.emb_ln_w, bw->gw.emb_ln_w,
                        bw->gw.emb_ln_b, bw->tmp_c, N, (int)C, c->ln_eps);
         memcpy(bw->dx, bw->dc, N * C * sizeof(float));
-        par_colsum(p, bw->gw.tte, bw->dx, N, (int)C, C); /* token type 0, every token */
+        bi_colsum(p, bw->gw.tte, bw->dx, N, (int)C, C); /* token type 0, every token */
     }
     par_scatter(p, bw->gw.wpe, bw->dx, bw->pos, N, (int)C);
     if (m->w.proj_in) {
-        mm_dw(p, bw->gw.proj_in, bw->dx, C, bw->emb, E, (int)N, (int)C, (int)E);
-        mm_dx(p, bw->demb, E, bw->dx, C, m->w.proj_in, (int)N, (int)C, (int)E, 0.0f);
+        bi_mm_dw(p, bw->gw.proj_in, bw->dx, C, bw->emb, E, (int)N, (int)C, (int)E);
+        bi_mm_dx(p, bw->demb, E, bw->dx, C, m->w.proj_in, (int)N, (int)C, (int)E, 0.0f);
         par_scatter(p, bw->gw.wte, bw->demb, bw->batch.tokens, N, (int)E);
     } else {
         par_scatter(p, bw->gw.wte, bw->dx, bw->batch.tokens, N, (int)E);
@@ -1310,9 +1335,9 @@ static void head_back(backward *bw, const float *dl, const float *hrows, const i
     model *m = bw->m;
     pool *p = m->pool;
     const int V = m->cfg.vocab, E = m->cfg.d_embed;
-    mm_dx(p, bw->drows, (size_t)E, dl, (size_t)V, m->w.head, (int)R, V, E, 0.0f);
-    mm_dw(p, bw->gw.head, dl, (size_t)V, hrows, (size_t)E, (int)R, V, E);
-    par_colsum(p, bw->gw.head_bias, dl, R, V, (size_t)V);
+    bi_mm_dx(p, bw->drows, (size_t)E, dl, (size_t)V, m->w.head, (int)R, V, E, 0.0f);
+    bi_mm_dw(p, bw->gw.head, dl, (size_t)V, hrows, (size_t)E, (int)R, V, E);
+    bi_colsum(p, bw->gw.head_bias, dl, R, V, (size_t)V);
     for (size_t r = 0; r < R; r++) {
         float *dst = bw->dhidden + (size_t)rows[r] * E;
         const float *src = bw->drows + r * (size_t)E;
