@@ -614,6 +614,7 @@ static void acts_release(backward *bw)
     free(bw->mid);
     free(bw->post2);
     free(bw->pre_act);
+    free(bw->up);
     free(bw->emb);
     free(bw->fin);
     free(bw->hidden);
@@ -634,6 +635,7 @@ static void acts_release(backward *bw)
     free(bw->mlm_pre);
     bw->lora_u = bw->lora_v = bw->emb_pre = bw->mlm_pre = NULL;
     bw->xs = bw->qkv = bw->att = bw->mid = bw->post2 = bw->pre_act = bw->emb = bw->fin = NULL;
+    bw->up = NULL;
     bw->hidden = bw->dx = bw->dmid = bw->dc = bw->dqkv = bw->dffn = bw->tmp_c = NULL;
     bw->tmp_f = bw->dhidden = bw->demb = bw->scratch = NULL;
     bw->pos = NULL;
@@ -657,6 +659,7 @@ void backward_free(backward *bw)
     free(bw->cls_targets);
     free(bw->cls_coef);
     free(bw->pref_part);
+    free(bw->rope_nsin);
     free(bw->gw.blocks);
     param_set_free(&bw->grad);
     memset(bw, 0, sizeof *bw);
@@ -667,13 +670,8 @@ hl_status backward_init(backward *bw, model *m, hl_err *err)
     memset(bw, 0, sizeof *bw);
     bw->m = m;
     param_set_init(&bw->grad);
-    if (m->cfg.family == MODEL_FAMILY_LLAMA)
-        return hl_err_set(err, HL_ERR_INVALID,
-                          "the backward pass (ft-adam, gradient alignment) does not cover the "
-                          "Llama family yet (RMSNorm, rotary positions, grouped-query attention, "
-                          "SwiGLU); the zeroth-order methods need none");
     const param_set *src = model_trainable_const(m);
-    hl_status st = HL_OK;
+    hl_status st = bi_llama_init(bw, err);
     for (int i = 0; i < src->n_layers && !st; i++) {
         const param_layer *l = &src->layers[i];
         st = param_set_add(&bw->grad, l->name, l->ndim, l->shape, l->decay, l->block, err);
@@ -730,6 +728,7 @@ hl_status backward_init(backward *bw, model *m, hl_err *err)
         d->ln2_w = backward_grad_of(bw, b->ln2_w);
         d->ln2_b = backward_grad_of(bw, b->ln2_b);
         d->w1 = backward_grad_of(bw, b->w1);
+        d->w_up = backward_grad_of(bw, b->w_up);
         d->b1 = backward_grad_of(bw, b->b1);
         d->w2 = backward_grad_of(bw, b->w2);
         d->b2 = backward_grad_of(bw, b->b2);
@@ -775,6 +774,8 @@ static hl_status acts_reserve(backward *bw, size_t n_tok, int max_T, hl_err *err
     if (!c->pre_ln)
         ALLOC(bw->post2, L * NC);
     ALLOC(bw->pre_act, L * cap * F);
+    if (c->gated_mlp)
+        ALLOC(bw->up, L * cap * F);
     if (m->w.proj_in) {
         ALLOC(bw->emb, cap * E);
         ALLOC(bw->demb, cap * E);
@@ -833,7 +834,7 @@ static void embed_fn(void *arg, int tid, int nt)
     float *dst = m->w.proj_in ? bw->emb : bw->xs;
     for (size_t r = r0; r < r1; r++)
         memcpy(dst + r * E, m->w.wte + (size_t)j->tokens[r] * E, E * sizeof(float));
-    if (m->w.proj_in)
+    if (m->w.proj_in || !m->w.wpe) /* positions after project_in; Llama: rotations */
         return;
     for (size_t r = r0; r < r1; r++) /* RoBERTa: token type 0 for every token */
         model_add_position_row(bw->xs + r * C, m->w.wpe + (size_t)bw->pos[r] * C, m->w.tte, C);
@@ -916,6 +917,10 @@ static void qkv_forward(backward *bw, const model_block *b, float *qkv, const fl
 
 static void block_forward(backward *bw, int l)
 {
+    if (bw->m->cfg.family == MODEL_FAMILY_LLAMA) {
+        bi_llama_block_forward(bw, l);
+        return;
+    }
     model *m = bw->m;
     const model_config *c = &m->cfg;
     const model_block *b = &m->w.blocks[l];
@@ -1022,7 +1027,10 @@ static hl_status train_forward(backward *bw, const model_batch *batch, hl_err *e
         block_forward(bw, l);
     const float *xl = bw->xs + (size_t)c->n_layers * N * C;
     const float *h = xl;
-    if (c->final_ln) {
+    if (c->final_ln && c->rms_norm) {
+        kern_par_rmsnorm(m->pool, bw->fin, xl, m->w.lnf_w, N, C, c->ln_eps);
+        h = bw->fin;
+    } else if (c->final_ln) {
         kern_par_layernorm(m->pool, bw->fin, xl, m->w.lnf_w, m->w.lnf_b, N, C, c->ln_eps);
         h = bw->fin;
     }
@@ -1172,6 +1180,8 @@ static void add_fn(void *arg, int tid, int nt)
  * Fails only when the prefix gradients' work space cannot grow. */
 static hl_status block_backward(backward *bw, int l)
 {
+    if (bw->m->cfg.family == MODEL_FAMILY_LLAMA)
+        return bi_llama_block_backward(bw, l);
     model *m = bw->m;
     const model_config *c = &m->cfg;
     const model_block *b = &m->w.blocks[l];
@@ -1248,7 +1258,10 @@ static hl_status body_backward(backward *bw, hl_err *err)
     } else {
         memcpy(bw->dc, bw->dhidden, N * C * sizeof(float));
     }
-    if (c->final_ln)
+    if (c->final_ln && c->rms_norm)
+        bi_rmsnorm_back(p, bw->dx, NULL, bw->dc, xl, m->w.lnf_w, bw->gw.lnf_w, bw->tmp_c, N,
+                        (int)C, c->ln_eps);
+    else if (c->final_ln)
         layernorm_back(p, bw->dx, NULL, bw->dc, xl, m->w.lnf_w, bw->gw.lnf_w, bw->gw.lnf_b,
                        bw->tmp_c, N, (int)C, c->ln_eps);
     else

@@ -1,8 +1,9 @@
 /* backward_internal.h - what backward.c shares with backward_llama.c; not a public API.
  *
  * backward.c owns the object, the training forward and backward drivers,
- * the heads and the building blocks below, for a family's block of its own
- * in another file.  Determinism and threads: as backward.h says;
+ * the heads and the building blocks below; backward_llama.c brings the
+ * Llama family's block (RMSNorm, rotary positions, grouped-query attention,
+ * SwiGLU), built from them.  Determinism and threads: as backward.h says;
  * every function here runs its work on the model's pool in fixed chunks.
  */
 #ifndef HELENE_BACKWARD_INTERNAL_H
@@ -38,5 +39,19 @@ void bi_lora_backward(backward *bw, const model_block *b, model_block *g, int si
  * into g.  HL_ERR_NOMEM when the prefix work space cannot grow. */
 hl_status bi_attention_back(backward *bw, const model_block *b, model_block *g,
                             const float *datt, const float *qkv);
+
+/* ---- backward_llama.c ---- */
+
+/* The Llama family's extra state (the rotary table for the backward);
+ * nothing for the other families.  Freed by backward_free. */
+hl_status bi_llama_init(backward *bw, hl_err *err);
+
+/* Block l of the training forward: bw->xs[l] -> bw->xs[l + 1], keeping
+ * qkv (rotated), att, mid, pre_act (gate) and up; the calls of model.c's
+ * llama_block_forward in its order, so the bits are the same. */
+void bi_llama_block_forward(backward *bw, int l);
+/* On entry bw->dx = dL/d(output of block l); on exit dL/d(its input).
+ * HL_ERR_NOMEM as bi_attention_back. */
+hl_status bi_llama_block_backward(backward *bw, int l);
 
 #endif
