@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backward_internal.h"
 #include "kernels.h"
 
 /* ------------------------------------------------------ fixed-chunk sgemm --- */
@@ -79,8 +80,8 @@ static void mm_fn(void *arg, int tid, int nt)
 
 /* dx[N, K] (ldx) = beta * dx + dy[N, O] (ldy) · W[O, K]: the input gradient
  * of y = x W^T. */
-static void mm_dx(pool *p, float *dx, size_t ldx, const float *dy, size_t ldy, const float *W,
-                  int N, int O, int K, float beta)
+void bi_mm_dx(pool *p, float *dx, size_t ldx, const float *dy, size_t ldy, const float *W,
+              int N, int O, int K, float beta)
 {
     if (N <= 0)
         return;
@@ -90,8 +91,8 @@ static void mm_dx(pool *p, float *dx, size_t ldx, const float *dy, size_t ldy, c
 }
 
 /* dW[O, K] += dy[N, O]^T (ldy) · x[N, K] (ldx): the weight gradient. */
-static void mm_dw(pool *p, float *dW, const float *dy, size_t ldy, const float *x, size_t ldx,
-                  int N, int O, int K)
+void bi_mm_dw(pool *p, float *dW, const float *dy, size_t ldy, const float *x, size_t ldx,
+              int N, int O, int K)
 {
     if (N <= 0 || !dW) /* no gradient wanted (a frozen base weight under LoRA) */
         return;
@@ -122,7 +123,7 @@ static void colsum_fn(void *arg, int tid, int nt)
     }
 }
 
-static void par_colsum(pool *p, float *db, const float *dy, size_t rows, int n, size_t ld)
+void bi_colsum(pool *p, float *db, const float *dy, size_t rows, int n, size_t ld)
 {
     if (!db)
         return;
@@ -200,10 +201,13 @@ typedef struct lnb_job {
     size_t rows;
     int C;
     float eps;
+    bool rms;         /* RMSNorm: no mean, no bias */
 } lnb_job;
 
 /* Per row: mean and rstd recomputed exactly as kern_layernorm does, then
- * dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·w. */
+ * dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·w.  RMSNorm is the
+ * same with the mean taken as 0 (rstd as kern_par_rmsnorm computes it):
+ * dx = rstd·(g − x̂·mean(g·x̂)). */
 static void lnb_rows_fn(void *arg, int tid, int nt)
 {
     lnb_job *j = arg;
@@ -213,16 +217,24 @@ static void lnb_rows_fn(void *arg, int tid, int nt)
     for (size_t r = r0; r < r1; r++) {
         const float *xr = j->x + r * (size_t)C, *dy = j->dy + r * (size_t)C;
         float *xh = j->xhat + r * (size_t)C, *dx = j->dx + r * (size_t)C;
-        float sum = 0.0f;
-        for (int i = 0; i < C; i++)
-            sum += xr[i];
-        float mean = sum / (float)C;
-        float var = 0.0f;
-        for (int i = 0; i < C; i++) {
-            float d = xr[i] - mean;
-            var += d * d;
+        float mean = 0.0f, rstd;
+        if (j->rms) {
+            float ss = 0.0f;
+            for (int i = 0; i < C; i++)
+                ss += xr[i] * xr[i];
+            rstd = 1.0f / sqrtf(ss / (float)C + j->eps);
+        } else {
+            float sum = 0.0f;
+            for (int i = 0; i < C; i++)
+                sum += xr[i];
+            mean = sum / (float)C;
+            float var = 0.0f;
+            for (int i = 0; i < C; i++) {
+                float d = xr[i] - mean;
+                var += d * d;
+            }
+            rstd = 1.0f / sqrtf(var / (float)C + j->eps);
         }
-        float rstd = 1.0f / sqrtf(var / (float)C + j->eps);
         double sg = 0, sgx = 0;
         for (int i = 0; i < C; i++) {
             xh[i] = (xr[i] - mean) * rstd;
@@ -230,7 +242,7 @@ static void lnb_rows_fn(void *arg, int tid, int nt)
             sg += g;
             sgx += (double)g * xh[i];
         }
-        float mg = (float)(sg / C), mgx = (float)(sgx / C);
+        float mg = j->rms ? 0.0f : (float)(sg / C), mgx = (float)(sgx / C);
         const float *acc = j->acc ? j->acc + r * (size_t)C : NULL;
         for (int i = 0; i < C; i++) {
             float g = j->w ? dy[i] * j->w[i] : dy[i];
@@ -246,12 +258,15 @@ static void lnb_params_fn(void *arg, int tid, int nt)
     const size_t C = (size_t)j->C;
     size_t c0, c1;
     pool_range(C, tid, nt, 16, &c0, &c1);
+    float *dw = j->dw, *db = j->db;
     for (size_t r = 0; r < j->rows; r++) {
         const float *dy = j->dy + r * C, *xh = j->xhat + r * C;
-        for (size_t c = c0; c < c1; c++) {
-            j->dw[c] += dy[c] * xh[c];
-            j->db[c] += dy[c];
-        }
+        if (dw)
+            for (size_t c = c0; c < c1; c++)
+                dw[c] += dy[c] * xh[c];
+        if (db)
+            for (size_t c = c0; c < c1; c++)
+                db[c] += dy[c];
     }
 }
 
@@ -268,58 +283,96 @@ static void layernorm_back(pool *p, float *dx, const float *acc, const float *dy
         pool_run(p, lnb_params_fn, &j);
 }
 
+void bi_rmsnorm_back(pool *p, float *dx, const float *acc, const float *dy, const float *x,
+                     const float *w, float *dw, float *xhat, size_t rows, int C, float eps)
+{
+    lnb_job j = {.dx = dx, .acc = acc, .dy = dy, .x = x, .w = w, .xhat = xhat, .dw = dw,
+                 .rows = rows, .C = C, .eps = eps, .rms = true};
+    pool_run(p, lnb_rows_fn, &j);
+    if (dw)
+        pool_run(p, lnb_params_fn, &j);
+}
+
 /* ---------------------------------------------------- attention back --- */
 
 typedef struct attb_job {
-    float *dqkv;             /* [N, 3C] */
-    const float *datt;       /* [N, C] */
-    const float *qkv;        /* [N, 3C] */
+    float *dqkv;             /* [N, QD + 2 KVD] */
+    const float *datt;       /* [N, QD] */
+    const float *qkv;        /* [N, QD + 2 KVD] */
     const int32_t *seq_start;
-    int B, C, NH, max_T;
+    int B, NKV, max_T;
+    /* kernels.c's layout: rows q [QD] | k [KVD] | v [KVD] (ld = QD + 2 KVD);
+     * query heads g·group .. (g + 1)·group − 1 read key/value head g */
+    int HD, QD, KVD, group;
+    size_t ld;
     float scale;
     float *scratch;
     size_t scratch_stride;
     bool causal;
-    const float *pk, *pv; /* [P, C] prefix keys / values, or NULL */
+    const float *pk, *pv; /* [P, KVD] prefix keys / values, or NULL */
     int P;
-    float *pref_part;     /* [B, 2, P, C]: sequence b's dK_p, dV_p (its head slices) */
+    float *pref_part;     /* [B, 2, P, KVD]: sequence b's dK_p, dV_p (its head slices) */
 } attb_job;
 
-/* One (sequence, head) with direct loops, rows in order: recompute p_i
- * exactly as kernels.c's attention_loops does (prefix scores first), then
- * dv_t += p_it·do_i, ds_it = p_it(dp_it − Σ_t p_it dp_it), dq_i = scale·Σ_t
- * ds_it k_t, dk_t += scale·ds_it q_i, and for the prefix rows the same into
- * this sequence's slice of pref_part.  Each task writes only its own rows
- * and head slice.  Scratch: [HD + 2, T] + [2, P]. */
-static void attention_back_loops(const attb_job *j, int b, int h, float *scratch)
+/* Pointers of (sequence b, query head h): q, its key/value head's k and v,
+ * their gradients, dO, the prefix rows and sequence b's share of their
+ * gradients (as kernels.c's attn_ptrs). */
+typedef struct attb_ptrs {
+    const float *q, *k, *v, *dout, *pk, *pv;
+    float *dq, *dk, *dv, *dpk, *dpv;
+} attb_ptrs;
+
+static attb_ptrs attb_ptrs_of(const attb_job *j, int b, int h)
 {
-    const int C = j->C, HD = C / j->NH, P = j->P;
-    const size_t ld = 3 * (size_t)C;
-    const int32_t t0 = j->seq_start[b], T = j->seq_start[b + 1] - t0;
-    const float *q = j->qkv + (size_t)t0 * ld + (size_t)h * HD;
-    const float *k = q + C, *v = q + 2 * C;
-    float *dq = j->dqkv + (size_t)t0 * ld + (size_t)h * HD;
-    float *dk = dq + C, *dv = dq + 2 * C;
-    const float *dout = j->datt + (size_t)t0 * C + (size_t)h * HD;
+    const size_t row = (size_t)j->seq_start[b] * j->ld;
+    const size_t kcol = (size_t)j->QD + (size_t)(h / j->group) * j->HD;
+    attb_ptrs r = {.q = j->qkv + row + (size_t)h * j->HD, .k = j->qkv + row + kcol,
+                   .dq = j->dqkv + row + (size_t)h * j->HD, .dk = j->dqkv + row + kcol,
+                   .dout = j->datt + (size_t)j->seq_start[b] * j->QD + (size_t)h * j->HD};
+    r.v = r.k + j->KVD;
+    r.dv = r.dk + j->KVD;
+    if (j->P) {
+        const size_t kv = (size_t)(h / j->group) * j->HD;
+        r.pk = j->pk + kv;
+        r.pv = j->pv + kv;
+        r.dpk = j->pref_part + (size_t)b * 2 * j->P * j->KVD + kv;
+        r.dpv = r.dpk + (size_t)j->P * j->KVD;
+    }
+    return r;
+}
+
+/* One (sequence, query head) with direct loops, rows in order: recompute
+ * p_i exactly as kernels.c's attention_loops does (prefix scores first),
+ * then dv_t += p_it·do_i, ds_it = p_it(dp_it − Σ_t p_it dp_it), dq_i =
+ * scale·Σ_t ds_it k_t, dk_t += scale·ds_it q_i, and for the prefix rows the
+ * same into this sequence's slice of pref_part.  The first head of a group
+ * (`first`) starts dk, dv and the prefix slices at 0, the others add to
+ * them.  Scratch: [HD + 2, T] + [2, P]. */
+static void attention_back_loops(const attb_job *j, int b, int h, bool first, float *scratch)
+{
+    const int HD = j->HD, P = j->P, KVD = j->KVD, QD = j->QD;
+    const size_t ld = j->ld;
+    const int32_t T = j->seq_start[b + 1] - j->seq_start[b];
+    const attb_ptrs a = attb_ptrs_of(j, b, h);
+    const float *q = a.q, *k = a.k, *v = a.v, *dout = a.dout;
+    float *dq = a.dq, *dk = a.dk, *dv = a.dv, *dpk = a.dpk, *dpv = a.dpv;
     float *s = scratch;                 /* [T] probabilities */
     float *dp = scratch + j->max_T;     /* [T] */
     float *kT = scratch + 2 * (size_t)j->max_T; /* [HD, T] */
     float *sp = kT + (size_t)HD * j->max_T;     /* [P] prefix probabilities */
     float *dpp = sp + P;                        /* [P] */
-    float *dpk = P ? j->pref_part + (size_t)b * 2 * P * C + (size_t)h * HD : NULL;
-    float *dpv = P ? dpk + (size_t)P * C : NULL;
     for (int t = 0; t < T; t++)
         for (int e = 0; e < HD; e++) {
             kT[(size_t)e * T + t] = k[(size_t)t * ld + e];
-            dk[(size_t)t * ld + e] = 0.0f;
-            dv[(size_t)t * ld + e] = 0.0f;
+            if (first)
+                dk[(size_t)t * ld + e] = dv[(size_t)t * ld + e] = 0.0f;
         }
-    for (int p = 0; p < P; p++)
+    for (int p = 0; p < P && first; p++)
         for (int e = 0; e < HD; e++)
-            dpk[(size_t)p * C + e] = dpv[(size_t)p * C + e] = 0.0f;
+            dpk[(size_t)p * KVD + e] = dpv[(size_t)p * KVD + e] = 0.0f;
     for (int i = 0; i < T; i++) {
         const float *qi = q + (size_t)i * ld;
-        const float *doi = dout + (size_t)i * C;
+        const float *doi = dout + (size_t)i * QD;
         const int n = j->causal ? i + 1 : T;
         for (int t = 0; t < n; t++)
             s[t] = 0.0f;
@@ -331,7 +384,7 @@ static void attention_back_loops(const attb_job *j, int b, int h, float *scratch
         }
         float mx = -INFINITY;
         for (int p = 0; p < P; p++) {
-            const float *kp = j->pk + (size_t)p * C + (size_t)h * HD;
+            const float *kp = a.pk + (size_t)p * KVD;
             float d = 0.0f;
             for (int e = 0; e < HD; e++)
                 d += qi[e] * j->scale * kp[e];
@@ -353,8 +406,8 @@ static void attention_back_loops(const attb_job *j, int b, int h, float *scratch
         double spd = 0;
         for (int p = 0; p < P; p++) {
             sp[p] *= inv;
-            const float *vp = j->pv + (size_t)p * C + (size_t)h * HD;
-            float *dvp = dpv + (size_t)p * C;
+            const float *vp = a.pv + (size_t)p * KVD;
+            float *dvp = dpv + (size_t)p * KVD;
             float d = 0.0f;
             for (int e = 0; e < HD; e++) {
                 d += doi[e] * vp[e];
@@ -390,8 +443,8 @@ static void attention_back_loops(const attb_job *j, int b, int h, float *scratch
         }
         for (int p = 0; p < P; p++) {
             const float ds = sp[p] * (dpp[p] - fspd) * j->scale;
-            const float *kp = j->pk + (size_t)p * C + (size_t)h * HD;
-            float *dkp = dpk + (size_t)p * C;
+            const float *kp = a.pk + (size_t)p * KVD;
+            float *dkp = dpk + (size_t)p * KVD;
             for (int e = 0; e < HD; e++) {
                 dqi[e] += ds * kp[e];
                 dkp[e] += ds * qi[e];
@@ -400,28 +453,25 @@ static void attention_back_loops(const attb_job *j, int b, int h, float *scratch
     }
 }
 
-/* One (sequence, head) with sgemm, for the sequences kernels.c's forward
- * also runs through sgemm: S = [prefix | tokens] scores from the same calls
- * and softmax as the forward, dP = dO·[PV | V]ᵀ, dV = P_tokᵀ·dO, dPV =
- * P_preᵀ·dO, dS = P ∘ (dP − rowsum(P ∘ dP)), dQ = scale·(dS_pre·PK +
- * dS_tok·K), dK = scale·dS_tokᵀ·Q, dPK = scale·dS_preᵀ·Q.  Shapes depend on
- * the sequence alone.  Scratch: [2, T, P + T]. */
-static void attention_back_sgemm(const attb_job *j, int b, int h, float *scratch)
+/* One (sequence, query head) with sgemm, for the sequences kernels.c's
+ * forward also runs through sgemm: S = [prefix | tokens] scores from the
+ * same calls and softmax as the forward, dP = dO·[PV | V]ᵀ, dV = P_tokᵀ·dO,
+ * dPV = P_preᵀ·dO, dS = P ∘ (dP − rowsum(P ∘ dP)), dQ = scale·(dS_pre·PK +
+ * dS_tok·K), dK = scale·dS_tokᵀ·Q, dPK = scale·dS_preᵀ·Q; dK, dV, dPK and
+ * dPV are written by the first head of a group (beta 0) and added to by the
+ * others.  Shapes depend on the sequence alone.  Scratch: [2, T, P + T]. */
+static void attention_back_sgemm(const attb_job *j, int b, int h, bool first, float *scratch)
 {
-    const int C = j->C, HD = C / j->NH, ld = 3 * C, P = j->P;
-    const int32_t t0 = j->seq_start[b], T = j->seq_start[b + 1] - t0;
+    const int HD = j->HD, P = j->P, KVD = j->KVD, QD = j->QD, ld = (int)j->ld;
+    const int32_t T = j->seq_start[b + 1] - j->seq_start[b];
     const int lds = P + T;
-    const float *q = j->qkv + (size_t)t0 * (size_t)ld + (size_t)h * HD;
-    const float *k = q + C, *v = q + 2 * C;
-    float *dq = j->dqkv + (size_t)t0 * (size_t)ld + (size_t)h * HD;
-    float *dk = dq + C, *dv = dq + 2 * C;
-    const float *dout = j->datt + (size_t)t0 * C + (size_t)h * HD;
+    const attb_ptrs a = attb_ptrs_of(j, b, h);
+    const float *q = a.q, *k = a.k, *v = a.v, *dout = a.dout, *pk = a.pk, *pv = a.pv;
+    float *dq = a.dq, *dk = a.dk, *dv = a.dv, *dpk = a.dpk, *dpv = a.dpv;
+    const float acc = first ? 0.0f : 1.0f; /* beta of the key/value gradients */
     float *S = scratch, *dS = scratch + (size_t)T * lds;
-    const float *pk = P ? j->pk + (size_t)h * HD : NULL, *pv = P ? j->pv + (size_t)h * HD : NULL;
-    float *dpk = P ? j->pref_part + (size_t)b * 2 * P * C + (size_t)h * HD : NULL;
-    float *dpv = P ? dpk + (size_t)P * C : NULL;
     if (P)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, j->scale, q, ld, pk, C,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, j->scale, q, ld, pk, KVD,
                     0.0f, S, lds);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, j->scale, q, ld, k, ld, 0.0f,
                 S + P, lds);
@@ -443,15 +493,15 @@ static void attention_back_sgemm(const attb_job *j, int b, int h, float *scratch
             s[t] = 0.0f;
     }
     if (P) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, 1.0f, dout, C, pv, C,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, 1.0f, dout, QD, pv, KVD,
                     0.0f, dS, lds);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P, HD, T, 1.0f, S, lds, dout, C,
-                    0.0f, dpv, C);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P, HD, T, 1.0f, S, lds, dout, QD,
+                    acc, dpv, KVD);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, 1.0f, dout, C, v, ld, 0.0f,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, 1.0f, dout, QD, v, ld, 0.0f,
                 dS + P, lds);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, S + P, lds, dout, C,
-                0.0f, dv, ld);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, S + P, lds, dout, QD,
+                acc, dv, ld);
     for (int i = 0; i < T; i++) {
         const float *pr = S + (size_t)i * lds;
         float *d = dS + (size_t)i * lds;
@@ -468,32 +518,38 @@ static void attention_back_sgemm(const attb_job *j, int b, int h, float *scratch
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, j->scale, dS + P, lds, k, ld,
                 0.0f, dq, ld);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, j->scale, dS + P, lds, q, ld,
-                0.0f, dk, ld);
+                acc, dk, ld);
     if (P) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, P, j->scale, dS, lds, pk, C,
-                    1.0f, dq, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, P, j->scale, dS, lds, pk,
+                    KVD, 1.0f, dq, ld);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P, HD, T, j->scale, dS, lds, q, ld,
-                    0.0f, dpk, C);
+                    acc, dpk, KVD);
     }
 }
 
-static void attention_back_task(const attb_job *j, int b, int h, float *scratch)
+/* One (sequence, key/value head): its query heads in order, so the sums
+ * over a group that make dK and dV run in one fixed order whatever the
+ * thread count (and no two tasks write the same columns). */
+static void attention_back_task(const attb_job *j, int b, int g, float *scratch)
 {
     const int32_t T = j->seq_start[b + 1] - j->seq_start[b];
-    if (T >= KERN_ATTENTION_SGEMM_MIN_T)
-        attention_back_sgemm(j, b, h, scratch);
-    else
-        attention_back_loops(j, b, h, scratch);
+    for (int h = g * j->group; h < (g + 1) * j->group; h++) {
+        const bool first = h == g * j->group;
+        if (T >= KERN_ATTENTION_SGEMM_MIN_T)
+            attention_back_sgemm(j, b, h, first, scratch);
+        else
+            attention_back_loops(j, b, h, first, scratch);
+    }
 }
 
 static void attention_back_fn(void *arg, int tid, int nt)
 {
     attb_job *j = arg;
-    size_t n_tasks = (size_t)j->B * (size_t)j->NH, t0, t1;
+    size_t n_tasks = (size_t)j->B * (size_t)j->NKV, t0, t1;
     pool_range(n_tasks, tid, nt, 1, &t0, &t1);
     float *s = j->scratch + (size_t)tid * j->scratch_stride;
     for (size_t t = t0; t < t1; t++)
-        attention_back_task(j, (int)(t / (size_t)j->NH), (int)(t % (size_t)j->NH), s);
+        attention_back_task(j, (int)(t / (size_t)j->NKV), (int)(t % (size_t)j->NKV), s);
 }
 
 /* Per thread, enough for the forward's kernel and both backward paths. */
@@ -558,6 +614,7 @@ static void acts_release(backward *bw)
     free(bw->mid);
     free(bw->post2);
     free(bw->pre_act);
+    free(bw->up);
     free(bw->emb);
     free(bw->fin);
     free(bw->hidden);
@@ -578,6 +635,7 @@ static void acts_release(backward *bw)
     free(bw->mlm_pre);
     bw->lora_u = bw->lora_v = bw->emb_pre = bw->mlm_pre = NULL;
     bw->xs = bw->qkv = bw->att = bw->mid = bw->post2 = bw->pre_act = bw->emb = bw->fin = NULL;
+    bw->up = NULL;
     bw->hidden = bw->dx = bw->dmid = bw->dc = bw->dqkv = bw->dffn = bw->tmp_c = NULL;
     bw->tmp_f = bw->dhidden = bw->demb = bw->scratch = NULL;
     bw->pos = NULL;
@@ -601,6 +659,7 @@ void backward_free(backward *bw)
     free(bw->cls_targets);
     free(bw->cls_coef);
     free(bw->pref_part);
+    free(bw->rope_nsin);
     free(bw->gw.blocks);
     param_set_free(&bw->grad);
     memset(bw, 0, sizeof *bw);
@@ -611,13 +670,8 @@ hl_status backward_init(backward *bw, model *m, hl_err *err)
     memset(bw, 0, sizeof *bw);
     bw->m = m;
     param_set_init(&bw->grad);
-    if (m->cfg.family == MODEL_FAMILY_LLAMA)
-        return hl_err_set(err, HL_ERR_INVALID,
-                          "the backward pass (ft-adam, gradient alignment) does not cover the "
-                          "Llama family yet (RMSNorm, rotary positions, grouped-query attention, "
-                          "SwiGLU); the zeroth-order methods need none");
     const param_set *src = model_trainable_const(m);
-    hl_status st = HL_OK;
+    hl_status st = bi_llama_init(bw, err);
     for (int i = 0; i < src->n_layers && !st; i++) {
         const param_layer *l = &src->layers[i];
         st = param_set_add(&bw->grad, l->name, l->ndim, l->shape, l->decay, l->block, err);
@@ -674,6 +728,7 @@ hl_status backward_init(backward *bw, model *m, hl_err *err)
         d->ln2_w = backward_grad_of(bw, b->ln2_w);
         d->ln2_b = backward_grad_of(bw, b->ln2_b);
         d->w1 = backward_grad_of(bw, b->w1);
+        d->w_up = backward_grad_of(bw, b->w_up);
         d->b1 = backward_grad_of(bw, b->b1);
         d->w2 = backward_grad_of(bw, b->w2);
         d->b2 = backward_grad_of(bw, b->b2);
@@ -704,6 +759,8 @@ static hl_status acts_reserve(backward *bw, size_t n_tok, int max_T, hl_err *err
     const model_config *c = &m->cfg;
     const size_t C = (size_t)c->d_model, F = (size_t)c->d_ffn, E = (size_t)c->d_embed;
     const size_t L = (size_t)c->n_layers, NC = cap * C;
+    /* attention widths: q and its output QD, k and v KVD each (C elsewhere) */
+    const size_t QD = (size_t)model_q_dim(c), QKV = QD + 2 * (size_t)model_kv_dim(c);
     bool ok = true;
 #define ALLOC(ptr, count)                                                                   \
     do {                                                                                    \
@@ -711,12 +768,14 @@ static hl_status acts_reserve(backward *bw, size_t n_tok, int max_T, hl_err *err
         ok = ok && (ptr);                                                                   \
     } while (0)
     ALLOC(bw->xs, (L + 1) * NC);
-    ALLOC(bw->qkv, L * 3 * NC);
-    ALLOC(bw->att, L * NC);
+    ALLOC(bw->qkv, L * cap * QKV);
+    ALLOC(bw->att, L * cap * QD);
     ALLOC(bw->mid, L * NC);
     if (!c->pre_ln)
         ALLOC(bw->post2, L * NC);
     ALLOC(bw->pre_act, L * cap * F);
+    if (c->gated_mlp)
+        ALLOC(bw->up, L * cap * F);
     if (m->w.proj_in) {
         ALLOC(bw->emb, cap * E);
         ALLOC(bw->demb, cap * E);
@@ -730,13 +789,13 @@ static hl_status acts_reserve(backward *bw, size_t n_tok, int max_T, hl_err *err
     ALLOC(bw->pos, cap);
     ALLOC(bw->dx, NC);
     ALLOC(bw->dmid, NC);
-    ALLOC(bw->dc, NC);
-    ALLOC(bw->dqkv, 3 * NC);
+    ALLOC(bw->dc, cap * (QD > C ? QD : C));
+    ALLOC(bw->dqkv, cap * QKV);
     ALLOC(bw->dffn, cap * F);
     ALLOC(bw->tmp_c, NC);
     ALLOC(bw->tmp_f, cap * F);
     ALLOC(bw->dhidden, cap * E);
-    size_t HD = C / (size_t)c->n_heads;
+    const size_t HD = (size_t)model_head_dim(c);
     const int P = m->peft.kind == PEFT_PREFIX ? m->peft.tokens : 0;
     ALLOC(bw->scratch, (size_t)threads * attention_back_scratch(capT, (int)HD, P));
     if (m->peft.kind == PEFT_LORA) {
@@ -775,7 +834,7 @@ static void embed_fn(void *arg, int tid, int nt)
     float *dst = m->w.proj_in ? bw->emb : bw->xs;
     for (size_t r = r0; r < r1; r++)
         memcpy(dst + r * E, m->w.wte + (size_t)j->tokens[r] * E, E * sizeof(float));
-    if (m->w.proj_in)
+    if (m->w.proj_in || !m->w.wpe) /* positions after project_in; Llama: rotations */
         return;
     for (size_t r = r0; r < r1; r++) /* RoBERTa: token type 0 for every token */
         model_add_position_row(bw->xs + r * C, m->w.wpe + (size_t)bw->pos[r] * C, m->w.tte, C);
@@ -796,8 +855,8 @@ static void add_pos_fn(void *arg, int tid, int nt)
 
 /* out[N, O] += alpha/r · (in·Aᵀ)·Bᵀ at an adapted site: model.c's lora_add,
  * the same calls in the same order. */
-static void lora_forward(backward *bw, const model_block *b, int site, float *out, size_t ldo,
-                         const float *in, size_t ldi, size_t N, int O, int K)
+void bi_lora_forward(backward *bw, const model_block *b, int site, float *out, size_t ldo,
+                     const float *in, size_t ldi, size_t N, int O, int K)
 {
     if (!b->lora_a[site])
         return;
@@ -814,9 +873,9 @@ static void lora_forward(backward *bw, const model_block *b, int site, float *ou
 /* The backward of a site's adapter, from dy [N, O] (the gradient of the
  * site's output) and its input x [N, K]: with u = s·x·Aᵀ and v = s·dy·B
  * (s = alpha/r), dB += dyᵀ u, dA += vᵀ x and dx += v A. */
-static void lora_backward(backward *bw, const model_block *b, model_block *g, int site,
-                          const float *dy, size_t ldy, const float *x, size_t ldx, float *dx,
-                          size_t ldxo, size_t N, int O, int K)
+void bi_lora_backward(backward *bw, const model_block *b, model_block *g, int site,
+                      const float *dy, size_t ldy, const float *x, size_t ldx, float *dx,
+                      size_t ldxo, size_t N, int O, int K)
 {
     if (!b->lora_a[site])
         return;
@@ -826,14 +885,14 @@ static void lora_backward(backward *bw, const model_block *b, model_block *g, in
     const float scale = m->peft.alpha / (float)r;
     float *u = bw->lora_u, *v = bw->lora_v;
     kern_par_linear(p, u, (size_t)r, x, ldx, b->lora_a[site], (int)N, r, K, 0.0f);
-    mm_dx(p, v, (size_t)r, dy, ldy, b->lora_b[site], (int)N, O, r, 0.0f);
+    bi_mm_dx(p, v, (size_t)r, dy, ldy, b->lora_b[site], (int)N, O, r, 0.0f);
     for (size_t i = 0; i < N * (size_t)r; i++) {
         u[i] *= scale;
         v[i] *= scale;
     }
-    mm_dw(p, g->lora_b[site], dy, ldy, u, (size_t)r, (int)N, O, r);
-    mm_dw(p, g->lora_a[site], v, (size_t)r, x, ldx, (int)N, r, K);
-    mm_dx(p, dx, ldxo, v, (size_t)r, b->lora_a[site], (int)N, r, K, 1.0f);
+    bi_mm_dw(p, g->lora_b[site], dy, ldy, u, (size_t)r, (int)N, O, r);
+    bi_mm_dw(p, g->lora_a[site], v, (size_t)r, x, ldx, (int)N, r, K);
+    bi_mm_dx(p, dx, ldxo, v, (size_t)r, b->lora_a[site], (int)N, r, K, 1.0f);
 }
 
 /* ------------------------------------------------------ training forward --- */
@@ -845,7 +904,7 @@ static void qkv_forward(backward *bw, const model_block *b, float *qkv, const fl
     const size_t C3 = 3 * (size_t)C;
     for (int k = 0; k < 3; k++) {
         kern_par_linear(p, qkv + (size_t)k * C, C3, in, (size_t)C, b->wqkv[k], (int)N, C, C, 0.0f);
-        lora_forward(bw, b, PEFT_SITE_Q + k, qkv + (size_t)k * C, C3, in, (size_t)C, N, C, C);
+        bi_lora_forward(bw, b, PEFT_SITE_Q + k, qkv + (size_t)k * C, C3, in, (size_t)C, N, C, C);
     }
     if (b->bqkv[0]) {
         if (b->bqkv[1] == b->bqkv[0] + C && b->bqkv[2] == b->bqkv[0] + 2 * C)
@@ -858,6 +917,10 @@ static void qkv_forward(backward *bw, const model_block *b, float *qkv, const fl
 
 static void block_forward(backward *bw, int l)
 {
+    if (bw->m->cfg.family == MODEL_FAMILY_LLAMA) {
+        bi_llama_block_forward(bw, l);
+        return;
+    }
     model *m = bw->m;
     const model_config *c = &m->cfg;
     const model_block *b = &m->w.blocks[l];
@@ -890,7 +953,7 @@ static void block_forward(backward *bw, int l)
     if (b->bo)
         kern_par_add_rows(p, mid, b->bo, N, (int)C, C);
     kern_par_linear(p, mid, C, att, C, b->wo, (int)N, (int)C, (int)C, 1.0f);
-    lora_forward(bw, b, PEFT_SITE_O, mid, C, att, C, N, (int)C, (int)C);
+    bi_lora_forward(bw, b, PEFT_SITE_O, mid, C, att, C, N, (int)C, (int)C);
 
     /* FFN sublayer: its input is LN2(mid) (pre-LN) or LN1(mid) (post-LN) */
     if (c->pre_ln)
@@ -898,7 +961,7 @@ static void block_forward(backward *bw, int l)
     else
         kern_par_layernorm(p, bw->tmp_c, mid, b->ln1_w, b->ln1_b, N, (int)C, c->ln_eps);
     kern_par_linear(p, pre, F, bw->tmp_c, C, b->w1, (int)N, (int)F, (int)C, 0.0f);
-    lora_forward(bw, b, PEFT_SITE_FC1, pre, F, bw->tmp_c, C, N, (int)F, (int)C);
+    bi_lora_forward(bw, b, PEFT_SITE_FC1, pre, F, bw->tmp_c, C, N, (int)F, (int)C);
     kern_par_add_rows(p, pre, b->b1, N, (int)F, F);
     act_recompute(p, bw->tmp_f, pre, N, (int)F, model_act_kernel(c->act));
     float *res = c->pre_ln ? xnext : bw->post2 + (size_t)l * NC;
@@ -906,7 +969,7 @@ static void block_forward(backward *bw, int l)
     if (b->b2)
         kern_par_add_rows(p, res, b->b2, N, (int)C, C);
     kern_par_linear(p, res, C, bw->tmp_f, F, b->w2, (int)N, (int)C, (int)F, 1.0f);
-    lora_forward(bw, b, PEFT_SITE_FC2, res, C, bw->tmp_f, F, N, (int)C, (int)F);
+    bi_lora_forward(bw, b, PEFT_SITE_FC2, res, C, bw->tmp_f, F, N, (int)C, (int)F);
     if (!c->pre_ln)
         kern_par_layernorm(p, xnext, res, b->ln2_w, b->ln2_b, N, (int)C, c->ln_eps);
 }
@@ -964,7 +1027,10 @@ static hl_status train_forward(backward *bw, const model_batch *batch, hl_err *e
         block_forward(bw, l);
     const float *xl = bw->xs + (size_t)c->n_layers * N * C;
     const float *h = xl;
-    if (c->final_ln) {
+    if (c->final_ln && c->rms_norm) {
+        kern_par_rmsnorm(m->pool, bw->fin, xl, m->w.lnf_w, N, C, c->ln_eps);
+        h = bw->fin;
+    } else if (c->final_ln) {
         kern_par_layernorm(m->pool, bw->fin, xl, m->w.lnf_w, m->w.lnf_b, N, C, c->ln_eps);
         h = bw->fin;
     }
@@ -995,25 +1061,25 @@ static void qkv_back(backward *bw, const model_block *b, model_block *g, const f
     const float *dq = bw->dqkv;
     bool packed = b->wqkv[1] == b->wqkv[0] + C * C && b->wqkv[2] == b->wqkv[0] + 2 * C * C;
     if (packed) { /* GPT-2's c_attn: one [3C, C] weight */
-        mm_dw(p, g->wqkv[0], dq, C3, in, C, (int)N, (int)C3, (int)C);
-        mm_dx(p, dx, C, dq, C3, b->wqkv[0], (int)N, (int)C3, (int)C, beta);
+        bi_mm_dw(p, g->wqkv[0], dq, C3, in, C, (int)N, (int)C3, (int)C);
+        bi_mm_dx(p, dx, C, dq, C3, b->wqkv[0], (int)N, (int)C3, (int)C, beta);
     } else {
         for (int k = 0; k < 3; k++) {
-            mm_dw(p, g->wqkv[k], dq + (size_t)k * C, C3, in, C, (int)N, (int)C, (int)C);
-            mm_dx(p, dx, C, dq + (size_t)k * C, C3, b->wqkv[k], (int)N, (int)C, (int)C,
+            bi_mm_dw(p, g->wqkv[k], dq + (size_t)k * C, C3, in, C, (int)N, (int)C, (int)C);
+            bi_mm_dx(p, dx, C, dq + (size_t)k * C, C3, b->wqkv[k], (int)N, (int)C, (int)C,
                   k ? 1.0f : beta);
         }
     }
     for (int k = 0; k < 3; k++) {
-        par_colsum(p, g->bqkv[k], dq + (size_t)k * C, N, (int)C, C3);
-        lora_backward(bw, b, g, PEFT_SITE_Q + k, dq + (size_t)k * C, C3, in, C, dx, C, N, (int)C,
+        bi_colsum(p, g->bqkv[k], dq + (size_t)k * C, N, (int)C, C3);
+        bi_lora_backward(bw, b, g, PEFT_SITE_Q + k, dq + (size_t)k * C, C3, in, C, dx, C, N, (int)C,
                       (int)C);
     }
 }
 
 typedef struct pref_sum_job {
-    float *dk, *dv;        /* [P, C] gradients of the prefix keys / values (may be NULL) */
-    const float *part;     /* [B, 2, P, C] */
+    float *dk, *dv;        /* [P, KVD] gradients of the prefix keys / values (may be NULL) */
+    const float *part;     /* [B, 2, P, KVD] */
     int B;
     size_t PC;
 } pref_sum_job;
@@ -1035,21 +1101,24 @@ static void pref_sum_fn(void *arg, int tid, int nt)
     }
 }
 
-/* The attention's backward into bw->dqkv (and block b's prefix gradients). */
-static hl_status attention_back(backward *bw, const model_block *b, model_block *g,
-                                const float *datt, const float *qkv)
+/* The attention's backward into bw->dqkv (and block b's prefix gradients),
+ * from datt [N, QD]: q, k, v as the attention read them (for Llama, after
+ * the rotation). */
+hl_status bi_attention_back(backward *bw, const model_block *b, model_block *g,
+                            const float *datt, const float *qkv)
 {
     model *m = bw->m;
     const model_config *c = &m->cfg;
-    const int HD = c->d_model / c->n_heads;
+    const int HD = model_head_dim(c), QD = model_q_dim(c), KVD = model_kv_dim(c);
     const int P = b->prefix_k ? m->peft.tokens : 0;
     attb_job j = {.dqkv = bw->dqkv, .datt = datt, .qkv = qkv, .seq_start = bw->batch.seq_start,
-                  .B = bw->batch.n_seq, .C = c->d_model, .NH = c->n_heads, .max_T = bw->max_T,
+                  .B = bw->batch.n_seq, .NKV = KVD / HD, .max_T = bw->max_T, .HD = HD,
+                  .QD = QD, .KVD = KVD, .group = QD / KVD, .ld = (size_t)QD + 2 * (size_t)KVD,
                   .scale = 1.0f / sqrtf((float)HD), .scratch = bw->scratch,
                   .scratch_stride = attention_back_scratch(bw->max_T, HD, P),
                   .causal = !c->bidirectional};
     if (P) {
-        size_t need = (size_t)bw->batch.n_seq * 2 * (size_t)P * (size_t)c->d_model;
+        size_t need = (size_t)bw->batch.n_seq * 2 * (size_t)P * (size_t)KVD;
         if (need > bw->pref_cap) {
             float *np = realloc(bw->pref_part, need * sizeof *np);
             if (!np)
@@ -1065,7 +1134,7 @@ static hl_status attention_back(backward *bw, const model_block *b, model_block 
     pool_run(m->pool, attention_back_fn, &j);
     if (P) {
         pref_sum_job ps = {.dk = g->prefix_k, .dv = g->prefix_v, .part = bw->pref_part,
-                           .B = bw->batch.n_seq, .PC = (size_t)P * (size_t)c->d_model};
+                           .B = bw->batch.n_seq, .PC = (size_t)P * (size_t)KVD};
         pool_run(m->pool, pref_sum_fn, &ps);
     }
     return HL_OK;
@@ -1080,16 +1149,16 @@ static void ffn_back(backward *bw, const model_block *b, model_block *g, const f
     pool *p = m->pool;
     const size_t N = bw->n_tokens, C = (size_t)m->cfg.d_model, F = (size_t)m->cfg.d_ffn;
     act_recompute(p, bw->tmp_f, pre, N, (int)F, model_act_kernel(m->cfg.act));
-    mm_dw(p, g->w2, dy, C, bw->tmp_f, F, (int)N, (int)C, (int)F);
-    par_colsum(p, g->b2, dy, N, (int)C, C);
-    mm_dx(p, bw->dffn, F, dy, C, b->w2, (int)N, (int)C, (int)F, 0.0f);
-    lora_backward(bw, b, g, PEFT_SITE_FC2, dy, C, bw->tmp_f, F, bw->dffn, F, N, (int)C, (int)F);
+    bi_mm_dw(p, g->w2, dy, C, bw->tmp_f, F, (int)N, (int)C, (int)F);
+    bi_colsum(p, g->b2, dy, N, (int)C, C);
+    bi_mm_dx(p, bw->dffn, F, dy, C, b->w2, (int)N, (int)C, (int)F, 0.0f);
+    bi_lora_backward(bw, b, g, PEFT_SITE_FC2, dy, C, bw->tmp_f, F, bw->dffn, F, N, (int)C, (int)F);
     act_job aj = {.d = bw->dffn, .pre = pre, .n = N * F, .act = m->cfg.act};
     pool_run(p, act_back_fn, &aj);
-    mm_dw(p, g->w1, bw->dffn, F, in, C, (int)N, (int)F, (int)C);
-    par_colsum(p, g->b1, bw->dffn, N, (int)F, F);
-    mm_dx(p, bw->dc, C, bw->dffn, F, b->w1, (int)N, (int)F, (int)C, 0.0f);
-    lora_backward(bw, b, g, PEFT_SITE_FC1, bw->dffn, F, in, C, bw->dc, C, N, (int)F, (int)C);
+    bi_mm_dw(p, g->w1, bw->dffn, F, in, C, (int)N, (int)F, (int)C);
+    bi_colsum(p, g->b1, bw->dffn, N, (int)F, F);
+    bi_mm_dx(p, bw->dc, C, bw->dffn, F, b->w1, (int)N, (int)F, (int)C, 0.0f);
+    bi_lora_backward(bw, b, g, PEFT_SITE_FC1, bw->dffn, F, in, C, bw->dc, C, N, (int)F, (int)C);
 }
 
 typedef struct add_job {
@@ -1111,6 +1180,8 @@ static void add_fn(void *arg, int tid, int nt)
  * Fails only when the prefix gradients' work space cannot grow. */
 static hl_status block_backward(backward *bw, int l)
 {
+    if (bw->m->cfg.family == MODEL_FAMILY_LLAMA)
+        return bi_llama_block_backward(bw, l);
     model *m = bw->m;
     const model_config *c = &m->cfg;
     const model_block *b = &m->w.blocks[l];
@@ -1128,11 +1199,11 @@ static hl_status block_backward(backward *bw, int l)
         ffn_back(bw, b, g, bw->dx, pre, bw->tmp_c);
         layernorm_back(p, bw->dmid, bw->dx, bw->dc, mid, b->ln2_w, g->ln2_w, g->ln2_b, bw->tmp_c,
                        N, (int)C, eps);
-        mm_dw(p, g->wo, bw->dmid, C, att, C, (int)N, (int)C, (int)C);
-        par_colsum(p, g->bo, bw->dmid, N, (int)C, C);
-        mm_dx(p, bw->dc, C, bw->dmid, C, b->wo, (int)N, (int)C, (int)C, 0.0f);
-        lora_backward(bw, b, g, PEFT_SITE_O, bw->dmid, C, att, C, bw->dc, C, N, (int)C, (int)C);
-        if (attention_back(bw, b, g, bw->dc, qkv))
+        bi_mm_dw(p, g->wo, bw->dmid, C, att, C, (int)N, (int)C, (int)C);
+        bi_colsum(p, g->bo, bw->dmid, N, (int)C, C);
+        bi_mm_dx(p, bw->dc, C, bw->dmid, C, b->wo, (int)N, (int)C, (int)C, 0.0f);
+        bi_lora_backward(bw, b, g, PEFT_SITE_O, bw->dmid, C, att, C, bw->dc, C, N, (int)C, (int)C);
+        if (bi_attention_back(bw, b, g, bw->dc, qkv))
             return HL_ERR_NOMEM;
         kern_par_layernorm(p, bw->tmp_c, x, b->ln1_w, b->ln1_b, N, (int)C, eps);
         qkv_back(bw, b, g, bw->tmp_c, bw->dc, 0.0f);
@@ -1150,11 +1221,11 @@ static hl_status block_backward(backward *bw, int l)
         layernorm_back(p, bw->dx, NULL, bw->dc, mid, b->ln1_w, g->ln1_w, g->ln1_b, bw->tmp_c, N,
                        (int)C, eps);
         /* bw->dx = dL/dmid: the residual passes it through to x */
-        mm_dw(p, g->wo, bw->dx, C, att, C, (int)N, (int)C, (int)C);
-        par_colsum(p, g->bo, bw->dx, N, (int)C, C);
-        mm_dx(p, bw->dc, C, bw->dx, C, b->wo, (int)N, (int)C, (int)C, 0.0f);
-        lora_backward(bw, b, g, PEFT_SITE_O, bw->dx, C, att, C, bw->dc, C, N, (int)C, (int)C);
-        if (attention_back(bw, b, g, bw->dc, qkv))
+        bi_mm_dw(p, g->wo, bw->dx, C, att, C, (int)N, (int)C, (int)C);
+        bi_colsum(p, g->bo, bw->dx, N, (int)C, C);
+        bi_mm_dx(p, bw->dc, C, bw->dx, C, b->wo, (int)N, (int)C, (int)C, 0.0f);
+        bi_lora_backward(bw, b, g, PEFT_SITE_O, bw->dx, C, att, C, bw->dc, C, N, (int)C, (int)C);
+        if (bi_attention_back(bw, b, g, bw->dc, qkv))
             return HL_ERR_NOMEM;
         qkv_back(bw, b, g, x, bw->dx, 1.0f);
     }
@@ -1171,8 +1242,8 @@ static hl_status body_backward(backward *bw, hl_err *err)
     const float *xl = bw->xs + (size_t)c->n_layers * N * C;
     const float *h = c->final_ln ? bw->fin : xl;
     if (m->w.proj_out) {
-        mm_dw(p, bw->gw.proj_out, bw->dhidden, E, h, C, (int)N, (int)E, (int)C);
-        mm_dx(p, bw->dc, C, bw->dhidden, E, m->w.proj_out, (int)N, (int)E, (int)C, 0.0f);
+        bi_mm_dw(p, bw->gw.proj_out, bw->dhidden, E, h, C, (int)N, (int)E, (int)C);
+        bi_mm_dx(p, bw->dc, C, bw->dhidden, E, m->w.proj_out, (int)N, (int)E, (int)C, 0.0f);
     } else if (m->w.mlm_dense_w) {
         /* hidden = LN(a), a = gelu(u), u = dense(h): a recomputed into dmid */
         act_recompute(p, bw->dmid, bw->mlm_pre, N, (int)C, KERN_ACT_GELU_ERF);
@@ -1180,14 +1251,17 @@ static hl_status body_backward(backward *bw, hl_err *err)
                        bw->gw.mlm_ln_b, bw->tmp_c, N, (int)C, c->ln_eps);
         act_job aj = {.d = bw->dc, .pre = bw->mlm_pre, .n = N * C, .act = MODEL_ACT_GELU_ERF};
         pool_run(p, act_back_fn, &aj);
-        mm_dw(p, bw->gw.mlm_dense_w, bw->dc, C, h, C, (int)N, (int)C, (int)C);
-        par_colsum(p, bw->gw.mlm_dense_b, bw->dc, N, (int)C, C);
-        mm_dx(p, bw->dmid, C, bw->dc, C, m->w.mlm_dense_w, (int)N, (int)C, (int)C, 0.0f);
+        bi_mm_dw(p, bw->gw.mlm_dense_w, bw->dc, C, h, C, (int)N, (int)C, (int)C);
+        bi_colsum(p, bw->gw.mlm_dense_b, bw->dc, N, (int)C, C);
+        bi_mm_dx(p, bw->dmid, C, bw->dc, C, m->w.mlm_dense_w, (int)N, (int)C, (int)C, 0.0f);
         memcpy(bw->dc, bw->dmid, N * C * sizeof(float));
     } else {
         memcpy(bw->dc, bw->dhidden, N * C * sizeof(float));
     }
-    if (c->final_ln)
+    if (c->final_ln && c->rms_norm)
+        bi_rmsnorm_back(p, bw->dx, NULL, bw->dc, xl, m->w.lnf_w, bw->gw.lnf_w, bw->tmp_c, N,
+                        (int)C, c->ln_eps);
+    else if (c->final_ln)
         layernorm_back(p, bw->dx, NULL, bw->dc, xl, m->w.lnf_w, bw->gw.lnf_w, bw->gw.lnf_b,
                        bw->tmp_c, N, (int)C, c->ln_eps);
     else
@@ -1199,12 +1273,12 @@ static hl_status body_backward(backward *bw, hl_err *err)
         layernorm_back(p, bw->dc, NULL, bw->dx, bw->emb_pre, m->w.emb_ln_w, bw->gw.emb_ln_w,
                        bw->gw.emb_ln_b, bw->tmp_c, N, (int)C, c->ln_eps);
         memcpy(bw->dx, bw->dc, N * C * sizeof(float));
-        par_colsum(p, bw->gw.tte, bw->dx, N, (int)C, C); /* token type 0, every token */
+        bi_colsum(p, bw->gw.tte, bw->dx, N, (int)C, C); /* token type 0, every token */
     }
     par_scatter(p, bw->gw.wpe, bw->dx, bw->pos, N, (int)C);
     if (m->w.proj_in) {
-        mm_dw(p, bw->gw.proj_in, bw->dx, C, bw->emb, E, (int)N, (int)C, (int)E);
-        mm_dx(p, bw->demb, E, bw->dx, C, m->w.proj_in, (int)N, (int)C, (int)E, 0.0f);
+        bi_mm_dw(p, bw->gw.proj_in, bw->dx, C, bw->emb, E, (int)N, (int)C, (int)E);
+        bi_mm_dx(p, bw->demb, E, bw->dx, C, m->w.proj_in, (int)N, (int)C, (int)E, 0.0f);
         par_scatter(p, bw->gw.wte, bw->demb, bw->batch.tokens, N, (int)E);
     } else {
         par_scatter(p, bw->gw.wte, bw->dx, bw->batch.tokens, N, (int)E);
@@ -1274,9 +1348,9 @@ static void head_back(backward *bw, const float *dl, const float *hrows, const i
     model *m = bw->m;
     pool *p = m->pool;
     const int V = m->cfg.vocab, E = m->cfg.d_embed;
-    mm_dx(p, bw->drows, (size_t)E, dl, (size_t)V, m->w.head, (int)R, V, E, 0.0f);
-    mm_dw(p, bw->gw.head, dl, (size_t)V, hrows, (size_t)E, (int)R, V, E);
-    par_colsum(p, bw->gw.head_bias, dl, R, V, (size_t)V);
+    bi_mm_dx(p, bw->drows, (size_t)E, dl, (size_t)V, m->w.head, (int)R, V, E, 0.0f);
+    bi_mm_dw(p, bw->gw.head, dl, (size_t)V, hrows, (size_t)E, (int)R, V, E);
+    bi_colsum(p, bw->gw.head_bias, dl, R, V, (size_t)V);
     for (size_t r = 0; r < R; r++) {
         float *dst = bw->dhidden + (size_t)rows[r] * E;
         const float *src = bw->drows + r * (size_t)E;

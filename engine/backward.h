@@ -1,4 +1,5 @@
-/* backward.h - first-order gradients of OPT / GPT-2 / RoBERTa (and their adapters) by backpropagation.
+/* backward.h - first-order gradients of OPT / GPT-2 / RoBERTa / Llama (and their adapters)
+ * by backpropagation.
  *
  * A training forward keeps what the backward pass needs (its own buffers:
  * model_acts stays the lean inference path), then the backward pass
@@ -18,22 +19,23 @@
  *
  * Determinism: every matmul is OpenBLAS sgemm over chunks whose boundaries
  * depend on the shapes alone, and every reduction (weight and bias
- * gradients, layer-norm parameters, embedding scatter-adds, the loss sum)
- * runs in a fixed order; there are no atomics.  Gradients are therefore
- * bit-identical for any pool size (OpenBLAS must run single-threaded, as
- * lm_open sets it).
+ * gradients, layer-norm parameters, embedding scatter-adds, the loss sum,
+ * a key/value head's gradient over its query heads) runs in a fixed order;
+ * there are no atomics.  Gradients are therefore bit-identical for any pool
+ * size (OpenBLAS must run single-threaded, as lm_open sets it).
  *
- * Memory: per layer and token 6C + F floats (7C + F post-LN) are kept
- * (block input, q|k|v, attention output, the mid-block residual, the FFN
- * pre-activation); layer-norm outputs, activations and attention
- * probabilities are recomputed in the backward pass with the forward's own
- * arithmetic (attention: direct loops below KERN_ATTENTION_SGEMM_MIN_T
- * tokens, sgemm per (sequence, head) from there, as kernels.c does).  Logits are computed BACKWARD_LOGIT_ROWS rows at a time, so
- * no [N, V] buffer exists.
+ * Memory: per layer and token 6C + F floats (7C + F post-LN; Llama 2C +
+ * 2QD + 2KVD + 2F) are kept (block input, q|k|v, attention output, the
+ * mid-block residual, the FFN pre-activation, Llama's up projection);
+ * norm outputs, activations and attention probabilities are recomputed in
+ * the backward pass with the forward's own arithmetic (attention: direct
+ * loops below KERN_ATTENTION_SGEMM_MIN_T tokens, sgemm per (sequence, head)
+ * from there, as kernels.c does).  Logits are computed BACKWARD_LOGIT_ROWS
+ * rows at a time, so no [N, V] buffer exists.
  *
  * Legend as in model.h: N packed tokens, B sequences, T a sequence's length,
  * C hidden, E word-embedding size, F FFN size, V vocabulary, L layers,
- * NH heads, HD = C / NH.
+ * NH heads, HD = C / NH (Llama: head_dim), QD = NH·HD, KVD = NKV·HD.
  *
  * LoRA (model.h's PEFT): when the model carries LoRA adapters the gradient
  * arena is laid out like its adapters (model_trainable) instead of its
@@ -42,16 +44,23 @@
  * the frozen base weights get no gradient at all.
  *
  * Prefix adapters: every query also attends to the block's P prefix
- * keys/values (as kernels.c does); each (sequence, head) task writes its
- * share of their gradient to a slice of its own, and the shares are summed
- * over sequences in order, so the bits do not depend on the threads.
+ * keys/values (as kernels.c does); each (sequence, key/value head) task
+ * writes its share of their gradient to a slice of its own, and the shares
+ * are summed over sequences in order, so the bits do not depend on the
+ * threads.
  *
  * RoBERTa: bidirectional attention, the embedding LayerNorm (token type row
  * 0 gets every token's gradient), the head transform LN(gelu(dense(x))) and
  * lm_head.bias.
  *
+ * The Llama family (Llama, Mistral, Qwen2; backward_llama.c): RMSNorm,
+ * q/k/v biases (Qwen2), rotary positions (any scaling: the tables are the
+ * forward's), grouped-query attention with a head_dim of its own, the
+ * SwiGLU MLP; LoRA with fc1 = gate_proj, fc2 = down_proj; prefix keys as
+ * the forward reads them (rotated once, at capture).
+ *
  * Leaves out: dropout, mixed precision, activation checkpointing beyond the
- * recomputations above, Llama.
+ * recomputations above.
  *
  * For the engine (`--optimizer ft-adam`, the gradient-alignment diagnostic):
  *     backward bw;  adamw opt;                          once per run
@@ -102,12 +111,14 @@ typedef struct backward {
     int max_T;
     model_batch batch; /* the last forward's batch (pointers borrowed from the caller) */
     float *xs;         /* [L + 1, N, C] block inputs; xs[L] = output of the last block */
-    float *qkv;        /* [L, N, 3C] q | k | v with biases, q unscaled */
-    float *att;        /* [L, N, C] attention output before out_proj */
+    float *qkv;        /* [L, N, QD + 2 KVD] q | k | v with biases, q unscaled (Llama:
+                        * q and k rotated, as the attention reads them) */
+    float *att;        /* [L, N, QD] attention output before out_proj */
     float *mid;        /* [L, N, C] pre-LN: residual after attention (input of LN2);
                         * post-LN: residual before LN1 */
     float *post2;      /* [L, N, C] post-LN only: residual before LN2; NULL for pre-LN */
-    float *pre_act;    /* [L, N, F] fc1 output + bias, before the activation */
+    float *pre_act;    /* [L, N, F] fc1 output + bias, before the activation (Llama: gate_proj) */
+    float *up;         /* [L, N, F] Llama: up_proj output, or NULL */
     float *emb;        /* [N, E] gathered word embeddings (input of project_in) or NULL */
     float *fin;        /* [N, C] after the final layer norm (input of project_out) */
     float *hidden;     /* [N, E] input of the head */
@@ -115,8 +126,8 @@ typedef struct backward {
     /* backward work space */
     float *dx;         /* [N, C] gradient of the residual stream */
     float *dmid;       /* [N, C] */
-    float *dc;         /* [N, C] gradient of a layer-norm output / attention output */
-    float *dqkv;       /* [N, 3C] */
+    float *dc;         /* [N, max(C, QD)] gradient of a norm output / attention output */
+    float *dqkv;       /* [N, QD + 2 KVD] */
     float *dffn;       /* [N, F] */
     float *tmp_c;      /* [N, C] recomputed layer-norm outputs */
     float *tmp_f;      /* [N, F] recomputed activations */
@@ -126,8 +137,10 @@ typedef struct backward {
     float *lora_u, *lora_v; /* [N, r] LoRA's x Aᵀ and dy B (NULL without LoRA) */
     float *emb_pre;    /* [N, C] RoBERTa: the summed embeddings before their LN, or NULL */
     float *mlm_pre;    /* [N, C] RoBERTa: the head's dense output + bias before GELU, or NULL */
-    float *pref_part;  /* [B, 2, P, C] prefix: each sequence's share of dK_p, dV_p */
+    float *pref_part;  /* [B, 2, P, KVD] prefix: each sequence's share of dK_p, dV_p */
     size_t pref_cap;   /* floats in pref_part */
+    float *rope_nsin;  /* [max_pos, HD / 2] Llama: −sin of the rotary table (the rotation's
+                        * transpose), or NULL */
     /* heads */
     float *logits;     /* [BACKWARD_LOGIT_ROWS, V] */
     float *hrows;      /* [BACKWARD_LOGIT_ROWS, E] gathered hidden rows */

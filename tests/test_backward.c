@@ -5,8 +5,11 @@
  *    cls_score: code the backward pass shares nothing with above the
  *    kernels) on tiny random models of every variant - OPT pre-LN with an
  *    untied head, OPT post-LN with project_in/out and a tied head, GPT-2,
- *    and OPT without biases or layer-norm parameters - for the LM loss and
- *    both classification paths, at a sample of coordinates in every layer;
+ *    and OPT without biases or layer-norm parameters - and on the committed
+ *    Llama-family fixtures (GQA 2 and 4, Qwen2's biases, head_dim != C/NH,
+ *    linear and llama3 RoPE scaling, tied and separate heads), for the LM
+ *    loss and both classification paths, at a sample of coordinates in
+ *    every layer;
  *  - the float64 PyTorch gradients of tests/ref/grads.py
  *    (tests/fixtures/grads/), every tensor compared;
  *  - the engine itself: gradients bit-identical for 1, 2 and 4 threads,
@@ -120,6 +123,29 @@ static void make_model(model *m, int v)
     hl_err err;
     CU_ASSERT_EQUAL_FATAL(model_init_from_config(m, &c, &err), HL_OK);
     randomise(m);
+}
+
+/* The committed Llama-family fixtures, loaded as they are: config.json,
+ * rotary tables with their scaling, tied or separate head, and weights of
+ * O(0.3) (tests/ref/llama.py), large enough for a wrong gradient to show. */
+enum { LLAMA_F32, LLAMA_QWEN2, LLAMA_MISTRAL, LLAMA_BF16, LLAMA_COUNT };
+static const char *const llama_dir[LLAMA_COUNT] = {"llama-tiny-f32", "qwen2-tiny-f16",
+                                                   "mistral-tiny-f32", "llama-tiny-bf16"};
+static const char *const llama_name[LLAMA_COUNT] = {
+    "llama GQA 2", "qwen2 GQA 4, q/k/v biases, tied", "mistral head_dim 16 != C/NH, linear rope",
+    "llama bf16 shards, tied, llama3 rope"};
+
+static void llama_path(char *out, size_t cap, int f)
+{
+    snprintf(out, cap, "%s/%s", MODELDIR, llama_dir[f]);
+}
+
+static void make_llama(model *m, int f)
+{
+    char dir[512];
+    llama_path(dir, sizeof dir, f);
+    hl_err err;
+    CU_ASSERT_EQUAL_FATAL(model_load(m, dir, &err), HL_OK);
 }
 
 /* three sequences of random ids, packed */
@@ -259,46 +285,61 @@ static int fd_check_set(const char *what, param_set *ps, const float *grad, loss
     return bad;
 }
 
-/* The LM loss's gradient by finite differences, of the weights or (peft
- * given) of the adapters. */
-static void fd_lm_peft(int v, const int *lens, int B, const char *what, const char *peft)
+/* The LM loss's gradient by finite differences, of the weights of m or
+ * (peft given) of the adapters attached to it; frees m. */
+static void fd_lm_model(model *m, const int *lens, int B, const char *what, const char *peft)
 {
-    model_config c = variant_config(v);
+    hl_err err;
     int n = 0;
     for (int b = 0; b < B; b++) {
         n += lens[b];
-        c.max_pos = lens[b] > c.max_pos ? lens[b] : c.max_pos;
+        CU_ASSERT_FATAL(lens[b] <= m->cfg.max_pos);
     }
-    model m;
-    hl_err err;
-    CU_ASSERT_EQUAL_FATAL(model_init_from_config(&m, &c, &err), HL_OK);
-    randomise(&m);
     peft_spec ps;
     CU_ASSERT_EQUAL_FATAL(peft_parse(&ps, peft, &err), HL_OK);
-    CU_ASSERT_EQUAL_FATAL(model_peft_attach(&m, &ps, 11, &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(model_peft_attach(m, &ps, 11, &err), HL_OK);
     backward bw;
-    CU_ASSERT_EQUAL_FATAL(backward_init(&bw, &m, &err), HL_OK);
-    CU_ASSERT_EQUAL(bw.grad.n_layers, model_trainable(&m)->n_layers);
+    CU_ASSERT_EQUAL_FATAL(backward_init(&bw, m, &err), HL_OK);
+    CU_ASSERT_EQUAL(bw.grad.n_layers, model_trainable(m)->n_layers);
     int32_t *tok = malloc((size_t)n * sizeof *tok), starts[8];
-    make_batch(tok, starts, lens, B, m.cfg.vocab);
+    make_batch(tok, starts, lens, B, m->cfg.vocab);
     model_batch b = {.tokens = tok, .seq_start = starts, .n_seq = B};
     double sum;
     size_t count;
     CU_ASSERT_EQUAL_FATAL(backward_lm(&bw, &sum, &count, &b, 1, 1.0, &err), HL_OK);
     CU_ASSERT_EQUAL(count, (size_t)(n - B));
     /* the loss is the inference path's, within float rounding */
-    double ref = lm_loss(&m, &b);
+    double ref = lm_loss(m, &b);
     CU_ASSERT(fabs(sum / (double)count - ref) <= 1e-5 * fabs(ref));
-    fd_ctx ctx = {.m = &m, .batch = &b};
-    CU_ASSERT_EQUAL(fd_check_set(what, model_trainable(&m), bw.grad.data, fd_lm, &ctx), 0);
+    fd_ctx ctx = {.m = m, .batch = &b};
+    CU_ASSERT_EQUAL(fd_check_set(what, model_trainable(m), bw.grad.data, fd_lm, &ctx), 0);
     free(tok);
     backward_free(&bw);
-    model_free(&m);
+    model_free(m);
+}
+
+static void fd_lm_peft(int v, const int *lens, int B, const char *what, const char *peft)
+{
+    model_config c = variant_config(v);
+    for (int b = 0; b < B; b++)
+        c.max_pos = lens[b] > c.max_pos ? lens[b] : c.max_pos;
+    model m;
+    hl_err err;
+    CU_ASSERT_EQUAL_FATAL(model_init_from_config(&m, &c, &err), HL_OK);
+    randomise(&m);
+    fd_lm_model(&m, lens, B, what, peft);
 }
 
 static void fd_lm_one(int v, const int *lens, int B, const char *what)
 {
     fd_lm_peft(v, lens, B, what, "none");
+}
+
+static void fd_lm_llama(int f, const int *lens, int B, const char *what, const char *peft)
+{
+    model m;
+    make_llama(&m, f);
+    fd_lm_model(&m, lens, B, what, peft);
 }
 
 static void test_fd_lm(void)
@@ -311,26 +352,33 @@ static void test_fd_lm(void)
     const int long_lens[3] = {KERN_ATTENTION_SGEMM_MIN_T + 13, KERN_ATTENTION_SGEMM_MIN_T, 5};
     fd_lm_one(VAR_GPT2, long_lens, 3, "gpt2, sgemm attention");
     fd_lm_one(VAR_OPT_POST, long_lens, 3, "opt post-LN, sgemm attention");
+    /* the Llama family: RMSNorm, rotary positions, grouped-query attention,
+     * SwiGLU; sgemm attention with 4 query heads on one key/value head (one
+     * sequence on each path: these models cost more than the variants) */
+    for (int f = 0; f < LLAMA_COUNT; f++)
+        fd_lm_llama(f, short_lens, 3, llama_name[f], "none");
+    const int llama_long[2] = {KERN_ATTENTION_SGEMM_MIN_T, 5};
+    fd_lm_llama(LLAMA_QWEN2, llama_long, 2, "qwen2, sgemm attention", "none");
 }
 
-static void cls_fd_one(int v, bool single)
+/* Both classification paths on model m (freed): losses equal to cls_score's,
+ * gradients by finite differences. */
+static void cls_fd_model(model *m, const char *name, bool single)
 {
-    model m;
-    make_model(&m, v);
     backward bw;
     hl_err err;
-    CU_ASSERT_EQUAL_FATAL(backward_init(&bw, &m, &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(backward_init(&bw, m, &err), HL_OK);
     int32_t w0[3] = {5, 17, 9}, w1[1] = {30}, w2[2] = {12, 40};
     const int32_t *words[3] = {w0, w1, w2};
     int32_t nw[3] = {single ? 1 : 3, 1, single ? 1 : 2};
     cls_scorer s;
-    CU_ASSERT_EQUAL_FATAL(cls_scorer_init(&s, &m, words, nw, 3, 4, 12, &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(cls_scorer_init(&s, m, words, nw, 3, 4, 12, &err), HL_OK);
     int32_t p[4][12];
     int plen[4] = {9, 4, 12, 6}, labels[4] = {0, 2, -1, 1};
     cls_example ex[4];
     for (int i = 0; i < 4; i++) {
         for (int t = 0; t < plen[i]; t++)
-            p[i][t] = (int32_t)(urand() * m.cfg.vocab);
+            p[i][t] = (int32_t)(urand() * m->cfg.vocab);
         ex[i] = (cls_example){.prompt = p[i], .n_prompt = plen[i], .label = labels[i],
                               .mask_pos = plen[i] / 2}; /* read by a masked LM only */
     }
@@ -344,12 +392,19 @@ static void cls_fd_one(int v, bool single)
     }
     CU_ASSERT(got[2] == 0.0);
     char what[96];
-    snprintf(what, sizeof what, "%s, cls %s", var_name[v], single ? "1-token" : "multi-token");
-    fd_ctx ctx = {.m = &m, .s = &s, .ex = ex, .n = 4};
-    CU_ASSERT_EQUAL(fd_check(what, &m, bw.grad.data, fd_cls, &ctx), 0);
+    snprintf(what, sizeof what, "%s, cls %s", name, single ? "1-token" : "multi-token");
+    fd_ctx ctx = {.m = m, .s = &s, .ex = ex, .n = 4};
+    CU_ASSERT_EQUAL(fd_check(what, m, bw.grad.data, fd_cls, &ctx), 0);
     cls_scorer_free(&s);
     backward_free(&bw);
-    model_free(&m);
+    model_free(m);
+}
+
+static void cls_fd_one(int v, bool single)
+{
+    model m;
+    make_model(&m, v);
+    cls_fd_model(&m, var_name[v], single);
 }
 
 static void test_fd_cls(void)
@@ -358,6 +413,13 @@ static void test_fd_cls(void)
         cls_fd_one(v, true);
         if (v != VAR_ROBERTA) /* a masked LM reads one token at <mask> */
             cls_fd_one(v, false);
+    }
+    /* Llama: both paths on one fixture, the 1-token path on Qwen2's tied head */
+    const int fs[3] = {LLAMA_F32, LLAMA_F32, LLAMA_QWEN2};
+    for (int i = 0; i < 3; i++) {
+        model m;
+        make_llama(&m, fs[i]);
+        cls_fd_model(&m, llama_name[fs[i]], i != 1);
     }
 }
 
@@ -405,6 +467,10 @@ static void test_prefix_gradients(void)
     prefix_fd_one(VAR_ROBERTA, short_lens, 3, "roberta, prefix");
     prefix_fd_one(VAR_OPT_POST, long_lens, 2, "opt post-LN, prefix, sgemm attention");
     prefix_fd_one(VAR_ROBERTA, long_lens, 2, "roberta, prefix, sgemm attention");
+    /* Llama: prefix keys as captured (rotated once) and read unrotated; a
+     * key/value head's prefix gradient summed over its 4 query heads */
+    fd_lm_llama(LLAMA_QWEN2, short_lens, 3, "qwen2, prefix", "prefix:tokens=3");
+    fd_lm_llama(LLAMA_F32, long_lens, 2, "llama, prefix, sgemm attention", "prefix:tokens=3");
 }
 
 /* ---------------------------------------------------------------- LoRA --- */
@@ -414,8 +480,11 @@ static float *site_weight(const model *m, int l, int k, int *O, int *K)
 {
     const model_block *b = &m->w.blocks[l];
     const int C = m->cfg.d_model, F = m->cfg.d_ffn;
-    *O = k == PEFT_SITE_FC1 ? F : C;
-    *K = k == PEFT_SITE_FC2 ? F : C;
+    const int QD = model_q_dim(&m->cfg), KVD = model_kv_dim(&m->cfg);
+    const int outs[PEFT_SITE_COUNT] = {QD, KVD, KVD, C, F, C};
+    const int ins[PEFT_SITE_COUNT] = {C, C, C, QD, C, F};
+    *O = outs[k];
+    *K = ins[k];
     float *const w[PEFT_SITE_COUNT] = {b->wqkv[0], b->wqkv[1], b->wqkv[2], b->wo, b->w1, b->w2};
     return w[k];
 }
@@ -426,23 +495,21 @@ static float *site_weight(const model *m, int l, int k, int *O, int *K)
  * difference- and PyTorch-checked) full backward of the merged model, for
  * every site, every block and both losses; and its loss must be the
  * inference path's with the adapters. */
-static void lora_case(int v, bool cls)
+static void lora_case_model(model *m, const char *name, bool cls)
 {
-    model m;
-    make_model(&m, v);
     hl_err err;
     peft_spec ps;
     CU_ASSERT_EQUAL_FATAL(peft_parse(&ps, "lora:r=3,alpha=6,targets=q+k+v+o+fc1+fc2", &err),
                           HL_OK);
-    CU_ASSERT_EQUAL_FATAL(model_peft_attach(&m, &ps, 7, &err), HL_OK);
-    for (int l = 0; l < m.peft_params.n_layers; l++) { /* B != 0 too */
-        float *d = param_layer_data(&m.peft_params, l);
-        for (size_t k = 0; k < m.peft_params.layers[l].size; k++)
+    CU_ASSERT_EQUAL_FATAL(model_peft_attach(m, &ps, 7, &err), HL_OK);
+    for (int l = 0; l < m->peft_params.n_layers; l++) { /* B != 0 too */
+        float *d = param_layer_data(&m->peft_params, l);
+        for (size_t k = 0; k < m->peft_params.layers[l].size; k++)
             d[k] = (float)(0.4 * (urand() - 0.5));
     }
     const int lens[3] = {9, 5, 3};
     int32_t tok[17], starts[4];
-    make_batch(tok, starts, lens, 3, m.cfg.vocab);
+    make_batch(tok, starts, lens, 3, m->cfg.vocab);
     model_batch b = {.tokens = tok, .seq_start = starts, .n_seq = 3};
     int32_t w0[1] = {5}, w1[1] = {30};
     const int32_t *words[2] = {w0, w1};
@@ -453,12 +520,12 @@ static void lora_case(int v, bool cls)
         ex[i] = (cls_example){.prompt = tok + starts[i], .n_prompt = lens[i], .label = labels[i],
                               .mask_pos = lens[i] / 2};
     cls_scorer sc;
-    CU_ASSERT_EQUAL_FATAL(cls_scorer_init(&sc, &m, words, nw, 2, 3, 12, &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(cls_scorer_init(&sc, m, words, nw, 2, 3, 12, &err), HL_OK);
 
     /* the adapted backward: loss = inference loss; gradients of the adapters only */
     backward bw;
-    CU_ASSERT_EQUAL_FATAL(backward_init(&bw, &m, &err), HL_OK);
-    CU_ASSERT_EQUAL(bw.grad.n_layers, m.peft_params.n_layers);
+    CU_ASSERT_EQUAL_FATAL(backward_init(&bw, m, &err), HL_OK);
+    CU_ASSERT_EQUAL(bw.grad.n_layers, m->peft_params.n_layers);
     CU_ASSERT_PTR_NULL(bw.gw.blocks[0].w1); /* frozen base: no gradient */
     double sum = 0, ref;
     size_t count;
@@ -470,21 +537,21 @@ static void lora_case(int v, bool cls)
             CU_ASSERT(got[i] == want[i]); /* the same calls: the same bits */
     } else {
         CU_ASSERT_EQUAL_FATAL(backward_lm(&bw, &sum, &count, &b, 1, 1.0, &err), HL_OK);
-        ref = lm_loss(&m, &b);
+        ref = lm_loss(m, &b);
         CU_ASSERT(fabs(sum / (double)count - ref) <= 1e-6 * fabs(ref));
     }
-    float *lg = malloc(bw.grad.n * sizeof *lg), *ab = malloc(m.peft_params.n * sizeof *ab);
+    float *lg = malloc(bw.grad.n * sizeof *lg), *ab = malloc(m->peft_params.n * sizeof *ab);
     memcpy(lg, bw.grad.data, bw.grad.n * sizeof *lg);
-    memcpy(ab, m.peft_params.data, m.peft_params.n * sizeof *ab);
-    param_set layout = m.peft_params; /* the table, read before the merge frees it */
+    memcpy(ab, m->peft_params.data, m->peft_params.n * sizeof *ab);
+    param_set layout = m->peft_params; /* the table, read before the merge frees it */
     param_layer *tab = malloc((size_t)layout.n_layers * sizeof *tab);
     memcpy(tab, layout.layers, (size_t)layout.n_layers * sizeof *tab);
     backward_free(&bw);
 
     /* the full backward of the merged model */
     const float s = ps.alpha / (float)ps.rank;
-    CU_ASSERT_EQUAL_FATAL(model_peft_merge(&m, &err), HL_OK);
-    CU_ASSERT_EQUAL_FATAL(backward_init(&bw, &m, &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(model_peft_merge(m, &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(backward_init(&bw, m, &err), HL_OK);
     if (cls) {
         double got[3];
         CU_ASSERT_EQUAL_FATAL(backward_cls(&bw, got, &sc, ex, 3, 1.0, &err), HL_OK);
@@ -492,10 +559,10 @@ static void lora_case(int v, bool cls)
         CU_ASSERT_EQUAL_FATAL(backward_lm(&bw, &sum, &count, &b, 1, 1.0, &err), HL_OK);
     int bad = 0, at = 0;
     double worst = 0;
-    for (int l = 0; l < m.cfg.n_layers; l++)
+    for (int l = 0; l < m->cfg.n_layers; l++)
         for (int k = 0; k < PEFT_SITE_COUNT; k++, at += 2) {
             int O, K;
-            const float *G = backward_grad_of(&bw, site_weight(&m, l, k, &O, &K));
+            const float *G = backward_grad_of(&bw, site_weight(m, l, k, &O, &K));
             const int r = ps.rank;
             const float *A = ab + tab[at].offset, *B = ab + tab[at + 1].offset;
             const float *dA = lg + tab[at].offset, *dB = lg + tab[at + 1].offset;
@@ -524,13 +591,20 @@ static void lora_case(int v, bool cls)
             }
         }
     fprintf(stderr, "\n  %s, LoRA on every site, %s loss: dA, dB = s Bᵀ G, s G Aᵀ of the merged "
-            "model within %.3g of the tolerance", var_name[v], cls ? "classification" : "LM",
+            "model within %.3g of the tolerance", name, cls ? "classification" : "LM",
             worst);
     CU_ASSERT_EQUAL(bad, 0);
     free(lg), free(ab), free(tab);
     backward_free(&bw);
     cls_scorer_free(&sc);
-    model_free(&m);
+    model_free(m);
+}
+
+static void lora_case(int v, bool cls)
+{
+    model m;
+    make_model(&m, v);
+    lora_case_model(&m, var_name[v], cls);
 }
 
 static void test_lora_gradients(void)
@@ -539,6 +613,15 @@ static void test_lora_gradients(void)
         lora_case(v, false);
         lora_case(v, true);
     }
+    /* Llama: q, k, v of different widths (GQA), o_proj reading QD != C
+     * (Mistral), fc1 = gate_proj, fc2 = down_proj */
+    const int fs[2] = {LLAMA_QWEN2, LLAMA_MISTRAL};
+    for (int i = 0; i < 2; i++)
+        for (int cls = 0; cls < 2; cls++) {
+            model m;
+            make_llama(&m, fs[i]);
+            lora_case_model(&m, llama_name[fs[i]], cls);
+        }
 }
 
 /* ------------------------------------------------- PyTorch reference --- */
@@ -720,13 +803,23 @@ static void test_reference_gradients(void)
 
 /* 600 tokens and a 2500-word vocabulary: several fixed row chunks in every
  * product and several column/row chunks in the head, so a split that
- * depended on the thread count would show. */
+ * depended on the thread count would show.  After the variants, Qwen2's
+ * config (4 query heads summed into one key/value head's gradient). */
 static void test_thread_count_does_not_change_gradients(void)
 {
     enum { B = 3, T = 200, N = B * T };
     lm_set_blas_threads(1);
-    for (int v = 0; v < VAR_COUNT; v++) {
-        model_config c = variant_config(v);
+    for (int v = 0; v <= VAR_COUNT; v++) {
+        model_config c;
+        if (v < VAR_COUNT)
+            c = variant_config(v);
+        else {
+            char dir[512];
+            hl_err err;
+            llama_path(dir, sizeof dir, LLAMA_QWEN2);
+            CU_ASSERT_EQUAL_FATAL(model_config_load(&c, dir, &err), HL_OK);
+        }
+        const char *name = v < VAR_COUNT ? var_name[v] : llama_name[LLAMA_QWEN2];
         c.vocab = 2500;
         c.max_pos = T;
         int32_t *tok = malloc(N * sizeof *tok), starts[B + 1];
@@ -760,7 +853,7 @@ static void test_thread_count_does_not_change_gradients(void)
                 ref = malloc(n * sizeof *ref);
                 memcpy(ref, bw.grad.data, n * sizeof *ref);
             } else if (memcmp(ref, bw.grad.data, n * sizeof *ref) != 0) {
-                fprintf(stderr, "\n  %s: LM gradients differ with %d threads", var_name[v],
+                fprintf(stderr, "\n  %s: LM gradients differ with %d threads", name,
                         threads);
                 CU_FAIL("LM gradients depend on the thread count");
             }
@@ -777,7 +870,7 @@ static void test_thread_count_does_not_change_gradients(void)
                 ref_cls = malloc(n * sizeof *ref_cls);
                 memcpy(ref_cls, bw.grad.data, n * sizeof *ref_cls);
             } else if (memcmp(ref_cls, bw.grad.data, n * sizeof *ref_cls) != 0) {
-                fprintf(stderr, "\n  %s: cls gradients differ with %d threads", var_name[v],
+                fprintf(stderr, "\n  %s: cls gradients differ with %d threads", name,
                         threads);
                 CU_FAIL("classification gradients depend on the thread count");
             }

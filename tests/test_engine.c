@@ -588,11 +588,16 @@ static void test_peft_every_method(void)
                 HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 15);
     resume_case("model", "helene", HELENE_TESTDIR "/fixtures/models/llama-tiny-bf16",
                 HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 6);
+    /* ... and the first-order comparator (AdamW over the Llama backward) */
+    resume_case("model", "ft-adam", HELENE_TESTDIR "/fixtures/models/qwen2-tiny-f16",
+                HELENE_TESTDIR "/fixtures/tasks/sst2.tsv", 6);
     resume_tag = "";
     peft_case("zo-adam", HELENE_TESTDIR "/fixtures/models/mistral-tiny-f32",
               "lora:r=2,targets=q+k+v+o+fc1+fc2", "-lora-mistral");
     peft_case("helene", HELENE_TESTDIR "/fixtures/models/qwen2-tiny-f16", "prefix:tokens=2",
               "-prefix-qwen2");
+    peft_case("ft-adam", HELENE_TESTDIR "/fixtures/models/mistral-tiny-f32",
+              "lora:r=2,targets=q+k+v+o+fc1+fc2", "-lora-mistral");
     /* the first-order comparator tunes LoRA too (AdamW state over the adapters) */
     peft_case("ft-adam", opt, "lora:r=2,alpha=4,targets=q+v+fc1", "-lora");
     peft_case("ft-adam", HELENE_TESTDIR "/fixtures/models/opt350-tiny-f32", "lora:r=2",
