@@ -39,6 +39,11 @@ static const hparam_entry table[] = {
       "mezo zo-sgd-mmt zo-sign zo-adam hizoo helene",
       "SPSA probes averaged per step (2 forwards each)"},
      F(n_probes)},
+    {{"state_bf16", HPARAM_TYPE_BOOL, 0, 1, false, false, NULL, "off",
+      "zo-sgd-mmt zo-adam hizoo helene",
+      "keep the optimizer state (m, h, v) in bf16 with stochastic rounding: half its memory; "
+      "switching starts the state fresh"},
+     F(state_bf16)},
     {{"total_steps", HPARAM_TYPE_INT, 0, BIG, false, false, NULL, "0", "all",
       "run length in steps, 0 = open-ended (sets the default of anneal_horizon)"},
      F(total_steps)},

@@ -97,6 +97,7 @@ typedef struct hparams {
     int32_t lambda_mode;     /* lambda_mode */
     int32_t layer_granularity; /* layer_granularity */
     bool anneal, clip, update_clip;
+    bool state_bf16;         /* m, h, v in bf16 with stochastic rounding */
     int32_t precondition;    /* precondition_mode */
     bool hess_debias; /* h / (1 - β2^r) in the denominator and the floor's comparison */
     /* layer-newton (optim_lnewton.c); its η is lr, a fraction of a Newton step */

@@ -79,6 +79,18 @@ float *oi_arena_alloc(size_t n, float fill)
     return a;
 }
 
+/* The same for 16-bit state. */
+uint16_t *oi_arena_alloc16(size_t n, uint16_t fill)
+{
+    void *mem = NULL;
+    if (posix_memalign(&mem, 64, (n ? n : 32) * sizeof(uint16_t)) != 0)
+        return NULL;
+    uint16_t *a = mem;
+    for (size_t i = 0; i < n; i++)
+        a[i] = fill;
+    return a;
+}
+
 /* ---- pieces and groups ------------------------------------------------ */
 
 /* Two tensors of one module: names equal up to a last ".weight" / ".bias"
@@ -238,10 +250,11 @@ static void perturb_piece(const pass_job *j, uint32_t p)
     const piece *pc = &o->pieces[p];
     double *zsq_out = j->want_zsq ? &o->piece_zsq[p] : NULL;
     float *th = param_layer_data(o->ps, pc->layer);
-    const float *H = j->hizoo_scale ? o->h + o->soff[pc->layer] : NULL;
+    const float *H = j->hizoo_scale && o->h ? o->h + o->soff[pc->layer] : NULL;
+    const uint16_t *H16 = j->hizoo_scale && o->h16 ? o->h16 + o->soff[pc->layer] : NULL;
     /* HELENE precondition=perturbation: this layer's probe scale */
     const float scale = o->probe_lscale ? j->scale * o->probe_lscale[pc->layer] : j->scale;
-    if (!H && !zsq_out) {
+    if (!H && !H16 && !zsq_out) {
         /* the common pass: normals straight from registers into θ */
         rng_normal_axpy(th + pc->begin, scale, j->seed, (uint32_t)pc->layer, pc->begin,
                         pc->end - pc->begin);
@@ -254,9 +267,12 @@ static void perturb_piece(const pass_job *j, uint32_t p)
         rng_normal_fill(z, j->seed, (uint32_t)pc->layer, i0, n);
         if (j->want_zsq)
             zsq += n == SUB ? sumsq_span(z, SUB) : sumsq_span(z, n);
-        if (H) {
-            float rt[SUB];
-            sqrt_span(rt, H + i0, n);
+        if (H || H16) {
+            float rt[SUB], hw[SUB];
+            if (H16)
+                for (size_t i = 0; i < n; i++)
+                    hw[i] = oi_bf16_to_f32(H16[i0 + i]);
+            sqrt_span(rt, H16 ? hw : H + i0, n);
             for (size_t i = 0; i < n; i++)
                 z[i] = z[i] / rt[i];
         }
@@ -344,7 +360,11 @@ static void free_state(optim *o)
     free(o->m);
     free(o->h);
     free(o->v);
+    free(o->m16);
+    free(o->h16);
+    free(o->v16);
     o->m = o->h = o->v = NULL;
+    o->m16 = o->h16 = o->v16 = NULL;
 }
 
 /* Allocate fresh state for `method`; on failure the old state is kept. */
@@ -352,6 +372,7 @@ static hl_status reset_state(optim *o, int32_t method, hl_err *err)
 {
     size_t n = o->n_state ? o->n_state : 16;
     float *m = NULL, *h = NULL, *v = NULL;
+    uint16_t *m16 = NULL, *h16 = NULL, *v16 = NULL;
     void *ms = NULL;
     const optim_method_ops *ops = optim_method_ops_of(method);
     if (ops->state_new) {
@@ -359,14 +380,25 @@ static hl_status reset_state(optim *o, int32_t method, hl_err *err)
         if (st != HL_OK)
             return st;
     }
-    if (method_needs_m(method) && !(m = oi_arena_alloc(n, 0.0f)))
-        goto nomem;
-    if (method_needs_h(method) && !(h = oi_arena_alloc(n, method == OPTIM_METHOD_HIZOO ? 1.0f : 0.0f)))
-        goto nomem;
-    if (method_needs_v(method) && !(v = oi_arena_alloc(n, 0.0f)))
-        goto nomem;
+    const float h0 = method == OPTIM_METHOD_HIZOO ? 1.0f : 0.0f; /* exact in bf16 */
+    if (o->state16) {
+        if (method_needs_m(method) && !(m16 = oi_arena_alloc16(n, 0)))
+            goto nomem;
+        if (method_needs_h(method) && !(h16 = oi_arena_alloc16(n, oi_f32_to_bf16_rne(h0))))
+            goto nomem;
+        if (method_needs_v(method) && !(v16 = oi_arena_alloc16(n, 0)))
+            goto nomem;
+    } else {
+        if (method_needs_m(method) && !(m = oi_arena_alloc(n, 0.0f)))
+            goto nomem;
+        if (method_needs_h(method) && !(h = oi_arena_alloc(n, h0)))
+            goto nomem;
+        if (method_needs_v(method) && !(v = oi_arena_alloc(n, 0.0f)))
+            goto nomem;
+    }
     free_state(o);
     o->m = m, o->h = h, o->v = v;
+    o->m16 = m16, o->h16 = h16, o->v16 = v16;
     o->mstate = ms;
     o->state_method = method;
     o->t_local = 0;
@@ -383,7 +415,7 @@ static hl_status reset_state(optim *o, int32_t method, hl_err *err)
     }
     o->n_meas = 0;
     o->meas_gran = o->hp.layer_granularity;
-    if (h && method == OPTIM_METHOD_HIZOO)
+    if ((h || h16) && method == OPTIM_METHOD_HIZOO)
         for (int l = 0; l < L; l++)
             o->h_sum[l] = o->ps->layers[l].frozen ? 0.0 : (double)o->ps->layers[l].size;
     return HL_OK;
@@ -391,10 +423,14 @@ nomem:
     free(m);
     free(h);
     free(v);
+    free(m16);
+    free(h16);
+    free(v16);
     if (ms)
         ops->state_free(ms);
     return hl_err_set(err, HL_ERR_NOMEM, "cannot allocate %zu MiB of optimizer state for %s",
-                      n * sizeof(float) >> 20, optim_method_name(method));
+                      n * (o->state16 ? sizeof(uint16_t) : sizeof(float)) >> 20,
+                      optim_method_name(method));
 }
 
 void optim_free(optim *o)
@@ -490,6 +526,7 @@ hl_status optim_init_hp(optim **out, param_set *ps, pool *workers, uint64_t run_
         o->lstats[l] = (optim_layer_stats){.score = NAN, .probe_share = NAN, .group = -1};
     if (st == HL_OK)
         st = build_pieces(o, err);
+    o->state16 = o->hp.state_bf16; /* the first state is allocated in its dtype */
     if (st == HL_OK)
         st = reset_state(o, o->hp.method, err);
     if (st != HL_OK) {
@@ -522,10 +559,15 @@ hl_status optim_set(optim *o, const char *key, const char *value, hl_err *err)
     if (st != HL_OK)
         return st;
     st = hparams_set(&tmp, key, value, o->ps->n_layers, err);
-    /* a new method, or new groups for layer-newton: fresh state */
-    if (st == HL_OK && (tmp.method != o->state_method ||
-                        (tmp.method == OPTIM_METHOD_LAYER_NEWTON && tmp.groups != o->hp.groups)))
+    /* a new method, new groups for layer-newton or a new state dtype: fresh state */
+    const bool was16 = o->state16;
+    if (st == HL_OK && (tmp.method != o->state_method || tmp.state_bf16 != o->state16 ||
+                        (tmp.method == OPTIM_METHOD_LAYER_NEWTON && tmp.groups != o->hp.groups))) {
+        o->state16 = tmp.state_bf16;
         st = reset_state(o, tmp.method, err);
+        if (st != HL_OK)
+            o->state16 = was16;
+    }
     if (st != HL_OK) {
         hparams_free(&tmp);
         return st;
@@ -575,6 +617,28 @@ const optim_step_stats *optim_last_stats(const optim *o)
 const optim_layer_stats *optim_layer_stats_get(const optim *o)
 {
     return o->lstats;
+}
+
+bool optim_state16(const optim *o)
+{
+    return o->state16;
+}
+
+uint16_t *optim_state_arena16(const optim *o, int i, const char **name)
+{
+    uint16_t *arenas[3] = {o->m16, o->h16, o->v16};
+    const char *names[3] = {"m", o->state_method == OPTIM_METHOD_HIZOO ? "H" : "h", "v"};
+    int k = 0;
+    for (int a = 0; a < 3; a++) {
+        if (!arenas[a])
+            continue;
+        if (k++ == i) {
+            if (name)
+                *name = names[a];
+            return arenas[a];
+        }
+    }
+    return NULL;
 }
 
 float *optim_state_arena(const optim *o, int i, const char **name)
@@ -737,11 +801,14 @@ hl_status optim_state_write(const optim *o, const char *path, hl_err *err)
     int64_t n = (int64_t)o->n_state, L = ps->n_layers;
     st_write_tensor ts[16];
     int k = 0;
-    const float *arenas[3] = {o->m, o->h, o->v};
+    const void *arenas[3] = {o->m, o->h, o->v};
+    if (o->state16) /* bf16 as kept: a resume continues bit for bit */
+        arenas[0] = o->m16, arenas[1] = o->h16, arenas[2] = o->v16;
     static const char *const names[3] = {"m", "h", "v"};
     for (int i = 0; i < 3; i++)
         if (arenas[i])
-            ts[k++] = (st_write_tensor){.name = names[i], .dtype = ST_DTYPE_F32,
+            ts[k++] = (st_write_tensor){.name = names[i],
+                                        .dtype = o->state16 ? ST_DTYPE_BF16 : ST_DTYPE_F32,
                                         .src = ST_SRC_RAW, .ndim = 1, .shape = &n,
                                         .data = arenas[i]};
     ts[k++] = (st_write_tensor){.name = "first_hhat", .dtype = ST_DTYPE_F64, .src = ST_SRC_RAW,
@@ -865,12 +932,25 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err)
         free(ours);
     }
     const int64_t n = (int64_t)o->n_state, L = o->ps->n_layers;
-    float *arenas[3] = {o->m, o->h, o->v};
+    void *arenas[3] = {o->m, o->h, o->v};
+    if (o->state16)
+        arenas[0] = o->m16, arenas[1] = o->h16, arenas[2] = o->v16;
+    const st_dtype sdt = o->state16 ? ST_DTYPE_BF16 : ST_DTYPE_F32;
+    const size_t esz = o->state16 ? sizeof(uint16_t) : sizeof(float);
     static const char *const names[3] = {"m", "h", "v"};
     const st_tensor *at[3] = {NULL, NULL, NULL};
-    for (int i = 0; i < 3 && !st; i++)
-        if (arenas[i])
-            at[i] = state_tensor(&f, names[i], ST_DTYPE_F32, n, true, err, &st);
+    for (int i = 0; i < 3 && !st; i++) {
+        if (!arenas[i])
+            continue;
+        const st_tensor *x = st_file_find(&f, names[i]);
+        if (x && x->dtype != sdt && (x->dtype == ST_DTYPE_F32 || x->dtype == ST_DTYPE_BF16))
+            st = hl_err_set(err, HL_ERR_FORMAT, "%s: the optimizer state is %s, this run keeps "
+                            "it in %s: resume with state_bf16 %s (as the checkpoint's run)",
+                            path, x->dtype == ST_DTYPE_BF16 ? "bf16" : "fp32",
+                            o->state16 ? "bf16" : "fp32", o->state16 ? "off" : "on");
+        else
+            at[i] = state_tensor(&f, names[i], sdt, n, true, err, &st);
+    }
     const st_tensor *fh = NULL, *rm = NULL, *hs = NULL, *lam = NULL;
     if (!st)
         fh = state_tensor(&f, "first_hhat", ST_DTYPE_F64, L, true, err, &st);
@@ -915,10 +995,13 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err)
         if (!at[i])
             continue;
         const float *a = at[i]->data;
-        for (int64_t k = 0; k < n && !st; k++)
-            if (!isfinite(a[k]) || (i == 1 && a[k] < 0)) /* h and HiZOO's H are >= 0 */
+        const uint16_t *a16 = at[i]->data;
+        for (int64_t k = 0; k < n && !st; k++) {
+            float x = o->state16 ? oi_bf16_to_f32(a16[k]) : a[k];
+            if (!isfinite(x) || (i == 1 && x < 0)) /* h and HiZOO's H are >= 0 */
                 st = hl_err_set(err, HL_ERR_FORMAT, "%s: optimizer state %s[%lld] is %g", path,
-                                names[i], (long long)k, (double)a[k]);
+                                names[i], (long long)k, (double)x);
+        }
     }
     if (!st && asc)
         for (int64_t l = 0; l < L; l++) {
@@ -960,7 +1043,7 @@ hl_status optim_state_read(optim *o, const char *path, hl_err *err)
     if (!st) { /* everything validated: now change the optimizer */
         for (int i = 0; i < 3; i++)
             if (at[i])
-                memcpy(arenas[i], at[i]->data, (size_t)n * sizeof(float));
+                memcpy(arenas[i], at[i]->data, (size_t)n * esz);
         memcpy(o->first_hhat, fh->data, (size_t)L * sizeof(double));
         memcpy(o->rel_mean, rm->data, (size_t)L * sizeof(double));
         memcpy(o->h_sum, hs->data, (size_t)L * sizeof(double));

@@ -22,8 +22,8 @@
  * Ownership: the optimizer borrows ps, workers and the objective; it owns
  * its state arenas (m, h, v: same offsets as θ, allocated only for methods
  * that use them), hyperparameters and telemetry arrays.
- * Leaves out: lr schedules, 16-bit state, checkpoint I/O (state is exposed
- * through optim_state_arena for that).
+ * Leaves out: lr schedules, checkpoint I/O (state is exposed through
+ * optim_state_arena / optim_state_arena16 for that).
  */
 #ifndef HELENE_OPTIM_H
 #define HELENE_OPTIM_H
@@ -137,6 +137,13 @@ const optim_layer_stats *optim_layer_stats_get(const optim *o); /* [ps->n_layers
  * arena holds optim_state_size(o) floats (= ps->n when nothing is frozen,
  * with the same offsets as θ). */
 float *optim_state_arena(const optim *o, int i, const char **name);
+/* 16-bit state (hyperparameter state_bf16): m, h and v kept as bf16 with
+ * stochastic rounding (optim_internal.h states the rule), half the memory
+ * of fp32 state.  Switching it allocates fresh state (the old is kept on
+ * failure); optim_state_arena then returns NULL and optim_state_arena16 the
+ * arenas, with the same offsets. */
+bool optim_state16(const optim *o);
+uint16_t *optim_state_arena16(const optim *o, int i, const char **name);
 size_t optim_state_offset(const optim *o, int layer);
 size_t optim_state_size(const optim *o);
 

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #if defined(__SSE__) && defined(__GNUC__)
 #include <immintrin.h>
 #endif
@@ -26,6 +27,56 @@
 #define ACC_LANES 16
 #define PROBE_BLOCK_BASE 0x40000000u /* probe ids of blockwise curvature probes */
 #define PROBE_PICK 0x50000000u       /* layer-newton: the draw of a step's group */
+#define PROBE_ROUND 0x60000000u      /* 16-bit state: the stochastic rounding's bits */
+
+/* 16-bit optimizer state (optim_set_state16): bf16, the upper half of an
+ * fp32.  Widening is exact.  Narrowing rounds stochastically: the 16 bits
+ * to drop are added to 16 random bits and the sum truncated, so a value is
+ * rounded up with probability (dropped bits) / 2^16: unbiased, E[bf16(x)] = x,
+ * and small updates to m and h survive on average instead of being rounded
+ * away.  The random bits are a hash of (run seed, step, arena, layer,
+ * element), so a run is reproducible for any thread count and resumes bit
+ * for bit.  A value whose low half is zero (unchanged since it was
+ * narrowed) comes back as it was.  Inf and NaN are truncated (a NaN stays a
+ * NaN). */
+static inline float oi_bf16_to_f32(uint16_t b)
+{
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint32_t oi_hash32(uint32_t x) /* "lowbias32" (C. Wellons) */
+{
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return x;
+}
+
+/* The stochastic rounding of element i with key (oi_round_key). */
+static inline uint16_t oi_f32_to_bf16_sr(float f, uint32_t key, uint64_t i)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7f800000u) == 0x7f800000u) /* inf, NaN: keep a NaN a NaN */
+        return (uint16_t)((u >> 16) | ((u & 0xffffu) ? 0x40u : 0u));
+    uint32_t r = oi_hash32(key ^ (uint32_t)i ^ oi_hash32((uint32_t)(i >> 32) + 0x9e3779b9u));
+    return (uint16_t)((u + (r & 0xffffu)) >> 16);
+}
+
+/* Round to nearest even (loading fp32 values into 16-bit state). */
+static inline uint16_t oi_f32_to_bf16_rne(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7f800000u) == 0x7f800000u)
+        return (uint16_t)((u >> 16) | ((u & 0xffffu) ? 0x40u : 0u));
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
 
 typedef struct piece {
     int32_t layer;
@@ -57,7 +108,9 @@ struct optim {
     int32_t state_method; /* method the state arenas belong to */
     uint64_t t;           /* steps done (global) */
     uint64_t t_local;     /* steps done with the current state */
-    float *m, *h, *v;     /* [n_state] or NULL */
+    float *m, *h, *v;     /* [n_state] or NULL (fp32 state) */
+    bool state16;         /* optim_set_state16: m, h, v kept as bf16 in m16, h16, v16 */
+    uint16_t *m16, *h16, *v16; /* [n_state] or NULL (16-bit state) */
     size_t *soff;         /* [n_layers] offset of a layer's state: tuned layers only */
     size_t n_state;       /* floats per state arena */
 
@@ -186,6 +239,7 @@ static inline void sqrt_span(float *restrict out, const float *restrict x, size_
 
 double oi_now_ms(void);
 float *oi_arena_alloc(size_t n, float fill);
+uint16_t *oi_arena_alloc16(size_t n, uint16_t fill);
 /* Σ of per-piece values into per-layer sums, in piece order. */
 void oi_reduce_to_layers(const optim *o, double *layer_out, const double *piece_vals,
                          const uint32_t *ids, size_t n_ids);

@@ -37,6 +37,7 @@ typedef struct upd_scalars {
     float hb;                            /* helene: h's bias correction 1/(1-β2^r), or 1 */
     const float *ascale;                 /* helene: [n_layers] ablation scale, or NULL */
     float pg, pd, uclip;                 /* den = pg max(hb h, λ) + pd; |u| <= uclip */
+    uint64_t round_seed;                 /* 16-bit state: this step's rounding bits */
 } upd_scalars;
 
 /* The update loops are plain C compiled for x86-64's baseline (SSE2, 4
@@ -215,10 +216,39 @@ static void update_piece(const pass_job *j, uint32_t p)
     float acc_max[ACC_LANES];
     for (int k = 0; k < ACC_LANES; k++)
         acc_max[k] = -INFINITY;
-    for (size_t i0 = pc->begin; i0 < pc->end; i0 += SUB) {
-        size_t n = pc->end - i0 < SUB ? pc->end - i0 : SUB;
-        update_span(u, pc->layer, L->decay, i0, n, th + i0, m ? m + i0 : NULL, h ? h + i0 : NULL,
-                    v ? v + i0 : NULL, acc_state, acc_max, acc_clip, acc_du2);
+    if (o->state16) { /* widen a block of m, h, v; update; narrow what changed */
+        uint16_t *m16 = o->m16 ? o->m16 + so : NULL, *h16 = o->h16 ? o->h16 + so : NULL;
+        uint16_t *v16 = o->v16 ? o->v16 + so : NULL;
+        const bool h_changes = u->method != OPTIM_METHOD_HELENE || u->refresh;
+        uint32_t key[3]; /* per arena and layer */
+        for (int a = 0; a < 3; a++)
+            key[a] = oi_hash32((uint32_t)(u->round_seed >> (a * 11)) ^
+                               oi_hash32((uint32_t)pc->layer * 3u + (uint32_t)a + 1u));
+        float mb[SUB], hb[SUB], vb[SUB];
+        for (size_t i0 = pc->begin; i0 < pc->end; i0 += SUB) {
+            size_t n = pc->end - i0 < SUB ? pc->end - i0 : SUB;
+            for (size_t i = 0; m16 && i < n; i++)
+                mb[i] = oi_bf16_to_f32(m16[i0 + i]);
+            for (size_t i = 0; h16 && i < n; i++)
+                hb[i] = oi_bf16_to_f32(h16[i0 + i]);
+            for (size_t i = 0; v16 && i < n; i++)
+                vb[i] = oi_bf16_to_f32(v16[i0 + i]);
+            update_span(u, pc->layer, L->decay, i0, n, th + i0, m16 ? mb : NULL,
+                        h16 ? hb : NULL, v16 ? vb : NULL, acc_state, acc_max, acc_clip, acc_du2);
+            for (size_t i = 0; m16 && i < n; i++)
+                m16[i0 + i] = oi_f32_to_bf16_sr(mb[i], key[0], i0 + i);
+            for (size_t i = 0; h16 && h_changes && i < n; i++)
+                h16[i0 + i] = oi_f32_to_bf16_sr(hb[i], key[1], i0 + i);
+            for (size_t i = 0; v16 && i < n; i++)
+                v16[i0 + i] = oi_f32_to_bf16_sr(vb[i], key[2], i0 + i);
+        }
+    } else {
+        for (size_t i0 = pc->begin; i0 < pc->end; i0 += SUB) {
+            size_t n = pc->end - i0 < SUB ? pc->end - i0 : SUB;
+            update_span(u, pc->layer, L->decay, i0, n, th + i0, m ? m + i0 : NULL,
+                        h ? h + i0 : NULL, v ? v + i0 : NULL, acc_state, acc_max, acc_clip,
+                        acc_du2);
+        }
     }
     piece_acc r = {0, -INFINITY, 0, 0};
     for (int k = 0; k < ACC_LANES; k++) {
@@ -242,9 +272,9 @@ void oi_helene_ablate_apply(optim *o)
     double all_old = 0, all_raw = 0, all_new = 0, n_all = 0;
     for (int l = 0; l < o->ps->n_layers; l++) {
         const param_layer *ly = &o->ps->layers[l];
-        if (ly->frozen || !o->m || !o->h)
+        if (ly->frozen || !((o->m && o->h) || (o->m16 && o->h16)))
             continue;
-        const float *m = o->m + o->soff[l], *h = o->h + o->soff[l];
+        const size_t off = o->soff[l];
         const float hb = o->last_hb;
         const float lam_old = o->eff_clip ? o->lam_on[l] : 0.0f;
         const float lam_new = k_new ? o->lam_on[l] : 0.0f;
@@ -254,9 +284,11 @@ void oi_helene_ablate_apply(optim *o)
         const float d_new = p_new ? (float)hp->delta : 1.0f;
         double so = 0, sn = 0;
         for (size_t i = 0; i < ly->size; i++) {
-            float hh = h[i] * hb;
-            double uo = m[i] / (g_old * (hh > lam_old ? hh : lam_old) + d_old);
-            double un = m[i] / (g_new * (hh > lam_new ? hh : lam_new) + d_new);
+            const float mi = o->m ? o->m[off + i] : oi_bf16_to_f32(o->m16[off + i]);
+            const float hi = o->h ? o->h[off + i] : oi_bf16_to_f32(o->h16[off + i]);
+            float hh = hi * hb;
+            double uo = mi / (g_old * (hh > lam_old ? hh : lam_old) + d_old);
+            double un = mi / (g_new * (hh > lam_new ? hh : lam_new) + d_new);
             so += uo * uo;
             sn += un * un;
         }
@@ -526,6 +558,7 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
 
     /* Scalars of the update. */
     u.method = method;
+    u.round_seed = rng_step_seed(o->run_seed, t, PROBE_ROUND);
     u.eps_restore = (float)eps;
     u.lr = (float)hp->lr;
     u.wd = (float)hp->weight_decay;

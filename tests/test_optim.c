@@ -15,6 +15,7 @@
 #include "analytic.h"
 #include "hparams.h"
 #include "optim.h"
+#include "optim_internal.h"
 #include "rng.h"
 #include "safetensors.h"
 #include "testutil.h"
@@ -244,8 +245,11 @@ static void run_threads(const char *const *kv, int threads, float **theta, float
     memcpy(*theta, ps.data, ps.n * sizeof(float));
     for (int i = 0; i < 3; i++) {
         float *a = optim_state_arena(o, i, NULL);
+        uint16_t *a16 = optim_state_arena16(o, i, NULL);
         if (a)
             memcpy(*state + (size_t)i * ps.n, a, ps.n * sizeof(float));
+        if (a16)
+            memcpy(*state + (size_t)i * ps.n, a16, ps.n * sizeof(uint16_t));
     }
     memcpy(*ls, optim_layer_stats_get(o), (size_t)ps.n_layers * sizeof **ls);
     optim_free(o);
@@ -267,6 +271,10 @@ static void test_bitwise_across_threads(void)
          "lambda_mode", "relative", "n_probes", "2", NULL},
         {"optimizer", "layer-newton", "newton_k", "3", NULL},
         {"optimizer", "layer-newton", "groups", "block", "sampling", "uniform", NULL},
+        /* 16-bit state: the stochastic rounding's bits are per element */
+        {"optimizer", "helene", "lr", "1", "state_bf16", "on", "hess_interval", "3", NULL},
+        {"optimizer", "zo-adam", "lr", "1e-3", "state_bf16", "on", NULL},
+        {"optimizer", "hizoo", "lr", "1e-5", "hizoo_alpha", "1e-3", "state_bf16", "on", NULL},
     };
     for (size_t c = 0; c < sizeof configs / sizeof configs[0]; c++) {
         float *th1, *st1, *thk, *stk;
@@ -1047,6 +1055,84 @@ static void patch_state(const char *src, const char *dst, const char *from, cons
 
 /* A hostile optimizer state (issue 15): counters that are not plain whole
  * numbers, have_first other than 0/1, NaN in the per-layer floors. */
+/* 16-bit state: the rounding rule of optim_internal.h by hand, then the
+ * optimizer with it (half the memory, the same progress, and a checkpoint
+ * that says which dtype it holds). */
+static void test_bf16_state(void)
+{
+    /* values bf16 holds pass unchanged, whatever the random bits */
+    static const float exact[] = {0.0f, 1.0f, -2.5f, 0x1.fep+100f, 0x1p-126f, 3.0f};
+    for (size_t k = 0; k < sizeof exact / sizeof exact[0]; k++)
+        for (uint64_t i = 0; i < 1000; i++)
+            CU_ASSERT_EQUAL(oi_bf16_to_f32(oi_f32_to_bf16_sr(exact[k], 0x1234u, i)), exact[k]);
+    /* x = 1 + 3/8 of bf16's step at 1 (2^-7): up with probability 3/8, and
+     * unbiased; the same for -x; deterministic in (key, i) */
+    const float x = 1.0f + 3.0f * 0x1p-10f, up = 1.0f + 0x1p-7f;
+    long n_up = 0, n_down = 0, n = 200000;
+    double mean = 0;
+    for (long i = 0; i < n; i++) {
+        float r = oi_bf16_to_f32(oi_f32_to_bf16_sr(x, 0xabcdu, (uint64_t)i));
+        float rn = oi_bf16_to_f32(oi_f32_to_bf16_sr(-x, 0x5555u, (uint64_t)i));
+        n_up += r == up;
+        n_down += rn == -up;
+        mean += r;
+        CU_ASSERT(r == up || r == 1.0f);
+        CU_ASSERT(oi_f32_to_bf16_sr(x, 0xabcdu, (uint64_t)i) ==
+                  oi_f32_to_bf16_sr(x, 0xabcdu, (uint64_t)i));
+    }
+    mean /= (double)n;
+    fprintf(stderr, "\n  bf16 rounding of 1 + 3*2^-10: up %.4f, down for -x %.4f (want .375), "
+            "mean error %.2e", (double)n_up / n, (double)n_down / n, mean - x);
+    CU_ASSERT(fabs((double)n_up / n - 0.375) < 0.005);
+    CU_ASSERT(fabs((double)n_down / n - 0.375) < 0.005);
+    CU_ASSERT(fabs(mean - x) < 2e-5); /* truncation would be 3*2^-10 = 2.9e-3 low */
+    /* inf stays inf, NaN stays NaN; round-to-nearest-even for loading */
+    CU_ASSERT(isinf(oi_bf16_to_f32(oi_f32_to_bf16_sr(INFINITY, 7u, 3))));
+    CU_ASSERT(isnan(oi_bf16_to_f32(oi_f32_to_bf16_sr(NAN, 7u, 3))));
+    CU_ASSERT_EQUAL(oi_bf16_to_f32(oi_f32_to_bf16_rne(1.0f + 0x1p-8f)), 1.0f);
+    CU_ASSERT_EQUAL(oi_bf16_to_f32(oi_f32_to_bf16_rne(1.0f + 3.0f * 0x1p-8f)), 1.0f + 0x1p-6f);
+
+    /* the optimizer: 16-bit arenas only, and the quadratic still descends */
+    param_set ps;
+    objective obj;
+    toy t;
+    toy_make(&obj, &ps, &t);
+    const char *kv[] = {"lr", "1e-3", "state_bf16", "on", NULL};
+    optim *o = make_optim(&ps, NULL, kv);
+    CU_ASSERT(optim_state16(o));
+    CU_ASSERT_PTR_NULL(optim_state_arena(o, 0, NULL));
+    CU_ASSERT_PTR_NOT_NULL(optim_state_arena16(o, 0, NULL)); /* m */
+    CU_ASSERT_PTR_NOT_NULL(optim_state_arena16(o, 1, NULL)); /* h */
+    hl_err err;
+    for (int s = 0; s < 12; s++)
+        CU_ASSERT_EQUAL_FATAL(optim_step(o, &obj, &err), HL_OK);
+    /* its checkpoint holds BF16 tensors; an fp32 run refuses it by name */
+    char dir[] = "/tmp/helene-test-bf16-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/optim.safetensors", dir);
+    CU_ASSERT_EQUAL_FATAL(optim_state_write(o, path, &err), HL_OK);
+    st_file f;
+    CU_ASSERT_EQUAL_FATAL(st_file_open(&f, path, &err), HL_OK);
+    const st_tensor *m = st_file_find(&f, "m");
+    CU_ASSERT(m && m->dtype == ST_DTYPE_BF16);
+    st_file_close(&f);
+    CU_ASSERT_EQUAL(optim_state_read(o, path, &err), HL_OK);
+    const char *kv32[] = {"lr", "1e-3", NULL};
+    optim *o32 = make_optim(&ps, NULL, kv32);
+    CU_ASSERT_NOT_EQUAL(optim_state_read(o32, path, &err), HL_OK);
+    CU_ASSERT(strstr(err.msg, "state is bf16") != NULL);
+    /* switching the dtype mid-run starts the state fresh, in the new dtype */
+    CU_ASSERT_EQUAL(optim_set(o, "state_bf16", "off", &err), HL_OK);
+    CU_ASSERT_PTR_NOT_NULL(optim_state_arena(o, 0, NULL));
+    CU_ASSERT_PTR_NULL(optim_state_arena16(o, 0, NULL));
+    unlink(path);
+    rmdir(dir);
+    optim_free(o32);
+    optim_free(o);
+    param_set_free(&ps);
+}
+
 static void test_state_file_checks(void)
 {
     param_set ps;
@@ -1310,6 +1396,7 @@ static void register_optim(void)
     TEST_ADD(s, test_helene_schedule);
     TEST_ADD(s, test_helene_floors);
     TEST_ADD(s, test_descent_every_method);
+    TEST_ADD(s, test_bf16_state);
     TEST_ADD(s, test_state_file_checks);
     TEST_ADD(s, test_helene_ablation_keeps_size);
     TEST_ADD(s, test_no_uphill_in_expectation);
