@@ -675,6 +675,7 @@ static void replay_visit(void *ctx, bool is_eval, uint64_t step, double loss, do
 hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
 {
     *out = NULL;
+    const double t_create = now_s();
     engine *e = calloc(1, sizeof *e);
     if (!e)
         return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
@@ -829,6 +830,9 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
     {
         char *json = runcfg_to_json(&e->cfg);
         journal_run(&e->jr, e->step, e->cfg.resume[0] != 0, PACKAGE_VERSION, json);
+        char secs[32]; /* loading the model, data and state (benchmarks read it) */
+        snprintf(secs, sizeof secs, "%.3f", now_s() - t_create);
+        journal_event(&e->jr, e->step, "loaded", "seconds", secs);
         free(json);
         const char **names = malloc((size_t)e->ps->n_layers * sizeof *names);
         if (names) {

@@ -200,6 +200,21 @@ WIDE_CLONES static void update_span(const upd_scalars *u, int32_t layer, bool de
     }
 }
 
+/* 16-bit state blocks: widen, and narrow with stochastic rounding (vector
+ * clones: the hash is 32-bit multiplies and shifts) */
+WIDE_CLONES static void widen_span(float *restrict out, const uint16_t *restrict in, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = oi_bf16_to_f32(in[i]);
+}
+
+WIDE_CLONES static void narrow_span(uint16_t *restrict out, const float *restrict in, size_t n,
+                                    uint32_t key, uint64_t i0)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = oi_f32_to_bf16_sr(in[i], key, i0 + i);
+}
+
 static void update_piece(const pass_job *j, uint32_t p)
 {
     const optim *o = j->o;
@@ -227,20 +242,20 @@ static void update_piece(const pass_job *j, uint32_t p)
         float mb[SUB], hb[SUB], vb[SUB];
         for (size_t i0 = pc->begin; i0 < pc->end; i0 += SUB) {
             size_t n = pc->end - i0 < SUB ? pc->end - i0 : SUB;
-            for (size_t i = 0; m16 && i < n; i++)
-                mb[i] = oi_bf16_to_f32(m16[i0 + i]);
-            for (size_t i = 0; h16 && i < n; i++)
-                hb[i] = oi_bf16_to_f32(h16[i0 + i]);
-            for (size_t i = 0; v16 && i < n; i++)
-                vb[i] = oi_bf16_to_f32(v16[i0 + i]);
+            if (m16)
+                widen_span(mb, m16 + i0, n);
+            if (h16)
+                widen_span(hb, h16 + i0, n);
+            if (v16)
+                widen_span(vb, v16 + i0, n);
             update_span(u, pc->layer, L->decay, i0, n, th + i0, m16 ? mb : NULL,
                         h16 ? hb : NULL, v16 ? vb : NULL, acc_state, acc_max, acc_clip, acc_du2);
-            for (size_t i = 0; m16 && i < n; i++)
-                m16[i0 + i] = oi_f32_to_bf16_sr(mb[i], key[0], i0 + i);
-            for (size_t i = 0; h16 && h_changes && i < n; i++)
-                h16[i0 + i] = oi_f32_to_bf16_sr(hb[i], key[1], i0 + i);
-            for (size_t i = 0; v16 && i < n; i++)
-                v16[i0 + i] = oi_f32_to_bf16_sr(vb[i], key[2], i0 + i);
+            if (m16)
+                narrow_span(m16 + i0, mb, n, key[0], i0);
+            if (h16 && h_changes)
+                narrow_span(h16 + i0, hb, n, key[1], i0);
+            if (v16)
+                narrow_span(v16 + i0, vb, n, key[2], i0);
         }
     } else {
         for (size_t i0 = pc->begin; i0 < pc->end; i0 += SUB) {

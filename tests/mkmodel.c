@@ -2,8 +2,8 @@
  * benchmarks that need a real file on disk (load time, peak RSS of
  * `helene score`).  Not a pretrained model: the values are a hash of the
  * index, so every run writes the same bytes.
- * Usage: mkmodel OUT_DIR [opt-125m|gpt2-124m|roberta-base|roberta-large|
- *                        smollm2-135m|tiny]
+ * Usage: mkmodel OUT_DIR [opt-125m|opt-350m|opt-1.3b|gpt2-124m|roberta-base|
+ *                        roberta-large|smollm2-135m|tiny]
  *                [F16|F32|BF16]
  * Tokenizer files are the bundled GPT-2 vocabulary's (RoBERTa: in its id
  * order, <s> <pad> </s> <unk> first and <mask> last). */
@@ -122,12 +122,24 @@ static int write_tokenizer_json(const char *vocab_path, const char *merges_path,
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: mkmodel OUT_DIR [opt-125m|gpt2-124m|tiny] [F16|F32|BF16]\n");
-        return 2;
+    static const char *const shapes_known[] = {"opt-125m", "opt-350m", "opt-1.3b", "gpt2-124m",
+                                               "roberta-base", "roberta-large", "smollm2-135m",
+                                               "tiny"};
+    const char *usage = "usage: mkmodel OUT_DIR [opt-125m|opt-350m|opt-1.3b|gpt2-124m|"
+                        "roberta-base|roberta-large|smollm2-135m|tiny] [F16|F32|BF16]\n";
+    if (argc < 2 || argc > 4 || argv[1][0] == '-') {
+        fputs(usage, argc >= 2 && !strcmp(argv[1], "--help") ? stdout : stderr);
+        return argc >= 2 && !strcmp(argv[1], "--help") ? 0 : 2;
     }
     const char *out = argv[1], *shape = argc > 2 ? argv[2] : "opt-125m";
     const char *dt = argc > 3 ? argv[3] : "F16";
+    bool known = false;
+    for (size_t i = 0; i < sizeof shapes_known / sizeof shapes_known[0]; i++)
+        known = known || !strcmp(shape, shapes_known[i]);
+    if (!known || (strcmp(dt, "F16") && strcmp(dt, "F32") && strcmp(dt, "BF16"))) {
+        fprintf(stderr, "mkmodel: unknown shape '%s' or dtype '%s'\n%s", shape, dt, usage);
+        return 2;
+    }
     st_dtype dtype = !strcmp(dt, "F32") ? ST_DTYPE_F32 : !strcmp(dt, "BF16") ? ST_DTYPE_BF16
                                                                              : ST_DTYPE_F16;
     bool rob = !strncmp(shape, "roberta", 7), large = !strcmp(shape, "roberta-large");
@@ -143,6 +155,19 @@ int main(int argc, char **argv)
                       .ln_eps = 1e-5f, .act = opt ? MODEL_ACT_RELU : MODEL_ACT_GELU_TANH,
                       .bos_id = opt ? 2 : 50256, .eos_id = opt ? 2 : 50256, .pad_id = 1,
                       .add_bos = opt};
+    if (!strcmp(shape, "opt-350m")) { /* post-LN, 512-wide embeddings projected in and out */
+        c.n_layers = 24;
+        c.d_model = 1024;
+        c.n_heads = 16;
+        c.d_ffn = 4096;
+        c.d_embed = 512;
+        c.pre_ln = c.final_ln = false;
+    } else if (!strcmp(shape, "opt-1.3b")) { /* the HELENE paper's model */
+        c.n_layers = 24;
+        c.d_model = c.d_embed = 2048;
+        c.n_heads = 32;
+        c.d_ffn = 8192;
+    }
     if (llama) { /* SmolLM2-135M's shape (GPT-2's vocabulary, not its 49,152) */
         c.family = MODEL_FAMILY_LLAMA;
         snprintf(c.model_type, sizeof c.model_type, "llama");
@@ -247,11 +272,11 @@ int main(int argc, char **argv)
         fprintf(f, "{\"model_type\": \"opt\", \"hidden_size\": %d, \"ffn_dim\": %d, "
                    "\"num_attention_heads\": %d, \"num_hidden_layers\": %d, \"vocab_size\": %d, "
                    "\"max_position_embeddings\": %d, \"word_embed_proj_dim\": %d, "
-                   "\"do_layer_norm_before\": true, \"activation_function\": \"relu\", "
+                   "\"do_layer_norm_before\": %s, \"activation_function\": \"relu\", "
                    "\"bos_token_id\": 2, \"eos_token_id\": 2, \"pad_token_id\": 1, "
                    "\"torch_dtype\": \"%s\"}\n",
                 c.d_model, c.d_ffn, c.n_heads, c.n_layers, c.vocab, c.max_pos, c.d_embed,
-                dtype == ST_DTYPE_F32 ? "float32" : dtype == ST_DTYPE_F16 ? "float16"
+                c.pre_ln ? "true" : "false", dtype == ST_DTYPE_F32 ? "float32" : dtype == ST_DTYPE_F16 ? "float16"
                                                                           : "bfloat16");
     else
         fprintf(f, "{\"model_type\": \"gpt2\", \"n_embd\": %d, \"n_head\": %d, \"n_layer\": %d, "
