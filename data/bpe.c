@@ -322,55 +322,6 @@ static const bpe_merge *merge_find(const bpe *t, int32_t a, int32_t b)
  * Loading
  */
 
-static hl_status read_file(const char *path, char **out, size_t *out_len, hl_err *err)
-{
-    *out = NULL;
-    *out_len = 0;
-    FILE *f = file_open_regular(path, err);
-    if (!f)
-        return err ? err->code : HL_ERR_IO;
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap + 1);
-    if (!buf) {
-        fclose(f);
-        return hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
-    }
-    for (;;) {
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0 || len < cap) {
-            if (ferror(f)) {
-                int e = errno;
-                free(buf);
-                fclose(f);
-                return hl_err_set(err, HL_ERR_IO, "%s: read failed: %s", path, strerror(e));
-            }
-            if (feof(f))
-                break;
-            continue;
-        }
-        if (cap >= BPE_MAX_FILE) {
-            free(buf);
-            fclose(f);
-            return hl_err_set(err, HL_ERR_FORMAT, "%s: larger than %u bytes", path,
-                              (unsigned)BPE_MAX_FILE);
-        }
-        char *nb = realloc(buf, cap * 2 + 1);
-        if (!nb) {
-            free(buf);
-            fclose(f);
-            return hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
-        }
-        buf = nb;
-        cap *= 2;
-    }
-    fclose(f);
-    buf[len] = '\0';
-    *out = buf;
-    *out_len = len;
-    return HL_OK;
-}
-
 /* Copy a token for an error message: quotes, backslashes and control bytes
  * escaped, cut after about 40 bytes. */
 static const char *token_for_msg(char dst[64], const char *src, size_t n)
@@ -732,13 +683,13 @@ hl_status bpe_load(bpe *t, const char *vocab_json_path, const char *merges_path,
     alphabet_init(byte_of_cp);
     char *text;
     size_t len;
-    hl_status st = read_file(vocab_json_path, &text, &len, err);
+    hl_status st = file_read(vocab_json_path, BPE_MAX_FILE, &text, &len, err);
     if (st != HL_OK)
         return st;
     st = vocab_parse(t, vocab_json_path, text, len, byte_of_cp, err);
     free(text);
     if (st == HL_OK)
-        st = read_file(merges_path, &text, &len, err);
+        st = file_read(merges_path, BPE_MAX_FILE, &text, &len, err);
     if (st == HL_OK) {
         st = merges_parse(t, merges_path, text, len, byte_of_cp, err);
         free(text);
@@ -860,7 +811,7 @@ hl_status bpe_load_tokenizer_json(bpe *t, const char *path, hl_err *err)
     alphabet_init(byte_of_cp);
     char *text = NULL;
     size_t len;
-    hl_status st = read_file(path, &text, &len, err);
+    hl_status st = file_read(path, BPE_MAX_FILE, &text, &len, err);
     if (st)
         return st;
     cJSON *root = cJSON_ParseWithLength(text, len);

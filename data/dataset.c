@@ -148,52 +148,6 @@ static bool is_trim_byte(char c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v';
 }
 
-static hl_status read_whole_file(char **out, size_t *out_len, const char *path, hl_err *err)
-{
-    *out = NULL;
-    *out_len = 0;
-    FILE *f = file_open_regular(path, err);
-    if (!f)
-        return err ? err->code : HL_ERR_IO;
-    struct stat sb;
-    size_t cap = 1 << 16;
-    if (fstat(fileno(f), &sb) == 0) {
-        if (sb.st_size > 0 && (uint64_t)sb.st_size < (uint64_t)SIZE_MAX - 2)
-            cap = (size_t)sb.st_size + 1;
-    }
-    char *buf = malloc(cap);
-    size_t n = 0;
-    while (buf) {
-        if (n + 1 >= cap) {
-            char *nb = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - 1 - n, f);
-        n += got;
-        if (got == 0)
-            break; /* end of file or error */
-    }
-    if (!buf) {
-        fclose(f);
-        return hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory reading the file", path);
-    }
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return hl_err_set(err, HL_ERR_IO, "%s: read error", path);
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *out_len = n;
-    return HL_OK;
-}
 
 /* ---------------------------------------------------------------------------
  * the loader: example storage, bad-record policy
@@ -1010,7 +964,7 @@ hl_status dataset_load_file(dataset *ds, const task *t, const char *path,
     }
     char *buf = NULL;
     size_t n = 0;
-    hl_status st = read_whole_file(&buf, &n, path, err);
+    hl_status st = file_read(path, SIZE_MAX / 2, &buf, &n, err);
     if (st != HL_OK)
         return st;
     loader L = {.ds = ds, .t = t, .path = path, .skip_bad = opts && opts->skip_bad, .err = err,

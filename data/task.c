@@ -59,52 +59,6 @@ static bool is_lower(char c) { return c >= 'a' && c <= 'z'; }
 static bool is_upper(char c) { return c >= 'A' && c <= 'Z'; }
 static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-/* Read a whole file (NUL-terminated) into a malloc'd buffer. */
-static hl_status read_small_file(char **out, size_t *out_len, const char *path, hl_err *err)
-{
-    *out = NULL;
-    FILE *f = file_open_regular(path, err);
-    if (!f)
-        return err ? err->code : HL_ERR_IO;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        fclose(f);
-        return hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
-    }
-    for (;;) {
-        if (n + 1 >= cap) {
-            if (cap >= TASK_FILE_MAX) {
-                free(buf);
-                fclose(f);
-                return hl_err_set(err, HL_ERR_FORMAT, "%s: larger than %u bytes; not a task file",
-                                  path, TASK_FILE_MAX);
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - 1 - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return hl_err_set(err, HL_ERR_IO, "%s: read error", path);
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *out_len = n;
-    return HL_OK;
-}
 
 /* ---------------------------------------------------------------------------
  * init / free
@@ -1045,7 +999,7 @@ hl_status task_load_file(task *t, const char *path, hl_err *err)
     task_init(t);
     char *text = NULL;
     size_t n = 0;
-    hl_status st = read_small_file(&text, &n, path, err);
+    hl_status st = file_read(path, TASK_FILE_MAX, &text, &n, err);
     if (st != HL_OK)
         return st;
     if (memchr(text, '\0', n)) {

@@ -53,12 +53,12 @@ hl_status adamw_init(adamw *a, param_set *ps, const adamw_config *cfg, pool *p, 
     size_t n = ps->n ? ps->n : 1;
     /* written here, page by page, not calloc'd: a read of calloc's zero
      * page followed by a write faults every page in on the first step
-     * instead (see optim.c arena_alloc); posix_memalign, unlike malloc, is
-     * not folded with the memset into a calloc by the compiler */
-    void *m = NULL, *v = NULL;
-    if (posix_memalign(&m, 64, n * sizeof(float)) == 0)
+     * instead (see optim.c oi_arena_alloc); param_arena_alloc, unlike
+     * malloc, is not folded with the memset into a calloc by the compiler */
+    void *m = param_arena_alloc(n * sizeof(float)), *v = param_arena_alloc(n * sizeof(float));
+    if (m)
         a->m = memset(m, 0, n * sizeof(float));
-    if (posix_memalign(&v, 64, n * sizeof(float)) == 0)
+    if (v)
         a->v = memset(v, 0, n * sizeof(float));
     if (!a->m || !a->v) {
         adamw_free(a);

@@ -211,8 +211,8 @@ static cJSON *read_meta(const char *dir, hl_err *err)
 {
     char p[RUNCFG_PATH_MAX + 64];
     snprintf(p, sizeof p, "%s/checkpoint.json", dir);
-    char *text = file_read_all(p, 1 << 24, NULL, err);
-    if (!text) {
+    char *text;
+    if (file_read(p, 1 << 24, &text, NULL, err)) {
         if (err && err->code == HL_ERR_IO) {
             char why[HL_ERR_MSG_MAX];
             snprintf(why, sizeof why, "%s", err->msg);

@@ -213,9 +213,10 @@ static double num(const cJSON *o, const char *k)
 hl_status journal_scan(const char *path, uint64_t max_step, journal_visit_fn fn, void *ctx,
                        hl_err *err)
 {
-    FILE *f = file_open_regular(path, err);
-    if (!f)
-        return err ? err->code : HL_ERR_IO;
+    FILE *f;
+    hl_status ost = file_open_read(path, &f, err);
+    if (ost)
+        return ost;
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;

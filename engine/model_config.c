@@ -414,9 +414,10 @@ hl_status model_config_load(model_config *cfg, const char *dir, hl_err *err)
     memset(cfg, 0, sizeof *cfg);
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    char *text = file_read_all(path, 1 << 20, NULL, err);
-    if (!text)
-        return err ? err->code : HL_ERR_IO;
+    char *text;
+    hl_status rst = file_read(path, 1 << 20, &text, NULL, err);
+    if (rst)
+        return rst;
     cJSON *j = cJSON_Parse(text);
     free(text);
     if (!j)
@@ -478,8 +479,8 @@ done:
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
     if (access(path, F_OK) == 0) {
         hl_err terr;
-        char *tt = file_read_all(path, 1 << 24, NULL, &terr);
-        if (!tt)
+        char *tt;
+        if (file_read(path, 1 << 24, &tt, NULL, &terr))
             return hl_err_set(err, terr.code, "%s", terr.msg);
         cJSON *tj = cJSON_Parse(tt);
         free(tt);

@@ -70,10 +70,9 @@ static bool method_needs_v(int32_t m)
  * (optim_init_hp), never with another method's state first. */
 float *oi_arena_alloc(size_t n, float fill)
 {
-    void *mem = NULL;
-    if (posix_memalign(&mem, 64, (n ? n : 16) * sizeof(float)) != 0)
+    float *a = param_arena_alloc((n ? n : 16) * sizeof(float));
+    if (!a)
         return NULL;
-    float *a = mem;
     for (size_t i = 0; i < n; i++)
         a[i] = fill;
     return a;
@@ -82,10 +81,9 @@ float *oi_arena_alloc(size_t n, float fill)
 /* The same for 16-bit state. */
 uint16_t *oi_arena_alloc16(size_t n, uint16_t fill)
 {
-    void *mem = NULL;
-    if (posix_memalign(&mem, 64, (n ? n : 32) * sizeof(uint16_t)) != 0)
+    uint16_t *a = param_arena_alloc((n ? n : 32) * sizeof(uint16_t));
+    if (!a)
         return NULL;
-    uint16_t *a = mem;
     for (size_t i = 0; i < n; i++)
         a[i] = fill;
     return a;

@@ -294,9 +294,10 @@ static hl_status opts_apply_json(pretrain_opts *o, const cJSON *j, const char *w
 
 hl_status pretrain_opts_load_json(pretrain_opts *o, const char *path, hl_err *err)
 {
-    char *text = file_read_all(path, 1 << 24, NULL, err);
-    if (!text)
-        return err ? err->code : HL_ERR_IO;
+    char *text;
+    hl_status rst = file_read(path, 1 << 24, &text, NULL, err);
+    if (rst)
+        return rst;
     cJSON *j = cJSON_Parse(text);
     free(text);
     if (!j)
@@ -454,9 +455,10 @@ static hl_status tok_derive(tok_files *tf, model_family fam, const char *merges_
                             int32_t max_merges, hl_err *err)
 {
     size_t len;
-    char *text = file_read_all(merges_path, (size_t)1 << 28, &len, err);
-    if (!text)
-        return err ? err->code : HL_ERR_IO;
+    char *text;
+    hl_status rst = file_read(merges_path, (size_t)1 << 28, &text, &len, err);
+    if (rst)
+        return rst;
     /* split into lines in place */
     size_t n_lines = 0, cap_lines = 1024;
     char **lines = malloc(cap_lines * sizeof *lines);
@@ -594,14 +596,12 @@ static hl_status tok_prepare(tok_files *tf, const pretrain_opts *o, hl_err *err)
     else if (!lm_bundled_path(vocab, sizeof vocab, "gpt2/vocab.json"))
         return hl_err_set(err, HL_ERR_IO, "the bundled GPT-2 vocabulary (gpt2/vocab.json) is not "
                           "installed; set HELENE_DATA_DIR or give --vocab and --merges");
-    tf->vocab = file_read_all(vocab, (size_t)1 << 28, &tf->vocab_len, err);
-    if (tf->vocab)
-        tf->merges = file_read_all(merges, (size_t)1 << 28, &tf->merges_len, err);
-    if (!tf->vocab || !tf->merges) {
+    hl_status st = file_read(vocab, (size_t)1 << 28, &tf->vocab, &tf->vocab_len, err);
+    if (!st)
+        st = file_read(merges, (size_t)1 << 28, &tf->merges, &tf->merges_len, err);
+    if (st)
         tok_files_free(tf);
-        return err ? err->code : HL_ERR_IO;
-    }
-    return HL_OK;
+    return st;
 }
 
 /* ------------------------------------------------------- files, folders --- */
@@ -660,10 +660,11 @@ static hl_status tokenize_file(int32_t **ids, size_t *n, const bpe *tok, const c
                                hl_err *err)
 {
     size_t len;
-    char *text = file_read_all(path, (size_t)1 << 31, &len, err);
-    if (!text)
-        return err ? err->code : HL_ERR_IO;
-    hl_status st = bpe_encode_alloc(tok, text, len, ids, n, err);
+    char *text;
+    hl_status st = file_read(path, (size_t)1 << 31, &text, &len, err);
+    if (st)
+        return st;
+    st = bpe_encode_alloc(tok, text, len, ids, n, err);
     free(text);
     if (st)
         hl_err_prefix(err, "%s", path);
@@ -1189,8 +1190,8 @@ static hl_status save_checkpoint(run *r, hl_err *err)
 
 static cJSON *read_json_file(const char *path, hl_err *err)
 {
-    char *text = file_read_all(path, 1 << 24, NULL, err);
-    if (!text)
+    char *text;
+    if (file_read(path, 1 << 24, &text, NULL, err))
         return NULL;
     cJSON *j = cJSON_Parse(text);
     free(text);
@@ -1425,12 +1426,9 @@ static hl_status run_setup(run *r, const char *resume_dir, hl_err *err)
         char v[FILEBUF], mg[FILEBUF];
         snprintf(v, sizeof v, "%s/vocab.json", resume_dir);
         snprintf(mg, sizeof mg, "%s/merges.txt", resume_dir);
-        r->tf.vocab = file_read_all(v, (size_t)1 << 28, &r->tf.vocab_len, err);
-        if (!r->tf.vocab)
-            return err ? err->code : HL_ERR_IO;
-        r->tf.merges = file_read_all(mg, (size_t)1 << 28, &r->tf.merges_len, err);
-        if (!r->tf.merges)
-            return err ? err->code : HL_ERR_IO;
+        if ((st = file_read(v, (size_t)1 << 28, &r->tf.vocab, &r->tf.vocab_len, err)) ||
+            (st = file_read(mg, (size_t)1 << 28, &r->tf.merges, &r->tf.merges_len, err)))
+            return st;
     } else {
         if ((st = absolute_inputs(&r->o, err)) || (st = tok_prepare(&r->tf, &r->o, err)))
             return st;

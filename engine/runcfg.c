@@ -400,13 +400,13 @@ hl_status runcfg_apply_json(runcfg *c, const cJSON *obj, const char *where, hl_e
 hl_status runcfg_load_json(runcfg *c, const char *path, hl_err *err)
 {
     size_t n = 0;
-    char *text = file_read_all(path, 1 << 24, &n, err);
-    if (!text)
-        return err ? err->code : HL_ERR_IO;
+    char *text;
+    hl_status st = file_read(path, 1 << 24, &text, &n, err);
+    if (st)
+        return st;
     bool nul = json_text_has_nul_escape(text, n);
     cJSON *j = cJSON_Parse(text);
     free(text);
-    hl_status st;
     if (nul)
         st = hl_err_set(err, HL_ERR_FORMAT,
                         "%s: a string holds a NUL character (\\u0000), which would cut it short",

@@ -223,8 +223,8 @@ int cmd_score(int argc, char **argv)
     }
     size_t len = 0;
     hl_err rerr;
-    char *text = file_read_all(pos[0], (size_t)1 << 31, &len, &rerr);
-    if (!text) {
+    char *text = NULL;
+    if (file_read(pos[0], (size_t)1 << 31, &text, &len, &rerr)) {
         fprintf(stderr, "helene score: %s\n", rerr.msg);
         return 1;
     }

@@ -87,9 +87,10 @@ static double num(const cJSON *o, const char *k)
 
 hl_status plot_journal_read(plot_runs *r, const char *path, const char *name, hl_err *err)
 {
-    FILE *f = file_open_regular(path, err);
-    if (!f)
-        return err ? err->code : HL_ERR_IO;
+    FILE *f;
+    hl_status ost = file_open_read(path, &f, err);
+    if (ost)
+        return ost;
     int first = r->n;
     plot_run *cur = NULL;
     int arm_run[8]; /* a race's journal: run index of each arm ("arm": i) */

@@ -3,7 +3,7 @@
 #
 #   tests/fuzz/build.sh SRCDIR BUILDDIR [TARGET...]
 #
-# Compiles engine/ and data/ once with clang, coverage and ASan + UBSan
+# Compiles base/, engine/ and data/ once with clang, coverage and ASan + UBSan
 # (-fsanitize=fuzzer-no-link,address,undefined), then links each target
 # tests/fuzz/fuzz_TARGET.c with libFuzzer into BUILDDIR/tests/fuzz/fuzz_TARGET.
 # Needs clang with libFuzzer (Debian: apt-get install clang) and the usual
@@ -36,14 +36,14 @@ if ! command -v "$CLANG" > /dev/null ||
 fi
 
 san=(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
-cflags=(-std=c11 -g -O1 -pthread -include "$build/config.h" -I"$src/engine" -I"$src/data"
+cflags=(-std=c11 -g -O1 -pthread -include "$build/config.h" -I"$src/base" -I"$src/engine" -I"$src/data"
         -DHELENE_DATADIR="\"$src/data\"" -DHELENE_SRCDATADIR="\"$src/data\""
         -DHELENE_TESTDIR="\"$src/tests\"" $(pkg-config --cflags libcjson openblas))
 libs=($(pkg-config --libs libcjson openblas) -lm -pthread)
 
 # the library once, instrumented for coverage (no main: libFuzzer brings it)
 objs=()
-for f in "$src"/engine/*.c "$src"/data/*.c; do
+for f in "$src"/base/*.c "$src"/engine/*.c "$src"/data/*.c; do
     o=$obj/$(basename "$(dirname "$f")")-$(basename "$f" .c).o
     if [ ! -e "$o" ] || [ "$f" -nt "$o" ] || [ "$build/config.h" -nt "$o" ]; then
         "$CLANG" "${cflags[@]}" "${san[@]}" -fsanitize=fuzzer-no-link -c "$f" -o "$o"

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,14 +12,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-FILE *file_open_regular(const char *path, hl_err *err)
+hl_status file_open_read(const char *path, FILE **out, hl_err *err)
 {
+    *out = NULL;
     /* O_NONBLOCK: opening a FIFO with no writer would block forever */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        hl_err_set(err, HL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
+    if (fd < 0)
+        return hl_err_set(err, HL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     const char *why = NULL;
     if (fstat(fd, &sb) != 0)
@@ -32,28 +32,39 @@ FILE *file_open_regular(const char *path, hl_err *err)
         why = strerror(errno);
     FILE *f = why ? NULL : fdopen(fd, "rb");
     if (!f) {
-        hl_err_set(err, HL_ERR_IO, "%s: %s", path, why ? why : strerror(errno));
+        hl_status st = hl_err_set(err, HL_ERR_IO, "%s: %s", path, why ? why : strerror(errno));
         close(fd);
+        return st;
     }
-    return f;
+    *out = f;
+    return HL_OK;
 }
 
-char *file_read_all(const char *path, size_t max, size_t *len, hl_err *err)
+hl_status file_read(const char *path, size_t max, char **out, size_t *len, hl_err *err)
 {
+    *out = NULL;
+    if (len)
+        *len = 0;
     bool std_in = !strcmp(path, "-");
-    FILE *f = std_in ? stdin : file_open_regular(path, err);
-    if (!f)
-        return NULL;
+    FILE *f = stdin;
+    hl_status st = std_in ? HL_OK : file_open_read(path, &f, err);
+    if (st)
+        return st;
+    /* a regular file's size is known: one allocation (datasets can be large) */
+    struct stat sb;
     size_t cap = 1 << 12, n = 0;
+    if (!std_in && fstat(fileno(f), &sb) == 0 && sb.st_size > 0 &&
+        (uint64_t)sb.st_size < (uint64_t)max)
+        cap = (size_t)sb.st_size + 2; /* + NUL, + the byte whose read says EOF */
     char *buf = malloc(cap);
-    hl_status st = buf ? HL_OK : HL_ERR_NOMEM;
+    st = buf ? HL_OK : HL_ERR_NOMEM;
     while (st == HL_OK) {
         if (n + 1 >= cap) {
             if (cap > max) {
                 st = HL_ERR_FORMAT;
                 break;
             }
-            char *nb = realloc(buf, cap * 2);
+            char *nb = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
             if (!nb) {
                 st = HL_ERR_NOMEM;
                 break;
@@ -76,16 +87,15 @@ char *file_read_all(const char *path, size_t max, size_t *len, hl_err *err)
     if (st) {
         free(buf);
         if (st == HL_ERR_FORMAT)
-            hl_err_set(err, st, "%s: larger than %zu bytes", path, max);
-        else
-            hl_err_set(err, st, "%s: %s", path, st == HL_ERR_NOMEM ? "out of memory"
-                                                                  : "read error");
-        return NULL;
+            return hl_err_set(err, st, "%s: larger than %zu bytes", path, max);
+        return hl_err_set(err, st, "%s: %s", path, st == HL_ERR_NOMEM ? "out of memory"
+                                                                     : "read error");
     }
     buf[n] = '\0';
     if (len)
         *len = n;
-    return buf;
+    *out = buf;
+    return HL_OK;
 }
 
 void file_remove_tree(const char *dir)

@@ -4,6 +4,7 @@
 #include <regex.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 void param_set_init(param_set *ps)
 {
@@ -56,11 +57,25 @@ hl_status param_set_add(param_set *ps, const char *name, int32_t ndim, const int
     return HL_OK;
 }
 
+void *param_arena_alloc(size_t bytes)
+{
+    const size_t huge = (size_t)2 << 20;
+    const bool big = bytes >= 2 * huge;
+    void *mem = NULL;
+    if (posix_memalign(&mem, big ? huge : 64, bytes ? bytes : 64) != 0)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    if (big) /* a hint: refused or ignored, the arena just keeps 4 KiB pages */
+        (void)madvise(mem, bytes / huge * huge, MADV_HUGEPAGE);
+#endif
+    return mem;
+}
+
 hl_status param_set_alloc(param_set *ps, hl_err *err)
 {
     size_t bytes = (ps->n ? ps->n : PARAM_ALIGN_FLOATS) * sizeof(float);
-    void *mem = NULL;
-    if (posix_memalign(&mem, 64, bytes) != 0)
+    void *mem = param_arena_alloc(bytes);
+    if (!mem)
         return hl_err_set(err, HL_ERR_NOMEM, "cannot allocate %zu MiB for parameters",
                           bytes >> 20);
     memset(mem, 0, bytes);

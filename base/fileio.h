@@ -14,17 +14,18 @@
 
 #include "err.h"
 
-/* Open path for reading if it is a regular file; NULL with err (HL_ERR_IO,
- * naming the file) otherwise.  A FIFO, device or socket is refused without
- * blocking (opened O_NONBLOCK, checked with fstat), so a FIFO given as a
- * config or data file cannot hang helene; a folder is refused as such. */
-FILE *file_open_regular(const char *path, hl_err *err);
+/* Open path for reading if it is a regular file: *f, or HL_ERR_IO with err
+ * naming the file.  A FIFO, device or socket is refused without blocking
+ * (opened O_NONBLOCK, checked with fstat), so a FIFO given as a config or
+ * data file cannot hang helene; a folder is refused as such. */
+hl_status file_open_read(const char *path, FILE **f, hl_err *err);
 
-/* The bytes of path ("-" = standard input) plus a terminating NUL, malloc'ed
- * and owned by the caller; *len (may be NULL) gets the byte count.  NULL on
- * error, with err naming the file: HL_ERR_IO (cannot open or read, not a
- * regular file), HL_ERR_FORMAT (larger than max bytes), HL_ERR_NOMEM. */
-char *file_read_all(const char *path, size_t max, size_t *len, hl_err *err);
+/* The bytes of path ("-" = standard input) plus a terminating NUL in *out,
+ * malloc'ed and owned by the caller; *len (may be NULL) gets the byte count.
+ * Errors name the file: HL_ERR_IO (cannot open or read, not a regular
+ * file), HL_ERR_FORMAT (larger than max bytes), HL_ERR_NOMEM.  The one
+ * whole-file reader: configs, vocabularies, task files, datasets. */
+hl_status file_read(const char *path, size_t max, char **out, size_t *len, hl_err *err);
 
 /* Create or truncate path (mode 0644), write n bytes of data, fsync and
  * close it; HL_ERR_IO naming the file on any failure. */
