@@ -1382,10 +1382,24 @@ static void dist_check(engine *e)
         dist_abort(1, dist_leader() ? err.msg : NULL); /* every rank knows; the leader says */
 }
 
+/* Under mpirun, before the first step: every rank loaded the same θ (the
+ * same model file, checkpoint and adapters), else the job ends at once. */
+static void dist_check_start(engine *e)
+{
+    hl_err err;
+    if (dist_active() && !dist_params_agree(e->ps, e->step, &err)) {
+        char msg[HL_ERR_MSG_MAX + 160];
+        snprintf(msg, sizeof msg, "%s: before the first step, so the ranks loaded different "
+                 "weights (is --model or --resume the same file on every machine?)", err.msg);
+        dist_abort(1, dist_leader() ? msg : NULL);
+    }
+}
+
 /* A follower rank (mpirun, rank > 0): take a step whenever the leader says
  * so, with the same objective, seed and hyperparameters, and nothing else. */
 static void *engine_follow(engine *e)
 {
+    dist_check_start(e);
     while (dist_next_step(false)) {
         double t0 = now_s();
         hl_err err;
@@ -1409,6 +1423,7 @@ static void *engine_main(void *arg)
     engine *e = arg;
     if (dist_active() && !dist_leader())
         return engine_follow(e);
+    dist_check_start(e);
     /* The zero-shot point: a fresh run evaluates dev before its first step,
      * so every dev chart and journal starts where fine-tuning started. */
     if (e->step == 0 && e->cfg.eval_every > 0) {

@@ -71,7 +71,7 @@ for shape in "${shapes[@]}"; do
     [ "$cfg" = helene-bf16 ] && bf=on
     /usr/bin/time -v ./helene train --model "$tmp/model" --task sst2 --data "$tmp/long.tsv" \
       --max-tokens 63 --batch-size 16 --optimizer "$opt" --state-bf16 $bf --steps $steps \
-      --eval-every 0 --dev-size 16 --threads "$threads" --log "$tmp/$cfg.jsonl" --headless \
+      --eval-every 0 --dev-size 16 --threads "$threads" --log "$tmp/$shape-$cfg.jsonl" --headless \
       > /dev/null 2> "$tmp/$cfg.time"
     rss=$(awk -F: '/Maximum resident/ {gsub(/ /, "", $2); print $2 / 1024}' "$tmp/$cfg.time")
     awk -v shape="$shape" -v cfg="$cfg" -v rss="$rss" -v params="$params" '
@@ -91,7 +91,7 @@ for shape in "${shapes[@]}"; do
         mult = cfg == "mezo" ? 1.15 : cfg == "helene" ? 3.15 : 2.15;
         printf "%-9s %-12s %8.1f %9.0f %9.0f %6.2f %9.0f %9.0f %7.3f\n", shape, cfg, load, first,
           med, first / med, rss, mult * w + 64, med * 1e6 / (params * 16 * 64);
-      }' "$tmp/$cfg.jsonl"
+      }' "$tmp/$shape-$cfg.jsonl"
   done
   rm -rf "$tmp/model"
 done
