@@ -20,11 +20,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "adamw.h"
 #include "analytic.h"
-#include "backward.h"
 #include "checkpoint.h"
 #include "dist.h"
+#include "firstorder.h"
 #include "journal.h"
 #include "lm.h"
 #include "rng.h"
@@ -51,18 +50,9 @@ struct engine {
     pool *workers;
     optim *opt;
     journal jr;
-    /* ft-adam, the first-order comparator: made when the method is chosen,
-     * freed when another is, so ZO runs never hold gradients */
-    bool fo_ready;
-    backward bw;
-    adamw aw;
-    double *fo_losses;        /* [obj.max_batch] */
-    optim_step_stats fo_stats;
+    /* ft-adam and --grad-alignment: the backward and what needs it */
+    firstorder fo;
     optim_layer_stats *no_layer_stats; /* [n_layers] zeros: ft-adam has no curvature */
-    /* --grad-alignment: the true gradient (bw) and the ZO estimate c·z */
-    bool align_ready;
-    float *align_est;                  /* [ps->n] */
-    double *align_losses;
     double cos_ring[ENGINE_COSINE_WINDOW];
     int cos_n, cos_at;
     /* the learning rate the user set for each method in this run (0 = none):
@@ -397,218 +387,30 @@ static hl_status build_objective(engine *e, hl_err *err)
     return HL_OK;
 }
 
-static void fo_release(engine *e)
-{
-    if (!e->fo_ready)
-        return;
-    if (!e->align_ready) /* the alignment diagnostic shares the backward */
-        backward_free(&e->bw);
-    adamw_free(&e->aw);
-    free(e->fo_losses);
-    e->fo_losses = NULL;
-    e->fo_ready = false;
-}
-
 static bool method_is_fo(const engine *e)
 {
     return optim_hparams(e->opt)->method == OPTIM_METHOD_FT_ADAM;
 }
 
-/* AdamW's settings follow the run's hyperparameters (lr, zo-adam's betas and
- * eps, weight decay), so the edit form and SET work for ft-adam too. */
-static void fo_sync_config(engine *e)
-{
-    const hparams *hp = optim_hparams(e->opt);
-    e->aw.cfg.lr = hp->lr;
-    e->aw.cfg.beta1 = hp->adam_beta1;
-    e->aw.cfg.beta2 = hp->adam_beta2;
-    e->aw.cfg.eps = hp->adam_eps;
-    e->aw.cfg.weight_decay = hp->weight_decay;
-}
-
-static hl_status fo_prepare(engine *e, hl_err *err)
-{
-    if (e->fo_ready)
-        return HL_OK;
-    if (!e->task)
-        return hl_err_set(err, HL_ERR_INVALID,
-                          "ft-adam needs a model (backpropagation); analytic objectives run "
-                          "the zeroth-order methods");
-    hl_status st;
-    if (!e->align_ready && (st = backward_init(&e->bw, &e->lm.model, err)))
-        return st;
-    adamw_config ac = adamw_config_default();
-    const hparams *hp = optim_hparams(e->opt);
-    ac.lr = hp->lr;
-    ac.beta1 = hp->adam_beta1;
-    ac.beta2 = hp->adam_beta2;
-    ac.eps = hp->adam_eps;
-    ac.weight_decay = hp->weight_decay;
-    if ((st = adamw_init(&e->aw, e->ps, &ac, e->workers, err))) {
-        if (!e->align_ready)
-            backward_free(&e->bw);
-        return st;
-    }
-    e->fo_losses = calloc((size_t)e->obj.max_batch, sizeof *e->fo_losses);
-    if (!e->fo_losses) {
-        if (!e->align_ready)
-            backward_free(&e->bw);
-        adamw_free(&e->aw);
-        return hl_err_set(err, HL_ERR_NOMEM, "out of memory");
-    }
-    e->fo_ready = true;
-    return HL_OK;
-}
-
-/* One first-order step on the same batch a ZO step would draw.  The loss is
- * checked before AdamW moves θ, so a non-finite loss changes nothing. */
-static hl_status fo_step(engine *e, hl_err *err)
-{
-    hl_status st = fo_prepare(e, err);
-    if (st)
-        return st;
-    fo_sync_config(e);
-    struct timespec a, b, c;
-    int32_t B;
-    if ((st = objective_select_batch(&e->obj, &B, e->step + 1, err)))
-        return st;
-    int32_t n;
-    const cls_example *ex = taskobj_batch(e->task, &n);
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    backward_zero_grad(&e->bw);
-    if ((st = backward_cls(&e->bw, e->fo_losses, taskobj_scorer(e->task), ex, n, 1.0, err)))
-        return st;
-    double mean = 0;
-    for (int32_t i = 0; i < n; i++)
-        mean += e->fo_losses[i];
-    mean = n ? mean / n : 0;
-    if (!isfinite(mean))
-        return hl_err_set(err, HL_ERR_NUMERIC, "step %llu: non-finite loss %g",
-                          (unsigned long long)e->step + 1, mean);
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    adamw_stats as;
-    if ((st = adamw_step(&e->aw, &as, e->bw.grad.data, err)))
-        return st;
-    clock_gettime(CLOCK_MONOTONIC, &c);
-    optim_step_stats *S = &e->fo_stats;
-    uint64_t total = S->forwards_total;
-    memset(S, 0, sizeof *S);
-    S->step = e->step + 1;
-    S->method = OPTIM_METHOD_FT_ADAM;
-    S->batch = n;
-    S->loss_plus = S->loss_minus = mean;
-    S->loss0 = S->proj_grad = S->q = S->alpha = S->h_scale = S->clip_rate = NAN;
-    S->group = -1;
-    S->lr = as.lr;
-    S->forwards = 1; /* and one backward */
-    S->forwards_total = total + 1;
-    S->seed = e->cfg.seed;
-    S->ms_forward = ((double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec)) * 1e3;
-    S->ms_update = ((double)(c.tv_sec - b.tv_sec) + 1e-9 * (double)(c.tv_nsec - b.tv_nsec)) * 1e3;
-    return HL_OK;
-}
-
 static hl_status fo_write_state(void *ctx, const char *tmp_dir, hl_err *err)
 {
-    engine *e = ctx;
-    if (!e->fo_ready)
-        return HL_OK;
-    char p[RUNCFG_PATH_MAX + 128];
-    snprintf(p, sizeof p, "%s/adamw.safetensors", tmp_dir);
-    return adamw_state_write(&e->aw, p, err);
+    const engine *e = ctx;
+    return firstorder_adam_write(&e->fo, tmp_dir, err);
 }
 
 /* After θ and the ZO state were loaded from dir: ft-adam's own state. */
 static hl_status fo_read_state(engine *e, const char *dir, hl_err *err)
 {
     if (!method_is_fo(e)) {
-        fo_release(e);
+        firstorder_adam_release(&e->fo);
         return HL_OK;
     }
-    hl_status st = fo_prepare(e, err);
-    if (st)
-        return st;
-    char p[RUNCFG_PATH_MAX + 128];
-    snprintf(p, sizeof p, "%s/adamw.safetensors", dir);
-    return adamw_state_read(&e->aw, p, err);
-}
-
-/* ---------------------------------------------- gradient alignment --- */
-
-static hl_status align_prepare(engine *e, hl_err *err)
-{
-    if (e->align_ready)
-        return HL_OK;
-    if (!e->task)
-        return hl_err_set(err, HL_ERR_INVALID,
-                          "grad_alignment needs a model (backpropagation gives the true gradient)");
-    hl_status st;
-    if (!e->fo_ready && (st = backward_init(&e->bw, &e->lm.model, err)))
-        return st;
-    e->align_est = calloc(e->ps->n ? e->ps->n : 1, sizeof *e->align_est);
-    e->align_losses = calloc((size_t)e->obj.max_batch, sizeof *e->align_losses);
-    if (!e->align_est || !e->align_losses) {
-        free(e->align_est);
-        free(e->align_losses);
-        if (!e->fo_ready)
-            backward_free(&e->bw);
-        return hl_err_set(err, HL_ERR_NOMEM, "out of memory for the alignment diagnostic");
-    }
-    e->align_ready = true;
-    return HL_OK;
-}
-
-static void align_release(engine *e)
-{
-    if (!e->align_ready)
-        return;
-    free(e->align_est);
-    free(e->align_losses);
-    e->align_est = NULL;
-    e->align_losses = NULL;
-    if (!e->fo_ready)
-        backward_free(&e->bw);
-    e->align_ready = false;
-}
-
-/* The true gradient at θ_t on step t's batch (drawn again by the step:
- * batches are a pure function of the step). */
-static hl_status align_before(engine *e, hl_err *err)
-{
-    int32_t B, n;
-    hl_status st = objective_select_batch(&e->obj, &B, e->step + 1, err);
-    if (st)
-        return st;
-    const cls_example *ex = taskobj_batch(e->task, &n);
-    backward_zero_grad(&e->bw);
-    return backward_cls(&e->bw, e->align_losses, taskobj_scorer(e->task), ex, n, 1.0, err);
-}
-
-/* cos(c·z, ∇L) with z regenerated exactly as the optimizer drew it:
- * z(seed_t, layer, i) for every element i of every layer. */
-static double align_after(engine *e)
-{
-    const optim_step_stats *s = optim_last_stats(e->opt);
-    const param_set *ps = e->ps;
-    for (int l = 0; l < ps->n_layers; l++) {
-        float *z = e->align_est + ps->layers[l].offset;
-        if (ps->layers[l].frozen) { /* neither estimated nor tuned */
-            memset(z, 0, ps->layers[l].size * sizeof *z);
-            memset(e->bw.grad.data + ps->layers[l].offset, 0, ps->layers[l].size * sizeof *z);
-            continue;
-        }
-        rng_normal_fill(z, s->seed, (uint32_t)l, 0, ps->layers[l].size);
-        const float c = (float)s->proj_grad;
-        for (size_t i = 0; i < ps->layers[l].size; i++)
-            z[i] *= c;
-    }
-    return backward_cosine(&e->bw, e->align_est);
+    return firstorder_adam_read(&e->fo, optim_hparams(e->opt), dir, err);
 }
 
 static void engine_release(engine *e)
 {
-    align_release(e);
-    fo_release(e);
+    firstorder_free(&e->fo);
     free(e->no_layer_stats);
     if (e->opt)
         optim_free(e->opt);
@@ -790,9 +592,11 @@ hl_status engine_create(engine **out, const runcfg *cfg_in, hl_err *err)
                         method_is_fo(e) ? "ft-adam" : "grad_alignment");
         goto fail;
     }
-    if (method_is_fo(e) && (st = fo_prepare(e, err)))
+    firstorder_init(&e->fo, e->have_lm ? &e->lm.model : NULL, e->ps, e->workers, &e->obj,
+                    e->task);
+    if (method_is_fo(e) && (st = firstorder_adam_prepare(&e->fo, optim_hparams(e->opt), err)))
         goto fail;
-    if (e->cfg.grad_alignment && (st = align_prepare(e, err)))
+    if (e->cfg.grad_alignment && (st = firstorder_align_prepare(&e->fo, err)))
         goto fail;
     e->work.grad_cosine = e->work.grad_cosine_avg = NAN;
     uint64_t cut = 0;
@@ -1037,10 +841,10 @@ static void apply_command(engine *e, const engine_cmd *c, uint64_t id)
                 runcfg_set(&e->cfg, "lr", lr_buf, NULL);
         }
         if (!st && method_is_fo(e)) {
-            fo_release(e); /* a switch starts the method's state fresh */
-            st = fo_prepare(e, &err);
+            firstorder_adam_release(&e->fo); /* a switch starts the method's state fresh */
+            st = firstorder_adam_prepare(&e->fo, optim_hparams(e->opt), &err);
         } else if (!st)
-            fo_release(e);
+            firstorder_adam_release(&e->fo);
         if (!st)
             runcfg_set(&e->cfg, "optimizer", c->value, NULL);
         if (st)
@@ -1234,7 +1038,7 @@ static void record_step(engine *e, double seconds)
 {
     engine_telemetry *w = &e->work;
     const bool fo = method_is_fo(e);
-    const optim_step_stats *s = fo ? &e->fo_stats : optim_last_stats(e->opt);
+    const optim_step_stats *s = fo ? &e->fo.stats : optim_last_stats(e->opt);
     w->last = *s;
     w->step = e->step;
     w->method_step = optim_method_steps(e->opt);
@@ -1469,14 +1273,16 @@ static void *engine_main(void *arg)
         double t0 = now_s();
         hl_err err;
         hl_err_clear(&err);
-        const bool align = e->align_ready && !method_is_fo(e) &&
+        const bool align = e->fo.align_ready && !method_is_fo(e) &&
                            optim_hparams(e->opt)->n_probes == 1;
-        hl_status st = align ? align_before(e, &err) : HL_OK;
+        hl_status st = align ? firstorder_align_before(&e->fo, e->step + 1, &err) : HL_OK;
         if (!st)
-            st = method_is_fo(e) ? fo_step(e, &err) : optim_step(e->opt, &e->obj, &err);
+            st = method_is_fo(e) ? firstorder_adam_step(&e->fo, optim_hparams(e->opt),
+                                                        e->step + 1, e->cfg.seed, &err)
+                                 : optim_step(e->opt, &e->obj, &err);
         double cosine = NAN;
         if (!st && align) {
-            cosine = align_after(e);
+            cosine = firstorder_align_after(&e->fo, optim_last_stats(e->opt));
             e->cos_ring[e->cos_at] = cosine;
             e->cos_at = (e->cos_at + 1) % ENGINE_COSINE_WINDOW;
             if (e->cos_n < ENGINE_COSINE_WINDOW)
