@@ -553,6 +553,21 @@ static hl_status merge_add(bpe *t, const char *path, const char *where, const ch
     return HL_OK;
 }
 
+/* A merge written "a b": split at its one space (as merges.txt and the
+ * tokenizers library do), then merge_add. */
+static hl_status merge_add_text(bpe *t, const char *path, const char *where, const char *s,
+                                size_t n, const int16_t *alpha, char *joined, int32_t *rank,
+                                hl_err *err)
+{
+    char m1[64];
+    const char *sp = memchr(s, ' ', n);
+    size_t na = sp ? (size_t)(sp - s) : n, nb = sp ? n - na - 1 : 0;
+    if (!sp || na == 0 || nb == 0 || memchr(sp + 1, ' ', nb))
+        return hl_err_set(err, HL_ERR_FORMAT, "%s:%s: expected two tokens separated by one space, "
+                          "got \"%s\"", path, where, token_for_msg(m1, s, n));
+    return merge_add(t, path, where, s, na, sp + 1, nb, alpha, joined, rank, err);
+}
+
 /* merges.txt: one "a b" a line, an optional "#version" first line, CRLF
  * tolerated. */
 static hl_status merges_parse(bpe *t, const char *path, char *text, size_t text_len,
@@ -568,7 +583,7 @@ static hl_status merges_parse(bpe *t, const char *path, char *text, size_t text_
     char *joined = malloc(text_len + 1);
     if (!joined)
         return hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
-    char m1[64], where[32];
+    char where[32];
     int32_t rank = 0;
     size_t line_no = 0;
     for (size_t pos = 0; pos < text_len && !st;) {
@@ -581,16 +596,8 @@ static hl_status merges_parse(bpe *t, const char *path, char *text, size_t text_
             n--;
         if (n == 0 || (line_no == 1 && n >= 8 && memcmp(line, "#version", 8) == 0))
             continue;
-        char *sp = memchr(line, ' ', n);
-        size_t na = sp ? (size_t)(sp - line) : n, nb = sp ? n - na - 1 : 0;
-        if (!sp || na == 0 || nb == 0 || memchr(sp + 1, ' ', nb)) {
-            st = hl_err_set(err, HL_ERR_FORMAT,
-                            "%s:%zu: expected two tokens separated by one space, got \"%s\"", path,
-                            line_no, token_for_msg(m1, line, n));
-            break;
-        }
         snprintf(where, sizeof where, "%zu", line_no);
-        st = merge_add(t, path, where, line, na, sp + 1, nb, byte_of_cp, joined, &rank, err);
+        st = merge_add_text(t, path, where, line, n, byte_of_cp, joined, &rank, err);
     }
     free(joined);
     return st;
@@ -633,20 +640,14 @@ static hl_status merges_from_json(bpe *t, const char *path, const cJSON *merges,
     char *joined = malloc(longest + 1);
     if (!joined)
         return hl_err_set(err, HL_ERR_NOMEM, "%s: out of memory", path);
-    char m1[64], where[40];
+    char where[40];
     int32_t rank = 0;
     size_t k = 0;
     for (const cJSON *m = merges->child; m && !st; m = m->next, k++) {
         snprintf(where, sizeof where, " merge %zu", k);
         if (cJSON_IsString(m)) {
-            const char *s = m->valuestring, *sp = strchr(s, ' ');
-            size_t n_all = strlen(s), na = sp ? (size_t)(sp - s) : n_all;
-            size_t nb = sp ? n_all - na - 1 : 0;
-            if (!sp || na == 0 || nb == 0 || memchr(sp + 1, ' ', nb))
-                st = hl_err_set(err, HL_ERR_FORMAT, "%s:%s: expected two tokens separated by one "
-                                "space, got \"%s\"", path, where, token_for_msg(m1, s, n_all));
-            else
-                st = merge_add(t, path, where, s, na, sp + 1, nb, alpha, joined, &rank, err);
+            st = merge_add_text(t, path, where, m->valuestring, strlen(m->valuestring), alpha,
+                                joined, &rank, err);
         } else {
             const char *a = cJSON_GetArrayItem(m, 0)->valuestring;
             const char *b = cJSON_GetArrayItem(m, 1)->valuestring;

@@ -622,38 +622,34 @@ bool optim_state16(const optim *o)
     return o->state16;
 }
 
+/* Which of m (0), h (1), v (2) is the i-th arena the method keeps (-1:
+ * none), and its name. */
+static int nth_arena(const optim *o, int i, const char **name)
+{
+    const bool have[3] = {o->m || o->m16, o->h || o->h16, o->v || o->v16};
+    const char *names[3] = {"m", o->state_method == OPTIM_METHOD_HIZOO ? "H" : "h", "v"};
+    int k = 0;
+    for (int a = 0; a < 3; a++)
+        if (have[a] && k++ == i) {
+            if (name)
+                *name = names[a];
+            return a;
+        }
+    return -1;
+}
+
 uint16_t *optim_state_arena16(const optim *o, int i, const char **name)
 {
     uint16_t *arenas[3] = {o->m16, o->h16, o->v16};
-    const char *names[3] = {"m", o->state_method == OPTIM_METHOD_HIZOO ? "H" : "h", "v"};
-    int k = 0;
-    for (int a = 0; a < 3; a++) {
-        if (!arenas[a])
-            continue;
-        if (k++ == i) {
-            if (name)
-                *name = names[a];
-            return arenas[a];
-        }
-    }
-    return NULL;
+    int a = o->state16 ? nth_arena(o, i, name) : -1;
+    return a < 0 ? NULL : arenas[a];
 }
 
 float *optim_state_arena(const optim *o, int i, const char **name)
 {
     float *arenas[3] = {o->m, o->h, o->v};
-    const char *names[3] = {"m", o->state_method == OPTIM_METHOD_HIZOO ? "H" : "h", "v"};
-    int k = 0;
-    for (int a = 0; a < 3; a++) {
-        if (!arenas[a])
-            continue;
-        if (k++ == i) {
-            if (name)
-                *name = names[a];
-            return arenas[a];
-        }
-    }
-    return NULL;
+    int a = o->state16 ? -1 : nth_arena(o, i, name);
+    return a < 0 ? NULL : arenas[a];
 }
 
 size_t optim_state_offset(const optim *o, int layer)

@@ -49,14 +49,8 @@ fi
 
 shapes=("$@")
 [ ${#shapes[@]} -gt 0 ] || shapes=(opt-125m opt-350m opt-1.3b)
-awk 'BEGIN {
-  printf "sentence\tlabel\n";
-  for (i = 0; i < 200; i++) {
-    s = "";
-    for (w = 0; w < 56; w++) s = s sprintf("%s%s", w ? " " : "", (w * 7 + i) % 3 ? "the film" : "story");
-    printf "%s\t%d\n", s, i % 2;
-  }
-}' > "$tmp/long.tsv"
+BENCH_NO_OPT125=1
+. "$srcdir/tests/bench_opt125.sh" # $tmp/long.tsv
 
 printf "%-9s %-12s %8s %9s %9s %6s %9s %9s %7s\n" shape method load_s first_ms step_ms ratio \
   rss_mib goal_mib ns/p.tok

@@ -19,6 +19,7 @@
  * package is not what this program expects.
  */
 #include "bpe.h"
+#include "fileio.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -26,35 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 1 << 20, n = 0;
-    char *buf = malloc(cap + 1);
-    size_t got;
-    while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            char *nb = realloc(buf, 2 * cap + 1);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (buf) {
-        buf[n] = '\0';
-        *len = n;
-    }
-    return buf;
-}
 
 static int b64val(int c)
 {
@@ -286,10 +258,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: ltjs_golden PATH/llama-tokenizer.js SCRATCH_DIR\n");
         return 2;
     }
-    size_t jlen;
-    char *js = slurp(argv[1], &jlen);
-    if (!js) {
-        fprintf(stderr, "ltjs_golden: cannot read %s: %s\n", argv[1], strerror(errno));
+    char *js;
+    hl_err err;
+    if (file_read(argv[1], (size_t)64 << 20, &js, NULL, &err)) {
+        fprintf(stderr, "ltjs_golden: %s\n", err.msg);
         return 2;
     }
     char path[4096];
@@ -303,7 +275,6 @@ int main(int argc, char **argv)
     printf("llama-tokenizer-js: %d tokens, %d merges -> %s\n", nvocab, nmerges, path);
 
     bpe t;
-    hl_err err;
     if (bpe_load_tokenizer_json(&t, path, &err) != HL_OK) {
         fprintf(stderr, "ltjs_golden: %s\n", err.msg);
         free(js);
