@@ -1,5 +1,10 @@
 /* pretrain.c - see pretrain.h.  Sections: options, tokenizer, corpus and
- * batches, files and folders, the run. */
+ * batches, files and folders, the run.
+ *
+ * Size (~1,600 lines): too big, and issue 19 says where it splits: the
+ * tokenizer building (to data/, beside the BPE), the Hugging Face folder
+ * writer (one model_save_hf with `helene export`), the options' parallel
+ * key lists (one table, as runcfg.c).  Not done yet. */
 #include "pretrain.h"
 
 #include "fileio.h"

@@ -5,6 +5,11 @@
  * every entry is validated; only then are offsets sorted and checked to tile
  * the data buffer exactly.  Nothing is read from the data buffer at open time.
  * Leaves out: lazy/partial header parsing and any repair of broken files.
+ *
+ * Size (~1,500 lines, issue 19): one file format, hostile-input validation
+ * first (about half the file), then dtype conversion, the writer and the
+ * sharded-folder index; they share the validated header types.  The index
+ * reader (model.safetensors.index.json) is the natural next file.
  */
 #include "safetensors.h"
 
