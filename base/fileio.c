@@ -98,6 +98,38 @@ hl_status file_read(const char *path, size_t max, char **out, size_t *len, hl_er
     return HL_OK;
 }
 
+hl_status file_stage_dir(char *tmp, size_t cap, const char *dir, hl_err *err)
+{
+    if (snprintf(tmp, cap, "%s.tmp-%ld", dir, (long)getpid()) >= (int)cap)
+        return hl_err_set(err, HL_ERR_INVALID, "%s: path too long", dir);
+    file_remove_tree(tmp);
+    if (mkdir(tmp, 0755) != 0)
+        return hl_err_set(err, HL_ERR_IO, "%s: %s", tmp, strerror(errno));
+    return HL_OK;
+}
+
+hl_status file_publish_dir(const char *tmp, const char *dir, bool replace,
+                           void (*carry)(const char *old, const char *now), hl_err *err)
+{
+    hl_status st = HL_OK;
+    struct stat sb;
+    if (!replace) {
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_NOREPLACE) != 0)
+            st = hl_err_set(err, HL_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
+    } else if (stat(dir, &sb) == 0) {
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) != 0)
+            st = hl_err_set(err, HL_ERR_IO, "cannot replace %s: %s", dir, strerror(errno));
+        else if (carry)
+            carry(tmp, dir); /* the old folder is at tmp now */
+    } else if (rename(tmp, dir) != 0) {
+        st = hl_err_set(err, HL_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
+    }
+    file_remove_tree(tmp); /* the old folder, or the staging one on failure */
+    if (!st)
+        file_fsync_parent(dir);
+    return st;
+}
+
 void file_remove_tree(const char *dir)
 {
     DIR *d = opendir(dir);

@@ -9,6 +9,7 @@
 #ifndef HELENE_FILEIO_H
 #define HELENE_FILEIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -30,6 +31,20 @@ hl_status file_read(const char *path, size_t max, char **out, size_t *len, hl_er
 /* Create or truncate path (mode 0644), write n bytes of data, fsync and
  * close it; HL_ERR_IO naming the file on any failure. */
 hl_status file_write_all(const char *path, const void *data, size_t n, hl_err *err);
+
+/* Writing a folder atomically: fill a staging folder, then publish it.
+ * file_stage_dir makes a fresh DIR.tmp-PID beside dir (an old one of the
+ * same name removed) into tmp (cap bytes).  file_publish_dir moves it to
+ * dir: one rename when dir is absent; when it exists, with replace an
+ * atomic exchange (renameat2 RENAME_EXCHANGE) so dir is at every instant
+ * either the complete old or the complete new folder, then `carry` (may be
+ * NULL) may move things from the old folder (now at tmp) into the new one
+ * before the old is removed; without replace an existing dir is refused
+ * (RENAME_NOREPLACE: nothing that appeared meanwhile is overwritten).  On
+ * failure the staging folder is removed.  The parent is fsynced. */
+hl_status file_stage_dir(char *tmp, size_t cap, const char *dir, hl_err *err);
+hl_status file_publish_dir(const char *tmp, const char *dir, bool replace,
+                           void (*carry)(const char *old, const char *now), hl_err *err);
 
 /* Remove a folder and everything below it (best effort; symlinks are
  * removed, never followed). */

@@ -93,6 +93,24 @@ hl_status checkpoint_save(const char *dir, const runcfg *cfg, const param_set *p
                                 err);
 }
 
+/* Periodic step-N folders live inside the --save folder: a new final
+ * checkpoint takes them over from the one it replaces. */
+static void carry_step_folders(const char *old, const char *now)
+{
+    DIR *d = opendir(old);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (strncmp(e->d_name, "step-", 5))
+            continue;
+        char from[RUNCFG_PATH_MAX + 400], to[RUNCFG_PATH_MAX + 400];
+        snprintf(from, sizeof from, "%s/%s", old, e->d_name);
+        snprintf(to, sizeof to, "%s/%s", now, e->d_name);
+        rename(from, to);
+    }
+    if (d)
+        closedir(d);
+}
+
 hl_status checkpoint_save_with(const char *dir, const runcfg *cfg, const param_set *ps,
                                const optim *opt, uint64_t step, const char *journal_path,
                                uint64_t journal_offset, checkpoint_extra_fn extra,
@@ -128,10 +146,8 @@ hl_status checkpoint_save_with(const char *dir, const runcfg *cfg, const param_s
     hl_status st = make_parents(target, err);
     if (st)
         return st;
-    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", target, (long)getpid());
-    file_remove_tree(tmp);
-    if (mkdir(tmp, 0755) != 0)
-        return hl_err_set(err, HL_ERR_IO, "%s: %s", tmp, strerror(errno));
+    if ((st = file_stage_dir(tmp, sizeof tmp, target, err)))
+        return st;
 
     snprintf(p, sizeof p, "%s/params.safetensors", tmp);
     if ((st = checkpoint_write_params(p, ps, err)))
@@ -174,32 +190,8 @@ hl_status checkpoint_save_with(const char *dir, const runcfg *cfg, const param_s
         goto fail;
     file_fsync_parent(p);
 
-    /* swap into place */
-    if (stat(target, &sb) == 0) {
-        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, target, RENAME_EXCHANGE) != 0) {
-            st = hl_err_set(err, HL_ERR_IO, "cannot replace %s: %s", target, strerror(errno));
-            goto fail;
-        }
-        /* periodic step-N folders live inside the --save folder: move them over */
-        DIR *d = opendir(tmp);
-        struct dirent *e;
-        while (d && (e = readdir(d))) {
-            if (strncmp(e->d_name, "step-", 5))
-                continue;
-            char from[RUNCFG_PATH_MAX + 400], to[RUNCFG_PATH_MAX + 400];
-            snprintf(from, sizeof from, "%s/%s", tmp, e->d_name);
-            snprintf(to, sizeof to, "%s/%s", target, e->d_name);
-            rename(from, to);
-        }
-        if (d)
-            closedir(d);
-        file_remove_tree(tmp);
-    } else if (rename(tmp, target) != 0) {
-        st = hl_err_set(err, HL_ERR_IO, "cannot create %s: %s", target, strerror(errno));
-        goto fail;
-    }
-    file_fsync_parent(target);
-    return HL_OK;
+    /* swap into place, keeping the periodic step-N folders of the old one */
+    return file_publish_dir(tmp, target, true, carry_step_folders, err);
 fail:
     file_remove_tree(tmp);
     return st;

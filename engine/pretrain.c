@@ -632,33 +632,6 @@ static bool folder_empty(const char *dir)
     return empty;
 }
 
-/* A fresh DIR.tmp-PID next to dir (any old one removed). */
-static hl_status staging_dir(char *tmp, size_t cap, const char *dir, hl_err *err)
-{
-    snprintf(tmp, cap, "%s.tmp-%ld", dir, (long)getpid());
-    file_remove_tree(tmp);
-    if (mkdir(tmp, 0755) != 0)
-        return hl_err_set(err, HL_ERR_IO, "%s: %s", tmp, strerror(errno));
-    return HL_OK;
-}
-
-/* Move the finished staging folder to dir: one rename when dir is absent,
- * else an atomic exchange (renameat2 RENAME_EXCHANGE) and removal of the
- * old contents, so dir is at every instant either complete old or new. */
-static hl_status publish_dir(const char *tmp, const char *dir, hl_err *err)
-{
-    struct stat sb;
-    if (stat(dir, &sb) == 0) {
-        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) != 0)
-            return hl_err_set(err, HL_ERR_IO, "cannot replace %s: %s", dir, strerror(errno));
-        file_remove_tree(tmp);
-    } else if (rename(tmp, dir) != 0) {
-        return hl_err_set(err, HL_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
-    }
-    file_fsync_parent(dir);
-    return HL_OK;
-}
-
 /* ------------------------------------------------------ corpus, batches --- */
 
 static hl_status tokenize_file(int32_t **ids, size_t *n, const bpe *tok, const char *path,
@@ -1168,7 +1141,7 @@ static hl_status save_checkpoint(run *r, hl_err *err)
             return hl_err_set(err, HL_ERR_INVALID, "%s is not empty and holds no pretraining "
                               "checkpoint: refusing to replace it", dir);
     }
-    hl_status st = staging_dir(tmp, sizeof tmp, dir, err);
+    hl_status st = file_stage_dir(tmp, sizeof tmp, dir, err);
     if (st)
         return st;
     snprintf(p, sizeof p, "%s/params.safetensors", tmp);
@@ -1186,7 +1159,7 @@ static hl_status save_checkpoint(run *r, hl_err *err)
     }
     if (!st) {
         file_fsync_parent(p);
-        st = publish_dir(tmp, dir, err);
+        st = file_publish_dir(tmp, dir, true, NULL, err);
     }
     if (st)
         file_remove_tree(tmp);
@@ -1357,7 +1330,7 @@ static hl_status write_output(run *r, const pretrain_result *res, hl_err *err)
     if (stat(dir, &sb) == 0)
         return hl_err_set(err, HL_ERR_INVALID, "%s already exists; nothing written", dir);
     char tmp[DIRBUF], p[FILEBUF];
-    hl_status st = staging_dir(tmp, sizeof tmp, dir, err);
+    hl_status st = file_stage_dir(tmp, sizeof tmp, dir, err);
     if (st)
         return st;
     r->m.cfg.add_bos = r->o.family == MODEL_FAMILY_OPT;
@@ -1391,7 +1364,7 @@ static hl_status write_output(run *r, const pretrain_result *res, hl_err *err)
             st = hl_err_set(err, HL_ERR_INVALID, "%s appeared while training; nothing written",
                             dir);
         else
-            st = publish_dir(tmp, dir, err);
+            st = file_publish_dir(tmp, dir, false, NULL, err);
     }
     if (st)
         file_remove_tree(tmp);

@@ -843,14 +843,8 @@ int cmd_export(int argc, char **argv)
     /* everything goes into a staging folder beside OUT, renamed to OUT only
      * when complete: a failed export leaves nothing behind */
     char stage[4200];
-    if (snprintf(stage, sizeof stage, "%s.export-%d", out, (int)getpid()) >= (int)sizeof stage) {
-        hl_err_set(&err, HL_ERR_INVALID, "%s: path too long", out);
+    if (file_stage_dir(stage, sizeof stage, out, &err))
         goto fail;
-    }
-    if (mkdir(stage, 0755) != 0) {
-        hl_err_set(&err, HL_ERR_IO, "%s: %s", stage, strerror(errno));
-        goto fail;
-    }
     staged = true;
     snprintf(stage_dir, sizeof stage_dir, "%s", stage);
     if (adapter ? write_adapter(stage, &m, &cfg, dt, &err) : write_weights(stage, &m, dt, &err))
@@ -870,12 +864,9 @@ int cmd_export(int argc, char **argv)
         }
     }
     /* publish: OUT must still not exist (no replacing what appeared meanwhile) */
-    if (renameat2(AT_FDCWD, stage, AT_FDCWD, out, RENAME_NOREPLACE) != 0) {
-        hl_err_set(&err, HL_ERR_IO, "cannot create %s: %s", out, strerror(errno));
+    if (file_publish_dir(stage, out, false, NULL, &err)) /* (removes the stage) */
         goto fail;
-    }
     staged = false;
-    file_fsync_parent(out);
     printf("exported %s (step %llu) to %s: %zu parameters%s, %s\n", ckpt,
            (unsigned long long)ci.step, out, n_written,
            adapter                  ? " of adapters (PEFT library layout)"
