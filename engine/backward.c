@@ -478,28 +478,7 @@ static void attention_back_sgemm(const attb_job *j, int b, int h, bool first, fl
     float *dq = a.dq, *dk = a.dk, *dv = a.dv, *dpk = a.dpk, *dpv = a.dpv;
     const float acc = first ? 0.0f : 1.0f; /* beta of the key/value gradients */
     float *S = scratch, *dS = scratch + (size_t)T * lds;
-    if (P)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, j->scale, q, ld, pk, KVD,
-                    0.0f, S, lds);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, j->scale, q, ld, k, ld, 0.0f,
-                S + P, lds);
-    for (int i = 0; i < T; i++) {
-        float *s = S + (size_t)i * lds;
-        const int n = P + (j->causal ? i + 1 : T);
-        float mx = -INFINITY;
-        for (int t = 0; t < n; t++)
-            mx = s[t] > mx ? s[t] : mx;
-        float sum = 0.0f;
-        for (int t = 0; t < n; t++) {
-            s[t] = expf(s[t] - mx);
-            sum += s[t];
-        }
-        const float inv = 1.0f / sum;
-        for (int t = 0; t < n; t++)
-            s[t] *= inv;
-        for (int t = n; t < lds; t++)
-            s[t] = 0.0f;
-    }
+    kern_attn_probs(S, q, pk, k, T, P, HD, ld, KVD, j->scale, j->causal); /* as the forward */
     if (P) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, 1.0f, dout, QD, pv, KVD,
                     0.0f, dS, lds);

@@ -376,27 +376,18 @@ static void attention_loops(const attn_job *j, int b, int h, float *scratch)
     }
 }
 
-/* One (sequence, head) with two sgemm calls: S = scale·Q·Kᵀ [T, T], softmax
- * row by row (causal: only the lower triangle is read), O = P·V.  Each call's
- * shape depends on the sequence alone, so the bits do not depend on which
- * thread runs it.  Scratch: [T, T]. */
-static void attention_sgemm(const attn_job *j, int b, int h, float *S)
+void kern_attn_probs(float *S, const float *q, const float *pk, const float *k, int T, int P,
+                     int HD, int ld, int kvd, float scale, bool causal)
 {
-    const int HD = j->HD, P = j->P, KVD = j->KVD, QD = j->QD;
-    const int ld = (int)j->ld;
-    const int32_t t0 = j->seq_start[b], T = j->seq_start[b + 1] - t0;
-    const int lds = P + T; /* S = [prefix scores | token scores], [T, P + T] */
-    const float *q, *k, *v, *pkh, *pvh;
-    float *o;
-    attn_ptrs(j, b, h, &q, &k, &v, &o, &pkh, &pvh);
+    const int lds = P + T;
     if (P)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, j->scale, q, ld, pkh, KVD,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, P, HD, scale, q, ld, pk, kvd,
                     0.0f, S, lds);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, j->scale, q, ld, k, ld, 0.0f,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, scale, q, ld, k, ld, 0.0f,
                 S + P, lds);
     for (int i = 0; i < T; i++) {
         float *s = S + (size_t)i * lds;
-        const int n = P + (j->causal ? i + 1 : T);
+        const int n = P + (causal ? i + 1 : T);
         float mx = -INFINITY;
         for (int t = 0; t < n; t++)
             mx = s[t] > mx ? s[t] : mx;
@@ -411,6 +402,22 @@ static void attention_sgemm(const attn_job *j, int b, int h, float *S)
         for (int t = n; t < lds; t++)
             s[t] = 0.0f;
     }
+}
+
+/* One (sequence, head) with two sgemm calls: S = scale·Q·Kᵀ [T, T], softmax
+ * row by row (causal: only the lower triangle is read), O = P·V.  Each call's
+ * shape depends on the sequence alone, so the bits do not depend on which
+ * thread runs it.  Scratch: [T, T]. */
+static void attention_sgemm(const attn_job *j, int b, int h, float *S)
+{
+    const int HD = j->HD, P = j->P, KVD = j->KVD, QD = j->QD;
+    const int ld = (int)j->ld;
+    const int32_t t0 = j->seq_start[b], T = j->seq_start[b + 1] - t0;
+    const int lds = P + T; /* S = [prefix scores | token scores], [T, P + T] */
+    const float *q, *k, *v, *pkh, *pvh;
+    float *o;
+    attn_ptrs(j, b, h, &q, &k, &v, &o, &pkh, &pvh);
+    kern_attn_probs(S, q, pkh, k, T, P, HD, ld, KVD, j->scale, j->causal);
     if (P)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, P, 1.0f, S, lds, pvh, KVD,
                     0.0f, o, QD);

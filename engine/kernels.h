@@ -86,6 +86,14 @@ void kern_par_attention_ex(pool *p, float *out, const float *qkv, const int32_t 
                            int sgemm_min_T, const kern_attn_ext *ext);
 /* Scratch floats per thread for kern_par_attention_ex with a prefix. */
 size_t kern_attention_scratch_ex(int max_T, int HD, int n_prefix);
+/* Attention probabilities of one (sequence, head), the forward's and the
+ * backward's recompute alike: S [T, P + T] = row-softmax of scale · [q pkᵀ |
+ * q kᵀ], row i reading the P prefix columns and tokens 0..i (causal) or all
+ * T; the masked entries are 0.  q and k rows are ld floats apart, pk rows
+ * kvd.  The calls' shapes depend on the sequence alone, so the bits do not
+ * depend on the thread. */
+void kern_attn_probs(float *S, const float *q, const float *pk, const float *k, int T, int P,
+                     int HD, int ld, int kvd, float scale, bool causal);
 
 /* out[r, :] = x[r, :] / sqrt(mean(x²) + eps) * w (RMSNorm; out may be x). */
 void kern_par_rmsnorm(pool *p, float *out, const float *x, const float *w, size_t rows, int C,
