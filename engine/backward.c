@@ -382,35 +382,7 @@ static void attention_back_loops(const attb_job *j, int b, int h, bool first, fl
         const float *qi = q + (size_t)i * ld;
         const float *doi = dout + (size_t)i * QD;
         const int n = j->causal ? i + 1 : T;
-        for (int t = 0; t < n; t++)
-            s[t] = 0.0f;
-        for (int e = 0; e < HD; e++) {
-            const float qe = qi[e] * j->scale;
-            const float *kr = kT + (size_t)e * T;
-            for (int t = 0; t < n; t++)
-                s[t] += qe * kr[t];
-        }
-        float mx = -INFINITY;
-        for (int p = 0; p < P; p++) {
-            const float *kp = a.pk + (size_t)p * KVD;
-            float d = 0.0f;
-            for (int e = 0; e < HD; e++)
-                d += qi[e] * j->scale * kp[e];
-            sp[p] = d;
-            mx = d > mx ? d : mx;
-        }
-        for (int t = 0; t < n; t++)
-            mx = s[t] > mx ? s[t] : mx;
-        float sum = 0.0f;
-        for (int p = 0; p < P; p++) {
-            sp[p] = expf(sp[p] - mx);
-            sum += sp[p];
-        }
-        for (int t = 0; t < n; t++) {
-            s[t] = expf(s[t] - mx);
-            sum += s[t];
-        }
-        const float inv = 1.0f / sum;
+        const float inv = kern_attn_row(s, sp, qi, kT, a.pk, n, T, P, HD, KVD, j->scale);
         double spd = 0;
         for (int p = 0; p < P; p++) {
             sp[p] *= inv;

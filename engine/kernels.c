@@ -329,35 +329,7 @@ static void attention_loops(const attn_job *j, int b, int h, float *scratch)
     for (int i = 0; i < T; i++) {
         const float *qi = q + (size_t)i * ld;
         const int n = j->causal ? i + 1 : T;
-        for (int t = 0; t < n; t++)
-            s[t] = 0.0f;
-        for (int e = 0; e < HD; e++) {
-            const float qe = qi[e] * j->scale;
-            const float *kr = kT + (size_t)e * T;
-            for (int t = 0; t < n; t++)
-                s[t] += qe * kr[t];
-        }
-        float mx = -INFINITY;
-        for (int p = 0; p < P; p++) {
-            const float *kp = pkh + (size_t)p * KVD;
-            float d = 0.0f;
-            for (int e = 0; e < HD; e++)
-                d += qi[e] * j->scale * kp[e];
-            sp[p] = d;
-            mx = d > mx ? d : mx;
-        }
-        for (int t = 0; t < n; t++)
-            mx = s[t] > mx ? s[t] : mx;
-        float sum = 0.0f;
-        for (int p = 0; p < P; p++) {
-            sp[p] = expf(sp[p] - mx);
-            sum += sp[p];
-        }
-        for (int t = 0; t < n; t++) {
-            s[t] = expf(s[t] - mx);
-            sum += s[t];
-        }
-        const float inv = 1.0f / sum;
+        const float inv = kern_attn_row(s, sp, qi, kT, pkh, n, T, P, HD, KVD, j->scale);
         float *oi = o + (size_t)i * QD;
         for (int e = 0; e < HD; e++)
             oi[e] = 0.0f;
@@ -374,6 +346,40 @@ static void attention_loops(const attn_job *j, int b, int h, float *scratch)
                 oi[e] += pt * vt[e];
         }
     }
+}
+
+float kern_attn_row(float *s, float *sp, const float *qi, const float *kT, const float *pk, int n,
+                    int T, int P, int HD, int kvd, float scale)
+{
+    for (int t = 0; t < n; t++)
+        s[t] = 0.0f;
+    for (int e = 0; e < HD; e++) {
+        const float qe = qi[e] * scale;
+        const float *kr = kT + (size_t)e * T;
+        for (int t = 0; t < n; t++)
+            s[t] += qe * kr[t];
+    }
+    float mx = -INFINITY;
+    for (int p = 0; p < P; p++) {
+        const float *kp = pk + (size_t)p * kvd;
+        float d = 0.0f;
+        for (int e = 0; e < HD; e++)
+            d += qi[e] * scale * kp[e];
+        sp[p] = d;
+        mx = d > mx ? d : mx;
+    }
+    for (int t = 0; t < n; t++)
+        mx = s[t] > mx ? s[t] : mx;
+    float sum = 0.0f;
+    for (int p = 0; p < P; p++) {
+        sp[p] = expf(sp[p] - mx);
+        sum += sp[p];
+    }
+    for (int t = 0; t < n; t++) {
+        s[t] = expf(s[t] - mx);
+        sum += s[t];
+    }
+    return 1.0f / sum;
 }
 
 void kern_attn_probs(float *S, const float *q, const float *pk, const float *k, int T, int P,

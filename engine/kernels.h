@@ -94,6 +94,11 @@ size_t kern_attention_scratch_ex(int max_T, int HD, int n_prefix);
  * depend on the thread. */
 void kern_attn_probs(float *S, const float *q, const float *pk, const float *k, int T, int P,
                      int HD, int ld, int kvd, float scale, bool causal);
+/* The loops path's row i of the same: s[0..n) and sp[0..P) get
+ * exp(score - max) for the n visible tokens (keys transposed, kT [HD, T])
+ * and the P prefix keys (rows kvd apart); returns 1 / their sum. */
+float kern_attn_row(float *s, float *sp, const float *qi, const float *kT, const float *pk, int n,
+                    int T, int P, int HD, int kvd, float scale);
 
 /* out[r, :] = x[r, :] / sqrt(mean(x²) + eps) * w (RMSNorm; out may be x). */
 void kern_par_rmsnorm(pool *p, float *out, const float *x, const float *w, size_t rows, int C,
