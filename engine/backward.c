@@ -938,27 +938,12 @@ static hl_status train_forward(backward *bw, const model_batch *batch, hl_err *e
 {
     model *m = bw->m;
     const model_config *c = &m->cfg;
-    if (batch->n_seq < 0 || batch->seq_start[0] != 0)
-        return hl_err_set(err, HL_ERR_INVALID, "batch: seq_start[0] must be 0");
-    int max_T = 1;
-    for (int32_t b = 0; b < batch->n_seq; b++) {
-        int32_t T = batch->seq_start[b + 1] - batch->seq_start[b];
-        if (T < 0)
-            return hl_err_set(err, HL_ERR_INVALID, "batch: sequence %d has negative length", b);
-        if (T > c->max_pos)
-            return hl_err_set(err, HL_ERR_INVALID,
-                              "sequence %d has %d tokens; the model takes at most %d", b, T,
-                              c->max_pos);
-        if (T > max_T)
-            max_T = T;
-    }
-    const size_t N = (size_t)batch->seq_start[batch->n_seq];
-    for (size_t i = 0; i < N; i++)
-        if (batch->tokens[i] < 0 || batch->tokens[i] >= c->vocab)
-            return hl_err_set(err, HL_ERR_INVALID, "token id %d at position %zu is outside the "
-                              "vocabulary (0..%d)", batch->tokens[i], i, c->vocab - 1);
-    hl_status st = acts_reserve(bw, N ? N : 1, max_T, err);
+    int max_T;
+    size_t N;
+    hl_status st = model_batch_check(c, batch, &max_T, &N, err);
     if (st)
+        return st;
+    if ((st = acts_reserve(bw, N ? N : 1, max_T, err)))
         return st;
     bw->n_tokens = N;
     bw->max_T = max_T;

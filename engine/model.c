@@ -935,19 +935,9 @@ static hl_status stage_save(model *m, int32_t stage, size_t N, hl_err *err)
     return HL_OK;
 }
 
-hl_status model_forward(model *m, const model_batch *batch, hl_err *err)
+hl_status model_batch_check(const model_config *c, const model_batch *batch, int *max_T_out,
+                            size_t *n_tokens, hl_err *err)
 {
-    return model_forward_staged(m, batch, 0, 0, err);
-}
-
-hl_status model_forward_staged(model *m, const model_batch *batch, int32_t save_stage,
-                               int32_t start_stage, hl_err *err)
-{
-    const model_config *c = &m->cfg;
-    const int32_t top = c->n_layers + 1;
-    if (save_stage < 0 || save_stage > top || start_stage < 0 || start_stage > top)
-        return hl_err_set(err, HL_ERR_INVALID, "forward stages %d/%d outside 0..%d",
-                          (int)save_stage, (int)start_stage, (int)top);
     if (batch->n_seq < 0 || batch->seq_start[0] != 0)
         return hl_err_set(err, HL_ERR_INVALID, "batch: seq_start[0] must be 0");
     int max_T = 1;
@@ -967,8 +957,30 @@ hl_status model_forward_staged(model *m, const model_batch *batch, int32_t save_
         if (batch->tokens[i] < 0 || batch->tokens[i] >= c->vocab)
             return hl_err_set(err, HL_ERR_INVALID, "token id %d at position %zu is outside the "
                               "vocabulary (0..%d)", batch->tokens[i], i, c->vocab - 1);
-    hl_status st = acts_reserve(m, N ? N : 1, max_T, err);
+    *max_T_out = max_T;
+    *n_tokens = N;
+    return HL_OK;
+}
+
+hl_status model_forward(model *m, const model_batch *batch, hl_err *err)
+{
+    return model_forward_staged(m, batch, 0, 0, err);
+}
+
+hl_status model_forward_staged(model *m, const model_batch *batch, int32_t save_stage,
+                               int32_t start_stage, hl_err *err)
+{
+    const model_config *c = &m->cfg;
+    const int32_t top = c->n_layers + 1;
+    if (save_stage < 0 || save_stage > top || start_stage < 0 || start_stage > top)
+        return hl_err_set(err, HL_ERR_INVALID, "forward stages %d/%d outside 0..%d",
+                          (int)save_stage, (int)start_stage, (int)top);
+    int max_T;
+    size_t N;
+    hl_status st = model_batch_check(c, batch, &max_T, &N, err);
     if (st)
+        return st;
+    if ((st = acts_reserve(m, N ? N : 1, max_T, err)))
         return st;
     model_acts *a = &m->acts;
     for (int32_t b = 0; b < batch->n_seq; b++)

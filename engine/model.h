@@ -250,6 +250,12 @@ void model_peft_site_base(const model *m, int32_t block, int site, char *name, s
 /* Run the body: fills m->acts.hidden [N, E] for every token.  Validates
  * token ids and lengths (against max_pos) and grows the activation buffers
  * when a batch is larger than any before. */
+/* A batch's sequences and tokens against the model: seq_start[0] = 0,
+ * lengths >= 0 and <= max_pos, token ids in the vocabulary; *max_T the
+ * longest sequence (at least 1), *n_tokens all tokens.  The forward and the
+ * backward's training forward both check with it. */
+hl_status model_batch_check(const model_config *c, const model_batch *batch, int *max_T,
+                            size_t *n_tokens, hl_err *err);
 hl_status model_forward(model *m, const model_batch *batch, hl_err *err);
 
 /* Stages of a forward, in order (layer indexes model_trainable's layers):
