@@ -39,6 +39,7 @@
 #include "params.h"
 #include "peft.h"
 #include "pool.h"
+#include "safetensors.h"
 
 typedef enum model_family {
     MODEL_FAMILY_OPT,
@@ -250,6 +251,14 @@ void model_peft_site_base(const model *m, int32_t block, int site, char *name, s
 /* Run the body: fills m->acts.hidden [N, E] for every token.  Validates
  * token ids and lengths (against max_pos) and grows the activation buffers
  * when a batch is larger than any before. */
+/* The model's weights as a Hugging Face model.safetensors at path, in dt
+ * (GPT-2's Conv1D weights transposed back to [in, out]); names as the
+ * loader reads them, or with prefixed the full names transformers saves
+ * ("model." / "transformer."); metadata format=pt plus meta_key=meta_value
+ * (NULL: none).  `helene export` and `helene pretrain` both write with it. */
+hl_status model_save_hf_weights(const model *m, const char *path, st_dtype dt, bool prefixed,
+                                const char *meta_key, const char *meta_value, hl_err *err);
+
 /* A batch's sequences and tokens against the model: seq_start[0] = 0,
  * lengths >= 0 and <= max_pos, token ids in the vocabulary; *max_T the
  * longest sequence (at least 1), *n_tokens all tokens.  The forward and the

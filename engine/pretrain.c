@@ -1,10 +1,11 @@
 /* pretrain.c - see pretrain.h.  Sections: options, tokenizer, corpus and
  * batches, files and folders, the run.
  *
- * Size (~1,350 lines): still big; issue 19 says where it splits next: the
- * Hugging Face folder writer (one model_save_hf with `helene export`) and
- * the options' parallel key lists (one table, as runcfg.c).  The tokenizer
- * building is data/bpe_derive.c. */
+ * Size (~1,300 lines): still big; issue 19 says where it splits next: the
+ * options' parallel key lists (one table, as runcfg.c), and the config.json
+ * and tokenizer_config.json writers, which could join model_config.c.  The
+ * tokenizer building is data/bpe_derive.c, the weights writer
+ * model_save_hf_weights (shared with `helene export`). */
 #include "pretrain.h"
 
 #include "bpe_derive.h"
@@ -693,53 +694,6 @@ static hl_status write_tokenizer(const char *dir, const bpe_files *tf, hl_err *e
 
 /* model.safetensors under HF names: OPT "model." + name (tied head not
  * stored), GPT-2 "transformer." + name with Conv1D weights back to [in, out]. */
-static hl_status write_hf_weights(const char *path, const model *m, st_dtype dt, hl_err *err)
-{
-    const param_set *ps = &m->params;
-    const int L = ps->n_layers;
-    st_write_tensor *ts = calloc((size_t)L, sizeof *ts);
-    float **tmp = calloc((size_t)L, sizeof *tmp);
-    char(*names)[PARAM_NAME_MAX + 16] = calloc((size_t)L, sizeof *names);
-    int64_t(*shapes)[2] = calloc((size_t)L, sizeof *shapes);
-    hl_status st = HL_OK;
-    if (!ts || !tmp || !names || !shapes) {
-        st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    const bool gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
-    for (int i = 0; i < L; i++) {
-        const param_layer *l = &ps->layers[i];
-        const float *src = param_layer_data(ps, i);
-        bool conv = gpt2 && l->ndim == 2 && !strncmp(l->name, "h.", 2);
-        snprintf(names[i], sizeof names[i], "%s%s",
-                 !strcmp(l->name, "lm_head.weight") ? "" : gpt2 ? "transformer." : "model.",
-                 l->name);
-        shapes[i][0] = conv ? l->shape[1] : l->shape[0];
-        shapes[i][1] = conv ? l->shape[0] : l->shape[1];
-        if (conv) {
-            if (!(tmp[i] = malloc(l->size * sizeof(float)))) {
-                st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
-                goto done;
-            }
-            for (int64_t r = 0; r < l->shape[0]; r++)
-                for (int64_t c = 0; c < l->shape[1]; c++)
-                    tmp[i][c * l->shape[0] + r] = src[r * l->shape[1] + c];
-            src = tmp[i];
-        }
-        ts[i] = (st_write_tensor){.name = names[i], .dtype = dt, .src = ST_SRC_F32,
-                                  .ndim = l->ndim, .shape = shapes[i], .data = src};
-    }
-    const char *meta[4] = {"format", "pt", "written_by", "helene pretrain"};
-    st = st_write(path, ts, L, meta, 2, err);
-done:
-    for (int i = 0; tmp && i < L; i++)
-        free(tmp[i]);
-    free(tmp);
-    free(ts);
-    free(names);
-    free(shapes);
-    return st;
-}
 
 /* ---------------------------------------------------------------- run --- */
 
@@ -1118,7 +1072,8 @@ static hl_status write_output(run *r, const pretrain_result *res, hl_err *err)
         st = write_tokenizer(tmp, &r->tf, err);
     if (!st) {
         snprintf(p, sizeof p, "%s/model.safetensors", tmp);
-        st = write_hf_weights(p, &r->m, r->o.out_dtype, err);
+        st = model_save_hf_weights(&r->m, p, r->o.out_dtype, true, "written_by",
+                                       "helene pretrain", err);
     }
     free(cfg);
     free(tcfg);

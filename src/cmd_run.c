@@ -593,50 +593,9 @@ static int copy_file(const char *from, const char *to)
  * (GPT-2's Conv1D weights back to [in, out]). */
 static hl_status write_weights(const char *stage, const model *m, st_dtype dt, hl_err *err)
 {
-    int L = m->params.n_layers;
-    st_write_tensor *ts = calloc((size_t)L, sizeof *ts);
-    float **tmp = calloc((size_t)L, sizeof *tmp);
-    int64_t(*shapes)[2] = calloc((size_t)L, sizeof *shapes);
-    char(*names)[PARAM_NAME_MAX + 16] = calloc((size_t)L, sizeof *names);
-    hl_status st = HL_OK;
-    if (!ts || !tmp || !shapes || !names) {
-        st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    for (int i = 0; i < L; i++) {
-        const param_layer *l = &m->params.layers[i];
-        const float *src = param_layer_data(&m->params, i);
-        bool conv = m->cfg.family == MODEL_FAMILY_GPT2 && l->ndim == 2 &&
-                    !strncmp(l->name, "h.", 2);
-        shapes[i][0] = conv ? l->shape[1] : l->shape[0];
-        shapes[i][1] = conv ? l->shape[0] : l->shape[1];
-        if (conv && !(tmp[i] = malloc(l->size * sizeof(float)))) {
-            /* never the untransposed data under the transposed shape */
-            st = hl_err_set(err, HL_ERR_NOMEM, "out of memory transposing %s", l->name);
-            goto done;
-        }
-        if (conv) {
-            for (int64_t r = 0; r < l->shape[0]; r++)
-                for (int64_t c = 0; c < l->shape[1]; c++)
-                    tmp[i][c * l->shape[0] + r] = src[r * l->shape[1] + c];
-            src = tmp[i];
-        }
-        model_hf_tensor_name(&m->cfg, l->name, names[i], sizeof names[i]);
-        ts[i] = (st_write_tensor){.name = names[i], .dtype = dt, .src = ST_SRC_F32,
-                                  .ndim = l->ndim, .shape = shapes[i], .data = src};
-    }
     char p[4400];
     snprintf(p, sizeof p, "%s/model.safetensors", stage);
-    const char *meta[4] = {"format", "pt", "exported_by", "helene " PACKAGE_VERSION};
-    st = st_write(p, ts, L, meta, 2, err);
-done:
-    for (int i = 0; tmp && i < L; i++)
-        free(tmp[i]);
-    free(tmp);
-    free(ts);
-    free(shapes);
-    free(names);
-    return st;
+    return model_save_hf_weights(m, p, dt, false, "exported_by", "helene " PACKAGE_VERSION, err);
 }
 
 /* The module path of a LoRA site in the HF model class, as the PEFT library
