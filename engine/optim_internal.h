@@ -57,15 +57,28 @@ static inline uint32_t oi_hash32(uint32_t x) /* "lowbias32" (C. Wellons) */
     return x;
 }
 
-/* The stochastic rounding of element i with key (oi_round_key). */
-static inline uint16_t oi_f32_to_bf16_sr(float f, uint32_t key, uint64_t i)
+/* f rounded to bf16 with the random bits r (their low 16 are used). */
+static inline uint16_t oi_bf16_round(float f, uint32_t r)
 {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
     if ((u & 0x7f800000u) == 0x7f800000u) /* inf, NaN: keep a NaN a NaN */
         return (uint16_t)((u >> 16) | ((u & 0xffffu) ? 0x40u : 0u));
-    uint32_t r = oi_hash32(key ^ (uint32_t)i ^ oi_hash32((uint32_t)(i >> 32) + 0x9e3779b9u));
     return (uint16_t)((u + (r & 0xffffu)) >> 16);
+}
+
+/* The part of element i's rounding bits that depends on its high 32 bits
+ * (constant over any span that does not cross a multiple of 2^32). */
+static inline uint32_t oi_round_hi(uint32_t key, uint64_t i)
+{
+    return key ^ oi_hash32((uint32_t)(i >> 32) + 0x9e3779b9u);
+}
+
+/* The stochastic rounding of element i with key: the bits are
+ * hash32(key ^ lo32(i) ^ hash32(hi32(i) + c)). */
+static inline uint16_t oi_f32_to_bf16_sr(float f, uint32_t key, uint64_t i)
+{
+    return oi_bf16_round(f, oi_hash32(oi_round_hi(key, i) ^ (uint32_t)i));
 }
 
 /* Round to nearest even (loading fp32 values into 16-bit state). */

@@ -211,8 +211,14 @@ WIDE_CLONES static void widen_span(float *restrict out, const uint16_t *restrict
 WIDE_CLONES static void narrow_span(uint16_t *restrict out, const float *restrict in, size_t n,
                                     uint32_t key, uint64_t i0)
 {
+    if (n && (i0 >> 32) != ((i0 + n - 1) >> 32)) { /* crosses 2^32: element by element */
+        for (size_t i = 0; i < n; i++)
+            out[i] = oi_f32_to_bf16_sr(in[i], key, i0 + i);
+        return;
+    }
+    const uint32_t kh = oi_round_hi(key, i0); /* one hash of the high half per span */
     for (size_t i = 0; i < n; i++)
-        out[i] = oi_f32_to_bf16_sr(in[i], key, i0 + i);
+        out[i] = oi_bf16_round(in[i], oi_hash32(kh ^ (uint32_t)(i0 + i)));
 }
 
 static void update_piece(const pass_job *j, uint32_t p)
