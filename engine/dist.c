@@ -229,7 +229,6 @@ typedef struct dist_obj {
     objective inner;
     int32_t shards;       /* S: the batch's shards, dealt out to the ranks in order */
     int *counts, *displs; /* [size] for MPI_Allgatherv: each rank's examples */
-    double *mine;         /* [max_batch] this rank's losses, sent */
 } dist_obj;
 
 /* Rank r evaluates shards [S r / N, S (r+1) / N). */
@@ -269,10 +268,9 @@ static hl_status d_eval_staged(void *ctx, double *losses, const param_set *ps, p
         snprintf(msg, sizeof msg, "forward failed: %s", err->msg);
         dist_abort(1, msg);
     }
-    int lo = d->displs[g_rank], n = d->counts[g_rank];
-    memcpy(d->mine, losses + lo, (size_t)n * sizeof *d->mine);
-    mpi_check(MPI_Allgatherv(d->mine, n, MPI_DOUBLE, losses, d->counts, d->displs, MPI_DOUBLE,
-                             MPI_COMM_WORLD),
+    /* in place: this rank's losses already sit at losses[displs[rank]..] */
+    mpi_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, losses, d->counts, d->displs,
+                             MPI_DOUBLE, MPI_COMM_WORLD),
               "the loss all-gather");
     return HL_OK;
 }
@@ -302,7 +300,6 @@ static void d_destroy(void *ctx)
     objective_destroy(&d->inner);
     free(d->counts);
     free(d->displs);
-    free(d->mine);
     free(d);
 }
 #endif
@@ -327,13 +324,11 @@ hl_status dist_wrap_objective(objective *obj, int32_t shards, hl_err *err)
     if (d) {
         d->counts = malloc((size_t)g_size * sizeof *d->counts);
         d->displs = malloc((size_t)g_size * sizeof *d->displs);
-        d->mine = malloc((size_t)(obj->max_batch > 0 ? obj->max_batch : 1) * sizeof *d->mine);
     }
-    if (!d || !d->counts || !d->displs || !d->mine) {
+    if (!d || !d->counts || !d->displs) {
         if (d) {
             free(d->counts);
             free(d->displs);
-            free(d->mine);
         }
         free(d);
         return hl_err_set(err, HL_ERR_NOMEM, "out of memory for the sharded objective");
