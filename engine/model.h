@@ -103,6 +103,15 @@ typedef struct model_config {
 /* Parse DIR/config.json (and DIR/tokenizer_config.json if present for BOS).
  * Unknown model_type -> error listing the supported ones. */
 hl_status model_config_load(model_config *cfg, const char *dir, hl_err *err);
+
+/* The inverse of model_config_load for the families helene pretrains (OPT,
+ * GPT-2): config.json text with the keys OPTConfig / GPT2Config write, and
+ * tokenizer_config.json (special_map false) or special_tokens_map.json
+ * (true) text naming eos (also BOS and unk) and pad (when pad_id >= 0).
+ * malloc'ed, caller frees; NULL when out of memory. */
+char *model_config_hf_json(const model_config *c, st_dtype dt);
+char *model_config_hf_tokenizer_json(const model_config *c, const char *eos, const char *pad,
+                                     bool special_map);
 const char *model_family_name(model_family f);
 
 /* Pointers into the arena for one block; NULL where the family has none. */

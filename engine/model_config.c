@@ -499,3 +499,114 @@ done:
                           "is missing", dir);
     return HL_OK;
 }
+
+/* ------------------------------------------------- config.json writers --- */
+
+/* The shortest decimal that reads back as f, as a double: 1e-5f is written
+ * "1e-05", as Python writes it, not 9.9999997e-06. */
+static double float_as_written(float f)
+{
+    char b[32];
+    for (int p = 1; p < 9; p++) {
+        snprintf(b, sizeof b, "%.*g", p, (double)f);
+        if ((float)strtod(b, NULL) == f)
+            return strtod(b, NULL);
+    }
+    return (double)f;
+}
+
+char *model_config_hf_json(const model_config *c, st_dtype dt)
+{
+    const char *td = dt == ST_DTYPE_F16 ? "float16" : dt == ST_DTYPE_BF16 ? "bfloat16" : "float32";
+    cJSON *j = cJSON_CreateObject();
+    if (!j)
+        return NULL;
+    if (c->family == MODEL_FAMILY_OPT) {
+        /* the keys OPTConfig writes (facebook/opt-125m), sorted */
+        cJSON_AddStringToObject(j, "_name_or_path", "helene-pretrain");
+        cJSON_AddFalseToObject(j, "_remove_final_layer_norm");
+        cJSON_AddNumberToObject(j, "activation_dropout", 0.0);
+        cJSON_AddStringToObject(j, "activation_function", "relu");
+        cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray(
+                                                      (const char *const[]){"OPTForCausalLM"}, 1));
+        cJSON_AddNumberToObject(j, "attention_dropout", 0.0);
+        cJSON_AddNumberToObject(j, "bos_token_id", c->bos_id);
+        cJSON_AddBoolToObject(j, "do_layer_norm_before", c->pre_ln);
+        cJSON_AddNumberToObject(j, "dropout", 0.0);
+        cJSON_AddBoolToObject(j, "enable_bias", c->bias);
+        cJSON_AddNumberToObject(j, "eos_token_id", c->eos_id);
+        cJSON_AddNumberToObject(j, "ffn_dim", c->d_ffn);
+        cJSON_AddNumberToObject(j, "hidden_size", c->d_model);
+        cJSON_AddNumberToObject(j, "init_std", 0.02);
+        cJSON_AddBoolToObject(j, "layer_norm_elementwise_affine", c->ln_affine);
+        cJSON_AddNumberToObject(j, "layerdrop", 0.0);
+        cJSON_AddNumberToObject(j, "max_position_embeddings", c->max_pos);
+        cJSON_AddStringToObject(j, "model_type", "opt");
+        cJSON_AddNumberToObject(j, "num_attention_heads", c->n_heads);
+        cJSON_AddNumberToObject(j, "num_hidden_layers", c->n_layers);
+        cJSON_AddNumberToObject(j, "pad_token_id", c->pad_id);
+        cJSON_AddStringToObject(j, "prefix", "</s>");
+        cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tied_head);
+        cJSON_AddStringToObject(j, "torch_dtype", td);
+        cJSON_AddStringToObject(j, "transformers_version", "4.36.2");
+        cJSON_AddTrueToObject(j, "use_cache");
+        cJSON_AddNumberToObject(j, "vocab_size", c->vocab);
+        cJSON_AddNumberToObject(j, "word_embed_proj_dim", c->d_embed);
+    } else {
+        /* the keys GPT2Config writes (gpt2), sorted */
+        cJSON_AddStringToObject(j, "activation_function", "gelu_new");
+        cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray(
+                                                      (const char *const[]){"GPT2LMHeadModel"}, 1));
+        cJSON_AddNumberToObject(j, "attn_pdrop", 0.0);
+        cJSON_AddNumberToObject(j, "bos_token_id", c->bos_id);
+        cJSON_AddNumberToObject(j, "embd_pdrop", 0.0);
+        cJSON_AddNumberToObject(j, "eos_token_id", c->eos_id);
+        cJSON_AddNumberToObject(j, "initializer_range", 0.02);
+        cJSON_AddNumberToObject(j, "layer_norm_epsilon", float_as_written(c->ln_eps));
+        cJSON_AddStringToObject(j, "model_type", "gpt2");
+        cJSON_AddNumberToObject(j, "n_ctx", c->max_pos);
+        cJSON_AddNumberToObject(j, "n_embd", c->d_model);
+        cJSON_AddNumberToObject(j, "n_head", c->n_heads);
+        cJSON_AddNumberToObject(j, "n_inner", c->d_ffn);
+        cJSON_AddNumberToObject(j, "n_layer", c->n_layers);
+        cJSON_AddNumberToObject(j, "n_positions", c->max_pos);
+        cJSON_AddFalseToObject(j, "reorder_and_upcast_attn");
+        cJSON_AddNumberToObject(j, "resid_pdrop", 0.0);
+        cJSON_AddFalseToObject(j, "scale_attn_by_inverse_layer_idx");
+        cJSON_AddTrueToObject(j, "scale_attn_weights");
+        cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tied_head);
+        cJSON_AddStringToObject(j, "torch_dtype", td);
+        cJSON_AddStringToObject(j, "transformers_version", "4.36.2");
+        cJSON_AddTrueToObject(j, "use_cache");
+        cJSON_AddNumberToObject(j, "vocab_size", c->vocab);
+    }
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    return text;
+}
+
+char *model_config_hf_tokenizer_json(const model_config *c, const char *eos, const char *pad,
+                                     bool special_map)
+{
+    cJSON *j = cJSON_CreateObject();
+    if (!j)
+        return NULL;
+    if (!special_map) {
+        cJSON_AddBoolToObject(j, "add_bos_token", c->add_bos);
+        cJSON_AddFalseToObject(j, "add_prefix_space");
+    }
+    cJSON_AddStringToObject(j, "bos_token", eos);
+    cJSON_AddStringToObject(j, "eos_token", eos);
+    if (!special_map) {
+        cJSON_AddStringToObject(j, "errors", "replace");
+        cJSON_AddNumberToObject(j, "model_max_length", c->max_pos);
+    }
+    if (c->pad_id >= 0)
+        cJSON_AddStringToObject(j, "pad_token", pad);
+    if (!special_map)
+        cJSON_AddStringToObject(j, "tokenizer_class", "GPT2Tokenizer");
+    cJSON_AddStringToObject(j, "unk_token", eos);
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    return text;
+}

@@ -84,7 +84,7 @@ typedef struct pretrain_opts {
                                 * "beta1", "beta2", "eps"; total_steps = steps */
     uint64_t seed;             /* "seed": initialisation and data order */
     /* running (may change on resume) */
-    int threads;               /* "threads" */
+    int32_t threads;           /* "threads" */
     int64_t eval_every;        /* "eval_every": 0 = at the end only */
     int64_t eval_seqs;         /* "eval_seqs": held-out sequences per evaluation, 0 = all */
     int64_t checkpoint_every;  /* "checkpoint_every": 0 = at the end only (with save) */
@@ -103,6 +103,12 @@ void pretrain_opts_default(pretrain_opts *o);
  * errors naming the key. */
 hl_status pretrain_opts_set(pretrain_opts *o, const char *key, const char *value, hl_err *err);
 
+/* The option names, in the order of the JSON record: i in
+ * [0, PRETRAIN_N_OPTS), NULL past the end.  The command line's flags are
+ * these with '_' -> '-'. */
+#define PRETRAIN_N_OPTS 33
+const char *pretrain_opt_name(int i);
+
 /* True for the keys that may differ when resuming (threads, out, save,
  * steps, stop_at, eval/checkpoint/log intervals, eval_seqs, dtype); every other key
  * is fixed by the checkpoint. */
@@ -111,6 +117,12 @@ bool pretrain_key_may_change_on_resume(const char *key);
 /* Apply a JSON object {key: value} (numbers, strings, booleans; "corpus"
  * may be a string or an array of strings). */
 hl_status pretrain_opts_load_json(pretrain_opts *o, const char *path, hl_err *err);
+
+/* The same for a parsed object (a checkpoint's "options"); where names it in
+ * errors.  A "corpus" member replaces the corpus list. */
+struct cJSON;
+hl_status pretrain_opts_apply_json(pretrain_opts *o, const struct cJSON *j, const char *where,
+                                   hl_err *err);
 
 /* The options as a JSON object (malloc'ed text, caller frees; NULL on OOM). */
 char *pretrain_opts_to_json(const pretrain_opts *o);
@@ -137,7 +149,12 @@ void pretrain_corpus_free(pretrain_corpus *c);
 
 /* Indices (into the n_seqs training windows) of the sequences of step t
  * (1-based): out[0..batch).  perm is [n_seqs] scratch that caches the
- * permutation of *cached_epoch (pass *cached_epoch = -1 the first time). */
+ * permutation of *cached_epoch (pass *cached_epoch = -1 the first time).
+ * Each epoch is a Fisher-Yates shuffle drawing splitmix64 % (q + 1): the
+ * modulo favours some indices by at most n_seqs / 2^64 (< 1e-12 for any
+ * corpus that fits in memory).  It stays as it is rather than becoming
+ * sample_batcher (which sorts by length and shuffles whole batches): the
+ * bundled default model is rebuilt from this order bit for bit. */
 void pretrain_batch_indices(int64_t *out, int64_t *perm, int64_t *cached_epoch, uint64_t seed,
                             int64_t step, int32_t batch, int64_t n_seqs);
 

@@ -93,20 +93,13 @@ static void on_signal(int sig)
     g_stop = sig;
 }
 
-/* The option flags: every one is a string handed to pretrain_opts_set under
- * its name with '-' -> '_'. */
-static const char *const option_flags[] = {
-    "family", "layers", "hidden", "heads", "ffn", "context", "vocab", "merges", "max-merges",
-    "corpus", "heldout", "heldout-fraction", "batch", "micro-batch", "steps", "lr",
-    "min-lr-ratio", "warmup", "weight-decay", "clip", "beta1", "beta2", "eps", "seed", "threads",
-    "eval-every", "eval-seqs", "checkpoint-every", "log-every", "stop-at", "save", "out", "dtype",
-    NULL};
-
-#define N_OPTION_FLAGS 33
+/* The option flags: pretrain_opt_name(i) with '_' -> '-', each a string
+ * handed to pretrain_opts_set under its own name. */
+static char option_flags[PRETRAIN_N_OPTS][32];
 
 static int flag_index(const char *name)
 {
-    for (int i = 0; option_flags[i]; i++)
+    for (int i = 0; i < PRETRAIN_N_OPTS; i++)
         if (!strcmp(option_flags[i], name))
             return i;
     return -1;
@@ -118,15 +111,19 @@ int cmd_pretrain(int argc, char **argv)
         fputs(cmd_pretrain_usage, stdout);
         return 0;
     }
-    const char *values[N_OPTION_FLAGS + 1] = {0};
+    const char *values[PRETRAIN_N_OPTS] = {0};
     const char *config = NULL, *resume = NULL;
-    cli_flag flags[N_OPTION_FLAGS + 3];
-    int nf = 0;
-    for (; option_flags[nf]; nf++)
-        flags[nf] = (cli_flag){option_flags[nf], CLI_KIND_STRING, &values[nf], 0, 0, false};
-    if (nf != N_OPTION_FLAGS) {
-        fprintf(stderr, "helene pretrain: internal error: flag table\n");
-        return 1;
+    cli_flag flags[PRETRAIN_N_OPTS + 3];
+    const int nf = PRETRAIN_N_OPTS;
+    for (int i = 0; i < nf; i++) {
+        const char *name = pretrain_opt_name(i);
+        if (!name || strlen(name) >= sizeof option_flags[i]) {
+            fprintf(stderr, "helene pretrain: internal error: option table\n");
+            return 1;
+        }
+        for (int c = 0; (option_flags[i][c] = name[c] == '_' ? '-' : name[c]); c++)
+            ;
+        flags[i] = (cli_flag){option_flags[i], CLI_KIND_STRING, &values[i], 0, 0, false};
     }
     flags[nf] = (cli_flag){"config", CLI_KIND_STRING, &config, 0, 0, false};
     flags[nf + 1] = (cli_flag){"resume", CLI_KIND_STRING, &resume, 0, 0, false};
@@ -164,18 +161,18 @@ int cmd_pretrain(int argc, char **argv)
     for (int i = 0; i < nf; i++) {
         if (!values[i])
             continue;
-        char key[32];
-        snprintf(key, sizeof key, "%s", option_flags[i]);
-        for (char *c = key; *c; c++)
-            if (*c == '-')
-                *c = '_';
+        const char *key = pretrain_opt_name(i);
         if (resume && !pretrain_key_may_change_on_resume(key)) {
             fprintf(stderr, "helene pretrain: --%s is fixed by the checkpoint %s and cannot "
                             "change on resume\n", option_flags[i], resume);
             return 2;
         }
         if (pretrain_opts_set(&o, key, values[i], &err)) {
-            fprintf(stderr, "helene pretrain: --%s\n", err.msg);
+            /* the message names the key ("heldout_fraction: ..."): name the flag */
+            size_t kl = strlen(key);
+            const char *rest = strncmp(err.msg, key, kl) ? err.msg : err.msg + kl;
+            fprintf(stderr, "helene pretrain: --%s%s%s\n", option_flags[i],
+                    rest == err.msg ? ": " : "", rest);
             return 2;
         }
     }

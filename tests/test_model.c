@@ -687,6 +687,61 @@ static hl_status write_gpt2_folder(const char *drop, const char *reshape, hl_err
     return st;
 }
 
+/* config.json and tokenizer_config.json as helene pretrain writes them read
+ * back to the config they were written from (OPT pre- and post-LN, GPT-2). */
+static void test_config_writer_round_trips(void)
+{
+    static const char *const fixtures[] = {"opt-tiny-f32", "opt350-tiny-f16", "gpt2-tiny-f32"};
+    for (size_t f = 0; f < sizeof fixtures / sizeof fixtures[0]; f++) {
+        char dir[400], p[500];
+        snprintf(dir, sizeof dir, "%s/%s", FIXDIR, fixtures[f]);
+        hl_err err;
+        model_config a, b;
+        CU_ASSERT_EQUAL_FATAL(model_config_load(&a, dir, &err), HL_OK);
+        a.add_bos = a.family == MODEL_FAMILY_OPT;
+        char *cfg = model_config_hf_json(&a, ST_DTYPE_F16);
+        char *tcfg = model_config_hf_tokenizer_json(&a, "</s>", "<pad>", false);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(tcfg);
+        snprintf(p, sizeof p, "%s/config.json", tmpdir);
+        CU_ASSERT(write_file(p, cfg));
+        snprintf(p, sizeof p, "%s/tokenizer_config.json", tmpdir);
+        CU_ASSERT(write_file(p, tcfg));
+        free(cfg);
+        free(tcfg);
+        hl_status st = model_config_load(&b, tmpdir, &err);
+        CU_ASSERT_EQUAL(st, HL_OK);
+        if (st) {
+            fprintf(stderr, "%s: %s\n", fixtures[f], err.msg);
+            continue;
+        }
+        CU_ASSERT_EQUAL(a.family, b.family);
+        CU_ASSERT_EQUAL(a.n_layers, b.n_layers);
+        CU_ASSERT_EQUAL(a.d_model, b.d_model);
+        CU_ASSERT_EQUAL(a.n_heads, b.n_heads);
+        CU_ASSERT_EQUAL(a.d_ffn, b.d_ffn);
+        CU_ASSERT_EQUAL(a.vocab, b.vocab);
+        CU_ASSERT_EQUAL(a.max_pos, b.max_pos);
+        CU_ASSERT_EQUAL(a.d_embed, b.d_embed);
+        CU_ASSERT_EQUAL(a.pos_offset, b.pos_offset);
+        CU_ASSERT_EQUAL(a.pre_ln, b.pre_ln);
+        CU_ASSERT_EQUAL(a.final_ln, b.final_ln);
+        CU_ASSERT_EQUAL(a.ln_affine, b.ln_affine);
+        CU_ASSERT_EQUAL(a.bias, b.bias);
+        CU_ASSERT_EQUAL(a.tied_head, b.tied_head);
+        CU_ASSERT_EQUAL(a.act, b.act);
+        CU_ASSERT_EQUAL(a.ln_eps, b.ln_eps);
+        CU_ASSERT_EQUAL(a.bos_id, b.bos_id);
+        CU_ASSERT_EQUAL(a.eos_id, b.eos_id);
+        CU_ASSERT_EQUAL(a.pad_id, b.pad_id);
+        CU_ASSERT_EQUAL(a.add_bos, b.add_bos);
+        CU_ASSERT_STRING_EQUAL(b.torch_dtype, "float16");
+    }
+    char p[500];
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", tmpdir);
+    unlink(p);
+}
+
 static void test_tensor_errors_name_the_tensor(void)
 {
     hl_err err;
@@ -888,6 +943,7 @@ static void register_model(void)
     TEST_ADD(s, test_prefix_attention_equals_longer_sequence);
     CU_pSuite bad = CU_add_suite("model_malformed", make_tmpdir, remove_tmpdir);
     TEST_ADD(bad, test_config_errors);
+    TEST_ADD(bad, test_config_writer_round_trips);
     TEST_ADD(bad, test_tensor_errors_name_the_tensor);
     TEST_ADD(bad, test_config_contradicting_tensors);
     TEST_ADD(bad, test_tied_head_copy_is_accepted);
