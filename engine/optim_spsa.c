@@ -350,190 +350,195 @@ static double probe_coeffs(double *q_out, const double *lp, const double *lm, in
     return c;
 }
 
-static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t tl,
-                           hl_err *err)
-{
-    const hparams *hp = &o->hp;
-    const int32_t method = hp->method;
-    const double eps = hp->eps;
-    const int32_t nq = hp->n_probes;
-    const grouping *grp = &o->groups[hp->layer_granularity];
-    const int L = o->ps->n_layers;
-    const bool helene = method == OPTIM_METHOD_HELENE;
-    const bool refresh = helene && optim_helene_refresh(hp, tl);
-    const bool blockwise = helene && refresh && hp->hess_probe == HESS_PROBE_BLOCKWISE;
-    const bool hizoo = method == OPTIM_METHOD_HIZOO;
-    /* measured layer curvature: one second difference per group on refresh */
-    const bool measure = helene && refresh &&
-                         (hp->lambda_mode == LAMBDA_MODE_MEASURED ||
-                          hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD ||
-                          hp->precondition == PRECONDITION_PERTURBATION);
-    const bool groupwise = blockwise || measure;
-    /* h's refresh from the group probes (blockwise A-GNB or second differences) */
-    const bool h_from_groups =
-        blockwise || (measure && hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD);
-    optim_step_stats *S = &o->stats;
-    S->alpha = helene ? optim_helene_alpha(hp, tl) : NAN;
-    S->refresh = refresh;
+/* One step's plan, buffers and what must be undone if a forward fails. */
+typedef struct spsa_ctx {
+    optim *o;
+    const objective *obj;
+    const hparams *hp;
+    const grouping *grp;
+    uint64_t t, tl; /* the step, and the step of the current state */
+    int L;
     int32_t B;
-    hl_status st = oi_select_batch(o, obj, t, &B, err);
-    if (st != HL_OK)
-        return st;
-    double *lp = o->loss_buf;                              /* [nq][B] */
-    double *lm = lp + (size_t)HPARAMS_MAX_PROBES * B;      /* [nq][B] */
-    double *l0 = lm + (size_t)HPARAMS_MAX_PROBES * B;      /* [B] */
-    double *blp = l0 + B, *blm = blp + B;                  /* [B] each */
+    bool helene, hizoo;
+    bool refresh;       /* helene: h is refreshed this step */
+    bool blockwise;     /* helene: one ± probe per group feeds h (hess_probe blockwise) */
+    bool measure;       /* helene: one second difference per group (layer curvature) */
+    bool groupwise;     /* blockwise || measure: the group probes run */
+    bool h_from_groups; /* h's refresh comes from the group probes */
+    double *lp, *lm;    /* [nq][B] losses at θ ± εz_p */
+    double *l0;         /* [B] at θ */
+    double *blp, *blm;  /* [B] a group probe's ± losses */
+    double L0;          /* mean of l0, or NaN */
+    perturb_state pst;  /* θ's current perturbation (undone on failure) */
+    double *meas_save;  /* meas_h before this step's measurement (restored on failure) */
+    float *block_q;     /* [n_groups] a group probe's q (or second difference) */
+    uint64_t *block_seeds; /* [n_groups] */
+} spsa_ctx;
 
-    perturb_state pst = {0};
-    double L0 = NAN;
-    double *meas_save = NULL;
-    float *block_q = NULL;
-    uint64_t *block_seeds = NULL;
-
-    /* HiZOO's third forward, at θ. */
-    if (hizoo) {
-        if ((st = oi_forward(o, obj, l0, B, "hizoo loss at theta", err)) != HL_OK)
+/* HiZOO's third forward, at θ; HELENE's centre of the second differences. */
+static hl_status forward_at_theta(spsa_ctx *c, hl_err *err)
+{
+    optim *o = c->o;
+    hl_status st;
+    if (c->hizoo) {
+        if ((st = oi_forward(o, c->obj, c->l0, c->B, "hizoo loss at theta", err)) != HL_OK)
             return st;
-        L0 = oi_mean_of(l0, B);
-        S->loss0 = L0;
+        c->L0 = oi_mean_of(c->l0, c->B);
+        o->stats.loss0 = c->L0;
     }
-
-    if (helene && o->meas_gran != hp->layer_granularity) { /* new groups: measure afresh */
-        for (int l = 0; l < L; l++)
+    if (c->helene && o->meas_gran != c->hp->layer_granularity) { /* new groups: measure afresh */
+        for (int l = 0; l < c->L; l++)
             o->meas_h[l] = 0;
         o->n_meas = 0;
-        o->meas_gran = hp->layer_granularity;
+        o->meas_gran = c->hp->layer_granularity;
     }
-    if (measure) { /* the centre of the second differences */
-        if ((st = oi_forward(o, obj, l0, B, "loss at theta (layer curvature)", err)) != HL_OK)
+    if (c->measure) {
+        if ((st = oi_forward(o, c->obj, c->l0, c->B, "loss at theta (layer curvature)", err)) !=
+            HL_OK)
             return st;
-        L0 = oi_mean_of(l0, B);
-        S->loss0 = L0;
+        c->L0 = oi_mean_of(c->l0, c->B);
+        o->stats.loss0 = c->L0;
     }
+    return HL_OK;
+}
 
-    /* HELENE blockwise curvature probes, each on one group at θ. */
-    if (groupwise) {
-        block_q = malloc((size_t)grp->n_groups * sizeof *block_q);
-        block_seeds = malloc((size_t)grp->n_groups * sizeof *block_seeds);
-        if (!block_q || !block_seeds) {
-            free(block_q);
-            free(block_seeds);
-            return hl_err_set(err, HL_ERR_NOMEM, "out of memory for blockwise probes");
+/* HELENE's group probes, each a ± perturbation of one group at θ: blockwise
+ * A-GNB's q per group, and (measure) the group's second difference. */
+static hl_status probe_groups(spsa_ctx *c, hl_err *err)
+{
+    optim *o = c->o;
+    const hparams *hp = c->hp;
+    const grouping *grp = c->grp;
+    const int L = c->L;
+    const int32_t B = c->B;
+    optim_step_stats *S = &o->stats;
+    c->block_q = malloc((size_t)grp->n_groups * sizeof *c->block_q);
+    c->block_seeds = malloc((size_t)grp->n_groups * sizeof *c->block_seeds);
+    if (!c->block_q || !c->block_seeds)
+        return hl_err_set(err, HL_ERR_NOMEM, "out of memory for blockwise probes");
+    for (int l = 0; l < L; l++)
+        o->hhat_sum[l] = 0;
+    for (int32_t g = 0; g < grp->n_groups; g++) {
+        const uint32_t *ids = grp->ids + grp->start[g];
+        size_t nid = grp->start[g + 1] - grp->start[g];
+        if (nid == 0) { /* every layer of the group is frozen */
+            c->block_seeds[g] = 0;
+            c->block_q[g] = 0;
+            continue;
         }
-        for (int l = 0; l < L; l++)
-            o->hhat_sum[l] = 0;
-        for (int32_t g = 0; g < grp->n_groups; g++) {
-            const uint32_t *ids = grp->ids + grp->start[g];
-            size_t nid = grp->start[g + 1] - grp->start[g];
-            if (nid == 0) { /* every layer of the group is frozen */
-                block_seeds[g] = 0;
-                block_q[g] = 0;
-                continue;
-            }
-            uint64_t seed = rng_step_seed(o->run_seed, t, PROBE_BLOCK_BASE + (uint32_t)g);
-            block_seeds[g] = seed;
-            /* second differences of small groups need a larger ε to stand
-             * above rounding (layer-newton's eps_scale rule) */
-            double eg = eps;
-            if (measure) {
-                double dg = 0;
-                for (int l = 0; l < L; l++)
-                    if (grp->group_of_layer[l] == g && !o->ps->layers[l].frozen)
-                        dg += (double)o->ps->layers[l].size;
-                eg = optim_lnewton_eps(hp, dg);
-            }
-            oi_run_perturb(o, &pst, ids, nid, seed, eg, false, true, &S->ms_perturb);
-            oi_reduce_to_layers(o, o->zsq_layer, o->piece_zsq, ids, nid);
-            if ((st = oi_forward(o, obj, blp, B, "blockwise +eps", err)) != HL_OK)
-                goto fail;
-            oi_run_perturb(o, &pst, ids, nid, seed, -2.0 * eg, false, false, &S->ms_perturb);
-            if ((st = oi_forward(o, obj, blm, B, "blockwise -eps", err)) != HL_OK)
-                goto fail;
-            oi_run_perturb(o, &pst, ids, nid, seed, eg, false, false, &S->ms_perturb);
-            double qg;
-            probe_coeffs(&qg, blp, blm, B, eg, hp->hess_estimator);
-            block_q[g] = (float)qg;
-            if (measure) { /* (L+ + L− − 2 L0) / (ε² ‖z_g‖²), negative ones as 0 */
-                double zg = 0;
-                for (int l = 0; l < L; l++)
-                    if (grp->group_of_layer[l] == g)
-                        zg += o->zsq_layer[l];
-                double sd = (oi_mean_of(blp, B) + oi_mean_of(blm, B) - 2.0 * L0) /
-                            (eg * eg * zg);
-                o->meas_raw[g] = sd > 0 && isfinite(sd) ? sd : 0.0;
-                if (hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD)
-                    block_q[g] = (float)o->meas_raw[g]; /* ĥ_i = the group's value */
-            }
+        uint64_t seed = rng_step_seed(o->run_seed, c->t, PROBE_BLOCK_BASE + (uint32_t)g);
+        c->block_seeds[g] = seed;
+        /* second differences of small groups need a larger ε to stand
+         * above rounding (layer-newton's eps_scale rule) */
+        double eg = hp->eps;
+        if (c->measure) {
+            double dg = 0;
+            for (int l = 0; l < L; l++)
+                if (grp->group_of_layer[l] == g && !o->ps->layers[l].frozen)
+                    dg += (double)o->ps->layers[l].size;
+            eg = optim_lnewton_eps(hp, dg);
+        }
+        hl_status st;
+        oi_run_perturb(o, &c->pst, ids, nid, seed, eg, false, true, &S->ms_perturb);
+        oi_reduce_to_layers(o, o->zsq_layer, o->piece_zsq, ids, nid);
+        if ((st = oi_forward(o, c->obj, c->blp, B, "blockwise +eps", err)) != HL_OK)
+            return st;
+        oi_run_perturb(o, &c->pst, ids, nid, seed, -2.0 * eg, false, false, &S->ms_perturb);
+        if ((st = oi_forward(o, c->obj, c->blm, B, "blockwise -eps", err)) != HL_OK)
+            return st;
+        oi_run_perturb(o, &c->pst, ids, nid, seed, eg, false, false, &S->ms_perturb);
+        double qg;
+        probe_coeffs(&qg, c->blp, c->blm, B, eg, hp->hess_estimator);
+        c->block_q[g] = (float)qg;
+        if (c->measure) { /* (L+ + L− − 2 L0) / (ε² ‖z_g‖²), negative ones as 0 */
+            double zg = 0;
             for (int l = 0; l < L; l++)
                 if (grp->group_of_layer[l] == g)
-                    o->hhat_sum[l] = measure && hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD
-                                         ? (double)block_q[g] * (double)o->ps->layers[l].size
-                                         : (double)block_q[g] * o->zsq_layer[l];
+                    zg += o->zsq_layer[l];
+            double sd = (oi_mean_of(c->blp, B) + oi_mean_of(c->blm, B) - 2.0 * c->L0) /
+                        (eg * eg * zg);
+            o->meas_raw[g] = sd > 0 && isfinite(sd) ? sd : 0.0;
+            if (hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD)
+                c->block_q[g] = (float)o->meas_raw[g]; /* ĥ_i = the group's value */
         }
-        if (measure) { /* kept to undo if a later forward fails */
-            if (!(meas_save = malloc((size_t)grp->n_groups * sizeof *meas_save))) {
-                st = hl_err_set(err, HL_ERR_NOMEM, "out of memory for layer curvature");
-                goto fail;
-            }
-            memcpy(meas_save, o->meas_h, (size_t)grp->n_groups * sizeof *meas_save);
-            o->n_meas++;
-            for (int32_t g = 0; g < grp->n_groups; g++)
-                o->meas_h[g] = hp->beta2 * o->meas_h[g] + (1.0 - hp->beta2) * o->meas_raw[g];
-        }
-    }
-    /* precondition=perturbation: z_l scaled by sqrt(mean h / h_l) */
-    if (helene && hp->precondition == PRECONDITION_PERTURBATION && o->n_meas > 0) {
-        double hbar = 0, n = 0;
         for (int l = 0; l < L; l++)
-            if (!o->ps->layers[l].frozen) {
-                hbar += (double)o->ps->layers[l].size * o->meas_h[grp->group_of_layer[l]];
-                n += (double)o->ps->layers[l].size;
-            }
-        hbar = n > 0 ? hbar / n : 0;
-        for (int l = 0; l < L; l++) {
-            double mh = o->meas_h[grp->group_of_layer[l]];
-            double sc = hbar > 0 ? sqrt(hbar / (mh > hbar / 1024 ? mh : hbar / 1024)) : 1.0;
-            o->lscale_buf[l] = (float)(sc < 1.0 / 32 ? 1.0 / 32 : sc > 32 ? 32 : sc);
-        }
-        o->probe_lscale = o->lscale_buf;
+            if (grp->group_of_layer[l] == g)
+                o->hhat_sum[l] = c->measure && hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD
+                                     ? (double)c->block_q[g] * (double)o->ps->layers[l].size
+                                     : (double)c->block_q[g] * o->zsq_layer[l];
     }
+    if (c->measure) { /* kept to undo if a later forward fails */
+        if (!(c->meas_save = malloc((size_t)grp->n_groups * sizeof *c->meas_save)))
+            return hl_err_set(err, HL_ERR_NOMEM, "out of memory for layer curvature");
+        memcpy(c->meas_save, o->meas_h, (size_t)grp->n_groups * sizeof *c->meas_save);
+        o->n_meas++;
+        for (int32_t g = 0; g < grp->n_groups; g++)
+            o->meas_h[g] = hp->beta2 * o->meas_h[g] + (1.0 - hp->beta2) * o->meas_raw[g];
+    }
+    return HL_OK;
+}
 
-    /* The SPSA probes. */
-    upd_scalars u;
-    memset(&u, 0, sizeof u);
-    u.nq = nq;
-    double c_mean = 0, q_mean = 0, Lp = 0, Lm = 0;
-    if (helene && refresh && !h_from_groups)
-        for (int l = 0; l < L; l++)
-            o->hhat_sum[l] = 0;
-    /* Every probe's perturbations run here; its forwards only on the rank
-     * that owns it (optim_share_probes), the others' losses arrive below. */
+/* precondition=perturbation: z_l scaled by sqrt(mean h / h_l), within
+ * [1/32, 32]. */
+static void perturbation_scales(spsa_ctx *c)
+{
+    optim *o = c->o;
+    const grouping *grp = c->grp;
+    double hbar = 0, n = 0;
+    for (int l = 0; l < c->L; l++)
+        if (!o->ps->layers[l].frozen) {
+            hbar += (double)o->ps->layers[l].size * o->meas_h[grp->group_of_layer[l]];
+            n += (double)o->ps->layers[l].size;
+        }
+    hbar = n > 0 ? hbar / n : 0;
+    for (int l = 0; l < c->L; l++) {
+        double mh = o->meas_h[grp->group_of_layer[l]];
+        double sc = hbar > 0 ? sqrt(hbar / (mh > hbar / 1024 ? mh : hbar / 1024)) : 1.0;
+        o->lscale_buf[l] = (float)(sc < 1.0 / 32 ? 1.0 / 32 : sc > 32 ? 32 : sc);
+    }
+    o->probe_lscale = o->lscale_buf;
+}
+
+/* The SPSA probes' perturbations and forwards.  Every probe's perturbations
+ * run here; its forwards only on the rank that owns it (optim_share_probes),
+ * the others' losses arrive through share_fn.  The last probe is left at
+ * θ − εz: its restore is fused into the update. */
+static hl_status run_probes(spsa_ctx *c, upd_scalars *u, hl_err *err)
+{
+    optim *o = c->o;
+    const int32_t nq = c->hp->n_probes, B = c->B;
+    const double eps = c->hp->eps;
+    optim_step_stats *S = &o->stats;
+    const bool want_zsq = c->helene && c->refresh && !c->h_from_groups;
     const bool shared = o->share_n > 1;
+    hl_status st;
+    if (want_zsq)
+        for (int l = 0; l < c->L; l++)
+            o->hhat_sum[l] = 0;
     for (int32_t p = 0; p < nq; p++) {
-        uint64_t seed = rng_step_seed(o->run_seed, t, (uint32_t)p);
-        u.seeds[p] = seed;
-        double *lpp = lp + (size_t)p * B, *lmp = lm + (size_t)p * B;
+        uint64_t seed = rng_step_seed(o->run_seed, c->t, (uint32_t)p);
+        u->seeds[p] = seed;
+        double *lpp = c->lp + (size_t)p * B, *lmp = c->lm + (size_t)p * B;
         const bool mine = !shared || p % o->share_n == o->share_rank;
-        bool want_zsq = helene && refresh && !h_from_groups;
-        oi_run_perturb(o, &pst, o->all_ids, o->n_pieces, seed, eps, hizoo, want_zsq,
-                    &S->ms_perturb);
+        oi_run_perturb(o, &c->pst, o->all_ids, o->n_pieces, seed, eps, c->hizoo, want_zsq,
+                       &S->ms_perturb);
         if (want_zsq) {
             oi_reduce_to_layers(o, o->zsq_layer, o->piece_zsq, o->all_ids, o->n_pieces);
-            memcpy(o->zsq_probe + (size_t)p * L, o->zsq_layer, (size_t)L * sizeof(double));
+            memcpy(o->zsq_probe + (size_t)p * c->L, o->zsq_layer, (size_t)c->L * sizeof(double));
         }
-        if (mine && (st = oi_forward(o, obj, lpp, B, "+eps", err)) != HL_OK)
-            goto fail;
-        oi_run_perturb(o, &pst, o->all_ids, o->n_pieces, seed, -2.0 * eps, hizoo, false,
-                    &S->ms_perturb);
-        if (mine && (st = oi_forward(o, obj, lmp, B, "-eps", err)) != HL_OK)
-            goto fail;
-        if (p < nq - 1) /* the last probe's restore is fused into the update */
-            oi_run_perturb(o, &pst, o->all_ids, o->n_pieces, seed, eps, hizoo, false,
-                        &S->ms_perturb);
+        if (mine && (st = oi_forward(o, c->obj, lpp, B, "+eps", err)) != HL_OK)
+            return st;
+        oi_run_perturb(o, &c->pst, o->all_ids, o->n_pieces, seed, -2.0 * eps, c->hizoo, false,
+                       &S->ms_perturb);
+        if (mine && (st = oi_forward(o, c->obj, lmp, B, "-eps", err)) != HL_OK)
+            return st;
+        if (p < nq - 1)
+            oi_run_perturb(o, &c->pst, o->all_ids, o->n_pieces, seed, eps, c->hizoo, false,
+                           &S->ms_perturb);
     }
     if (shared) {
-        if ((st = o->share_fn(o->share_ctx, lp, lm, nq, B, err)) != HL_OK)
-            goto fail;
+        if ((st = o->share_fn(o->share_ctx, c->lp, c->lm, nq, B, err)) != HL_OK)
+            return st;
         /* the job's forwards: the other ranks' count as this step's too */
         for (int32_t p = 0; p < nq; p++)
             if (p % o->share_n != o->share_rank) {
@@ -541,152 +546,178 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
                 o->forwards_total += 2;
             }
     }
+    return HL_OK;
+}
+
+/* The probes' losses into the update's weights: g = Σ gw_p z_p and
+ * ĥ = Σ hw_p z_p², the per-layer ĥ sums of a refresh, and the step's
+ * stats. */
+static hl_status probe_weights(spsa_ctx *c, upd_scalars *u, hl_err *err)
+{
+    optim *o = c->o;
+    const hparams *hp = c->hp;
+    const int32_t nq = hp->n_probes, B = c->B;
+    const double eps = hp->eps;
+    const bool shared = o->share_n > 1;
+    const bool hhat = c->helene && c->refresh && !c->h_from_groups;
+    double c_mean = 0, q_mean = 0, Lp = 0, Lm = 0;
     for (int32_t p = 0; p < nq; p++) {
-        const double *lpp = lp + (size_t)p * B, *lmp = lm + (size_t)p * B;
+        const double *lpp = c->lp + (size_t)p * B, *lmp = c->lm + (size_t)p * B;
         for (int32_t b = 0; b < B && shared; b++) /* (own forwards were checked there) */
-            if (!isfinite(lpp[b]) || !isfinite(lmp[b])) {
-                st = hl_err_set(err, HL_ERR_NUMERIC, "step %llu: non-finite loss for example "
-                                "%d of probe %d", (unsigned long long)t, (int)b, (int)p);
-                goto fail;
-            }
-        double q, c = probe_coeffs(&q, lpp, lmp, B, eps, hp->hess_estimator);
+            if (!isfinite(lpp[b]) || !isfinite(lmp[b]))
+                return hl_err_set(err, HL_ERR_NUMERIC, "step %llu: non-finite loss for "
+                                  "example %d of probe %d", (unsigned long long)c->t, (int)b,
+                                  (int)p);
+        double q, cp = probe_coeffs(&q, lpp, lmp, B, eps, hp->hess_estimator);
         double Lpp = oi_mean_of(lpp, B), Lmp = oi_mean_of(lmp, B);
-        c_mean += c / nq;
+        c_mean += cp / nq;
         q_mean += q / nq;
         Lp += Lpp / nq;
         Lm += Lmp / nq;
-        switch (method) {
+        switch (hp->method) {
         case OPTIM_METHOD_ZO_SIGN:
-            u.gw[p] = (float)((c > 0 ? 1.0 : c < 0 ? -1.0 : 0.0) / nq);
+            u->gw[p] = (float)((cp > 0 ? 1.0 : cp < 0 ? -1.0 : 0.0) / nq);
             break;
         case OPTIM_METHOD_HIZOO:
-            u.gw[p] = (float)(c / nq);
-            u.hw[p] = (float)(fabs(Lpp + Lmp - 2.0 * L0) / (2.0 * eps * eps) / nq);
+            u->gw[p] = (float)(cp / nq);
+            u->hw[p] = (float)(fabs(Lpp + Lmp - 2.0 * c->L0) / (2.0 * eps * eps) / nq);
             break;
         default:
-            u.gw[p] = (float)(c / nq);
-            u.hw[p] = (float)(q / nq);
+            u->gw[p] = (float)(cp / nq);
+            u->hw[p] = (float)(q / nq);
             break;
         }
-        if (helene && refresh && !h_from_groups)
-            for (int l = 0; l < L; l++)
-                o->hhat_sum[l] += (double)u.hw[p] * o->zsq_probe[(size_t)p * L + l];
+        if (hhat)
+            for (int l = 0; l < c->L; l++)
+                o->hhat_sum[l] += (double)u->hw[p] * o->zsq_probe[(size_t)p * c->L + l];
     }
-    S->proj_grad = c_mean;
-    S->q = q_mean;
-    S->loss_plus = Lp;
-    S->loss_minus = Lm;
+    o->stats.proj_grad = c_mean;
+    o->stats.q = q_mean;
+    o->stats.loss_plus = Lp;
+    o->stats.loss_minus = Lm;
+    return HL_OK;
+}
 
-    /* Scalars of the update. */
-    u.method = method;
-    u.round_seed = rng_step_seed(o->run_seed, t, PROBE_ROUND);
-    u.eps_restore = (float)eps;
-    u.lr = (float)hp->lr;
-    u.wd = (float)hp->weight_decay;
-    u.group_of_layer = grp->group_of_layer;
-    switch (method) {
+/* HELENE's scalars: annealed momentum, ablations, h's bias correction, and
+ * each layer's floor λ_l by lambda_mode. */
+static void helene_scalars(spsa_ctx *c, upd_scalars *u)
+{
+    optim *o = c->o;
+    const hparams *hp = c->hp;
+    const grouping *grp = c->grp;
+    const int L = c->L;
+    optim_step_stats *S = &o->stats;
+    u->refresh = c->refresh;
+    u->blockwise = c->h_from_groups;
+    u->hconst = c->measure && hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD;
+    u->lscale = o->probe_lscale;
+    u->block_seeds = c->block_seeds;
+    u->block_q = c->block_q;
+    u->b1 = (float)hp->beta1;
+    u->b2 = (float)hp->beta2;
+    double a = S->alpha;
+    u->ma = (float)(hp->momentum_form == MOMENTUM_FORM_EMA ? (1.0 - hp->beta1) * a : a);
+    /* ablations: a fresh state's first step runs the full method, so a
+     * toggle given from the start has an update size to keep (below) */
+    if (c->tl == 1) {
+        o->eff_precondition = o->eff_clip = true;
+        for (int l = 0; l < L; l++)
+            o->ablate_scale[l] = 1.0f;
+    }
+    u->pg = o->eff_precondition ? (float)hp->gamma : 0.0f;
+    u->pd = o->eff_precondition ? (float)hp->delta : 1.0f;
+    u->ascale = o->ablate_scale;
+    u->uclip = hp->update_clip ? 1.0f : INFINITY;
+    if (c->refresh)
+        o->n_refresh++;
+    u->hb = hp->hess_debias && o->n_refresh > 0
+                ? (float)(1.0 / (1.0 - pow(hp->beta2, (double)o->n_refresh)))
+                : 1.0f;
+    S->h_scale = u->hb;
+    const double *pred_sum = o->h_pred; /* on refresh: Σ h this refresh makes */
+    if (c->refresh) {
+        if (!o->have_first) {
+            memcpy(o->first_hhat, o->hhat_sum, (size_t)L * sizeof(double));
+            o->have_first = true;
+        }
+        /* relative: mean of the h this refresh produces, from the sums:
+         * Σ h_new = β2 Σ h_old + (1 − β2) Σ ĥ (no extra sweep) */
+        double *pred = o->h_pred;
+        for (int l = 0; l < L; l++)
+            pred[l] = hp->beta2 * o->h_sum[l] + (1.0 - hp->beta2) * o->hhat_sum[l];
+        for (int l = 0; l < L; l++)
+            o->rel_mean[l] = u->hb * oi_group_mean(o, grp, pred, grp->group_of_layer[l]);
+    }
+    /* measured floors in the units of h: κ h̄ m_l / m̄, with h̄ the mean h
+     * (as the update sees it) and m̄ the mean measured curvature, both over
+     * every tuned element; the measurement gives the shape across layers */
+    double meas_unit = 0;
+    if (hp->lambda_mode == LAMBDA_MODE_MEASURED) {
+        double hs = 0, ms = 0, n = 0;
+        for (int l = 0; l < L; l++)
+            if (!o->ps->layers[l].frozen) {
+                hs += c->refresh ? pred_sum[l] : o->h_sum[l];
+                ms += (double)o->ps->layers[l].size * o->meas_h[grp->group_of_layer[l]];
+                n += (double)o->ps->layers[l].size;
+            }
+        if (ms > 0 && n > 0)
+            meas_unit = hp->kappa * u->hb * (hs / n) / (ms / n);
+    }
+    for (int l = 0; l < L; l++) {
+        double lam = 0;
+        if (hp->lambda_mode == LAMBDA_MODE_CALIBRATED)
+            lam = hp->kappa * oi_group_mean(o, grp, o->first_hhat, grp->group_of_layer[l]);
+        else if (hp->lambda_mode == LAMBDA_MODE_MEASURED)
+            lam = meas_unit * o->meas_h[grp->group_of_layer[l]];
+        else if (hp->lambda_mode == LAMBDA_MODE_RELATIVE)
+            lam = hp->kappa * o->rel_mean[l];
+        else if (hp->n_lambda_abs > 0)
+            lam = hp->lambda_abs[hp->n_lambda_abs == L ? l : 0];
+        o->lam_on[l] = (float)lam;
+        o->lam[l] = o->eff_clip ? (float)lam : 0.0f;
+    }
+    u->lam = o->lam;
+}
+
+/* The update's scalars by method (the probe weights are in already). */
+static void update_scalars(spsa_ctx *c, upd_scalars *u)
+{
+    const hparams *hp = c->hp;
+    u->method = hp->method;
+    u->round_seed = rng_step_seed(c->o->run_seed, c->t, PROBE_ROUND);
+    u->eps_restore = (float)hp->eps;
+    u->lr = (float)hp->lr;
+    u->wd = (float)hp->weight_decay;
+    u->group_of_layer = c->grp->group_of_layer;
+    switch (hp->method) {
     case OPTIM_METHOD_ZO_SGD_MMT:
-        u.mu = (float)hp->momentum;
+        u->mu = (float)hp->momentum;
         break;
     case OPTIM_METHOD_ZO_ADAM:
-        u.b1 = (float)hp->adam_beta1;
-        u.b2 = (float)hp->adam_beta2;
-        u.adam_c1 = (float)(1.0 / (1.0 - pow(hp->adam_beta1, (double)tl)));
-        u.adam_c2 = (float)(1.0 / (1.0 - pow(hp->adam_beta2, (double)tl)));
-        u.adam_eps = (float)hp->adam_eps;
+        u->b1 = (float)hp->adam_beta1;
+        u->b2 = (float)hp->adam_beta2;
+        u->adam_c1 = (float)(1.0 / (1.0 - pow(hp->adam_beta1, (double)c->tl)));
+        u->adam_c2 = (float)(1.0 / (1.0 - pow(hp->adam_beta2, (double)c->tl)));
+        u->adam_eps = (float)hp->adam_eps;
         break;
     case OPTIM_METHOD_HIZOO:
-        u.hz_alpha = (float)hp->hizoo_alpha;
+        u->hz_alpha = (float)hp->hizoo_alpha;
         break;
-    case OPTIM_METHOD_HELENE: {
-        u.refresh = refresh;
-        u.blockwise = h_from_groups;
-        u.hconst = measure && hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD;
-        u.lscale = o->probe_lscale;
-        u.block_seeds = block_seeds;
-        u.block_q = block_q;
-        u.b1 = (float)hp->beta1;
-        u.b2 = (float)hp->beta2;
-        double a = S->alpha;
-        u.ma = (float)(hp->momentum_form == MOMENTUM_FORM_EMA ? (1.0 - hp->beta1) * a : a);
-        /* ablations: a fresh state's first step runs the full method, so a
-         * toggle given from the start has an update size to keep (below) */
-        if (tl == 1) {
-            o->eff_precondition = o->eff_clip = true;
-            for (int l = 0; l < L; l++)
-                o->ablate_scale[l] = 1.0f;
-        }
-        u.pg = o->eff_precondition ? (float)hp->gamma : 0.0f;
-        u.pd = o->eff_precondition ? (float)hp->delta : 1.0f;
-        u.ascale = o->ablate_scale;
-        u.uclip = hp->update_clip ? 1.0f : INFINITY;
-        if (refresh)
-            o->n_refresh++;
-        u.hb = hp->hess_debias && o->n_refresh > 0
-                   ? (float)(1.0 / (1.0 - pow(hp->beta2, (double)o->n_refresh)))
-                   : 1.0f;
-        S->h_scale = u.hb;
-        const double *pred_sum = o->h_pred; /* on refresh: Σ h this refresh makes */
-        if (refresh) {
-            if (!o->have_first) {
-                memcpy(o->first_hhat, o->hhat_sum, (size_t)L * sizeof(double));
-                o->have_first = true;
-            }
-            /* relative: mean of the h this refresh produces, from the sums:
-             * Σ h_new = β2 Σ h_old + (1 − β2) Σ ĥ (no extra sweep) */
-            double *pred = o->h_pred;
-            for (int l = 0; l < L; l++)
-                pred[l] = hp->beta2 * o->h_sum[l] + (1.0 - hp->beta2) * o->hhat_sum[l];
-            for (int l = 0; l < L; l++)
-                o->rel_mean[l] = u.hb * oi_group_mean(o, grp, pred, grp->group_of_layer[l]);
-        }
-        /* measured floors in the units of h: κ h̄ m_l / m̄, with h̄ the mean h
-         * (as the update sees it) and m̄ the mean measured curvature, both over
-         * every tuned element; the measurement gives the shape across layers */
-        double meas_unit = 0;
-        if (hp->lambda_mode == LAMBDA_MODE_MEASURED) {
-            double hs = 0, ms = 0, n = 0;
-            for (int l = 0; l < L; l++)
-                if (!o->ps->layers[l].frozen) {
-                    hs += refresh ? pred_sum[l] : o->h_sum[l];
-                    ms += (double)o->ps->layers[l].size * o->meas_h[grp->group_of_layer[l]];
-                    n += (double)o->ps->layers[l].size;
-                }
-            if (ms > 0 && n > 0)
-                meas_unit = hp->kappa * u.hb * (hs / n) / (ms / n);
-        }
-        for (int l = 0; l < L; l++) {
-            double lam = 0;
-            if (hp->lambda_mode == LAMBDA_MODE_CALIBRATED)
-                lam = hp->kappa * oi_group_mean(o, grp, o->first_hhat, grp->group_of_layer[l]);
-            else if (hp->lambda_mode == LAMBDA_MODE_MEASURED)
-                lam = meas_unit * o->meas_h[grp->group_of_layer[l]];
-            else if (hp->lambda_mode == LAMBDA_MODE_RELATIVE)
-                lam = hp->kappa * o->rel_mean[l];
-            else if (hp->n_lambda_abs > 0)
-                lam = hp->lambda_abs[hp->n_lambda_abs == L ? l : 0];
-            o->lam_on[l] = (float)lam;
-            o->lam[l] = o->eff_clip ? (float)lam : 0.0f;
-        }
-        u.lam = o->lam;
+    case OPTIM_METHOD_HELENE:
+        helene_scalars(c, u);
         break;
-    }
     default:
         break;
     }
+}
 
-    /* The fused restore + update pass. */
-    {
-        double t0 = oi_now_ms();
-        pass_job j = {.o = o, .fn = update_piece, .ids = o->all_ids, .n_ids = o->n_pieces,
-                      .u = &u};
-        oi_run_pass(o, &j);
-        S->ms_update = oi_now_ms() - t0;
-    }
-    free(block_q);
-    free(block_seeds);
-
-    /* Per-layer telemetry from the piece sums, in piece order. */
+/* Per-layer telemetry from the update pass's piece sums, in piece order. */
+static void layer_telemetry(spsa_ctx *c, const upd_scalars *u)
+{
+    optim *o = c->o;
+    const hparams *hp = c->hp;
+    const int L = c->L;
+    const int32_t method = hp->method;
     for (int l = 0; l < L; l++) {
         o->lstats[l] = (optim_layer_stats){.state_max = -INFINITY, .lambda = o->lam[l],
                                            .score = NAN, .probe_share = NAN, .group = -1};
@@ -715,16 +746,16 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
         ls->state_mean = has_state ? (float)(o->h_sum[l] / n) : 0.0f;
         if (!has_state)
             ls->state_max = 0;
-        if (helene) { /* h as the update sees it: bias-corrected when hess_debias is on */
-            ls->state_mean *= u.hb;
-            ls->state_max *= u.hb;
+        if (c->helene) { /* h as the update sees it: bias-corrected when hess_debias is on */
+            ls->state_mean *= u->hb;
+            ls->state_max *= u->hb;
         }
-        ls->clip_rate = helene ? (float)(clip[l] / n) : 0.0f;
-        ls->lambda = helene ? o->lam[l] : 0.0f;
+        ls->clip_rate = c->helene ? (float)(clip[l] / n) : 0.0f;
+        ls->lambda = c->helene ? o->lam[l] : 0.0f;
         ls->update_rms = (float)sqrt(du2[l] / n);
     }
-    if (helene) {
-        o->last_hb = u.hb;
+    if (c->helene) {
+        o->last_hb = u->hb;
         if ((hp->precondition == PRECONDITION_ON) != o->eff_precondition ||
             hp->clip != o->eff_clip)
             oi_helene_ablate_apply(o); /* toggled off from the start: calibrated on this step */
@@ -734,27 +765,79 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
                 clipped += clip[l];
                 n_tuned += (double)o->ps->layers[l].size;
             }
-        S->clip_rate = n_tuned > 0 ? clipped / n_tuned : 0.0;
+        o->stats.clip_rate = n_tuned > 0 ? clipped / n_tuned : 0.0;
     }
     if (method == OPTIM_METHOD_ZO_ADAM) /* h_sum tracks h (HELENE) and H (HiZOO) only */
         for (int l = 0; l < L; l++)
             o->h_sum[l] = 0;
+}
+
+/* The step, phase by phase: [forward at θ]; [group probes]; [perturbation
+ * scales]; the SPSA probes; their weights; the update's scalars; the fused
+ * restore + update pass; telemetry.  A failed forward undoes θ's
+ * perturbation and this step's layer measurement. */
+static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t tl,
+                           hl_err *err)
+{
+    const hparams *hp = &o->hp;
+    spsa_ctx c = {.o = o, .obj = obj, .hp = hp, .grp = &o->groups[hp->layer_granularity],
+                  .t = t, .tl = tl, .L = o->ps->n_layers, .L0 = NAN};
+    c.helene = hp->method == OPTIM_METHOD_HELENE;
+    c.hizoo = hp->method == OPTIM_METHOD_HIZOO;
+    c.refresh = c.helene && optim_helene_refresh(hp, tl);
+    c.blockwise = c.refresh && hp->hess_probe == HESS_PROBE_BLOCKWISE;
+    c.measure = c.refresh && (hp->lambda_mode == LAMBDA_MODE_MEASURED ||
+                              hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD ||
+                              hp->precondition == PRECONDITION_PERTURBATION);
+    c.groupwise = c.blockwise || c.measure;
+    c.h_from_groups = c.blockwise || (c.measure && hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD);
+    optim_step_stats *S = &o->stats;
+    S->alpha = c.helene ? optim_helene_alpha(hp, tl) : NAN;
+    S->refresh = c.refresh;
+    hl_status st = oi_select_batch(o, obj, t, &c.B, err);
+    if (st != HL_OK)
+        return st;
+    c.lp = o->loss_buf;
+    c.lm = c.lp + (size_t)HPARAMS_MAX_PROBES * c.B;
+    c.l0 = c.lm + (size_t)HPARAMS_MAX_PROBES * c.B;
+    c.blp = c.l0 + c.B;
+    c.blm = c.blp + c.B;
+
+    upd_scalars u;
+    memset(&u, 0, sizeof u);
+    u.nq = hp->n_probes;
+    if ((st = forward_at_theta(&c, err)) != HL_OK ||
+        (c.groupwise && (st = probe_groups(&c, err)) != HL_OK))
+        goto fail;
+    if (c.helene && hp->precondition == PRECONDITION_PERTURBATION && o->n_meas > 0)
+        perturbation_scales(&c);
+    if ((st = run_probes(&c, &u, err)) != HL_OK || (st = probe_weights(&c, &u, err)) != HL_OK)
+        goto fail;
+    update_scalars(&c, &u);
+
+    double t0 = oi_now_ms();
+    pass_job j = {.o = o, .fn = update_piece, .ids = o->all_ids, .n_ids = o->n_pieces, .u = &u};
+    oi_run_pass(o, &j);
+    S->ms_update = oi_now_ms() - t0;
+
+    layer_telemetry(&c, &u);
     o->probe_lscale = NULL;
-    free(meas_save);
+    free(c.meas_save);
+    free(c.block_q);
+    free(c.block_seeds);
     return HL_OK;
 
 fail:
-    oi_restore_perturb(o, &pst, &S->ms_perturb);
+    oi_restore_perturb(o, &c.pst, &S->ms_perturb);
     o->probe_lscale = NULL;
-    if (meas_save) {
-        memcpy(o->meas_h, meas_save, (size_t)grp->n_groups * sizeof *meas_save);
+    if (c.meas_save) {
+        memcpy(o->meas_h, c.meas_save, (size_t)c.grp->n_groups * sizeof *c.meas_save);
         o->n_meas--;
     }
-    free(meas_save);
-    free(block_q);
-    free(block_seeds);
+    free(c.meas_save);
+    free(c.block_q);
+    free(c.block_seeds);
     return st;
 }
-
 
 const optim_method_ops optim_ops_spsa = {.step = spsa_step};
