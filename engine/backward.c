@@ -1242,7 +1242,11 @@ typedef struct ce_job {
 } ce_job;
 
 /* Per row: NLL = log Σ exp(l − max) + max − l[target] (the sum in double),
- * then the row becomes scale·(softmax − onehot). */
+ * then the row becomes scale·(softmax − onehot).  Not kern_row_sumexp: the
+ * exponentials are float, stored in place for the gradient (one exp per
+ * logit instead of two, on pretraining's hot path), so the bits differ from
+ * the scorers' in the last place (test_backward holds the two within 1e-5
+ * relative). */
 static void ce_fn(void *arg, int tid, int nt)
 {
     ce_job *j = arg;
@@ -1394,14 +1398,7 @@ static hl_status cls_reserve(backward *bw, size_t toks, size_t seqs, size_t rows
 /* softmax over classes of one example: loss and d loss / d score. */
 static double class_softmax(double *dscore, const double *sc, int32_t K, int32_t label)
 {
-    double mx = sc[0];
-    for (int32_t c = 1; c < K; c++)
-        if (sc[c] > mx)
-            mx = sc[c];
-    double z = 0;
-    for (int32_t c = 0; c < K; c++)
-        z += exp(sc[c] - mx);
-    double lz = log(z) + mx;
+    double lz = kern_class_lse(sc, K, NULL);
     for (int32_t c = 0; c < K; c++)
         dscore[c] = label >= 0 ? exp(sc[c] - lz) - (c == label ? 1.0 : 0.0) : 0.0;
     return label >= 0 ? lz - sc[label] : 0.0;
@@ -1465,12 +1462,8 @@ static void lsm_fn(void *arg, int tid, int nt)
     const int V = j->V;
     for (size_t r = r0; r < r1; r++) {
         float *l = j->logits + r * (size_t)V;
-        float mx = l[0];
-        for (int v = 1; v < V; v++)
-            mx = l[v] > mx ? l[v] : mx;
-        double z = 0;
-        for (int v = 0; v < V; v++)
-            z += exp((double)(l[v] - mx));
+        float mx;
+        double z = kern_row_sumexp(l, (size_t)V, &mx);
         j->logp[r] = (double)(l[j->targets[r]] - mx) - log(z);
         const double k = j->coef[r];
         for (int v = 0; v < V; v++)
@@ -1495,12 +1488,8 @@ static void lsm_score_fn(void *arg, int tid, int nt)
     const int V = j->V;
     for (size_t r = r0; r < r1; r++) {
         const float *l = j->logits + r * (size_t)V;
-        float mx = l[0];
-        for (int v = 1; v < V; v++)
-            mx = l[v] > mx ? l[v] : mx;
-        double z = 0;
-        for (int v = 0; v < V; v++)
-            z += exp((double)(l[v] - mx));
+        float mx;
+        double z = kern_row_sumexp(l, (size_t)V, &mx);
         j->logp[r] = (double)(l[j->targets[r]] - mx) - log(z);
     }
 }

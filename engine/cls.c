@@ -86,12 +86,8 @@ hl_status cls_scorer_init(cls_scorer *s, model *m, const int32_t *const *words,
 /* Mean log-softmax of the target over a row of V logits. */
 static double log_prob(const float *l, int32_t V, int32_t target)
 {
-    float mx = l[0];
-    for (int32_t v = 1; v < V; v++)
-        mx = l[v] > mx ? l[v] : mx;
-    double z = 0;
-    for (int32_t v = 0; v < V; v++)
-        z += exp((double)(l[v] - mx));
+    float mx;
+    double z = kern_row_sumexp(l, (size_t)V, &mx);
     return (double)(l[target] - mx) - log(z);
 }
 
@@ -189,17 +185,8 @@ hl_status cls_score_staged(cls_scorer *s, double *losses, int32_t *pred, double 
     /* softmax over classes: loss, prediction, normalised class scores */
     for (int32_t i = 0; i < n; i++) {
         const double *sc = s->cls_scores + (size_t)i * K;
-        double mx = sc[0];
-        int32_t best = 0;
-        for (int32_t c = 1; c < K; c++)
-            if (sc[c] > mx) {
-                mx = sc[c];
-                best = c;
-            }
-        double z = 0;
-        for (int32_t c = 0; c < K; c++)
-            z += exp(sc[c] - mx);
-        double lz = log(z) + mx;
+        int best;
+        double lz = kern_class_lse(sc, K, &best);
         if (losses)
             losses[i] = ex[i].label >= 0 ? lz - sc[ex[i].label] : 0.0;
         if (pred)

@@ -503,3 +503,34 @@ void kern_par_attention_ex(pool *p, float *out, const float *qkv, const int32_t 
     }
     pool_run(p, attention_fn, &j);
 }
+
+/* ------------------------------------------------------ softmax rows --- */
+
+double kern_row_sumexp(const float *l, size_t V, float *mx_out)
+{
+    float mx = l[0];
+    for (size_t v = 1; v < V; v++)
+        mx = l[v] > mx ? l[v] : mx;
+    double z = 0;
+    for (size_t v = 0; v < V; v++)
+        z += exp((double)(l[v] - mx));
+    *mx_out = mx;
+    return z;
+}
+
+double kern_class_lse(const double *sc, int K, int *argmax)
+{
+    double mx = sc[0];
+    int best = 0;
+    for (int c = 1; c < K; c++)
+        if (sc[c] > mx) {
+            mx = sc[c];
+            best = c;
+        }
+    double z = 0;
+    for (int c = 0; c < K; c++)
+        z += exp(sc[c] - mx);
+    if (argmax)
+        *argmax = best;
+    return log(z) + mx;
+}

@@ -114,6 +114,19 @@ void kern_par_swiglu(pool *p, float *g, const float *u, size_t n);
 void kern_par_rope(pool *p, float *x, size_t ld, size_t N, int col0, int n_heads, int hd,
                    const int32_t *pos, const float *cos_tab, const float *sin_tab);
 
+/* Log-softmax parts of one row of V logits: *mx = max l[v] and the return
+ * value z = Σ exp(l[v] − mx), each difference in float, the exp and the sum
+ * in double, in v order.  log p(t) = (l[t] − mx) − log z.  The scorers
+ * (cls.c, model_nll) and classification's backward share it, so training
+ * sees the losses evaluation reports, bit for bit.  (The LM backward,
+ * pretraining's hot path, keeps its float exp: its bits fix the bundled
+ * model.) */
+double kern_row_sumexp(const float *l, size_t V, float *mx);
+
+/* Log-sum-exp of K class scores, log Σ exp(sc[c] − mx) + mx (double); the
+ * first index of the largest score into *argmax when argmax is not NULL. */
+double kern_class_lse(const double *sc, int K, int *argmax);
+
 /* Scalar reference activations (exposed for tests). */
 float kern_gelu_tanh(float x);
 float kern_gelu_erf(float x);

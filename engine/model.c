@@ -1087,12 +1087,8 @@ static double nll_rows(model *m, float *logits, const int32_t *rows, const int32
     double sum = 0;
     for (size_t r = 0; r < n; r++) {
         const float *l = logits + r * V;
-        float mx = l[0];
-        for (size_t v = 1; v < V; v++)
-            mx = l[v] > mx ? l[v] : mx;
-        double z = 0;
-        for (size_t v = 0; v < V; v++)
-            z += exp((double)(l[v] - mx));
+        float mx;
+        double z = kern_row_sumexp(l, V, &mx);
         sum += log(z) + (double)mx - (double)l[targets[r]];
     }
     return sum;
