@@ -10,6 +10,7 @@ threads=${BENCH_THREADS:-2}
 steps=${BENCH_STEPS:-6}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+. "$srcdir/tests/bench_lib.sh"
 . "$srcdir/tests/bench_opt125.sh"   # $tmp/opt125 and $tmp/long.tsv
 ./mkmodel "$tmp/smollm2" smollm2-135m F16 > /dev/null
 echo "# $(uname -srm); $(nproc) CPUs"
@@ -19,15 +20,9 @@ for m in opt125 smollm2; do
     /usr/bin/time -v ./helene train --model "$tmp/$m" --task sst2 --data "$tmp/long.tsv" \
       --max-tokens 63 --batch-size 16 --optimizer "$opt" --steps "$steps" --eval-every 0 \
       --threads "$threads" --log "$tmp/$m-$opt.jsonl" --headless > /dev/null 2> "$tmp/time"
-    rss=$(awk -F: '/Maximum resident/ {gsub(/ /, "", $2); printf "%.0f", $2 / 1024}' "$tmp/time")
+    rss=$(printf '%.0f' "$(bench_rss_mib "$tmp/time")")
     params=$(./helene info --model "$tmp/$m" --json | sed -n 's/.*"n_params":\([0-9]*\).*/\1/p')
-    ms=$(awk '/"step":/ && !/"event"/ {
-        match($0, /"step":[0-9]+/); st = substr($0, RSTART + 7, RLENGTH - 7) + 0;
-        t = 0; n = split("ms_perturb ms_forward ms_update", k, " ");
-        for (i = 1; i <= n; i++) { match($0, "\"" k[i] "\":[0-9.e+-]+"); t += substr($0, RSTART + length(k[i]) + 3, RLENGTH - length(k[i]) - 3) }
-        if (st >= 2) v[++c] = t }
-      END { for (i = 2; i <= c; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
-            printf "%.0f", c % 2 ? v[(c + 1) / 2] : (v[c / 2] + v[c / 2 + 1]) / 2 }' "$tmp/$m-$opt.jsonl")
+    ms=$(bench_median_step "$tmp/$m-$opt.jsonl")
     printf '%-10s %-8s %14s %14s %12s\n' "$m" "$opt" "$params" "$rss" "$ms"
   done
 done

@@ -18,6 +18,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_btl=self,vader
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+. "$srcdir/tests/bench_lib.sh"
 . "$srcdir/tests/bench_opt125.sh"
 
 echo "## machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1 /proc/loadavg)"
@@ -29,21 +30,11 @@ run() { # $1 method, $2 label, $3 bytes, $4 threads, $5 extra flags, rest: launc
   "$@" ./helene train --model "$tmp/opt125" --task sst2 --data "$tmp/long.tsv" --max-tokens 63 \
     --batch-size 16 --optimizer "$opt" --steps "$steps" --eval-every 0 --dev-size 16 \
     --threads "$threads" $extra --log "$tmp/j.jsonl" --headless > /dev/null 2>&1
-  awk -v opt="$opt" -v label="$label" -v bytes="$bytes" '
-    /"step":/ && !/"event"/ {
-      match($0, /"step":[0-9]+/); if (substr($0, RSTART + 7, RLENGTH - 7) + 0 < 2) next;
-      n = split("ms_perturb ms_forward ms_update", k, " ");
-      t = 0;
-      for (i = 1; i <= n; i++) { match($0, "\"" k[i] "\":[0-9.e+-]+"); x[i] = substr($0, RSTART + length(k[i]) + 3, RLENGTH - length(k[i]) - 3); t += x[i] }
-      m++; v[m] = t; p[m] = x[1]; f[m] = x[2]; u[m] = x[3];
-    }
-    END {
-      for (i = 2; i <= m; i++) { a = v[i]; b = p[i]; c = f[i]; d = u[i];
-        for (j = i - 1; j >= 1 && v[j] > a; j--) { v[j + 1] = v[j]; p[j + 1] = p[j]; f[j + 1] = f[j]; u[j + 1] = u[j] }
-        v[j + 1] = a; p[j + 1] = b; f[j + 1] = c; u[j + 1] = d }
-      h = int((m + 1) / 2);
-      printf "%-8s %-34s %9.0f %9.0f %9.0f %9.0f %12s\n", opt, label, v[h], f[h], p[h], u[h], bytes;
-    }' "$tmp/j.jsonl"
+  # the median step (the lower middle one for an even count) and its parts
+  bench_steps "$tmp/j.jsonl" | awk '$1 >= 2' | sort -s -g -k2,2 | awk -v opt="$opt" \
+    -v label="$label" -v bytes="$bytes" '{ r[++m] = $0 }
+    END { split(r[int((m + 1) / 2)], x, " ");
+          printf "%-8s %-34s %9.0f %9.0f %9.0f %9.0f %12s\n", opt, label, x[2], x[4], x[3], x[5], bytes }'
   rm -f "$tmp/j.jsonl"
 }
 # payload per step: shards: 2 forwards x 16 losses x 8 bytes all-gathered, and

@@ -17,6 +17,7 @@
 # nothing else should run meanwhile.
 set -euo pipefail
 srcdir=${srcdir:-$(dirname "$0")/..}
+. "$srcdir/tests/bench_lib.sh"
 threads=${BENCH_THREADS:-2}
 what=${1:-all}
 tmp=$(mktemp -d)
@@ -25,17 +26,6 @@ trap 'rm -rf "$tmp"' EXIT
 echo "# $(uname -srm); $(nproc) CPUs; $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
 echo "# $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')"
 
-# median step time (perturb + forwards + update, ms) over the steps after the
-# first, from a journal
-median_step() {
-  awk '/"step":/ && !/"event"/ {
-      match($0, /"step":[0-9]+/); st = substr($0, RSTART + 7, RLENGTH - 7) + 0;
-      t = 0; n = split("ms_perturb ms_forward ms_update", k, " ");
-      for (i = 1; i <= n; i++) { match($0, "\"" k[i] "\":[0-9.e+-]+"); t += substr($0, RSTART + length(k[i]) + 3, RLENGTH - length(k[i]) - 3) }
-      if (st >= 2) v[++m] = t }
-    END { for (i = 2; i <= m; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
-          if (!m) { print "-"; exit } printf "%.0f", m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2 }' "$1"
-}
 
 memory() {
   . "$srcdir/tests/bench_opt125.sh"   # $tmp/opt125 and $tmp/long.tsv (64-token prompts)
@@ -51,10 +41,10 @@ memory() {
              --max-tokens 63 --batch-size 16 --optimizer "$opt" --peft "$peft" --steps "$steps" \
              --eval-every 0 --threads "$threads" --log "$log" --headless \
              > "$tmp/out" 2> "$tmp/time"; then
-          rss=$(awk -F: '/Maximum resident/ {gsub(/ /, "", $2); printf "%.0f", $2 / 1024}' "$tmp/time")
+          rss=$(printf '%.0f' "$(bench_rss_mib "$tmp/time")")
           tuned=$(grep -o 'tuning [0-9]* adapter' "$tmp/time" | awk '{print $2}' | head -1 || true)
           [ -n "$tuned" ] || tuned=$(./helene info --model "$tmp/$m" --json | sed -n 's/.*"n_params":\([0-9]*\).*/\1/p')
-          printf '%-14s %-8s %-22s %12s %14s %12s\n' "$m" "$opt" "$peft" "$tuned" "$rss" "$(median_step "$log")"
+          printf '%-14s %-8s %-22s %12s %14s %12s\n' "$m" "$opt" "$peft" "$tuned" "$rss" "$(bench_median_step "$log")"
         else
           why=$(grep -o 'the backward pass[^;]*' "$tmp/time" | head -1 || true)
           printf '%-14s %-8s %-22s %12s %14s %12s   (%s)\n' "$m" "$opt" "$peft" - - - "${why:-failed}"

@@ -16,6 +16,7 @@
 # the folder.  Run from the build folder, alone on the machine.
 set -euo pipefail
 srcdir=${srcdir:-$(dirname "$0")/..}
+. "$srcdir/tests/bench_lib.sh"
 threads=${BENCH_THREADS:-2}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -67,25 +68,16 @@ for shape in "${shapes[@]}"; do
       --max-tokens 63 --batch-size 16 --optimizer "$opt" --state-bf16 $bf --steps $steps \
       --eval-every 0 --dev-size 16 --threads "$threads" --log "$tmp/$shape-$cfg.jsonl" --headless \
       > /dev/null 2> "$tmp/$cfg.time"
-    rss=$(awk -F: '/Maximum resident/ {gsub(/ /, "", $2); print $2 / 1024}' "$tmp/$cfg.time")
-    awk -v shape="$shape" -v cfg="$cfg" -v rss="$rss" -v params="$params" '
-      /"event":"loaded"/ { match($0, /"value":"[0-9.]+"/); load = substr($0, RSTART + 9, RLENGTH - 10) }
-      /"step":/ && !/"event"/ {
-        match($0, /"step":[0-9]+/); st = substr($0, RSTART + 7, RLENGTH - 7) + 0;
-        t = 0;
-        n = split("ms_perturb ms_forward ms_update", k, " ");
-        for (i = 1; i <= n; i++) { match($0, "\"" k[i] "\":[0-9.e+-]+"); t += substr($0, RSTART + length(k[i]) + 3, RLENGTH - length(k[i]) - 3) }
-        if (st < 2) { first = t; next }
-        v[++m] = t;
-      }
-      END {
-        for (i = 2; i <= m; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
-        med = m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2;
+    rss=$(bench_rss_mib "$tmp/$cfg.time")
+    j="$tmp/$shape-$cfg.jsonl"
+    load=$(awk '/"event":"loaded"/ { match($0, /"value":"[0-9.]+"/); print substr($0, RSTART + 9, RLENGTH - 10) }' "$j")
+    awk -v shape="$shape" -v cfg="$cfg" -v rss="$rss" -v params="$params" -v load="$load" \
+      -v first="$(bench_first_step "$j")" -v med="$(bench_median_step "$j" %.17g)" 'BEGIN {
         w = params * 4 / 1048576;
         mult = cfg == "mezo" ? 1.15 : cfg == "helene" ? 3.15 : 2.15;
         printf "%-9s %-12s %8.1f %9.0f %9.0f %6.2f %9.0f %9.0f %7.3f\n", shape, cfg, load, first,
           med, first / med, rss, mult * w + 64, med * 1e6 / (params * 16 * 64);
-      }' "$tmp/$shape-$cfg.jsonl"
+      }'
   done
   rm -rf "$tmp/model"
 done

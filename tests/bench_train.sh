@@ -6,6 +6,7 @@
 # 2 threads.  Run from the build folder (make bench does).
 set -euo pipefail
 srcdir=${srcdir:-$(dirname "$0")/..}
+. "$srcdir/tests/bench_lib.sh"
 threads=${BENCH_THREADS:-2}
 steps=${BENCH_STEPS:-6}
 tmp=$(mktemp -d)
@@ -19,25 +20,15 @@ for opt in mezo helene zo-adam hizoo zo-sgd-mmt; do
   /usr/bin/time -v ./helene train --model "$tmp/opt125" --task sst2 --data "$tmp/long.tsv" \
     --max-tokens 63 --batch-size 16 --optimizer "$opt" --steps "$steps" --eval-every 0 \
     --threads "$threads" --log "$tmp/$opt.jsonl" --headless > /dev/null 2> "$tmp/$opt.time"
-  rss=$(awk -F: '/Maximum resident/ {gsub(/ /, "", $2); print $2 / 1024}' "$tmp/$opt.time")
-  # median step time over the steps after the first (warm caches)
-  awk -v opt="$opt" -v rss="$rss" -v w="$weights_mib" '
-    /"step":/ && !/"event"/ {
-      match($0, /"step":[0-9]+/); st = substr($0, RSTART + 7, RLENGTH - 7) + 0;
-      t = 0;
-      n = split("ms_perturb ms_forward ms_update", k, " ");
-      for (i = 1; i <= n; i++) { match($0, "\"" k[i] "\":[0-9.e+-]+"); t += substr($0, RSTART + length(k[i]) + 3, RLENGTH - length(k[i]) - 3) }
-      if (st < 2) { first = t; next }
-      v[++m] = t;
-    }
-    END {
-      for (i = 2; i <= m; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
-      med = m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2;
+  rss=$(bench_rss_mib "$tmp/$opt.time")
+  med=$(bench_median_step "$tmp/$opt.jsonl" %.17g)
+  first=$(bench_first_step "$tmp/$opt.jsonl")
+  awk -v opt="$opt" -v rss="$rss" -v w="$weights_mib" -v med="$med" -v first="$first" 'BEGIN {
       mult = opt == "mezo" ? 1.15 : (opt == "hizoo" || opt == "zo-sgd-mmt") ? 2.15 : 3.15;
       printf "helene_%s_step_ms          %.0f\n", opt, med;
       printf "helene_%s_first_step_ms    %.0f (%.2f x a later step; goal <= 1.5)\n", opt, first, first / med;
       printf "helene_%s_peak_rss_mib     %.0f (goal <= %.2f x %.0f + 64 = %.0f)\n", opt, rss, mult, w, mult * w + 64;
-    }' "$tmp/$opt.jsonl"
+    }'
 done
 
 if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
