@@ -2,7 +2,10 @@
 #include "jsonval.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "fileio.h"
 
 #define JSON_EXACT_MAX 9007199254740992.0 /* 2^53 */
 
@@ -44,4 +47,31 @@ const char *json_duplicate_key(const cJSON *it)
             return d;
     }
     return NULL;
+}
+
+hl_status json_read_file(const char *path, size_t max, cJSON **out, hl_err *err)
+{
+    *out = NULL;
+    char *text;
+    size_t n;
+    hl_status st = file_read(path, max, &text, &n, err);
+    if (st)
+        return st;
+    bool nul = json_text_has_nul_escape(text, n);
+    cJSON *j = cJSON_ParseWithLength(text, n);
+    free(text);
+    if (!j)
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: not valid JSON", path);
+    const char *dup = json_duplicate_key(j);
+    if (nul || dup) {
+        if (nul)
+            st = hl_err_set(err, HL_ERR_FORMAT, "%s: a string holds a NUL character (\\u0000), "
+                            "which would cut it short", path);
+        else
+            st = hl_err_set(err, HL_ERR_FORMAT, "%s: key \"%.60s\" appears twice", path, dup);
+        cJSON_Delete(j);
+        return st;
+    }
+    *out = j;
+    return HL_OK;
 }

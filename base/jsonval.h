@@ -13,7 +13,10 @@
 
 #include <cJSON.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+#include "err.h"
 
 /* True, with *out set, when it is a JSON number that is a whole number in
  * [0, max] (max is capped at 2^53).  False for anything else: missing,
@@ -27,5 +30,12 @@ bool json_text_has_nul_escape(const char *text, size_t n);
 /* The first key that appears twice in one object anywhere in the tree
  * (cJSON keeps both, and lookups find the first), or NULL. */
 const char *json_duplicate_key(const cJSON *it);
+
+/* Read and parse a JSON file of at most max bytes into *out (caller
+ * cJSON_Deletes it): the one way helene opens a JSON file it is given.
+ * Errors name the file: unreadable (HL_ERR_IO, from file_read), "not valid
+ * JSON", a NUL escape, a key given twice (HL_ERR_FORMAT).  The top-level
+ * type is the caller's to check. */
+hl_status json_read_file(const char *path, size_t max, cJSON **out, hl_err *err);
 
 #endif

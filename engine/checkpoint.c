@@ -203,25 +203,14 @@ static cJSON *read_meta(const char *dir, hl_err *err)
 {
     char p[RUNCFG_PATH_MAX + 64];
     snprintf(p, sizeof p, "%s/checkpoint.json", dir);
-    char *text;
-    if (file_read(p, 1 << 24, &text, NULL, err)) {
-        if (err && err->code == HL_ERR_IO) {
+    cJSON *o;
+    hl_status st = json_read_file(p, 1 << 24, &o, err);
+    if (st) {
+        if (st == HL_ERR_IO && err) {
             char why[HL_ERR_MSG_MAX];
             snprintf(why, sizeof why, "%s", err->msg);
             hl_err_set(err, HL_ERR_IO, "%.900s (not a helene checkpoint folder?)", why);
         }
-        return NULL;
-    }
-    cJSON *o = cJSON_Parse(text);
-    bool nul = json_text_has_nul_escape(text, strlen(text));
-    free(text);
-    const char *dup = json_duplicate_key(o);
-    if (o && (nul || dup)) {
-        if (nul)
-            hl_err_set(err, HL_ERR_FORMAT, "%s: a string holds a NUL character (\\u0000)", p);
-        else
-            hl_err_set(err, HL_ERR_FORMAT, "%s: key \"%.60s\" appears twice", p, dup);
-        cJSON_Delete(o);
         return NULL;
     }
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(o, "format");

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "fileio.h"
+#include "jsonval.h"
 
 /* ------------------------------------------------------------- config --- */
 
@@ -414,15 +415,10 @@ hl_status model_config_load(model_config *cfg, const char *dir, hl_err *err)
     memset(cfg, 0, sizeof *cfg);
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    char *text;
-    hl_status rst = file_read(path, 1 << 20, &text, NULL, err);
-    if (rst)
-        return rst;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    if (!j)
-        return hl_err_set(err, HL_ERR_FORMAT, "%s: not valid JSON", path);
-    hl_status st = HL_OK;
+    cJSON *j;
+    hl_status st = json_read_file(path, 1 << 20, &j, err);
+    if (st)
+        return st;
     if (!cJSON_IsObject(j)) {
         st = hl_err_set(err, HL_ERR_FORMAT, "%s: expected a JSON object", path);
         goto done;
@@ -478,13 +474,10 @@ done:
     /* tokenizer_config.json may say whether BOS is prepended. */
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
     if (access(path, F_OK) == 0) {
-        hl_err terr;
-        char *tt;
-        if (file_read(path, 1 << 24, &tt, NULL, &terr))
-            return hl_err_set(err, terr.code, "%s", terr.msg);
-        cJSON *tj = cJSON_Parse(tt);
-        free(tt);
-        if (!tj || !cJSON_IsObject(tj)) {
+        cJSON *tj;
+        if ((st = json_read_file(path, 1 << 24, &tj, err)))
+            return st;
+        if (!cJSON_IsObject(tj)) {
             cJSON_Delete(tj);
             return hl_err_set(err, HL_ERR_FORMAT, "%s: not a JSON object", path);
         }

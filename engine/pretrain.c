@@ -8,6 +8,7 @@
 #include "bpe_derive.h"
 
 #include "fileio.h"
+#include "jsonval.h"
 
 #include <cJSON.h>
 #include <dirent.h>
@@ -473,24 +474,12 @@ static hl_status save_checkpoint(run *r, hl_err *err)
     return st;
 }
 
-static cJSON *read_json_file(const char *path, hl_err *err)
-{
-    char *text;
-    if (file_read(path, 1 << 24, &text, NULL, err))
-        return NULL;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    if (!j)
-        hl_err_set(err, HL_ERR_FORMAT, "%s: not valid JSON", path);
-    return j;
-}
-
 static cJSON *read_state(const char *dir, hl_err *err)
 {
     char p[FILEBUF];
     snprintf(p, sizeof p, "%s/pretrain.json", dir);
-    cJSON *j = read_json_file(p, err);
-    if (!j)
+    cJSON *j;
+    if (json_read_file(p, 1 << 24, &j, err))
         return NULL;
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "format");
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "version");

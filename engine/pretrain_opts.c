@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fileio.h"
+#include "jsonval.h"
 
 /* ------------------------------------------------------------- options --- */
 
@@ -323,15 +323,11 @@ hl_status pretrain_opts_apply_json(pretrain_opts *o, const cJSON *j, const char 
 
 hl_status pretrain_opts_load_json(pretrain_opts *o, const char *path, hl_err *err)
 {
-    char *text;
-    hl_status rst = file_read(path, 1 << 24, &text, NULL, err);
-    if (rst)
-        return rst;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    if (!j)
-        return hl_err_set(err, HL_ERR_FORMAT, "%s: not valid JSON", path);
-    hl_status st = pretrain_opts_apply_json(o, j, path, err);
+    cJSON *j;
+    hl_status st = json_read_file(path, 1 << 24, &j, err);
+    if (st)
+        return st;
+    st = pretrain_opts_apply_json(o, j, path, err);
     cJSON_Delete(j);
     return st;
 }

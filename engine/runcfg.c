@@ -376,7 +376,7 @@ hl_status runcfg_apply_json(runcfg *c, const cJSON *obj, const char *where, hl_e
         return hl_err_set(err, HL_ERR_FORMAT, "%s: expected a JSON object of settings", where);
     const char *dup = json_duplicate_key(obj);
     if (dup)
-        return hl_err_set(err, HL_ERR_FORMAT, "%s: \"%.60s\" is given twice", where, dup);
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: key \"%.60s\" appears twice", where, dup);
     runcfg tmp;
     hl_status st = runcfg_copy(&tmp, c, err);
     if (st)
@@ -399,21 +399,9 @@ hl_status runcfg_apply_json(runcfg *c, const cJSON *obj, const char *where, hl_e
 
 hl_status runcfg_load_json(runcfg *c, const char *path, hl_err *err)
 {
-    size_t n = 0;
-    char *text;
-    hl_status st = file_read(path, 1 << 24, &text, &n, err);
-    if (st)
-        return st;
-    bool nul = json_text_has_nul_escape(text, n);
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    if (nul)
-        st = hl_err_set(err, HL_ERR_FORMAT,
-                        "%s: a string holds a NUL character (\\u0000), which would cut it short",
-                        path);
-    else if (!j)
-        st = hl_err_set(err, HL_ERR_FORMAT, "%s: expected a JSON object of settings", path);
-    else
+    cJSON *j;
+    hl_status st = json_read_file(path, 1 << 24, &j, err);
+    if (!st)
         st = runcfg_apply_json(c, j, path, err);
     cJSON_Delete(j);
     return st;

@@ -78,7 +78,7 @@ expect 1 "JSON object" -- $h train --config "$tmp/arr.json" --headless
 echo '{"objective": "quadratic", "steps": null}' > "$tmp/null.json"
 expect 1 '"steps" is null' -- $h train --config "$tmp/null.json" --headless
 echo '{"objective": "quadratic", "steps": 5, "steps": 6}' > "$tmp/dup.json"
-expect 1 '"steps" is given twice' -- $h train --config "$tmp/dup.json" --headless
+expect 1 '"steps" appears twice' -- $h train --config "$tmp/dup.json" --headless
 printf '{"objective": "quadratic", "save": "%s"}' "$(head -c 5000 /dev/zero | tr '\0' a)" > "$tmp/long.json"
 expect 1 '"save" is too long' -- $h train --config "$tmp/long.json" --headless
 echo '{"objective": "quadratic", "save": "a\u0000b"}' > "$tmp/nul.json"

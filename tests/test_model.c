@@ -584,6 +584,8 @@ static void test_config_errors(void)
         {"[1,2]", "JSON object"},
         {"{not json", "not valid JSON"},
         {"", "not valid JSON"},
+        {"{\"model_type\": \"gpt2\", \"n_embd\": 32, \"n_embd\": 64}", "\"n_embd\" appears twice"},
+        {"{\"model_type\": \"gpt\\u00002\"}", "NUL character"},
         {"{\"model_type\": \"bert\"}", "supported: opt, gpt2"},
         {"{\"model_type\": 7}", "model_type"},
         {"{\"model_type\": \"gpt2\", \"n_head\": 2, \"n_layer\": 1, \"vocab_size\": 10, "
