@@ -89,10 +89,11 @@ static const hparam_entry table[] = {
     {{"hess_estimator", HPARAM_TYPE_ENUM, 0, 0, false, false,
       "per_example|batch|layer_second_difference", "per_example", "helene",
       "q = mean_b c_b^2 (per_example, A-GNB), B c^2 (batch, Sophia), or one second "
-      "difference per layer group (extra forwards on refresh steps)"},
+      "difference per layer group, scaled to q's mean (extra forwards on refresh steps)"},
      F(hess_estimator)},
     {{"hess_probe", HPARAM_TYPE_ENUM, 0, 0, false, false, "shared|blockwise", "shared",
-      "helene", "curvature from the step's probe, or one extra probe per block on refresh"},
+      "helene", "curvature from the step's probe, or one extra probe per block on refresh "
+      "(scaled to the shared probe's mean: lr keeps its meaning)"},
      F(hess_probe)},
     {{"lambda_mode", HPARAM_TYPE_ENUM, 0, 0, false, false,
       "calibrated|relative|absolute|measured", "calibrated", "helene",

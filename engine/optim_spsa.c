@@ -598,6 +598,56 @@ static hl_status probe_weights(spsa_ctx *c, upd_scalars *u, hl_err *err)
     return HL_OK;
 }
 
+/* layer_second_difference: the groups' second differences are curvatures
+ * in the loss's units (1e-3 on the default model, 1 to 1000 on the layered
+ * quadratic), while HELENE's lr is set for A-GNB's ĥ, whose mean is this
+ * step's q; a switch of estimator would change the step by orders of
+ * magnitude (and blow a language model up within two steps at lr 3e-3).  So
+ * ĥ_ℓ = q m_ℓ / m̄: the measurement gives the shape across layers, the
+ * probe the scale, and lr keeps its meaning. */
+static void layer_sd_to_probe_units(spsa_ctx *c)
+{
+    optim *o = c->o;
+    const grouping *grp = c->grp;
+    double s = 0, n = 0;
+    for (int l = 0; l < c->L; l++)
+        if (!o->ps->layers[l].frozen) {
+            s += (double)o->ps->layers[l].size * o->meas_raw[grp->group_of_layer[l]];
+            n += (double)o->ps->layers[l].size;
+        }
+    if (!(s > 0)) /* nothing measured a positive curvature: the floors decide */
+        return;
+    const double f = o->stats.q / (s / n);
+    for (int32_t g = 0; g < grp->n_groups; g++)
+        c->block_q[g] = (float)(o->meas_raw[g] * f);
+    for (int l = 0; l < c->L; l++)
+        o->hhat_sum[l] = (double)c->block_q[grp->group_of_layer[l]] * (double)o->ps->layers[l].size;
+}
+
+/* hess_probe blockwise: group g's ĥ_i = q_g z_i² comes from its own probe,
+ * q_g ~ the squared gradient along the group alone, so its mean over the
+ * model is about 1/G of the shared probe's q (the whole gradient's): the
+ * same lr would step G times further (the default model diverged within
+ * 50 steps at lr 3e-3).  The group values keep their ratios and take the
+ * scale of this step's q, as layer_sd_to_probe_units does. */
+static void blockwise_to_probe_units(spsa_ctx *c)
+{
+    optim *o = c->o;
+    double s = 0, n = 0;
+    for (int l = 0; l < c->L; l++)
+        if (!o->ps->layers[l].frozen) {
+            s += o->hhat_sum[l];
+            n += (double)o->ps->layers[l].size;
+        }
+    if (!(s > 0))
+        return;
+    const double f = o->stats.q / (s / n);
+    for (int32_t g = 0; g < c->grp->n_groups; g++)
+        c->block_q[g] = (float)(c->block_q[g] * f);
+    for (int l = 0; l < c->L; l++)
+        o->hhat_sum[l] *= f;
+}
+
 /* HELENE's scalars: annealed momentum, ablations, h's bias correction, and
  * each layer's floor λ_l by lambda_mode. */
 static void helene_scalars(spsa_ctx *c, upd_scalars *u)
@@ -645,13 +695,30 @@ static void helene_scalars(spsa_ctx *c, upd_scalars *u)
         double *pred = o->h_pred;
         for (int l = 0; l < L; l++)
             pred[l] = hp->beta2 * o->h_sum[l] + (1.0 - hp->beta2) * o->hhat_sum[l];
-        for (int l = 0; l < L; l++)
-            o->rel_mean[l] = u->hb * oi_group_mean(o, grp, pred, grp->group_of_layer[l]);
+        if (hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD) { /* one floor (below) */
+            double sp = 0, n = 0;
+            for (int l = 0; l < L; l++)
+                if (!o->ps->layers[l].frozen) {
+                    sp += pred[l];
+                    n += (double)o->ps->layers[l].size;
+                }
+            for (int l = 0; l < L; l++)
+                o->rel_mean[l] = u->hb * (n > 0 ? sp / n : 0.0);
+        } else {
+            for (int l = 0; l < L; l++)
+                o->rel_mean[l] = u->hb * oi_group_mean(o, grp, pred, grp->group_of_layer[l]);
+        }
     }
-    /* measured floors in the units of h: κ h̄ m_l / m̄, with h̄ the mean h
-     * (as the update sees it) and m̄ the mean measured curvature, both over
-     * every tuned element; the measurement gives the shape across layers */
-    double meas_unit = 0;
+    /* measured floors in the units of h: κ h̄ max(m_l, m̄/4) / m̄, with h̄ the
+     * mean h (as the update sees it) and m̄ the mean measured curvature, both
+     * over every tuned element; the measurement gives the shape across
+     * layers.  At least a quarter of the mean: a group whose second
+     * difference came out negative or tiny (noise, or a flat direction, as
+     * many are on a language model) would otherwise have no floor under
+     * A-GNB's ĥ_i = q z_i², which reaches 1e-6 q, and its update would blow
+     * the model up within a few steps (the default model at lr 3e-3). */
+    const bool layer_sd = hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD;
+    double meas_unit = 0, meas_mean = 0;
     if (hp->lambda_mode == LAMBDA_MODE_MEASURED) {
         double hs = 0, ms = 0, n = 0;
         for (int l = 0; l < L; l++)
@@ -660,15 +727,42 @@ static void helene_scalars(spsa_ctx *c, upd_scalars *u)
                 ms += (double)o->ps->layers[l].size * o->meas_h[grp->group_of_layer[l]];
                 n += (double)o->ps->layers[l].size;
             }
-        if (ms > 0 && n > 0)
+        if (ms > 0 && n > 0) {
             meas_unit = hp->kappa * u->hb * (hs / n) / (ms / n);
+            meas_mean = ms / n;
+        }
+    }
+    /* layer_second_difference: ĥ is one constant per group, shaped by the
+     * group's measurement, so a floor shaped the same way (κ times the
+     * group's own first ĥ, its own mean h, or its own measurement) would
+     * never bind, and a group whose second difference came out negative,
+     * zero or tiny (noise, or a flat direction: common on language models)
+     * would divide its update by almost nothing and blow the model up in a
+     * step.  Its floor is one for every layer: κ times the mean over every
+     * tuned element of the first ĥ (calibrated: κ q, in A-GNB's units), of
+     * h (relative, rel_mean above) or of h as the update sees it (measured):
+     * stiffer groups step less, flatter ones as the floor allows. */
+    const bool blockwise = hp->hess_probe == HESS_PROBE_BLOCKWISE && !layer_sd;
+    double first_mean = 0;
+    if ((layer_sd || blockwise) && hp->lambda_mode == LAMBDA_MODE_CALIBRATED) {
+        double s = 0, n = 0;
+        for (int l = 0; l < L; l++)
+            if (!o->ps->layers[l].frozen) {
+                s += o->first_hhat[l];
+                n += (double)o->ps->layers[l].size;
+            }
+        first_mean = n > 0 ? s / n : 0;
     }
     for (int l = 0; l < L; l++) {
+        const int32_t g = grp->group_of_layer[l];
         double lam = 0;
         if (hp->lambda_mode == LAMBDA_MODE_CALIBRATED)
-            lam = hp->kappa * oi_group_mean(o, grp, o->first_hhat, grp->group_of_layer[l]);
+            lam = hp->kappa * (layer_sd    ? first_mean
+                               : blockwise ? fmax(oi_group_mean(o, grp, o->first_hhat, g),
+                                                  first_mean / 4)
+                                           : oi_group_mean(o, grp, o->first_hhat, g));
         else if (hp->lambda_mode == LAMBDA_MODE_MEASURED)
-            lam = meas_unit * o->meas_h[grp->group_of_layer[l]];
+            lam = meas_unit * (layer_sd ? meas_mean : fmax(o->meas_h[g], meas_mean / 4));
         else if (hp->lambda_mode == LAMBDA_MODE_RELATIVE)
             lam = hp->kappa * o->rel_mean[l];
         else if (hp->n_lambda_abs > 0)
@@ -813,6 +907,10 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
         perturbation_scales(&c);
     if ((st = run_probes(&c, &u, err)) != HL_OK || (st = probe_weights(&c, &u, err)) != HL_OK)
         goto fail;
+    if (c.measure && hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD)
+        layer_sd_to_probe_units(&c);
+    else if (c.blockwise)
+        blockwise_to_probe_units(&c);
     update_scalars(&c, &u);
 
     double t0 = oi_now_ms();

@@ -361,7 +361,7 @@ static void bench_convergence(long max_steps, const char *only)
         {"hizoo", "hizoo", {NULL}, 0},
         {"helene (defaults)", "helene", {NULL}, 0},
         /* these change the step's scale by orders of magnitude: own grid centres */
-        {"helene hess_probe=blockwise", "helene", {"hess_probe", "blockwise", NULL}, 1e-2},
+        {"helene hess_probe=blockwise", "helene", {"hess_probe", "blockwise", NULL}, 0},
         {"helene lambda_mode=relative", "helene", {"lambda_mode", "relative", NULL}, 0.1},
         {"helene momentum_form=ema", "helene", {"momentum_form", "ema", NULL}, 0},
         {"helene anneal=off", "helene", {"anneal", "off", NULL}, 0},
@@ -373,7 +373,7 @@ static void bench_convergence(long max_steps, const char *only)
          * difference per layer on refresh steps, used three ways */
         {"helene lambda_mode=measured", "helene", {"lambda_mode", "measured", NULL}, 0},
         {"helene hess_est=layer_sd", "helene",
-         {"hess_estimator", "layer_second_difference", NULL}, 1e-6},
+         {"hess_estimator", "layer_second_difference", NULL}, 0},
         {"helene precondition=perturbation", "helene", {"precondition", "perturbation", NULL}, 0},
         /* layer-newton: η is a fraction of a Newton step, stable below 2 */
         {"layer-newton", "layer-newton", {NULL}, 0},

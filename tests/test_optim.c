@@ -713,9 +713,16 @@ static void test_helene_measured_curvature(void)
         const optim_step_stats *S = optim_last_stats(o);
         /* L0, one ± pair per group, one SPSA pair */
         CU_ASSERT_EQUAL(S->forwards, 1 + 2 * 2 + 2);
-        if (mode == 0) { /* h = (1 − β2) m debiased by 1 / (1 − β2): the measured value */
-            CU_ASSERT_DOUBLE_EQUAL(ls[0].state_mean, mw, 1e-4 * mw);
-            CU_ASSERT_DOUBLE_EQUAL(ls[1].state_mean, mb, 1e-4 * mb);
+        if (mode == 0) {
+            /* ĥ_l = q m_l / m̄ (the measurement's shape in A-GNB's units, m̄
+             * the size-weighted mean), h = (1 − β2) ĥ debiased by 1 / (1 − β2);
+             * one floor for both layers: κ times the first ĥ's mean, κ q */
+            double mbar = (3 * mw + 2 * mb) / 5, q = S->q;
+            CU_ASSERT(q > 0);
+            CU_ASSERT_DOUBLE_EQUAL(ls[0].state_mean, q * mw / mbar, 1e-4 * q * mw / mbar);
+            CU_ASSERT_DOUBLE_EQUAL(ls[1].state_mean, q * mb / mbar, 1e-4 * q * mb / mbar);
+            CU_ASSERT_DOUBLE_EQUAL(ls[0].lambda, 0.5 * q, 1e-4 * q);
+            CU_ASSERT_DOUBLE_EQUAL(ls[1].lambda, 0.5 * q, 1e-4 * q);
         } else if (mode == 1) { /* floors κ h̄ m_l / m̄: their ratio is the measured one */
             CU_ASSERT(ls[0].lambda > 0 && ls[1].lambda > 0);
             CU_ASSERT_DOUBLE_EQUAL(ls[0].lambda / ls[1].lambda, mw / mb, 1e-4 * mw / mb);
@@ -778,7 +785,7 @@ static void test_hand_blockwise_curvature(void)
     optim *o = make_optim(&ps, NULL, kv);
     float th[NT];
     toy_gather(th, &ps);
-    double want_h[NT];
+    double want_h[NT], sum = 0;
     for (int g = 0; g < 2; g++) {
         uint64_t seed = rng_step_seed(RUN_SEED, 1, 0x40000000u + (uint32_t)g);
         float zb[NT];
@@ -787,11 +794,19 @@ static void test_hand_blockwise_curvature(void)
         double c, q, Lp, Lm;
         hand_probe(&c, &q, &Lp, &Lm, th, zb, 1e-2);
         for (int k = 0; k < NT; k++)
-            if (toy_layer[k] == g)
-                want_h[k] = 0.01 * q * zb[k] * zb[k];
+            if (toy_layer[k] == g) {
+                want_h[k] = q * zb[k] * zb[k];
+                sum += want_h[k];
+            }
     }
     hl_err err;
     CU_ASSERT_EQUAL(optim_step(o, &obj, &err), HL_OK);
+    /* the groups' ĥ keep their ratios and take the shared probe's scale: their
+     * mean over the tuned elements is the step's q; h = (1 − β2) ĥ */
+    const double q_shared = optim_last_stats(o)->q;
+    CU_ASSERT(q_shared > 0);
+    for (int k = 0; k < NT; k++)
+        want_h[k] *= 0.01 * q_shared / (sum / NT);
     check_state("blockwise h", o, 1, want_h);
     optim_free(o);
     param_set_free(&ps);
