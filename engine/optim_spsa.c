@@ -478,19 +478,38 @@ static hl_status probe_groups(spsa_ctx *c, hl_err *err)
     return HL_OK;
 }
 
+/* Means over every tuned element: of per-layer sums (Σ_l sums[l] / Σ_l n_l)
+ * and of per-group values (Σ_l n_l v[group of l] / Σ_l n_l); 0 when nothing
+ * is tuned.  In layer order, so the bits do not depend on the caller. */
+static double tuned_mean_of_sums(const optim *o, const double *sums)
+{
+    double s = 0, n = 0;
+    for (int l = 0; l < o->ps->n_layers; l++)
+        if (!o->ps->layers[l].frozen) {
+            s += sums[l];
+            n += (double)o->ps->layers[l].size;
+        }
+    return n > 0 ? s / n : 0.0;
+}
+
+static double tuned_mean_of_groups(const optim *o, const grouping *grp, const double *v)
+{
+    double s = 0, n = 0;
+    for (int l = 0; l < o->ps->n_layers; l++)
+        if (!o->ps->layers[l].frozen) {
+            s += (double)o->ps->layers[l].size * v[grp->group_of_layer[l]];
+            n += (double)o->ps->layers[l].size;
+        }
+    return n > 0 ? s / n : 0.0;
+}
+
 /* precondition=perturbation: z_l scaled by sqrt(mean h / h_l), within
  * [1/32, 32]. */
 static void perturbation_scales(spsa_ctx *c)
 {
     optim *o = c->o;
     const grouping *grp = c->grp;
-    double hbar = 0, n = 0;
-    for (int l = 0; l < c->L; l++)
-        if (!o->ps->layers[l].frozen) {
-            hbar += (double)o->ps->layers[l].size * o->meas_h[grp->group_of_layer[l]];
-            n += (double)o->ps->layers[l].size;
-        }
-    hbar = n > 0 ? hbar / n : 0;
+    const double hbar = tuned_mean_of_groups(o, grp, o->meas_h);
     for (int l = 0; l < c->L; l++) {
         double mh = o->meas_h[grp->group_of_layer[l]];
         double sc = hbar > 0 ? sqrt(hbar / (mh > hbar / 1024 ? mh : hbar / 1024)) : 1.0;
@@ -609,15 +628,10 @@ static void layer_sd_to_probe_units(spsa_ctx *c)
 {
     optim *o = c->o;
     const grouping *grp = c->grp;
-    double s = 0, n = 0;
-    for (int l = 0; l < c->L; l++)
-        if (!o->ps->layers[l].frozen) {
-            s += (double)o->ps->layers[l].size * o->meas_raw[grp->group_of_layer[l]];
-            n += (double)o->ps->layers[l].size;
-        }
-    if (!(s > 0)) /* nothing measured a positive curvature: the floors decide */
+    const double mbar = tuned_mean_of_groups(o, grp, o->meas_raw);
+    if (!(mbar > 0)) /* nothing measured a positive curvature: the floors decide */
         return;
-    const double f = o->stats.q / (s / n);
+    const double f = o->stats.q / mbar;
     for (int32_t g = 0; g < grp->n_groups; g++)
         c->block_q[g] = (float)(o->meas_raw[g] * f);
     for (int l = 0; l < c->L; l++)
@@ -633,15 +647,10 @@ static void layer_sd_to_probe_units(spsa_ctx *c)
 static void blockwise_to_probe_units(spsa_ctx *c)
 {
     optim *o = c->o;
-    double s = 0, n = 0;
-    for (int l = 0; l < c->L; l++)
-        if (!o->ps->layers[l].frozen) {
-            s += o->hhat_sum[l];
-            n += (double)o->ps->layers[l].size;
-        }
-    if (!(s > 0))
+    const double mean = tuned_mean_of_sums(o, o->hhat_sum);
+    if (!(mean > 0))
         return;
-    const double f = o->stats.q / (s / n);
+    const double f = o->stats.q / mean;
     for (int32_t g = 0; g < c->grp->n_groups; g++)
         c->block_q[g] = (float)(c->block_q[g] * f);
     for (int l = 0; l < c->L; l++)
@@ -696,14 +705,9 @@ static void helene_scalars(spsa_ctx *c, upd_scalars *u)
         for (int l = 0; l < L; l++)
             pred[l] = hp->beta2 * o->h_sum[l] + (1.0 - hp->beta2) * o->hhat_sum[l];
         if (hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD) { /* one floor (below) */
-            double sp = 0, n = 0;
+            const double mean = tuned_mean_of_sums(o, pred);
             for (int l = 0; l < L; l++)
-                if (!o->ps->layers[l].frozen) {
-                    sp += pred[l];
-                    n += (double)o->ps->layers[l].size;
-                }
-            for (int l = 0; l < L; l++)
-                o->rel_mean[l] = u->hb * (n > 0 ? sp / n : 0.0);
+                o->rel_mean[l] = u->hb * mean;
         } else {
             for (int l = 0; l < L; l++)
                 o->rel_mean[l] = u->hb * oi_group_mean(o, grp, pred, grp->group_of_layer[l]);
@@ -720,16 +724,11 @@ static void helene_scalars(spsa_ctx *c, upd_scalars *u)
     const bool layer_sd = hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD;
     double meas_unit = 0, meas_mean = 0;
     if (hp->lambda_mode == LAMBDA_MODE_MEASURED) {
-        double hs = 0, ms = 0, n = 0;
-        for (int l = 0; l < L; l++)
-            if (!o->ps->layers[l].frozen) {
-                hs += c->refresh ? pred_sum[l] : o->h_sum[l];
-                ms += (double)o->ps->layers[l].size * o->meas_h[grp->group_of_layer[l]];
-                n += (double)o->ps->layers[l].size;
-            }
-        if (ms > 0 && n > 0) {
-            meas_unit = hp->kappa * u->hb * (hs / n) / (ms / n);
-            meas_mean = ms / n;
+        const double hmean = tuned_mean_of_sums(o, c->refresh ? pred_sum : o->h_sum);
+        const double mmean = tuned_mean_of_groups(o, grp, o->meas_h);
+        if (mmean > 0) {
+            meas_unit = hp->kappa * u->hb * hmean / mmean;
+            meas_mean = mmean;
         }
     }
     /* layer_second_difference: ĥ is one constant per group, shaped by the
@@ -743,16 +742,9 @@ static void helene_scalars(spsa_ctx *c, upd_scalars *u)
      * h (relative, rel_mean above) or of h as the update sees it (measured):
      * stiffer groups step less, flatter ones as the floor allows. */
     const bool blockwise = hp->hess_probe == HESS_PROBE_BLOCKWISE && !layer_sd;
-    double first_mean = 0;
-    if ((layer_sd || blockwise) && hp->lambda_mode == LAMBDA_MODE_CALIBRATED) {
-        double s = 0, n = 0;
-        for (int l = 0; l < L; l++)
-            if (!o->ps->layers[l].frozen) {
-                s += o->first_hhat[l];
-                n += (double)o->ps->layers[l].size;
-            }
-        first_mean = n > 0 ? s / n : 0;
-    }
+    const double first_mean = (layer_sd || blockwise) && hp->lambda_mode == LAMBDA_MODE_CALIBRATED
+                                  ? tuned_mean_of_sums(o, o->first_hhat)
+                                  : 0.0;
     for (int l = 0; l < L; l++) {
         const int32_t g = grp->group_of_layer[l];
         double lam = 0;
