@@ -1,4 +1,5 @@
-/* backward_internal.h - what backward.c shares with backward_llama.c; not a public API.
+/* backward_internal.h - what backward.c shares with backward_llama.c and
+ * backward_loss.c; not a public API.
  *
  * backward.c owns the object, the training forward and backward drivers,
  * the heads and the building blocks below; backward_llama.c brings the
@@ -39,6 +40,12 @@ void bi_lora_backward(backward *bw, const model_block *b, model_block *g, int si
  * into g.  HL_ERR_NOMEM when the prefix work space cannot grow. */
 hl_status bi_attention_back(backward *bw, const model_block *b, model_block *g,
                             const float *datt, const float *qkv);
+
+/* The same checks as model_forward, then the forward with every layer's
+ * activations kept (backward_loss.c runs it before each loss). */
+hl_status bi_train_forward(backward *bw, const model_batch *batch, hl_err *err);
+/* From bw->dhidden (gradient of the head's input) down to the embeddings. */
+hl_status bi_body_backward(backward *bw, hl_err *err);
 
 /* ---- backward_llama.c ---- */
 
