@@ -101,7 +101,9 @@ static const hparam_entry table[] = {
       "the group's curvature measured by second differences"},
      F(lambda_mode)},
     {{"lambda_abs", HPARAM_TYPE_FLOAT_LIST, 0, 1e12, false, false, NULL, "1e-3", "helene",
-      "absolute floors: one value, or a comma list with one per layer"},
+      "absolute floors (lambda_mode absolute), in h's units: the layer table's mean h "
+      "column (hundreds on the default model; a floor far below it is no floor, and HELENE "
+      "without floors diverges); one value, or a comma list with one per layer"},
      F(lambda_abs)},
     {{"layer_granularity", HPARAM_TYPE_ENUM, 0, 0, false, false, "tensor|block|module",
       "tensor", "helene", "what a 'layer' is for floors and blockwise probes"},
