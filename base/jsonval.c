@@ -57,11 +57,24 @@ hl_status json_read_file(const char *path, size_t max, cJSON **out, hl_err *err)
     hl_status st = file_read(path, max, &text, &n, err);
     if (st)
         return st;
+    if (memchr(text, '\0', n)) {
+        free(text);
+        return hl_err_set(err, HL_ERR_FORMAT, "%s: contains a NUL byte; not a JSON file", path);
+    }
+    /* n + 1: cJSON checks the terminating NUL when asked to refuse trailing text */
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(text, n + 1, &end, true);
+    if (!j) {
+        size_t at = end && end >= text && end <= text + n ? (size_t)(end - text) : 0;
+        int line = 1;
+        for (size_t i = 0; i < at; i++)
+            line += text[i] == '\n';
+        free(text);
+        return hl_err_set(err, HL_ERR_FORMAT, "%s:%d: not valid JSON (near byte %zu)", path, line,
+                          at);
+    }
     bool nul = json_text_has_nul_escape(text, n);
-    cJSON *j = cJSON_ParseWithLength(text, n);
     free(text);
-    if (!j)
-        return hl_err_set(err, HL_ERR_FORMAT, "%s: not valid JSON", path);
     const char *dup = json_duplicate_key(j);
     if (nul || dup) {
         if (nul)

@@ -33,9 +33,12 @@ const char *json_duplicate_key(const cJSON *it);
 
 /* Read and parse a JSON file of at most max bytes into *out (caller
  * cJSON_Deletes it): the one way helene opens a JSON file it is given.
- * Errors name the file: unreadable (HL_ERR_IO, from file_read), "not valid
- * JSON", a NUL escape, a key given twice (HL_ERR_FORMAT).  The top-level
- * type is the caller's to check. */
+ * Errors name the file: unreadable (HL_ERR_IO, from file_read); a NUL byte,
+ * "PATH:LINE: not valid JSON (near byte N)" (trailing text included), a
+ * NUL escape, a key given twice (HL_ERR_FORMAT).  The top-level type is
+ * the caller's to check.  The duplicate check is quadratic in an object's
+ * size: for configs and task files, not for tokenizer.json's vocabularies
+ * (bpe.c checks those with its table). */
 hl_status json_read_file(const char *path, size_t max, cJSON **out, hl_err *err);
 
 #endif

@@ -997,40 +997,10 @@ static hl_status load_root(loader *L, const cJSON *root)
 hl_status task_load_file(task *t, const char *path, hl_err *err)
 {
     task_init(t);
-    char *text = NULL;
-    size_t n = 0;
-    hl_status st = file_read(path, TASK_FILE_MAX, &text, &n, err);
+    cJSON *root;
+    hl_status st = json_read_file(path, TASK_FILE_MAX, &root, err);
     if (st != HL_OK)
         return st;
-    if (memchr(text, '\0', n)) {
-        free(text);
-        return hl_err_set(err, HL_ERR_FORMAT, "%s: contains a NUL byte; not a JSON task file",
-                          path);
-    }
-    /* n + 1: cJSON checks the terminating NUL when asked to reject trailing text */
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, n + 1, &end, true);
-    if (!root) {
-        size_t at = end && end >= text && end <= text + n ? (size_t)(end - text) : 0;
-        int line = 1;
-        for (size_t i = 0; i < at; i++)
-            line += text[i] == '\n';
-        free(text);
-        return hl_err_set(err, HL_ERR_FORMAT, "%s:%d: not valid JSON (near byte %zu)", path, line,
-                          at);
-    }
-    bool nul = json_text_has_nul_escape(text, n);
-    free(text);
-    const char *dup = json_duplicate_key(root);
-    if (nul || dup) {
-        st = nul ? hl_err_set(err, HL_ERR_FORMAT,
-                              "%s: a string holds a NUL character (\\u0000), which would cut "
-                              "it short",
-                              path)
-                 : hl_err_set(err, HL_ERR_FORMAT, "%s: key \"%.60s\" appears twice", path, dup);
-        cJSON_Delete(root);
-        return st;
-    }
     loader L = {.t = t, .path = path, .err = err};
     if ((t->path = dup_str(path)) == NULL)
         st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
