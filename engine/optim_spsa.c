@@ -617,38 +617,20 @@ static hl_status probe_weights(spsa_ctx *c, upd_scalars *u, hl_err *err)
     return HL_OK;
 }
 
-/* layer_second_difference: the groups' second differences are curvatures
- * in the loss's units (1e-3 on the default model, 1 to 1000 on the layered
- * quadratic), while HELENE's lr is set for A-GNB's ĥ, whose mean is this
- * step's q; a switch of estimator would change the step by orders of
- * magnitude (and blow a language model up within two steps at lr 3e-3).  So
- * ĥ_ℓ = q m_ℓ / m̄: the measurement gives the shape across layers, the
- * probe the scale, and lr keeps its meaning. */
-static void layer_sd_to_probe_units(spsa_ctx *c)
-{
-    optim *o = c->o;
-    const grouping *grp = c->grp;
-    const double mbar = tuned_mean_of_groups(o, grp, o->meas_raw);
-    if (!(mbar > 0)) /* nothing measured a positive curvature: the floors decide */
-        return;
-    const double f = o->stats.q / mbar;
-    for (int32_t g = 0; g < grp->n_groups; g++)
-        c->block_q[g] = (float)(o->meas_raw[g] * f);
-    for (int l = 0; l < c->L; l++)
-        o->hhat_sum[l] = (double)c->block_q[grp->group_of_layer[l]] * (double)o->ps->layers[l].size;
-}
-
-/* hess_probe blockwise: group g's ĥ_i = q_g z_i² comes from its own probe,
- * q_g ~ the squared gradient along the group alone, so its mean over the
- * model is about 1/G of the shared probe's q (the whole gradient's): the
- * same lr would step G times further (the default model diverged within
- * 50 steps at lr 3e-3).  The group values keep their ratios and take the
- * scale of this step's q, as layer_sd_to_probe_units does. */
-static void blockwise_to_probe_units(spsa_ctx *c)
+/* The group probes' ĥ in the shared probe's units.  HELENE's lr is set for
+ * A-GNB's ĥ, whose mean over the tuned elements is this step's q; the
+ * group probes measure on other scales: blockwise's q_g is the squared
+ * gradient along one group (its mean about 1/G of q), a second difference
+ * is a curvature in the loss's units (1e-3 on the default model, 1 to 1000
+ * on the layered quadratic).  At the same lr either would step orders of
+ * magnitude further (the default model blew up within 5-50 steps at
+ * 3e-3).  So the group values keep their ratios (the shape across layers)
+ * and take q's mean: lr keeps its meaning when an option is switched on. */
+static void groups_to_probe_units(spsa_ctx *c)
 {
     optim *o = c->o;
     const double mean = tuned_mean_of_sums(o, o->hhat_sum);
-    if (!(mean > 0))
+    if (!(mean > 0)) /* nothing measured a positive value: the floors decide */
         return;
     const double f = o->stats.q / mean;
     for (int32_t g = 0; g < c->grp->n_groups; g++)
@@ -899,10 +881,8 @@ static hl_status spsa_step(optim *o, const objective *obj, uint64_t t, uint64_t 
         perturbation_scales(&c);
     if ((st = run_probes(&c, &u, err)) != HL_OK || (st = probe_weights(&c, &u, err)) != HL_OK)
         goto fail;
-    if (c.measure && hp->hess_estimator == HESS_ESTIMATOR_LAYER_SD)
-        layer_sd_to_probe_units(&c);
-    else if (c.blockwise)
-        blockwise_to_probe_units(&c);
+    if (c.h_from_groups)
+        groups_to_probe_units(&c);
     update_scalars(&c, &u);
 
     double t0 = oi_now_ms();
