@@ -97,6 +97,19 @@ void firstorder_adam_release(firstorder *f)
     bw_drop(f);
 }
 
+/* The true gradient at θ on step t's batch (batches are a pure function of
+ * the step) into bw.grad, the per-example losses into f->losses. */
+static hl_status true_gradient(firstorder *f, uint64_t t, int32_t *n, hl_err *err)
+{
+    int32_t B;
+    hl_status st = objective_select_batch(f->obj, &B, t, err);
+    if (st)
+        return st;
+    const cls_example *ex = taskobj_batch(f->task, n);
+    backward_zero_grad(&f->bw);
+    return backward_cls(&f->bw, f->losses, taskobj_scorer(f->task), ex, *n, 1.0, err);
+}
+
 static double ms_between(const struct timespec *a, const struct timespec *b)
 {
     return ((double)(b->tv_sec - a->tv_sec) + 1e-9 * (double)(b->tv_nsec - a->tv_nsec)) * 1e3;
@@ -110,14 +123,9 @@ hl_status firstorder_adam_step(firstorder *f, const hparams *hp, uint64_t t, uin
         return st;
     adam_config_of(&f->aw.cfg, hp);
     struct timespec a, b, c;
-    int32_t B;
-    if ((st = objective_select_batch(f->obj, &B, t, err)))
-        return st;
     int32_t n;
-    const cls_example *ex = taskobj_batch(f->task, &n);
     clock_gettime(CLOCK_MONOTONIC, &a);
-    backward_zero_grad(&f->bw);
-    if ((st = backward_cls(&f->bw, f->losses, taskobj_scorer(f->task), ex, n, 1.0, err)))
+    if ((st = true_gradient(f, t, &n, err)))
         return st;
     double mean = 0;
     for (int32_t i = 0; i < n; i++)
@@ -196,17 +204,11 @@ void firstorder_align_release(firstorder *f)
     bw_drop(f);
 }
 
-/* The true gradient at θ_t on step t's batch (drawn again by the step:
- * batches are a pure function of the step). */
+/* The true gradient at θ_t on step t's batch (drawn again by the step). */
 hl_status firstorder_align_before(firstorder *f, uint64_t t, hl_err *err)
 {
-    int32_t B, n;
-    hl_status st = objective_select_batch(f->obj, &B, t, err);
-    if (st)
-        return st;
-    const cls_example *ex = taskobj_batch(f->task, &n);
-    backward_zero_grad(&f->bw);
-    return backward_cls(&f->bw, f->losses, taskobj_scorer(f->task), ex, n, 1.0, err);
+    int32_t n;
+    return true_gradient(f, t, &n, err);
 }
 
 /* cos(c·z, ∇L) with z regenerated exactly as the optimizer drew it:
