@@ -1175,18 +1175,16 @@ hl_status model_save_hf_weights(const model *m, const char *path, st_dtype dt, b
     const param_set *ps = &m->params;
     const int L = ps->n_layers;
     st_write_tensor *ts = calloc((size_t)L, sizeof *ts);
-    float **tmp = calloc((size_t)L, sizeof *tmp);
     char(*names)[PARAM_NAME_MAX + 16] = calloc((size_t)L, sizeof *names);
     int64_t(*shapes)[2] = calloc((size_t)L, sizeof *shapes);
     hl_status st = HL_OK;
-    if (!ts || !tmp || !names || !shapes) {
+    if (!ts || !names || !shapes) {
         st = hl_err_set(err, HL_ERR_NOMEM, "out of memory");
         goto done;
     }
     const bool gpt2 = m->cfg.family == MODEL_FAMILY_GPT2;
     for (int i = 0; i < L; i++) {
         const param_layer *l = &ps->layers[i];
-        const float *src = param_layer_data(ps, i);
         const bool conv = gpt2 && l->ndim == 2 && !strncmp(l->name, "h.", 2);
         if (prefixed)
             snprintf(names[i], sizeof names[i], "%s%s",
@@ -1194,27 +1192,17 @@ hl_status model_save_hf_weights(const model *m, const char *path, st_dtype dt, b
                      l->name);
         else
             model_hf_tensor_name(&m->cfg, l->name, names[i], sizeof names[i]);
+        /* GPT-2's Conv1D stores [in, out]: st_write transposes the arena's
+         * [out, in] as it writes (no copy of the weights) */
         shapes[i][0] = conv ? l->shape[1] : l->shape[0];
         shapes[i][1] = conv ? l->shape[0] : l->shape[1];
-        if (conv) { /* GPT-2's Conv1D stores [in, out]: never the untransposed data */
-            if (!(tmp[i] = malloc(l->size * sizeof(float)))) {
-                st = hl_err_set(err, HL_ERR_NOMEM, "out of memory transposing %s", l->name);
-                goto done;
-            }
-            for (int64_t r = 0; r < l->shape[0]; r++)
-                for (int64_t c = 0; c < l->shape[1]; c++)
-                    tmp[i][c * l->shape[0] + r] = src[r * l->shape[1] + c];
-            src = tmp[i];
-        }
-        ts[i] = (st_write_tensor){.name = names[i], .dtype = dt, .src = ST_SRC_F32,
-                                  .ndim = l->ndim, .shape = shapes[i], .data = src};
+        ts[i] = (st_write_tensor){.name = names[i], .dtype = dt,
+                                  .src = conv ? ST_SRC_F32_T : ST_SRC_F32, .ndim = l->ndim,
+                                  .shape = shapes[i], .data = param_layer_data(ps, i)};
     }
     const char *meta[4] = {"format", "pt", meta_key, meta_value};
     st = st_write(path, ts, L, meta, meta_key ? 2 : 1, err);
 done:
-    for (int i = 0; tmp && i < L; i++)
-        free(tmp[i]);
-    free(tmp);
     free(ts);
     free(names);
     free(shapes);

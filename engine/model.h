@@ -261,7 +261,8 @@ void model_peft_site_base(const model *m, int32_t block, int site, char *name, s
  * token ids and lengths (against max_pos) and grows the activation buffers
  * when a batch is larger than any before. */
 /* The model's weights as a Hugging Face model.safetensors at path, in dt
- * (GPT-2's Conv1D weights transposed back to [in, out]); names as the
+ * (GPT-2's Conv1D weights transposed back to [in, out] as they are written,
+ * without a copy); names as the
  * loader reads them, or with prefixed the full names transformers saves
  * ("model." / "transformer."); metadata format=pt plus meta_key=meta_value
  * (NULL: none).  `helene export` and `helene pretrain` both write with it. */

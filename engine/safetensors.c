@@ -1244,7 +1244,9 @@ static hl_status write_validate(const char *path, const st_write_tensor *tensors
         if ((unsigned)t->dtype >= ST_DTYPE_COUNT)
             return hl_err_set(err, HL_ERR_INVALID, "%s: tensor '%s': invalid dtype %d", path,
                               name, (int)t->dtype);
-        if (t->src != ST_SRC_RAW && !(t->src == ST_SRC_F32 && dtype_is_float(t->dtype)))
+        if (t->src != ST_SRC_RAW &&
+            !((t->src == ST_SRC_F32 || (t->src == ST_SRC_F32_T && t->ndim == 2)) &&
+              dtype_is_float(t->dtype)))
             return hl_err_set(err, HL_ERR_INVALID,
                               "%s: tensor '%s': cannot write %s from this source type", path,
                               name, st_dtype_name(t->dtype));
@@ -1312,16 +1314,22 @@ static bool write_tensor_data(int fd, const st_write_tensor *t, uint64_t nbytes,
 {
     if (nbytes == 0)
         return true;
-    if (t->src == ST_SRC_RAW || t->dtype == ST_DTYPE_F32)
+    if (t->src == ST_SRC_RAW || (t->src == ST_SRC_F32 && t->dtype == ST_DTYPE_F32))
         return write_all(fd, t->data, (size_t)nbytes);
     const float *src = t->data;
+    const bool trans = t->src == ST_SRC_F32_T;
+    const size_t rows = trans ? (size_t)t->shape[0] : 0, cols = trans ? (size_t)t->shape[1] : 0;
     size_t es = st_dtype_size(t->dtype), n = (size_t)(nbytes / es), per = buf_size / es;
     for (size_t i = 0; i < n; i += per) {
         size_t cnt = n - i < per ? n - i : per;
         for (size_t j = 0; j < cnt; j++) {
+            /* transposed: the file's element (r, c) is the source's (c, r) */
+            size_t k = i + j, at = trans ? (k % cols) * rows + k / cols : k;
             float v;
-            memcpy(&v, src + i + j, sizeof v);
-            if (t->dtype == ST_DTYPE_F64) {
+            memcpy(&v, src + at, sizeof v);
+            if (t->dtype == ST_DTYPE_F32) {
+                memcpy(buf + 4 * j, &v, 4);
+            } else if (t->dtype == ST_DTYPE_F64) {
                 double d = v;
                 memcpy(buf + 8 * j, &d, 8);
             } else {

@@ -145,6 +145,9 @@ typedef enum st_src {
     ST_SRC_RAW, /* already in dtype's little-endian layout: written as is */
     ST_SRC_F32, /* fp32 values, converted to dtype (F64, F32, F16 or BF16) with
                  * round-to-nearest-even; NaN stays NaN, overflow becomes inf */
+    ST_SRC_F32_T, /* as ST_SRC_F32, from a 2-D source stored transposed: data is
+                   * [shape[1], shape[0]] row-major, the file gets [shape[0],
+                   * shape[1]] (GPT-2's Conv1D weights, written without a copy) */
 } st_src;
 
 typedef struct st_write_tensor {

@@ -432,9 +432,12 @@ static void test_transposed_and_unaligned(void)
         {"wbf", ST_DTYPE_BF16, ST_SRC_F32, 2, s2, m},
         {"w64", ST_DTYPE_F64, ST_SRC_F32, 2, s2, m},
         {"cube", ST_DTYPE_F32, ST_SRC_F32, 3, s3, m},
+        /* from a source stored transposed ([C, R]): the file holds m again */
+        {"t32", ST_DTYPE_F32, ST_SRC_F32_T, 2, s2, want},
+        {"t16", ST_DTYPE_F16, ST_SRC_F32_T, 2, s2, want},
     };
     hl_err err;
-    CU_ASSERT_EQUAL_FATAL(st_write(path, ts, 6, NULL, 0, &err), HL_OK);
+    CU_ASSERT_EQUAL_FATAL(st_write(path, ts, 8, NULL, 0, &err), HL_OK);
     st_file f;
     CU_ASSERT_EQUAL_FATAL(st_file_open(&f, path, &err), HL_OK);
     const char *names[] = {"w32", "w16", "wbf", "w64"};
@@ -449,6 +452,15 @@ static void test_transposed_and_unaligned(void)
         CU_ASSERT_EQUAL(st_tensor_to_f32_transposed(t, out, &err), HL_OK);
         CU_ASSERT_EQUAL(test_close_floats(names[k], out, want, R * C, 0, 0), 0);
     }
+    for (int k = 0; k < 2; k++) {
+        const char *tn = k ? "t16" : "t32";
+        const st_tensor *t = st_file_find(&f, tn);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+        CU_ASSERT(t->shape[0] == R && t->shape[1] == C);
+        memset(out, 0, sizeof out);
+        CU_ASSERT_EQUAL(st_tensor_to_f32(t, out, &err), HL_OK);
+        CU_ASSERT_EQUAL(test_close_floats(tn, out, m, R * C, 0, 0), 0);
+    }
     CU_ASSERT_EQUAL(st_tensor_to_f32_transposed(st_file_find(&f, "cube"), out, &err),
                     HL_ERR_INVALID);
     CU_ASSERT(strstr(err.msg, "cube") && strstr(err.msg, path));
@@ -456,6 +468,10 @@ static void test_transposed_and_unaligned(void)
                     HL_ERR_INVALID);
     CU_ASSERT(strstr(err.msg, "pad") && strstr(err.msg, "U8"));
     st_file_close(&f);
+    /* a transposed source must be 2-D */
+    st_write_tensor bad = {"cube", ST_DTYPE_F32, ST_SRC_F32_T, 3, s3, m};
+    CU_ASSERT_EQUAL(st_write(path, &bad, 1, NULL, 0, &err), HL_ERR_INVALID);
+    CU_ASSERT(strstr(err.msg, "cube") != NULL);
 }
 
 static void test_empty_and_tiny_files(void)
